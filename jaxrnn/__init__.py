@@ -1,0 +1,27 @@
+"""jaxrnn: recurrent networks as pure functions over parameter pytrees.
+
+A `Cell` is one time step (``init``, ``initial_carry``, ``step``,
+``project``); `scan` runs it over a sequence with `jax.lax.scan`; `rnn`,
+`bidirectional` and `stack` build whole-sequence layers (`Seq`). Batches come
+from `jax.vmap`, training from optax (`jaxrnn.train`).
+"""
+
+from jaxrnn._cell import Cell as Cell
+from jaxrnn._cell import carry_dtype as carry_dtype
+from jaxrnn._cell import matmul as matmul
+from jaxrnn._cells.gru import GRUParams as GRUParams
+from jaxrnn._cells.gru import gru as gru
+from jaxrnn._cells.lstm import LSTMCarry as LSTMCarry
+from jaxrnn._cells.lstm import LSTMParams as LSTMParams
+from jaxrnn._cells.lstm import cifg_lstm as cifg_lstm
+from jaxrnn._cells.lstm import lstm as lstm
+from jaxrnn._cells.lstm import peephole_lstm as peephole_lstm
+from jaxrnn._cells.rnn import RNNParams as RNNParams
+from jaxrnn._cells.rnn import simple_rnn as simple_rnn
+from jaxrnn._layers import Seq as Seq
+from jaxrnn._layers import bidirectional as bidirectional
+from jaxrnn._layers import rnn as rnn
+from jaxrnn._layers import stack as stack
+from jaxrnn._scan import scan as scan
+
+__version__ = "0.1.0"

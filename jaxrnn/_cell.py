@@ -1,0 +1,114 @@
+"""The `Cell` contract and the helpers every built-in cell shares.
+
+A cell is one time step of a recurrence, written as pure functions over a
+parameter pytree (the optax pattern: a constructor closes over settings and
+returns a NamedTuple of functions). Sequence drivers live in `_scan.py` and
+`_layers.py`; the cells themselves in `_cells/`.
+
+Dimension legend used in every docstring:
+
+  T: time steps   I: input size   H: hidden size   G: fused gate width
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = Any   # a pytree of arrays, usually a NamedTuple such as LSTMParams
+Carry = Any    # a pytree of arrays, usually a NamedTuple such as LSTMCarry
+
+
+class Cell(NamedTuple):
+  """One recurrent time step as pure functions: ``c -> x -> (c, y)``.
+
+  Fields:
+    init: ``(key, input_size) -> params``.
+    initial_carry: ``(params) -> carry``; sizes and dtype come from params.
+    step: ``(params, carry, gx_t) -> (carry, y_t)``, in `jax.lax.scan` order.
+      ``gx_t`` is the projected input (``project(params, xs)[t]``), or the raw
+      input ``x_t`` when ``project`` is None.
+    output_size: the size of ``y_t``.
+    project: ``(params, xs[T, I]) -> gxs[T, G]``, the input matmul for all
+      steps at once, hoisted out of the time loop. Optional.
+
+  A cell works on one example; batch with `jax.vmap`. A Cell holds
+  functions, so it is not a `jax.jit` argument: build it once and close over
+  it.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> def leaky(hidden_size, alpha=0.5):          # h' = (1-a) h + a tanh(W x + b)
+  ...   def init(key, input_size):
+  ...     w = jax.random.normal(key, (input_size, hidden_size)) / input_size**0.5
+  ...     return dict(w=w, b=jnp.zeros(hidden_size))
+  ...   def step(p, h, gx):
+  ...     h = (1 - alpha) * h + alpha * jnp.tanh(gx)
+  ...     return h, h
+  ...   return jaxrnn.Cell(init=init, initial_carry=lambda p: jnp.zeros_like(p["b"]),
+  ...                      step=step, output_size=hidden_size,
+  ...                      project=lambda p, xs: xs @ p["w"] + p["b"])
+  >>> cell = leaky(4)
+  >>> params = cell.init(jax.random.key(0), 3)
+  >>> h, ys = jaxrnn.scan(cell, params, jnp.ones((5, 3)))
+  >>> ys.shape
+  (5, 4)
+  """
+
+  init: Callable[[Array, int], Params]
+  initial_carry: Callable[[Params], Carry]
+  step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+  output_size: int
+  project: Optional[Callable[[Params, Array], Array]] = None
+
+
+def carry_dtype(param_dtype) -> jnp.dtype:
+  """The carry's dtype for params of ``param_dtype``: at least float32.
+
+  bfloat16 and float16 params compute matmuls in their own dtype but keep the
+  carry (and so the long-range sum in an LSTM's cell state) in float32.
+  """
+  return jnp.promote_types(param_dtype, jnp.float32)
+
+
+def matmul(x: Array, w: Array) -> Array:
+  """``x @ w`` computed in ``w``'s dtype, accumulated in the carry dtype."""
+  return jnp.matmul(x.astype(w.dtype), w,
+                    preferred_element_type=carry_dtype(w.dtype))
+
+
+def project_input(name: str, xs: Array, w_x: Array, b: Array) -> Array:
+  """The hoisted input projection ``xs @ w_x + b`` with an input-size check.
+
+  Shapes: xs [T, I], w_x [I, G], b [G] -> [T, G] in the carry dtype.
+  """
+  check_input_size(name, xs, w_x.shape[0])
+  return matmul(xs, w_x) + b.astype(carry_dtype(w_x.dtype))
+
+
+def check_input_size(name: str, xs: Array, input_size: int) -> None:
+  """Raises at trace time when xs is not ``[T, input_size]``."""
+  xs_shape = jnp.shape(xs)
+  if len(xs_shape) != 2 or xs_shape[-1] != input_size:
+    raise ValueError(
+        f"jaxrnn.{name}: xs has shape {tuple(xs_shape)}; these params were "
+        f"initialised for input size {input_size}, so xs must be "
+        f"[T, {input_size}]. Fix: pass inputs with {input_size} features, or "
+        f"re-run init(key, input_size={xs_shape[-1] if xs_shape else '?'}).")
+
+
+def split_gates(z: Array, names: tuple[str, ...]) -> dict[str, Array]:
+  """Splits fused pre-activations ``[len(names) * H]`` into named ``[H]`` parts."""
+  return dict(zip(names, jnp.split(z, len(names), axis=-1)))
+
+
+def stacked_init(init, key: Array, shape: tuple[int, int], n: int, dtype):
+  """``n`` independent ``shape`` blocks from ``init``, concatenated on the last axis.
+
+  Used for fused gate weights so that each gate's block is, for example,
+  orthogonal on its own (as in Flax and cuDNN-compatible layouts).
+  """
+  keys = jax.random.split(key, n)
+  return jnp.concatenate([init(k, shape, dtype) for k in keys], axis=-1)

@@ -1,0 +1,1 @@
+"""Built-in cells, one file per family: rnn, lstm (all variants), gru."""

@@ -1,0 +1,109 @@
+"""The gated recurrent unit, in both of its published forms.
+
+Lives here: `gru` and `GRUParams`. Not here: drivers (`_scan.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import (Cell, carry_dtype, matmul, project_input,
+                          split_gates, stacked_init)
+
+Initializer = Callable
+GATES = ("r", "z", "n")
+
+
+class GRUParams(NamedTuple):
+  """GRU parameters; fused gate blocks in the order ``r, z, n`` (PyTorch's)."""
+  w_x: jax.Array                    # [I, 3H]  input weights W_r, W_z, W_n
+  w_h: jax.Array                    # [H, 3H]  recurrent weights U_r, U_z, U_n
+  b: jax.Array                      # [3H]     input-side bias (r, z: b_i + b_h folded)
+  b_hn: Optional[jax.Array] = None  # [H]      recurrent bias of n, inside r * (.); reset_after only
+
+
+def gru(
+    hidden_size: int,
+    *,
+    reset_after: bool = True,
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
+    recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
+    bias_init: Initializer = jax.nn.initializers.zeros,
+    param_dtype=jnp.float32,
+) -> Cell:
+  r"""The gated recurrent unit (Cho et al. 2014).
+
+  With ``reset_after=True`` (default; the cuDNN, PyTorch, Flax and Keras 2
+  form), with ``x = x_t``, ``h = h_{t-1}``:
+
+  .. math::
+
+    r_t &= \sigma(W_r x + U_r h + b_r)                       && \text{reset gate} \\
+    z_t &= \sigma(W_z x + U_z h + b_z)                       && \text{update gate} \\
+    n_t &= \tanh(W_n x + b_n + r_t \odot (U_n h + b_{hn}))   && \text{candidate} \\
+    h_t &= (1 - z_t) \odot n_t + z_t \odot h
+
+  With ``reset_after=False`` (Cho et al. 2014 exactly; the form in Colah's
+  figure) the reset gate scales h before the matmul and there is no
+  ``b_hn``:
+
+  .. math::
+
+    n_t = \tanh(W_n x + U_n (r_t \odot h) + b_n)
+
+  Colah's figure writes ``h_t = (1 - z_t) h + z_t n_t``: his ``z`` is our
+  ``1 - z``. We follow Cho et al. and every framework, where ``z`` keeps the
+  old state.
+
+  Layout: fused blocks ``r, z, n``; ``GRUParams(w_x [I, 3H], w_h [H, 3H],
+  b [3H], b_hn [H] or None)``; carry ``h [H]`` in float32 or wider;
+  ``project(params, xs [T, I]) -> [T, 3H]``.
+
+  Initialisation: ``w_x`` LeCun normal, ``w_h`` orthogonal per gate block,
+  biases zero; all overridable.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> cell = jaxrnn.gru(16)
+  >>> params = cell.init(jax.random.key(0), 8)
+  >>> params.w_h.shape, params.b_hn.shape
+  ((16, 48), (16,))
+  >>> h, ys = jaxrnn.scan(cell, params, jnp.ones((5, 8)))
+  >>> ys.shape
+  (5, 16)
+  """
+  H = hidden_size
+
+  def init(key, input_size):
+    kx, kh, kb, kbh = jax.random.split(key, 4)
+    return GRUParams(
+        w_x=kernel_init(kx, (input_size, 3 * H), param_dtype),
+        w_h=stacked_init(recurrent_init, kh, (H, H), 3, param_dtype),
+        b=bias_init(kb, (3 * H,), param_dtype),
+        b_hn=bias_init(kbh, (H,), param_dtype) if reset_after else None)
+
+  def initial_carry(params):
+    return jnp.zeros((H,), carry_dtype(params.w_h.dtype))
+
+  def project(params, xs):
+    return project_input("gru", xs, params.w_x, params.b)
+
+  def step(params, h, gx):
+    x = split_gates(gx, GATES)
+    if reset_after:
+      u = split_gates(matmul(h, params.w_h), GATES)
+      r = jax.nn.sigmoid(x["r"] + u["r"])
+      z = jax.nn.sigmoid(x["z"] + u["z"])
+      n = jnp.tanh(x["n"] + r * (u["n"] + params.b_hn))
+    else:
+      u_rz = matmul(h, params.w_h[:, :2 * H])
+      r = jax.nn.sigmoid(x["r"] + u_rz[:H])
+      z = jax.nn.sigmoid(x["z"] + u_rz[H:])
+      n = jnp.tanh(x["n"] + matmul(r * h, params.w_h[:, 2 * H:]))
+    h = (1.0 - z) * n + z * h
+    return h, h
+
+  return Cell(init=init, initial_carry=initial_carry, step=step,
+              output_size=H, project=project)

@@ -1,0 +1,244 @@
+"""The LSTM family: one constructor whose switches give every variant.
+
+Lives here: `lstm` (Gers et al. 2000 with the variants of Greff et al. 2015
+and the projection of Sak et al. 2014), the named constructors
+`peephole_lstm` (Greff's "vanilla"), `cifg_lstm`, and `LSTMParams`, `LSTMCarry`.
+Not here: drivers (`_scan.py`), the GRU (`gru.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import (Cell, carry_dtype, matmul, project_input,
+                          split_gates, stacked_init)
+
+Initializer = Callable
+Activation = Optional[Callable[[jax.Array], jax.Array]]
+
+
+class LSTMParams(NamedTuple):
+  """LSTM parameters; G = number of gates present times H.
+
+  Gate blocks in the fused weights follow the order ``i, f, g, o``; a gate a
+  variant removes has no block (NIG and CIFG have no ``i``, NFG no ``f``,
+  NOG no ``o``). Optional fields are None when their switch is off.
+  """
+  w_x: jax.Array                       # [I, G]    input weights W
+  w_h: jax.Array                       # [P, G]    recurrent weights R (P = proj_size or H)
+  b: jax.Array                         # [G]       bias (PyTorch's b_ih + b_hh)
+  p_i: Optional[jax.Array] = None      # [H]       peephole c_{t-1} -> i
+  p_f: Optional[jax.Array] = None      # [H]       peephole c_{t-1} -> f
+  p_o: Optional[jax.Array] = None      # [H]       peephole c_t -> o
+  w_gates: Optional[jax.Array] = None  # [S, S]    FGR: previous gates -> gates (S = sigmoid gates x H)
+  w_proj: Optional[jax.Array] = None   # [H, P]    LSTMP projection of h
+
+
+class LSTMCarry(NamedTuple):
+  h: jax.Array                         # [P]  hidden state (the output y_{t-1})
+  c: jax.Array                         # [H]  cell state, the "conveyor belt"
+  gates: Optional[jax.Array] = None    # [S]  FGR only: previous i, f, o activations
+
+
+def lstm(
+    hidden_size: int,
+    *,
+    peephole: bool = False,
+    input_gate: bool = True,
+    forget_gate: bool = True,
+    output_gate: bool = True,
+    input_activation: Activation = jnp.tanh,
+    output_activation: Activation = jnp.tanh,
+    coupled_input_forget: bool = False,
+    full_gate_recurrence: bool = False,
+    proj_size: Optional[int] = None,
+    forget_bias: float = 1.0,
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
+    recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
+    bias_init: Initializer = jax.nn.initializers.zeros,
+    peephole_init: Initializer = jax.nn.initializers.zeros,
+    param_dtype=jnp.float32,
+) -> Cell:
+  r"""Long short-term memory with a forget gate, and all of its variants.
+
+  The default is the LSTM of Gers, Schmidhuber & Cummins (2000), the one in
+  Colah's post and in PyTorch, Flax and Keras. With ``x = x_t``,
+  ``h = h_{t-1}``, ``c = c_{t-1}``:
+
+  .. math::
+
+    i_t &= \sigma(W_i x + R_i h + p_i \odot c + b_i)      && \text{input gate} \\
+    f_t &= \sigma(W_f x + R_f h + p_f \odot c + b_f)      && \text{forget gate} \\
+    g_t &= \mathrm{act_{in}}(W_g x + R_g h + b_g)         && \text{candidate } \tilde C_t \\
+    c_t &= f_t \odot c + i_t \odot g_t                    && \text{the conveyor belt} \\
+    o_t &= \sigma(W_o x + R_o h + p_o \odot c_t + b_o)    && \text{output gate} \\
+    h_t &= o_t \odot \mathrm{act_{out}}(c_t)              \quad (\text{LSTMP: } h_t \leftarrow W_{proj} h_t)
+
+  The peephole terms ``p`` are zero unless ``peephole=True`` (Gers &
+  Schmidhuber 2000: i and f look at c_{t-1}, o looks at c_t).
+
+  The switches name the variants of Greff et al. (2015), "LSTM: A Search
+  Space Odyssey", whose "vanilla" LSTM is ``peephole=True``:
+
+  ============  ===========================================  ==========================
+  Greff         switch                                       effect
+  ============  ===========================================  ==========================
+  NIG           ``input_gate=False``                         i_t = 1
+  NFG           ``forget_gate=False``                        f_t = 1 (Hochreiter 1997)
+  NOG           ``output_gate=False``                        o_t = 1
+  NIAF          ``input_activation=None``                    g_t = W_g x + R_g h + b_g
+  NOAF          ``output_activation=None``                   h_t = o_t * c_t
+  NP            ``peephole=False``                           no p terms
+  CIFG          ``coupled_input_forget=True``                i_t = 1 - f_t
+  FGR           ``full_gate_recurrence=True``                gates also see i, f, o at t-1
+  ============  ===========================================  ==========================
+
+  With FGR the pre-activation of every sigmoid gate gains
+  ``R_gates [i_{t-1}, f_{t-1}, o_{t-1}]`` (Greff's eq. with the nine
+  gate-to-gate matrices fused into ``w_gates``), and the carry holds the
+  previous gate activations. ``proj_size=P`` is the LSTMP of Sak et al.
+  (2014), PyTorch's ``proj_size``: h and the output shrink to P while c
+  stays H.
+
+  Layout: fused weights hold the present gates in the order ``i, f, g, o``
+  (each block H wide); carry ``LSTMCarry(h [P], c [H])`` in float32 or wider
+  whatever the param dtype. ``project(params, xs [T, I]) -> [T, G]``.
+
+  Initialisation: ``w_x`` LeCun normal, ``w_h`` orthogonal per gate block,
+  biases zero except the forget gate's, which gets ``+forget_bias`` (1.0,
+  Jozefowicz et al. 2015), peepholes zero; all overridable.
+
+  Args:
+    hidden_size: H, the size of the cell state.
+    peephole, input_gate, forget_gate, output_gate, input_activation,
+      output_activation, coupled_input_forget, full_gate_recurrence: the
+      variant switches above.
+    proj_size: P for LSTMP, or None.
+    forget_bias: added to the forget gate's initial bias.
+    kernel_init, recurrent_init, bias_init, peephole_init: initialisers.
+    param_dtype: dtype of the params made by ``init``.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> cell = jaxrnn.lstm(16)
+  >>> params = cell.init(jax.random.key(0), 8)
+  >>> params.w_x.shape, params.w_h.shape     # gates i, f, g, o fused
+  ((8, 64), (16, 64))
+  >>> carry, ys = jaxrnn.scan(cell, params, jnp.ones((20, 8)))
+  >>> carry.c.shape, ys.shape
+  ((16,), (20, 16))
+  """
+  if coupled_input_forget and not (forget_gate and input_gate):
+    raise ValueError(
+        "jaxrnn.lstm: coupled_input_forget=True derives the input gate from "
+        "the forget gate (i = 1 - f), so it needs input_gate=True and "
+        f"forget_gate=True; got input_gate={input_gate}, forget_gate="
+        f"{forget_gate}. Fix: drop one of the switches.")
+  if proj_size is not None and not 0 < proj_size:
+    raise ValueError(f"jaxrnn.lstm: proj_size must be a positive int or None; "
+                     f"got {proj_size!r}.")
+
+  # Gates with their own weights, in the fused order i, f, g, o.
+  has_i = input_gate and not coupled_input_forget
+  gates = tuple(name for name, present in
+                (("i", has_i), ("f", forget_gate), ("g", True), ("o", output_gate))
+                if present)
+  sigmoid_gates = tuple(g for g in gates if g != "g")
+  out_size = proj_size or hidden_size
+  identity = lambda z: z
+  act_in = input_activation or identity
+  act_out = output_activation or identity
+  H = hidden_size
+
+  def init(key, input_size):
+    kx, kh, kb, kp, kg, kproj = jax.random.split(key, 6)
+    n = len(gates)
+    b = bias_init(kb, (n * H,), param_dtype)
+    if forget_gate:
+      f = gates.index("f")
+      b = b.at[f * H:(f + 1) * H].add(jnp.asarray(forget_bias, param_dtype))
+    peep_keys = jax.random.split(kp, 3)
+    peep = lambda k, on: peephole_init(k, (H,), param_dtype) if (peephole and on) else None
+    S = len(sigmoid_gates) * H
+    return LSTMParams(
+        w_x=kernel_init(kx, (input_size, n * H), param_dtype),
+        w_h=stacked_init(recurrent_init, kh, (out_size, H), n, param_dtype),
+        b=b,
+        p_i=peep(peep_keys[0], has_i),
+        p_f=peep(peep_keys[1], forget_gate),
+        p_o=peep(peep_keys[2], output_gate),
+        w_gates=(recurrent_init(kg, (S, S), param_dtype)
+                 if full_gate_recurrence and S else None),
+        w_proj=(kernel_init(kproj, (H, proj_size), param_dtype)
+                if proj_size is not None else None))
+
+  def initial_carry(params):
+    dtype = carry_dtype(params.w_h.dtype)
+    prev_gates = (jnp.zeros((len(sigmoid_gates) * H,), dtype)
+                  if params.w_gates is not None else None)
+    return LSTMCarry(h=jnp.zeros((out_size,), dtype),
+                     c=jnp.zeros((H,), dtype), gates=prev_gates)
+
+  def project(params, xs):
+    return project_input("lstm", xs, params.w_x, params.b)
+
+  def step(params, carry, gx):
+    pre = split_gates(gx + matmul(carry.h, params.w_h), gates)
+    if params.w_gates is not None:
+      recur = split_gates(matmul(carry.gates, params.w_gates), sigmoid_gates)
+      pre = {k: v + recur.get(k, 0.0) for k, v in pre.items()}
+    c_prev = carry.c
+    f = jax.nn.sigmoid(peep(pre["f"], params.p_f, c_prev)) if forget_gate else 1.0
+    if has_i:
+      i = jax.nn.sigmoid(peep(pre["i"], params.p_i, c_prev))
+    else:
+      i = 1.0 - f if coupled_input_forget else 1.0
+    g = act_in(pre["g"])
+    c = f * c_prev + i * g
+    o = jax.nn.sigmoid(peep(pre["o"], params.p_o, c)) if output_gate else 1.0
+    h = o * act_out(c)
+    if params.w_proj is not None:
+      h = matmul(h, params.w_proj)
+    new_gates = None
+    if params.w_gates is not None:
+      new_gates = jnp.concatenate(
+          [dict(i=i, f=f, o=o)[k] for k in sigmoid_gates], axis=-1)
+    return LSTMCarry(h=h, c=c, gates=new_gates), h
+
+  return Cell(init=init, initial_carry=initial_carry, step=step,
+              output_size=out_size, project=project)
+
+
+def peep(pre: jax.Array, p: Optional[jax.Array], c: jax.Array) -> jax.Array:
+  """A gate's pre-activation plus its peephole term ``p * c`` when present."""
+  return pre if p is None else pre + p * c
+
+
+def peephole_lstm(hidden_size: int, **kwargs) -> Cell:
+  """The LSTM with peephole connections (Gers & Schmidhuber 2000).
+
+  Colah's first variant: "we let the gate layers look at the cell state",
+  and the "vanilla" LSTM of Greff et al. (2015). Same as ``lstm(hidden_size, peephole=True, **kwargs)``.
+
+  >>> import jax, jaxrnn
+  >>> params = jaxrnn.peephole_lstm(4).init(jax.random.key(0), 2)
+  >>> params.p_i.shape, params.p_f.shape, params.p_o.shape
+  ((4,), (4,), (4,))
+  """
+  return lstm(hidden_size, peephole=True, **kwargs)
+
+
+def cifg_lstm(hidden_size: int, **kwargs) -> Cell:
+  """The coupled input and forget gate LSTM (CIFG): ``i_t = 1 - f_t``.
+
+  Colah's second variant: "we only forget when we're going to input
+  something in its place". Three gate blocks (f, g, o) instead of four.
+  Same as ``lstm(hidden_size, coupled_input_forget=True, **kwargs)``.
+
+  >>> import jax, jaxrnn
+  >>> jaxrnn.cifg_lstm(4).init(jax.random.key(0), 2).w_x.shape
+  (2, 12)
+  """
+  return lstm(hidden_size, coupled_input_forget=True, **kwargs)

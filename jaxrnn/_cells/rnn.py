@@ -1,0 +1,80 @@
+"""The Elman (simple, "vanilla") RNN cell.
+
+Lives here: `simple_rnn` and its `RNNParams`. Not here: drivers (`_scan.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Cell, carry_dtype, matmul, project_input
+
+Initializer = Callable
+
+
+class RNNParams(NamedTuple):
+  w_x: jax.Array  # [I, H]  input weights
+  w_h: jax.Array  # [H, H]  recurrent weights
+  b: jax.Array    # [H]     bias (PyTorch's b_ih + b_hh)
+
+
+def simple_rnn(
+    hidden_size: int,
+    activation: Callable[[jax.Array], jax.Array] = jnp.tanh,
+    *,
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
+    recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
+    bias_init: Initializer = jax.nn.initializers.zeros,
+    param_dtype=jnp.float32,
+) -> Cell:
+  r"""Elman's simple recurrent network (Elman 1990, "Finding structure in time").
+
+  .. math::
+
+    h_t = \phi(W_x x_t + W_h h_{t-1} + b), \qquad y_t = h_t
+
+  with :math:`\phi` = ``activation`` (tanh by default; ``jax.nn.relu`` gives
+  PyTorch's ``nonlinearity="relu"``). This is the "repeating module with a
+  single tanh layer" of Colah's post: it carries information forward, but
+  gradients through :math:`W_h` vanish or explode over long spans.
+
+  Shapes: params ``RNNParams(w_x [I, H], w_h [H, H], b [H])``; carry ``h [H]``
+  (float32 at least); ``project(params, xs[T, I]) -> [T, H]``.
+
+  Args:
+    hidden_size: H.
+    activation: :math:`\phi`, an elementwise function.
+    kernel_init, recurrent_init, bias_init: `jax.nn.initializers`; defaults
+      LeCun normal, orthogonal, zeros.
+    param_dtype: dtype of the params made by ``init``.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> cell = jaxrnn.simple_rnn(8)
+  >>> params = cell.init(jax.random.key(0), 3)
+  >>> h, ys = jaxrnn.scan(cell, params, jnp.ones((10, 3)))
+  >>> h.shape, ys.shape
+  ((8,), (10, 8))
+  """
+
+  def init(key, input_size):
+    kx, kh, kb = jax.random.split(key, 3)
+    return RNNParams(
+        w_x=kernel_init(kx, (input_size, hidden_size), param_dtype),
+        w_h=recurrent_init(kh, (hidden_size, hidden_size), param_dtype),
+        b=bias_init(kb, (hidden_size,), param_dtype))
+
+  def initial_carry(params):
+    return jnp.zeros((hidden_size,), carry_dtype(params.w_h.dtype))
+
+  def project(params, xs):
+    return project_input("simple_rnn", xs, params.w_x, params.b)
+
+  def step(params, h, gx):
+    h = activation(gx + matmul(h, params.w_h))
+    return h, h
+
+  return Cell(init=init, initial_carry=initial_carry, step=step,
+              output_size=hidden_size, project=project)

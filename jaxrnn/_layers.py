@@ -1,0 +1,245 @@
+"""Sequence layers: `Seq`, and `rnn`, `bidirectional`, `stack` that build them.
+
+Lives here: whole-sequence layers and their one-step path for decoding.
+Not here: the time loop itself (`_scan.py`), the cells (`_cells/`).
+
+Stacking happens at the sequence level, so time stays inside each layer and
+every layer hoists its own input projection out of its loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Array, Carry, Cell, Params
+from jaxrnn._scan import check_carry, scan
+
+
+class Seq(NamedTuple):
+  """A layer over a whole sequence, as pure functions.
+
+  Fields:
+    init: ``(key, input_size) -> params``.
+    apply: ``(params, xs [T, I], *, carry=None, mask=None, resets=None,
+      key=None) -> (carry, ys [T, O])``. ``mask`` and ``resets`` are
+      ``bool[T]`` as in `jaxrnn.scan`; ``key`` switches on dropout where a
+      layer has it (None means inference).
+    initial_carry: ``(params) -> carry``.
+    step: ``(params, carry, x_t [I]) -> (carry, y_t [O])``, one step for
+      decoding token by token; None for layers that need the future
+      (`bidirectional`).
+    output_size: O.
+  """
+
+  init: Callable[[Array, int], Params]
+  apply: Callable[..., tuple[Carry, Array]]
+  initial_carry: Callable[[Params], Carry]
+  step: Optional[Callable[[Params, Carry, Array], tuple[Carry, Array]]]
+  output_size: int
+
+
+Layer = Union[Cell, Seq]
+
+
+def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool = 1) -> Seq:
+  """A `Seq` that runs ``cell`` over the sequence with `jaxrnn.scan`.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> layer = jaxrnn.rnn(jaxrnn.gru(8))
+  >>> params = layer.init(jax.random.key(0), 3)
+  >>> carry, ys = layer.apply(params, jnp.ones((5, 3)))
+  >>> carry, y = layer.step(params, layer.initial_carry(params), jnp.ones(3))
+  >>> ys.shape, y.shape
+  ((5, 8), (8,))
+  """
+
+  def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    del key  # a single recurrent layer has no dropout
+    return scan(cell, params, xs, carry=carry, mask=mask, resets=resets,
+                reverse=reverse, unroll=unroll)
+
+  def step(params, carry, x):
+    if reverse:
+      raise ValueError(
+          "jaxrnn.rnn(..., reverse=True).step: a reversed layer reads the "
+          "sequence from its end, so it cannot decode one step at a time. "
+          "Fix: use apply on the whole sequence.")
+    gx = cell.project(params, x[None])[0] if cell.project is not None else x
+    return cell.step(params, carry, gx)
+
+  return Seq(init=cell.init, apply=apply, initial_carry=cell.initial_carry,
+             step=step, output_size=cell.output_size)
+
+
+def as_seq(layer: Layer) -> Seq:
+  """A Cell becomes ``rnn(cell)``; a Seq stays as it is."""
+  return rnn(layer) if isinstance(layer, Cell) else layer
+
+
+def concat(fw: Array, bw: Array) -> Array:
+  return jnp.concatenate([fw, bw], axis=-1)
+
+
+def sum_(fw: Array, bw: Array) -> Array:
+  return fw + bw
+
+
+MERGES = {"concat": concat, "sum": sum_}
+
+
+def bidirectional(
+    forward: Layer,
+    backward: Layer,
+    *,
+    merge: Union[str, Callable[[Array, Array], Array]] = "concat",
+) -> Seq:
+  """Runs ``forward`` over the sequence and ``backward`` over it reversed.
+
+  ``ys[t] = merge(forward_ys[t], backward_ys[t])``, where the backward layer
+  has read ``xs[T-1], ..., xs[t]``. With a right-padding mask the backward
+  layer starts at each sequence's last valid step (no flip needed; see
+  `jaxrnn.scan`). Params and carry are pairs ``(forward, backward)``.
+
+  Args:
+    forward, backward: Cells or Seqs; a Cell ``c`` is ``rnn(c)`` and the
+      backward one ``rnn(c, reverse=True)``.
+    merge: ``"concat"`` (output size O_f + O_b), ``"sum"``, or a function
+      ``(fw [T, O_f], bw [T, O_b]) -> [T, O]``.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> layer = jaxrnn.bidirectional(jaxrnn.lstm(4), jaxrnn.lstm(4))
+  >>> params = layer.init(jax.random.key(0), 3)
+  >>> (fw_carry, bw_carry), ys = layer.apply(params, jnp.ones((7, 3)))
+  >>> ys.shape
+  (7, 8)
+  """
+  fw = as_seq(forward)
+  bw = rnn(backward, reverse=True) if isinstance(backward, Cell) else backward
+  if isinstance(merge, str):
+    if merge not in MERGES:
+      raise ValueError(f"jaxrnn.bidirectional: merge={merge!r}; expected "
+                       f"'concat', 'sum' or a function (fw, bw) -> ys.")
+    merge_fn = MERGES[merge]
+  else:
+    merge_fn = merge
+  out = jax.eval_shape(merge_fn, jax.ShapeDtypeStruct((1, fw.output_size), jnp.float32),
+                       jax.ShapeDtypeStruct((1, bw.output_size), jnp.float32))
+
+  def init(key, input_size):
+    k_fw, k_bw = jax.random.split(key)
+    return (fw.init(k_fw, input_size), bw.init(k_bw, input_size))
+
+  def initial_carry(params):
+    return (fw.initial_carry(params[0]), bw.initial_carry(params[1]))
+
+  def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    carry_fw, carry_bw = (None, None) if carry is None else carry
+    k_fw, k_bw = (None, None) if key is None else jax.random.split(key)
+    bw_resets = None
+    if resets is not None:
+      # An episode starting at t+1 ends one at t: read backward, the carry
+      # restarts before t.
+      resets = jnp.asarray(resets)
+      bw_resets = jnp.concatenate([resets[1:], jnp.zeros((1,), resets.dtype)])
+    carry_fw, ys_fw = fw.apply(params[0], xs, carry=carry_fw, mask=mask,
+                               resets=resets, key=k_fw)
+    carry_bw, ys_bw = bw.apply(params[1], xs, carry=carry_bw, mask=mask,
+                               resets=bw_resets, key=k_bw)
+    return (carry_fw, carry_bw), merge_fn(ys_fw, ys_bw)
+
+  return Seq(init=init, apply=apply, initial_carry=initial_carry, step=None,
+             output_size=out.shape[-1])
+
+
+def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
+  """Layers applied one after another, each over the whole sequence.
+
+  ``ys = layer_n(... layer_1(xs))``; with ``residual=True`` every layer after
+  the first adds its input to its output (Wu et al. 2016); with
+  ``dropout=p`` the outputs of every layer but the last are dropped with
+  probability p (PyTorch's ``nn.LSTM(dropout=p)``), only when ``apply``
+  gets a ``key``. Params and carry are tuples, one entry per layer.
+
+  ``step`` runs one time step through all layers (no dropout), for
+  decoding one token at a time with the carry in and out.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> net = jaxrnn.stack(jaxrnn.lstm(8), jaxrnn.lstm(8), jaxrnn.gru(8),
+  ...                    residual=True, dropout=0.1)
+  >>> params = net.init(jax.random.key(0), 3)
+  >>> carry, ys = net.apply(params, jnp.ones((5, 3)), key=jax.random.key(1))
+  >>> len(carry), ys.shape
+  (3, (5, 8))
+  """
+  if not layers:
+    raise ValueError("jaxrnn.stack: needs at least one layer.")
+  if not 0.0 <= dropout < 1.0:
+    raise ValueError(f"jaxrnn.stack: dropout={dropout}; expected 0 <= p < 1.")
+  seqs = tuple(as_seq(layer) for layer in layers)
+
+  def init(key, input_size):
+    sizes = [input_size] + [s.output_size for s in seqs]
+    if residual:
+      for k in range(1, len(seqs)):
+        if sizes[k] != sizes[k + 1]:
+          raise ValueError(
+              f"jaxrnn.stack(residual=True): layer {k} takes size {sizes[k]} "
+              f"and returns {sizes[k + 1]}; a residual connection adds them, "
+              f"so they must be equal. Fix: give every layer after the first "
+              f"the same output size, or residual=False.")
+    keys = jax.random.split(key, len(seqs))
+    return tuple(s.init(k, n) for s, k, n in zip(seqs, keys, sizes))
+
+  def initial_carry(params):
+    check_params(params)
+    return tuple(s.initial_carry(p) for s, p in zip(seqs, params))
+
+  def check_params(params):
+    if not isinstance(params, tuple) or len(params) != len(seqs):
+      raise ValueError(
+          f"jaxrnn.stack: params must be a tuple of {len(seqs)} layer params "
+          f"as made by init; got {type(params).__name__}"
+          f"{f' of length {len(params)}' if isinstance(params, tuple) else ''}.")
+
+  def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    check_params(params)
+    carries = (None,) * len(seqs) if carry is None else carry
+    if len(carries) != len(seqs):
+      raise ValueError(f"jaxrnn.stack: carry must be a tuple of {len(seqs)} "
+                       f"layer carries; got {len(carries)}.")
+    keys = (None,) * len(seqs) if key is None else jax.random.split(key, len(seqs))
+    new_carries = []
+    for k, (s, p, c, layer_key) in enumerate(zip(seqs, params, carries, keys)):
+      layer_key, drop_key = ((None, None) if layer_key is None
+                             else jax.random.split(layer_key))
+      c, ys = s.apply(p, xs, carry=c, mask=mask, resets=resets, key=layer_key)
+      if residual and k > 0:
+        ys = ys + xs
+        if mask is not None:  # keep padded outputs at zero
+          ys = jnp.where(jnp.asarray(mask)[:, None], ys, jnp.zeros_like(ys))
+      if dropout and drop_key is not None and k < len(seqs) - 1:
+        keep = jax.random.bernoulli(drop_key, 1.0 - dropout, ys.shape)
+        ys = jnp.where(keep, ys / (1.0 - dropout), 0.0)
+      new_carries.append(c)
+      xs = ys
+    return tuple(new_carries), xs
+
+  def step(params, carry, x):
+    check_params(params)
+    new_carries = []
+    for k, (s, p, c) in enumerate(zip(seqs, params, carry)):
+      c, y = s.step(p, c, x)
+      if residual and k > 0:
+        y = y + x
+      new_carries.append(c)
+      x = y
+    return tuple(new_carries), x
+
+  # A bidirectional layer needs the whole sequence, so neither does a
+  # stack that holds one step token by token.
+  return Seq(init=init, apply=apply, initial_carry=initial_carry,
+             step=step if all(s.step is not None for s in seqs) else None,
+             output_size=seqs[-1].output_size)

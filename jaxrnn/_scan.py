@@ -1,0 +1,177 @@
+"""`scan`: the one driver that runs a cell over a sequence.
+
+Lives here: `scan` and the trace-time checks of its arguments. Not here:
+sequence layers built on it (`_layers.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Array, Carry, Cell, Params
+
+
+def scan(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    carry: Optional[Carry] = None,
+    mask: Optional[Array] = None,
+    resets: Optional[Array] = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+) -> tuple[Carry, Array]:
+  """Runs ``cell`` over one sequence ``xs [T, I]``: ``(carry, ys [T, O])``.
+
+  Type: ``Cell -> params -> [T, I] -> (carry, [T, O])``. The semantics are
+  exactly this Python loop (with the input projection hoisted into one
+  ``[T, I] @ [I, G]`` matmul before it)::
+
+    gxs = cell.project(params, xs) if cell.project else xs
+    init = cell.initial_carry(params)
+    carry = init if carry is None else carry
+    ys = zeros([T, O])
+    for t in (reversed(range(T)) if reverse else range(T)):
+      if mask is not None and not mask[t]:
+        continue                            # masked: carry frozen, y_t = 0
+      if resets is not None and resets[t]:
+        carry = init                        # a new episode starts at t
+      carry, ys[t] = cell.step(params, carry, gxs[t])
+    return carry, ys
+
+  So the final carry is the last valid one, and a right-padded sequence
+  with ``reverse=True`` runs backward over its valid part without a flip.
+
+  Args:
+    cell: a `Cell`.
+    params: the cell's params.
+    xs: ``[T, I]``, one sequence. Batch with ``jax.vmap``.
+    carry: the initial carry; ``cell.initial_carry(params)`` when None.
+    mask: ``bool[T]``, True at valid steps (``jnp.arange(T) < length``).
+    resets: ``bool[T]``, True where the carry restarts from
+      ``cell.initial_carry(params)`` before the step (episode bounds).
+    reverse: run from ``t = T-1`` down to 0; ``ys`` stays in input order.
+    unroll: passed to `jax.lax.scan`.
+
+  Raises:
+    ValueError: at trace time, for a batched ``xs``, a mask or resets of the
+      wrong shape or dtype, or a carry unlike ``cell.initial_carry(params)``.
+    TypeError: when ``cell.step`` returns a carry unlike the one it got.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> cell = jaxrnn.lstm(4)
+  >>> params = cell.init(jax.random.key(0), 3)
+  >>> xs = jnp.ones((6, 3))
+  >>> carry, ys = jaxrnn.scan(cell, params, xs, mask=jnp.arange(6) < 4)
+  >>> ys[4:].tolist() == [[0.0] * 4] * 2           # padded outputs are zero
+  True
+  >>> batched = jax.vmap(lambda x: jaxrnn.scan(cell, params, x))
+  >>> batched(jnp.ones((32, 6, 3)))[1].shape
+  (32, 6, 4)
+  """
+  check_xs(xs)
+  T = xs.shape[0]
+  mask = check_flags("mask", mask, T)
+  resets = check_flags("resets", resets, T)
+  init = cell.initial_carry(params)
+  if carry is None:
+    carry = init
+  else:
+    check_carry(carry, init)
+  gxs = cell.project(params, xs) if cell.project is not None else xs
+
+  def body(carry, inputs):
+    gx, valid, reset = inputs
+    if reset is not None:
+      carry = where(reset, init, carry)
+    new_carry, y = cell.step(params, carry, gx)
+    check_step_carry(new_carry, carry)
+    if valid is not None:
+      new_carry = where(valid, new_carry, carry)
+      y = jnp.where(valid, y, jnp.zeros_like(y))
+    return new_carry, y
+
+  if resets is not None and mask is not None:
+    # A masked step is a no-op, the reset included.
+    resets = resets & mask
+  return jax.lax.scan(body, carry, (gxs, mask, resets),
+                      reverse=reverse, unroll=unroll)
+
+
+def where(flag: Array, on_true: Carry, on_false: Carry) -> Carry:
+  """``jnp.where`` over two carries of the same structure."""
+  return jax.tree.map(lambda a, b: jnp.where(flag, a, b), on_true, on_false)
+
+
+def check_xs(xs) -> None:
+  shape = jnp.shape(xs)
+  if len(shape) == 3:
+    raise ValueError(
+        f"jaxrnn.scan: xs has shape {shape}; a cell takes one sequence "
+        f"[T, I]. Batch with jax.vmap: jax.vmap(lambda x: jaxrnn.scan(cell, "
+        f"params, x))(xs) runs all {shape[0]} sequences.")
+  if len(shape) != 2:
+    raise ValueError(
+        f"jaxrnn.scan: xs has shape {shape}; expected one sequence [T, I] "
+        f"(rank 2). Fix: for one feature per step use xs[:, None]; for a "
+        f"batch of sequences use jax.vmap.")
+
+
+def check_flags(name: str, flags, T: int):
+  """Checks a per-step ``bool[T]`` mask or resets; returns it as an array."""
+  if flags is None:
+    return None
+  flags = jnp.asarray(flags)
+  if flags.shape != (T,):
+    batched = (" A batch of masks goes through jax.vmap with xs."
+               if flags.ndim == 2 else "")
+    raise ValueError(
+        f"jaxrnn.scan: {name} has shape {flags.shape}; expected ({T},), one "
+        f"flag per step of xs (T={T}).{batched} Fix: for lengths use "
+        f"{name}=jnp.arange({T}) < length.")
+  if flags.dtype != jnp.bool_:
+    raise ValueError(
+        f"jaxrnn.scan: {name} has dtype {flags.dtype}; expected bool. Fix: "
+        f"pass {name}.astype(bool), or build it as jnp.arange(T) < length.")
+  return flags
+
+
+def _describe(tree) -> str:
+  return str(jax.tree.map(lambda a: f"{jnp.dtype(a.dtype).name}{list(a.shape)}",
+                          tree))
+
+
+def check_carry(carry: Carry, expected: Carry) -> None:
+  """Checks a user's carry against ``cell.initial_carry(params)``."""
+  if jax.tree.structure(carry) != jax.tree.structure(expected):
+    raise ValueError(
+        f"jaxrnn.scan: carry has structure {jax.tree.structure(carry)}; "
+        f"expected {jax.tree.structure(expected)}, as made by "
+        f"cell.initial_carry(params). Fix: start from "
+        f"cell.initial_carry(params) or the carry a previous scan returned.")
+  for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)):
+    if jnp.shape(got) != jnp.shape(want) or jnp.result_type(got) != want.dtype:
+      raise ValueError(
+          f"jaxrnn.scan: carry is {_describe(carry)}; expected "
+          f"{_describe(expected)} as made by cell.initial_carry(params). "
+          f"A batched carry goes through jax.vmap with xs; the carry stays "
+          f"in float32 (or wider) even for bfloat16 params. Fix: pass a "
+          f"carry of those shapes and dtypes.")
+
+
+def check_step_carry(new: Carry, old: Carry) -> None:
+  """Checks that a cell's step returned a carry like the one it was given."""
+  same = jax.tree.structure(new) == jax.tree.structure(old) and all(
+      jnp.shape(a) == jnp.shape(b) and jnp.result_type(a) == jnp.result_type(b)
+      for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)))
+  if not same:
+    raise TypeError(
+        f"jaxrnn.scan: cell.step returned a carry {_describe(new)} but was "
+        f"given {_describe(old)}; a step must return a carry of the same "
+        f"structure, shapes and dtypes. Fix the cell's step (a common cause: "
+        f"float32 params with a float64 or bfloat16 carry, or a missing "
+        f"field in a NamedTuple carry).")
