@@ -18,6 +18,7 @@ from jaxrnn._cells.lstm import lstm as lstm
 from jaxrnn._cells.lstm import peephole_lstm as peephole_lstm
 from jaxrnn._cells.rnn import RNNParams as RNNParams
 from jaxrnn._cells.rnn import simple_rnn as simple_rnn
+from jaxrnn._fused import fused_cell as fused_cell
 from jaxrnn._layers import Seq as Seq
 from jaxrnn._layers import bidirectional as bidirectional
 from jaxrnn._layers import rnn as rnn

@@ -34,6 +34,10 @@ class Cell(NamedTuple):
     output_size: the size of ``y_t``.
     project: ``(params, xs[T, I]) -> gxs[T, G]``, the input matmul for all
       steps at once, hoisted out of the time loop. Optional.
+    sequence: ``(params, carry, gxs, *, mask, resets, reverse, unroll) ->
+      (carry, ys)``, a fused kernel for the whole loop that `jaxrnn.scan`
+      uses in place of stepping ``step``; it must compute the same numbers.
+      Optional; built-in cells get theirs from `jaxrnn.fused_cell`.
 
   A cell works on one example; batch with `jax.vmap`. A Cell holds
   functions, so it is not a `jax.jit` argument: build it once and close over
@@ -62,6 +66,7 @@ class Cell(NamedTuple):
   step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
   output_size: int
   project: Optional[Callable[[Params, Array], Array]] = None
+  sequence: Optional[Callable[..., tuple[Carry, Array]]] = None
 
 
 def carry_dtype(param_dtype) -> jnp.dtype:

@@ -45,6 +45,8 @@ def scan(
 
   So the final carry is the last valid one, and a right-padded sequence
   with ``reverse=True`` runs backward over its valid part without a flip.
+  A cell that brings a fused kernel (``cell.sequence``, see
+  `jaxrnn.fused_cell`) runs that instead of the loop, with the same result.
 
   Args:
     cell: a `Cell`.
@@ -82,7 +84,13 @@ def scan(
     carry = init
   else:
     check_carry(carry, init)
+  if resets is not None and mask is not None:
+    # A masked step is a no-op, the reset included.
+    resets = resets & mask
   gxs = cell.project(params, xs) if cell.project is not None else xs
+  if cell.sequence is not None:
+    return cell.sequence(params, carry, gxs, mask=mask, resets=resets,
+                         reverse=reverse, unroll=unroll)
 
   def body(carry, inputs):
     gx, valid, reset = inputs
@@ -95,9 +103,6 @@ def scan(
       y = jnp.where(valid, y, jnp.zeros_like(y))
     return new_carry, y
 
-  if resets is not None and mask is not None:
-    # A masked step is a no-op, the reset included.
-    resets = resets & mask
   return jax.lax.scan(body, carry, (gxs, mask, resets),
                       reverse=reverse, unroll=unroll)
 

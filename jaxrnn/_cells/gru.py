@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, matmul, project_input,
                           split_gates, stacked_init)
+from jaxrnn._fused import fused_cell
 
 Initializer = Callable
 GATES = ("r", "z", "n")
@@ -90,18 +91,24 @@ def gru(
   def project(params, xs):
     return project_input("gru", xs, params.w_x, params.b)
 
-  def step(params, h, gx):
+  def finish(params, h, gx, u):   # reset_after: u = h @ w_h, all three blocks
+    x, u = split_gates(gx, GATES), split_gates(u, GATES)
+    r = jax.nn.sigmoid(x["r"] + u["r"])
+    z = jax.nn.sigmoid(x["z"] + u["z"])
+    n = jnp.tanh(x["n"] + r * (u["n"] + params.b_hn))
+    h = (1.0 - z) * n + z * h
+    return h, h
+
+  if reset_after:
+    return fused_cell(init=init, initial_carry=initial_carry, project=project,
+                      recurrent_input=lambda h: h, finish=finish, output_size=H)
+
+  def step(params, h, gx):   # Cho et al.: U_n multiplies r * h, a second matmul
     x = split_gates(gx, GATES)
-    if reset_after:
-      u = split_gates(matmul(h, params.w_h), GATES)
-      r = jax.nn.sigmoid(x["r"] + u["r"])
-      z = jax.nn.sigmoid(x["z"] + u["z"])
-      n = jnp.tanh(x["n"] + r * (u["n"] + params.b_hn))
-    else:
-      u_rz = matmul(h, params.w_h[:, :2 * H])
-      r = jax.nn.sigmoid(x["r"] + u_rz[:H])
-      z = jax.nn.sigmoid(x["z"] + u_rz[H:])
-      n = jnp.tanh(x["n"] + matmul(r * h, params.w_h[:, 2 * H:]))
+    u_rz = matmul(h, params.w_h[:, :2 * H])
+    r = jax.nn.sigmoid(x["r"] + u_rz[:H])
+    z = jax.nn.sigmoid(x["z"] + u_rz[H:])
+    n = jnp.tanh(x["n"] + matmul(r * h, params.w_h[:, 2 * H:]))
     h = (1.0 - z) * n + z * h
     return h, h
 

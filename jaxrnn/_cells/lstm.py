@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, matmul, project_input,
                           split_gates, stacked_init)
+from jaxrnn._fused import fused_cell
 
 Initializer = Callable
 Activation = Optional[Callable[[jax.Array], jax.Array]]
@@ -184,8 +185,8 @@ def lstm(
   def project(params, xs):
     return project_input("lstm", xs, params.w_x, params.b)
 
-  def step(params, carry, gx):
-    pre = split_gates(gx + matmul(carry.h, params.w_h), gates)
+  def finish(params, carry, gx, u):   # u = carry.h @ w_h
+    pre = split_gates(gx + u, gates)
     if params.w_gates is not None:
       recur = split_gates(matmul(carry.gates, params.w_gates), sigmoid_gates)
       pre = {k: v + recur.get(k, 0.0) for k, v in pre.items()}
@@ -207,8 +208,9 @@ def lstm(
           [dict(i=i, f=f, o=o)[k] for k in sigmoid_gates], axis=-1)
     return LSTMCarry(h=h, c=c, gates=new_gates), h
 
-  return Cell(init=init, initial_carry=initial_carry, step=step,
-              output_size=out_size, project=project)
+  return fused_cell(init=init, initial_carry=initial_carry, project=project,
+                    recurrent_input=lambda carry: carry.h, finish=finish,
+                    output_size=out_size)
 
 
 def peep(pre: jax.Array, p: Optional[jax.Array], c: jax.Array) -> jax.Array:

@@ -10,7 +10,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Cell, carry_dtype, matmul, project_input
+from jaxrnn._cell import Cell, carry_dtype, project_input
+from jaxrnn._fused import fused_cell
 
 Initializer = Callable
 
@@ -72,9 +73,10 @@ def simple_rnn(
   def project(params, xs):
     return project_input("simple_rnn", xs, params.w_x, params.b)
 
-  def step(params, h, gx):
-    h = activation(gx + matmul(h, params.w_h))
+  def finish(params, h, gx, u):   # u = h @ w_h
+    h = activation(gx + u)
     return h, h
 
-  return Cell(init=init, initial_carry=initial_carry, step=step,
-              output_size=hidden_size, project=project)
+  return fused_cell(init=init, initial_carry=initial_carry, project=project,
+                    recurrent_input=lambda h: h, finish=finish,
+                    output_size=hidden_size)

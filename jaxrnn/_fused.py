@@ -1,0 +1,168 @@
+"""The fused sequence kernel: a whole recurrence with a hand-written VJP.
+
+Lives here: `recurrence`, the loop behind every built-in cell's
+`Cell.sequence`, and `fused_cell`, which builds a Cell (step and fused
+kernel together) from a cell written as ``finish(params, carry, gx, u)`` with
+``u = recurrent_input(carry) @ W``. Not here: the plain driver (`_scan.py`).
+
+Why: differentiating `jax.lax.scan` makes XLA accumulate the recurrent
+weight's gradient ``dW += a_t^T du_t`` inside the reverse loop, one small
+matmul and one full read-modify-write of ``dW`` per step. Here the reverse
+loop carries the state gradients only and ``dW = A^T dU`` is one large
+matmul after the loop, as in cuDNN.
+
+Why a custom JVP and not a custom VJP: a cell works on one example and
+batches come from `jax.vmap`. A custom VJP under vmap computes a weight
+gradient per example (``[B, P, G]``) and sums it afterwards, which costs more
+than it saves. A JVP rule whose weight tangent enters through one hoisted
+matmul is transposed by JAX itself, which contracts over time and batch in
+a single matmul, and it composes with `jax.grad`, `jax.vmap`,
+``vmap(grad(...))`` (per-example gradients) and forward mode alike.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Array, Carry, Cell, Params, matmul
+from jaxrnn._scan import check_step_carry
+
+
+def where(flag, on_true, on_false):
+  return jax.tree.map(lambda a, b: jnp.where(flag, a, b), on_true, on_false)
+
+
+def _step_parts(finish, read, rest, init, carry, gx, u, valid, reset):
+  """One masked, resettable step given the recurrent matmul's output ``u``."""
+  carry_in = carry if reset is None else where(reset, init, carry)
+  new, y = finish(rest, carry_in, gx, u)
+  check_step_carry(new, carry_in)
+  if valid is not None:
+    new = where(valid, new, carry)
+    y = jnp.where(valid, y, jnp.zeros_like(y))
+  return new, y
+
+
+def _read_input(read, init, carry, reset):
+  """The recurrent input ``a_t`` of the step, after any reset."""
+  return read(carry if reset is None else where(reset, init, carry))
+
+
+def _forward(finish, read, reverse, unroll, rest, w, carry, gxs, mask, resets, init):
+  """The primal loop; also returns what the tangent loop needs per step."""
+  def body(carry, inputs):
+    gx, valid, reset = inputs
+    a = _read_input(read, init, carry, reset)
+    u = matmul(a, w)
+    new, y = _step_parts(finish, read, rest, init, carry, gx, u, valid, reset)
+    return new, (y, carry, a, u)
+
+  final, (ys, carries, a_all, u_all) = jax.lax.scan(
+      body, carry, (gxs, mask, resets), reverse=reverse, unroll=unroll)
+  return final, ys, (carries, a_all, u_all)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def recurrence(finish, read, reverse, unroll, rest, w, carry, gxs, mask, resets, init):
+  """``scan`` of ``finish(rest, carry, gx_t, read(carry) @ w)``, differentiated fast.
+
+  Semantics are exactly `jaxrnn.scan`'s loop for the step
+  ``step(params, carry, gx) = finish(rest, carry, gx, matmul(read(carry), w))``.
+  ``mask``, ``resets`` (bool[T] or None) and ``init`` (the carry a reset
+  restores) follow `jaxrnn.scan`.
+
+  The JVP rule runs the primal loop once, saving ``a_t = read(carry_t)`` and
+  ``u_t``, then computes the weight's tangent contribution ``E = A dW`` for
+  all steps at once, outside the loop; the tangent loop is then linear in the
+  carry's tangent alone. Transposed by `jax.grad`, that hoisted matmul
+  becomes ``dW = A^T dE``: one large matmul after the reverse loop, which
+  under `jax.vmap` contracts over the batch too.
+  """
+  final, ys, _ = _forward(finish, read, reverse, unroll, rest, w, carry, gxs,
+                          mask, resets, init)
+  return final, ys
+
+
+@recurrence.defjvp
+def _recurrence_jvp(finish, read, reverse, unroll, primals, tangents):
+  rest, w, carry, gxs, mask, resets, init = primals
+  d_rest, d_w, d_carry, d_gxs, _, _, d_init = tangents
+
+  def forward(carry, inputs):
+    gx, valid, reset = inputs
+    a = _read_input(read, init, carry, reset)
+    step = lambda c, r, g, u: _step_parts(finish, read, r, init, c, g, u, valid, reset)
+    # The step linearised at this point: its residuals (gate activations)
+    # are saved here, so the tangent loop recomputes nothing.
+    (new, y), step_jvp = jax.linearize(step, carry, rest, gx, matmul(a, w))
+    return new, (y, a, step_jvp)
+
+  final, (ys, a_all, step_jvps) = jax.lax.scan(
+      forward, carry, (gxs, mask, resets), reverse=reverse, unroll=unroll)
+  # The weight's share of every step's tangent, hoisted: E_t = a_t dW.
+  e_all = matmul(a_all, d_w)
+
+  def tangent(d_carry, inputs):
+    step_jvp, e, d_gx, reset = inputs
+    d_a = _read_input(read, d_init, d_carry, reset)   # read is linear
+    return step_jvp(d_carry, d_rest, d_gx, e + matmul(d_a, w))
+
+  d_final, d_ys = jax.lax.scan(
+      tangent, d_carry, (step_jvps, e_all, d_gxs, resets),
+      reverse=reverse, unroll=unroll)
+  return (final, ys), (d_final, d_ys)
+
+
+def _get(params: Params, name: str):
+  return params[name] if isinstance(params, dict) else getattr(params, name)
+
+
+def fused_cell(
+    *,
+    init: Callable[[Array, int], Params],
+    initial_carry: Callable[[Params], Carry],
+    project: Optional[Callable[[Params, Array], Array]],
+    recurrent_input: Callable[[Carry], Array],
+    finish: Callable[[Params, Carry, Array, Array], tuple[Carry, Array]],
+    output_size: int,
+    weight: str = "w_h",
+) -> Cell:
+  """A `Cell` written as ``finish(params, carry, gx, u)``, with a fused kernel.
+
+  The step is ``finish(params, carry, gx_t, recurrent_input(carry) @ W)`` with
+  ``W = params[weight]`` (an attribute of a NamedTuple or a dict key). From
+  that one description come both ``Cell.step`` (the plain path) and
+  ``Cell.sequence`` (the fused kernel `recurrence`, used by `jaxrnn.scan`),
+  so the two cannot disagree. ``finish`` must reach ``W`` only through ``u``.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> def elman(hidden_size):                   # h' = tanh(W x + b + U h)
+  ...   return jaxrnn.fused_cell(
+  ...       init=lambda key, n: dict(w_x=jnp.ones((n, hidden_size)) / n,
+  ...                                w_h=jnp.eye(hidden_size) / 2, b=jnp.zeros(hidden_size)),
+  ...       initial_carry=lambda p: jnp.zeros(hidden_size),
+  ...       project=lambda p, xs: xs @ p["w_x"] + p["b"],
+  ...       recurrent_input=lambda h: h,
+  ...       finish=lambda p, h, gx, u: (jnp.tanh(gx + u),) * 2,
+  ...       output_size=hidden_size, weight="w_h")
+  >>> cell = elman(4)
+  >>> params = cell.init(jax.random.key(0), 3)
+  >>> grads = jax.grad(lambda p: jaxrnn.scan(cell, p, jnp.ones((5, 3)))[1].sum())(params)
+  >>> grads["w_h"].shape
+  (4, 4)
+  """
+
+  def step(params, carry, gx):
+    return finish(params, carry, gx, matmul(recurrent_input(carry), _get(params, weight)))
+
+  def sequence(params, carry, gxs, *, mask, resets, reverse, unroll):
+    init_carry = initial_carry(params)
+    return recurrence(finish, recurrent_input, reverse, unroll, params,
+                      _get(params, weight), carry, gxs, mask, resets, init_carry)
+
+  return Cell(init=init, initial_carry=initial_carry, step=step,
+              output_size=output_size, project=project, sequence=sequence)

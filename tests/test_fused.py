@@ -1,0 +1,106 @@
+"""The fused sequence kernel (`Cell.sequence`) equals stepping `Cell.step`.
+
+Every built-in cell runs through `jaxrnn.fused_cell`'s kernel in `scan`; here
+each is held to the plain loop over its own step (``sequence=None``): outputs,
+final carries, reverse-mode gradients (also per example under vmap) and
+forward-mode derivatives, masked, reset and reversed.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+
+CELLS = {
+    "simple_rnn": lambda: jaxrnn.simple_rnn(5),
+    "simple_rnn_relu": lambda: jaxrnn.simple_rnn(5, jax.nn.relu),
+    "lstm": lambda: jaxrnn.lstm(5),
+    "peephole_lstm": lambda: jaxrnn.peephole_lstm(5),
+    "cifg_fgr_peephole": lambda: jaxrnn.lstm(5, coupled_input_forget=True,
+                                             full_gate_recurrence=True, peephole=True),
+    "nig_noaf": lambda: jaxrnn.lstm(5, input_gate=False, output_activation=None),
+    "lstmp": lambda: jaxrnn.lstm(5, proj_size=3, peephole=True),
+    "gru": lambda: jaxrnn.gru(5),
+}
+T, I = 9, 4
+
+
+def randomised(params, key):
+  """Every leaf perturbed, so zero-initialised biases and peepholes count."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(tree, [l + 0.3 * jax.random.normal(k, l.shape)
+                                   for l, k in zip(leaves, keys)])
+
+
+def setup(name):
+  cell = CELLS[name]()
+  assert cell.sequence is not None, "built-in cells bring a fused kernel"
+  params = randomised(cell.init(jax.random.key(0), I), jax.random.key(1))
+  xs = jax.random.normal(jax.random.key(2), (3, T, I))
+  mask = jnp.arange(T)[None, :] < jnp.array([[9], [6], [1]])
+  resets = jnp.zeros((3, T), bool).at[:, 4].set(True)
+  return cell, cell._replace(sequence=None), params, xs, mask, resets
+
+
+def run(cell, params, xs, mask, resets, reverse):
+  def one(x, m, r):
+    carry, ys = jaxrnn.scan(cell, params, x, mask=m, resets=r, reverse=reverse)
+    return carry, ys
+  return jax.vmap(one)(xs, mask, resets)
+
+
+def loss(cell, params, xs, mask, resets, reverse):
+  carry, ys = run(cell, params, xs, mask, resets, reverse)
+  weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+  return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(c)) for c in jax.tree.leaves(carry))
+
+
+def assert_trees_close(a, b, rtol=2e-5, atol=2e-6):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name,reverse", [(n, False) for n in sorted(CELLS)]
+                         + [("lstm", True), ("gru", True)])
+def test_fused_equals_plain_values_and_gradients(name, reverse):
+  fused, plain, params, xs, mask, resets = setup(name)
+  args = (xs, mask, resets, reverse)
+  assert_trees_close(jax.jit(run, static_argnums=(0, 5))(fused, params, *args),
+                     run(plain, params, *args))
+  grad = jax.jit(jax.grad(loss, argnums=(1, 2)), static_argnums=(0, 5))
+  assert_trees_close(grad(fused, params, *args), grad(plain, params, *args))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "lstmp"])
+def test_fused_per_example_gradients_and_forward_mode(name):
+  fused, plain, params, xs, mask, resets = setup(name)
+
+  def per_example(cell):   # vmap(grad): shared params, one gradient per example
+    g = jax.grad(lambda p, x, m: jaxrnn.scan(cell, p, x, mask=m)[1].sum())
+    return jax.vmap(g, in_axes=(None, 0, 0))(params, xs, mask)
+
+  assert_trees_close(per_example(fused), per_example(plain))
+  tangent = jax.tree.map(jnp.ones_like, params)
+  jvp = lambda cell: jax.jvp(lambda p: loss(cell, p, xs, mask, resets, False),
+                             (params,), (tangent,))
+  assert_trees_close(jvp(fused), jvp(plain))
+
+
+def test_fused_cell_with_dict_params_and_given_carry():
+  cell = jaxrnn.fused_cell(
+      init=lambda key, n: dict(w_x=jax.random.normal(key, (n, 3)), w_h=0.5 * jnp.eye(3),
+                               u=jnp.full((3,), 0.2), b=jnp.zeros(3)),
+      initial_carry=lambda p: jnp.zeros(3),
+      project=lambda p, xs: xs @ p["w_x"] + p["b"],
+      recurrent_input=lambda h: h,
+      finish=lambda p, h, gx, u: (jnp.tanh(gx + u + p["u"] * h),) * 2,
+      output_size=3)
+  params = cell.init(jax.random.key(0), I)
+  xs = jax.random.normal(jax.random.key(1), (T, I))
+  carry0 = jnp.full((3,), 0.1)
+  f = lambda c, p: jaxrnn.scan(c, p, xs, carry=carry0)[1].sum()
+  assert_trees_close(jax.grad(f, argnums=1)(cell, params),
+                     jax.grad(f, argnums=1)(cell._replace(sequence=None), params))
