@@ -24,5 +24,7 @@ from jaxrnn._layers import bidirectional as bidirectional
 from jaxrnn._layers import rnn as rnn
 from jaxrnn._layers import stack as stack
 from jaxrnn._scan import scan as scan
+from jaxrnn._trace import record as record
+from jaxrnn._trace import trace as trace
 
 __version__ = "0.1.0"

@@ -43,7 +43,7 @@ def _step_parts(finish, read, rest, init, carry, gx, u, valid, reset):
   check_step_carry(new, carry_in)
   if valid is not None:
     new = where(valid, new, carry)
-    y = jnp.where(valid, y, jnp.zeros_like(y))
+    y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
   return new, y
 
 

@@ -100,7 +100,7 @@ def scan(
     check_step_carry(new_carry, carry)
     if valid is not None:
       new_carry = where(valid, new_carry, carry)
-      y = jnp.where(valid, y, jnp.zeros_like(y))
+      y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
     return new_carry, y
 
   return jax.lax.scan(body, carry, (gxs, mask, resets),

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jaxrnn._cell import (Cell, carry_dtype, gate_activations, matmul,
                           project_input, split_gates, stacked_init)
 from jaxrnn._fused import fused_cell
+from jaxrnn._trace import record
 
 Initializer = Callable
 GATES = ("r", "z", "n")
@@ -97,7 +98,7 @@ def gru(
     r, z = gates["r"], gates["z"]
     n = jnp.tanh(x["n"] + r * (u["n"] + params.b_hn))
     h = (1.0 - z) * n + z * h
-    return h, h
+    return record_gru(r, z, n, h)
 
   if reset_after:
     return fused_cell(init=init, initial_carry=initial_carry, project=project,
@@ -110,7 +111,14 @@ def gru(
     z = jax.nn.sigmoid(x["z"] + u_rz[H:])
     n = jnp.tanh(x["n"] + matmul(r * h, params.w_h[:, 2 * H:]))
     h = (1.0 - z) * n + z * h
-    return h, h
+    return record_gru(r, z, n, h)
 
   return Cell(init=init, initial_carry=initial_carry, step=step,
               output_size=H, project=project)
+
+
+def record_gru(r, z, n, h):
+  """Records the GRU's signals for `jaxrnn.trace`; returns ``(h, h)``."""
+  for name, value in dict(r=r, z=z, n=n, h=h).items():
+    record(name, value)
+  return h, h

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jaxrnn._cell import (Cell, carry_dtype, gate_activations, matmul,
                           project_input, split_gates, stacked_init)
 from jaxrnn._fused import fused_cell
+from jaxrnn._trace import record
 
 Initializer = Callable
 Activation = Optional[Callable[[jax.Array], jax.Array]]
@@ -219,6 +220,9 @@ def lstm(
     h = o * act_out(c)
     if params.w_proj is not None:
       h = matmul(h, params.w_proj)
+    for name, value in dict(i=i, f=f, g=g, o=o, c=c, h=h).items():
+      if not isinstance(value, float):   # a removed gate is the constant 1
+        record(name, value)
     new_gates = None
     if params.w_gates is not None:
       new_gates = jnp.concatenate(

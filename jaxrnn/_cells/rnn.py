@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import Cell, carry_dtype, project_input
 from jaxrnn._fused import fused_cell
+from jaxrnn._trace import record
 
 Initializer = Callable
 
@@ -74,7 +75,7 @@ def simple_rnn(
     return project_input("simple_rnn", xs, params.w_x, params.b)
 
   def finish(params, h, gx, u):   # u = h @ w_h
-    h = activation(gx + u)
+    h = record("h", activation(gx + u))
     return h, h
 
   return fused_cell(init=init, initial_carry=initial_carry, project=project,

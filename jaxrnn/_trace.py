@@ -1,0 +1,81 @@
+"""Looking inside a cell: `trace` returns its internal signals per step.
+
+Lives here: `record`, which a cell's step calls on the values worth seeing
+(gates, candidate, cell state), and `trace`, which runs a cell over a
+sequence and collects them. Not here: plotting (benchmarks/), the cells.
+
+A cell is not written twice: the traced run is the cell's own step, and
+``record`` is the identity (it only acts while `trace` is tracing the step),
+so it costs nothing in a normal run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Optional
+
+import jax
+
+from jaxrnn._cell import Array, Carry, Cell, Params
+from jaxrnn._scan import scan
+
+_signals: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar(
+    "jaxrnn_signals", default=None)
+
+
+def record(name: str, value: Array) -> Array:
+  """Marks ``value`` as the signal ``name`` of this step; returns it unchanged.
+
+  >>> import jax.numpy as jnp
+  >>> record("f", jnp.ones(2)).tolist()
+  [1.0, 1.0]
+  """
+  signals = _signals.get()
+  if signals is not None:
+    signals[name] = value
+  return value
+
+
+def trace(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    *,
+    carry: Optional[Carry] = None,
+    mask: Optional[Array] = None,
+    resets: Optional[Array] = None,
+    reverse: bool = False,
+) -> tuple[Carry, Array, dict[str, Array]]:
+  """`jaxrnn.scan` that also returns every signal the cell's step records.
+
+  Returns ``(carry, ys, signals)`` where ``carry`` and ``ys`` equal
+  ``jaxrnn.scan``'s and ``signals[name]`` stacks the recorded value over time
+  (``[T, ...]``; zero at masked steps). Built-in cells record:
+
+  - LSTM family: ``i``, ``f``, ``g`` (the candidate), ``o`` (the gates it
+    has), ``c`` (the cell state) and ``h``;
+  - GRU: ``r``, ``z``, ``n``, ``h``; simple RNN: ``h``.
+
+  A custom cell records its own with `jaxrnn.record`.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> cell = jaxrnn.lstm(4)
+  >>> params = cell.init(jax.random.key(0), 3)
+  >>> carry, ys, signals = jaxrnn.trace(cell, params, jnp.ones((10, 3)))
+  >>> sorted(signals), signals["f"].shape
+  (['c', 'f', 'g', 'h', 'i', 'o'], (10, 4))
+  """
+
+  def recording_step(params, carry, gx):
+    token = _signals.set({})
+    try:
+      carry, y = cell.step(params, carry, gx)
+      signals = _signals.get()
+    finally:
+      _signals.reset(token)
+    return carry, (y, signals)
+
+  recording = cell._replace(step=recording_step, sequence=None)
+  carry, (ys, signals) = scan(recording, params, xs, carry=carry, mask=mask,
+                              resets=resets, reverse=reverse)
+  return carry, ys, signals
