@@ -6,6 +6,7 @@ A `Cell` is one time step (``init``, ``initial_carry``, ``step``,
 from `jax.vmap`, training from optax (`jaxrnn.train`).
 """
 
+from jaxrnn import io as io
 from jaxrnn._cell import Cell as Cell
 from jaxrnn._cell import carry_dtype as carry_dtype
 from jaxrnn._cell import matmul as matmul

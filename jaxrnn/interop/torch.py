@@ -1,0 +1,381 @@
+"""PyTorch ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` params, both ways.
+
+Lives here: `from_torch` (a torch module or state dict -> jaxrnn params),
+`to_torch` (jaxrnn params -> a state dict of NumPy arrays) and `layer` (the
+jaxrnn Cell or Seq that computes what a torch module computes). Not here:
+Flax (`jaxrnn.interop.flax`), files (`jaxrnn.io`). PyTorch itself is never
+imported: state dicts are read with NumPy, so a dict of NumPy arrays works
+as well as the tensors of ``module.state_dict()``.
+
+The layouts, with ``G`` gate blocks (LSTM 4: i, f, g, o; GRU 3: r, z, n;
+RNN 1), hidden size H, projection size P (LSTM ``proj_size``, else P = H)
+and ``s`` = ``""`` or ``"_reverse"``:
+
+================================  ==============================================
+torch key (layer k)               jaxrnn field
+================================  ==============================================
+``weight_ih_l{k}{s}`` [G H, I]    ``w_x`` [I, G H] (transposed)
+``weight_hh_l{k}{s}`` [G H, P]    ``w_h`` [P, G H] (transposed)
+``bias_ih_l{k}{s}`` [G H]         ``b`` [G H] = ``bias_ih + bias_hh``
+``bias_hh_l{k}{s}`` [G H]         GRU: r, z parts fold into ``b``; the n part
+                                  is ``b_hn`` [H] (it sits inside ``r * (.)``)
+``weight_hr_l{k}{s}`` [P, H]      ``w_proj`` [H, P] (transposed)
+================================  ==============================================
+
+Gate orders agree (PyTorch's LSTM is i, f, g, o and its GRU r, z, n), so no
+block is permuted. ``to_torch`` puts the whole folded bias into ``bias_ih``
+and zeros into ``bias_hh`` (GRU: ``b_hn`` in its n part), so jaxrnn ->
+torch -> jaxrnn returns the same bits. torch -> jaxrnn -> torch returns the
+same function but not the same split of the two biases: jaxrnn keeps one.
+
+Structure: one layer in one direction is the cell's params
+(``LSTMParams``, ``GRUParams``, ``RNNParams``); a bidirectional layer is
+the pair ``(forward, backward)`` of `jaxrnn.bidirectional`; several layers
+are the tuple of `jaxrnn.stack`. `layer` builds the matching model.
+
+``bias=False`` modules convert to zero biases (jaxrnn has no bias switch);
+``to_torch(..., bias=False)`` checks that they are still zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._cells.gru import GRUParams, gru
+from jaxrnn._cells.lstm import LSTMParams, lstm
+from jaxrnn._cells.rnn import RNNParams, simple_rnn
+from jaxrnn._layers import bidirectional as bidirectional_layer
+from jaxrnn._layers import stack
+from jaxrnn.interop import as_numpy
+
+GATE_BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1}
+PARAMS_KIND = {LSTMParams: "lstm", GRUParams: "gru", RNNParams: "rnn"}
+# torch's nn.RNNBase.mode -> (kind, nonlinearity)
+MODES = {"LSTM": ("lstm", None), "GRU": ("gru", None),
+         "RNN_TANH": ("rnn", "tanh"), "RNN_RELU": ("rnn", "relu")}
+
+
+def fold(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """``a + b``, but ``a`` itself where ``b`` is zero.
+
+  Adding an exact zero changes nothing but the sign of a zero (-0.0 + 0.0
+  = +0.0); skipping it keeps jaxrnn -> torch -> jaxrnn bit-exact.
+  """
+  return np.where(b == 0, a, a + b)
+
+
+def read_kind(kind: Any, where: str) -> str:
+  if not isinstance(kind, str) or kind.lower() not in GATE_BLOCKS:
+    raise ValueError(f"{where}: kind={kind!r}; expected 'lstm', 'gru' or "
+                     f"'rnn' (torch.nn.LSTM, nn.GRU, nn.RNN).")
+  return kind.lower()
+
+
+def module_config(module: Any) -> dict:
+  """The settings of a torch ``nn.LSTM``/``nn.GRU``/``nn.RNN`` that matter here."""
+  mode = getattr(module, "mode", None)
+  if mode not in MODES:
+    raise ValueError(
+        f"jaxrnn.interop.torch: got a {type(module).__name__} with mode "
+        f"{mode!r}; expected a torch.nn.LSTM, nn.GRU or nn.RNN (modes "
+        f"{sorted(MODES)}). Fix: pass one of those, or its state_dict() "
+        f"with kind=.")
+  kind, nonlinearity = MODES[mode]
+  return dict(kind=kind, hidden_size=module.hidden_size,
+              num_layers=module.num_layers,
+              bidirectional=bool(module.bidirectional),
+              proj_size=getattr(module, "proj_size", 0) or None,
+              nonlinearity=nonlinearity or "tanh",
+              dropout=float(module.dropout))
+
+
+def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
+          bidirectional: bool = False, proj_size: Optional[int] = None,
+          nonlinearity: str = "tanh", dropout: float = 0.0):
+  """The jaxrnn Cell or Seq that computes what the torch module computes.
+
+  ``layer(torch_module)`` reads every setting from the module; otherwise
+  they mirror ``torch.nn.LSTM``'s arguments. One layer in one direction is
+  a `Cell` (run it with `jaxrnn.scan` or `jaxrnn.rnn`); a bidirectional
+  layer is ``jaxrnn.bidirectional(cell, cell)``; several layers are
+  ``jaxrnn.stack(..., dropout=dropout)``. Its params have the structure
+  `from_torch` returns. ``batch_first`` does not matter: jaxrnn takes one
+  ``[T, I]`` sequence, batched with `jax.vmap`.
+
+  >>> import jax, jaxrnn.interop.torch as jt
+  >>> net = jt.layer("lstm", 8, num_layers=2, bidirectional=True)
+  >>> params = net.init(jax.random.key(0), 3)
+  >>> sorted(jt.to_torch(params, bidirectional=True))[:2]
+  ['bias_hh_l0', 'bias_hh_l0_reverse']
+  >>> net.output_size
+  16
+  """
+  if not isinstance(kind, str):
+    return layer(**module_config(kind))
+  where = "jaxrnn.interop.torch.layer"
+  kind = read_kind(kind, where)
+  if not isinstance(hidden_size, int) or hidden_size <= 0:
+    raise ValueError(f"{where}: hidden_size={hidden_size!r}; expected a "
+                     f"positive int.")
+  if proj_size and kind != "lstm":
+    raise ValueError(f"{where}: proj_size={proj_size} is an LSTM option; "
+                     f"kind={kind!r} has none. Fix: proj_size=None.")
+  if nonlinearity not in ("tanh", "relu"):
+    raise ValueError(f"{where}: nonlinearity={nonlinearity!r}; expected "
+                     f"'tanh' or 'relu' as in torch.nn.RNN.")
+  if nonlinearity != "tanh" and kind != "rnn":
+    raise ValueError(f"{where}: nonlinearity={nonlinearity!r} is an nn.RNN "
+                     f"option; kind={kind!r} has none.")
+  if kind == "lstm":
+    # forget_bias only shapes init; converted params carry their own bias.
+    cell = lstm(hidden_size, proj_size=proj_size or None)
+  elif kind == "gru":
+    cell = gru(hidden_size)
+  else:
+    act = jnp.tanh if nonlinearity == "tanh" else jax.nn.relu
+    cell = simple_rnn(hidden_size, act)
+  one = bidirectional_layer(cell, cell) if bidirectional else cell
+  if num_layers == 1:
+    return one
+  return stack(*([one] * num_layers), dropout=dropout)
+
+
+def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
+  """jaxrnn params from a torch ``nn.LSTM``/``nn.GRU``/``nn.RNN`` or its state dict.
+
+  ``source`` is the module itself (everything is read from it) or a
+  mapping from torch's keys to arrays (tensors, NumPy or jax arrays), with
+  ``kind`` = ``"lstm"``, ``"gru"`` or ``"rnn"``. The number of layers,
+  bidirectional, ``proj_size`` and ``bias`` are read from the keys, and
+  every shape is checked. ``prefix`` selects one module's keys in a larger
+  model's state dict (``prefix="encoder."``).
+
+  Returns the params of `layer` (same dtypes as the source): a cell's
+  params for one layer in one direction, ``(forward, backward)`` for a
+  bidirectional layer, a tuple of those for several layers. Biases:
+  ``b = bias_ih + bias_hh`` (GRU: the n part of ``bias_hh`` becomes
+  ``b_hn``); ``bias=False`` gives zeros. Leaves are jax arrays (so float64
+  becomes float32 unless ``jax_enable_x64`` is on, as with any jax array).
+
+  Raises:
+    ValueError: naming the key, for a missing or unexpected key, a wrong
+      shape or an unknown kind.
+
+  >>> import numpy as np, jaxrnn.interop.torch as jt
+  >>> H, I = 4, 3
+  >>> sd = {"weight_ih_l0": np.ones((4 * H, I)), "weight_hh_l0": np.ones((4 * H, H)),
+  ...       "bias_ih_l0": np.ones(4 * H), "bias_hh_l0": np.ones(4 * H)}
+  >>> p = jt.from_torch(sd, "lstm")
+  >>> p.w_x.shape, p.w_h.shape, p.b[:2].tolist()
+  ((3, 16), (4, 16), [2.0, 2.0])
+  """
+  where = "jaxrnn.interop.torch.from_torch"
+  if hasattr(source, "state_dict") and hasattr(source, "mode"):
+    config = module_config(source)
+    if kind is not None and read_kind(kind, where) != config["kind"]:
+      raise ValueError(f"{where}: kind={kind!r} but the module is a "
+                       f"{type(source).__name__} ({config['kind']}). Fix: "
+                       f"leave kind out when passing a module.")
+    kind, state = config["kind"], source.state_dict()
+  elif isinstance(source, Mapping):
+    if kind is None:
+      raise ValueError(f"{where}: a state dict needs kind='lstm', 'gru' or "
+                       f"'rnn' (the keys are the same for all three).")
+    kind, state = read_kind(kind, where), source
+  else:
+    raise TypeError(f"{where}: source is a {type(source).__name__}; expected "
+                    f"a torch nn.LSTM/nn.GRU/nn.RNN or a mapping from its "
+                    f"state_dict() keys to arrays.")
+  state = {k[len(prefix):]: v for k, v in state.items()
+           if isinstance(k, str) and k.startswith(prefix)}
+  get = lambda key: as_numpy(state[key], f"state_dict[{prefix + key!r}]", where)
+  G = GATE_BLOCKS[kind]
+
+  if "weight_hh_l0" not in state or "weight_ih_l0" not in state:
+    raise ValueError(f"{where}: missing key {prefix + 'weight_hh_l0'!r} or "
+                     f"{prefix + 'weight_ih_l0'!r}; keys under prefix "
+                     f"{prefix!r} are {sorted(state)}. Fix: pass the "
+                     f"module's state_dict() (and prefix= for a submodule).")
+  w_hh0 = get("weight_hh_l0")
+  if w_hh0.ndim != 2 or w_hh0.shape[0] % G:
+    raise ValueError(
+        f"{where}: state_dict[{prefix + 'weight_hh_l0'!r}] has shape "
+        f"{w_hh0.shape}; kind={kind!r} expects [{G} * hidden_size, "
+        f"hidden_size or proj_size]. Fix: check kind (LSTM 4 gate blocks, "
+        f"GRU 3, RNN 1).")
+  H = w_hh0.shape[0] // G
+  I = get("weight_ih_l0").shape[-1]
+  proj = "weight_hr_l0" in state
+  if proj and kind != "lstm":
+    raise ValueError(f"{where}: key {prefix + 'weight_hr_l0'!r} is an LSTM "
+                     f"projection (proj_size) but kind={kind!r}.")
+  P = get("weight_hr_l0").shape[0] if proj else H
+  has_bias = "bias_ih_l0" in state
+  two = "weight_ih_l0_reverse" in state
+  L = 0
+  while f"weight_ih_l{L}" in state:
+    L += 1
+
+  expected = {}  # key -> shape, in torch's order
+  for k in range(L):
+    in_size = I if k == 0 else P * (2 if two else 1)
+    for s in (("", "_reverse") if two else ("",)):
+      expected[f"weight_ih_l{k}{s}"] = (G * H, in_size)
+      expected[f"weight_hh_l{k}{s}"] = (G * H, P)
+      if has_bias:
+        expected[f"bias_ih_l{k}{s}"] = (G * H,)
+        expected[f"bias_hh_l{k}{s}"] = (G * H,)
+      if proj:
+        expected[f"weight_hr_l{k}{s}"] = (P, H)
+  setting = (f"kind={kind!r}, hidden_size={H}, input_size={I}, num_layers={L}"
+             f", bidirectional={two}, bias={has_bias}"
+             + (f", proj_size={P}" if proj else ""))
+  extra = sorted(set(state) - set(expected))
+  if extra:
+    raise ValueError(f"{where}: unexpected key {prefix + extra[0]!r} for a "
+                     f"module with {setting} (read from the other keys). "
+                     f"Fix: check kind and prefix, or drop the key.")
+  arrays = {}
+  for key, shape in expected.items():
+    if key not in state:
+      raise ValueError(f"{where}: missing key {prefix + key!r}, expected "
+                       f"with shape {shape} for a module with {setting}.")
+    arrays[key] = get(key)
+    if arrays[key].shape != shape:
+      raise ValueError(f"{where}: state_dict[{prefix + key!r}] has shape "
+                       f"{arrays[key].shape}; expected {shape} for a module "
+                       f"with {setting} (read from weight_ih_l0 and "
+                       f"weight_hh_l0). Fix: check kind, and that all keys "
+                       f"come from one module.")
+
+  def one(suffix):
+    w_ih, w_hh = arrays["weight_ih" + suffix], arrays["weight_hh" + suffix]
+    zeros = np.zeros((G * H,), w_ih.dtype)
+    b_ih = arrays.get("bias_ih" + suffix, zeros)
+    b_hh = arrays.get("bias_hh" + suffix, zeros)
+    w_x, w_h = w_ih.T, w_hh.T
+    if kind == "lstm":
+      w_hr = arrays.get("weight_hr" + suffix)
+      p = LSTMParams(w_x=w_x, w_h=w_h, b=fold(b_ih, b_hh),
+                     w_proj=None if w_hr is None else w_hr.T)
+    elif kind == "gru":
+      b = np.concatenate([fold(b_ih[:2 * H], b_hh[:2 * H]), b_ih[2 * H:]])
+      p = GRUParams(w_x=w_x, w_h=w_h, b=b, b_hn=b_hh[2 * H:])
+    else:
+      p = RNNParams(w_x=w_x, w_h=w_h, b=fold(b_ih, b_hh))
+    return jax.tree.map(jnp.asarray, p)
+
+  layers = tuple((one(f"_l{k}"), one(f"_l{k}_reverse")) if two else one(f"_l{k}")
+                 for k in range(L))
+  return layers[0] if L == 1 else layers
+
+
+def to_torch(params: Any, *, bidirectional: bool = False, bias: bool = True,
+             prefix: str = "") -> dict[str, np.ndarray]:
+  """A torch state dict of NumPy arrays from jaxrnn params.
+
+  ``params`` has the structure `from_torch` returns: a cell's params
+  (``LSTMParams``, ``GRUParams``, ``RNNParams``) or a tuple of them, one
+  per layer; with ``bidirectional=True`` a ``(forward, backward)`` pair or
+  a tuple of pairs. The whole bias goes into ``bias_ih`` and ``bias_hh`` is
+  zero (GRU: its n part is ``b_hn``). With ``bias=False`` (a module built
+  with ``bias=False``) the bias keys are left out and the biases must be
+  zero. Keys come in torch's order, with ``prefix`` in front. Load with
+  ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
+  (bfloat16 params come out as ``ml_dtypes.bfloat16`` arrays, which
+  ``torch.from_numpy`` refuses: pass ``torch.from_numpy(v.view(np.int16))
+  .view(torch.bfloat16)`` for those).
+
+  Raises:
+    ValueError: for params torch cannot hold (peepholes, a missing gate,
+      ``full_gate_recurrence``, GRU ``reset_after=False``), nonzero biases
+      with ``bias=False``, or a structure unlike the above, naming the
+      field and layer.
+
+  >>> import jax, jaxrnn, jaxrnn.interop.torch as jt
+  >>> params = jaxrnn.gru(4).init(jax.random.key(0), 3)
+  >>> {k: v.shape for k, v in jt.to_torch(params).items()}
+  {'weight_ih_l0': (12, 3), 'weight_hh_l0': (12, 4), 'bias_ih_l0': (12,), 'bias_hh_l0': (12,)}
+  """
+  where = "jaxrnn.interop.torch.to_torch"
+  is_cell = lambda p: type(p) in PARAMS_KIND
+  is_pair = lambda p: (isinstance(p, tuple) and not is_cell(p) and len(p) == 2
+                       and all(is_cell(q) for q in p))
+  one_layer = is_pair(params) if bidirectional else is_cell(params)
+  layers = (params,) if one_layer else params
+  ok = isinstance(layers, tuple) and layers and all(
+      (is_pair if bidirectional else is_cell)(p) for p in layers)
+  if not ok:
+    what = ("a (forward, backward) pair of cell params or a tuple of such "
+            "pairs" if bidirectional else
+            "cell params (LSTMParams, GRUParams, RNNParams) or a tuple of "
+            "them, one per layer")
+    raise ValueError(
+        f"{where}: params is a {type(params).__name__}; with bidirectional="
+        f"{bidirectional} expected {what}, as made by jaxrnn.interop.torch."
+        f"layer(...).init. Fix: set bidirectional= to match the params.")
+  kinds = {PARAMS_KIND[type(p)] for lay in layers
+           for p in (lay if bidirectional else (lay,))}
+  if len(kinds) != 1:
+    raise ValueError(f"{where}: params mix cell kinds {sorted(kinds)}; a "
+                     f"torch module has one kind in every layer.")
+  kind = kinds.pop()
+  out = {}
+  for k, lay in enumerate(layers):
+    for s, p in zip(("", "_reverse"), lay if bidirectional else (lay,)):
+      out.update(export_cell(kind, p, f"l{k}{s}", bias, prefix, where))
+  return out
+
+
+def export_cell(kind: str, p: Any, suffix: str, bias: bool, prefix: str,
+                where: str) -> dict[str, np.ndarray]:
+  """One layer and direction of `to_torch`."""
+  name = f"layer {suffix}"
+  np_ = lambda a: np.asarray(a)
+  w_x, w_h, b = np_(p.w_x), np_(p.w_h), np_(p.b)
+  G = GATE_BLOCKS[kind]
+  if kind == "lstm":
+    for field in ("p_i", "p_f", "p_o", "w_gates"):
+      if getattr(p, field) is not None:
+        raise ValueError(
+            f"{where}: {name} has params.{field} set (a peephole or "
+            f"full-gate-recurrence LSTM); torch.nn.LSTM has neither. Fix: "
+            f"convert a plain jaxrnn.lstm(hidden_size) or lstm(..., "
+            f"proj_size=P).")
+  if kind == "gru" and p.b_hn is None:
+    raise ValueError(f"{where}: {name} is a GRU with reset_after=False "
+                     f"(b_hn is None); torch.nn.GRU applies the reset gate "
+                     f"after the matmul. Fix: use jaxrnn.gru(H, "
+                     f"reset_after=True).")
+  H = (np_(p.w_proj).shape[0] if kind == "lstm" and p.w_proj is not None
+       else w_h.shape[0])
+  if w_x.shape[1] != G * H or w_h.shape[1] != G * H:
+    raise ValueError(
+        f"{where}: {name} has w_x {w_x.shape}, w_h {w_h.shape}: "
+        f"{w_h.shape[1] // max(H, 1)} gate blocks of hidden size {H}; "
+        f"torch's {kind.upper()} has {G} ({'i, f, g, o' if G == 4 else 'r, z, n' if G == 3 else 'one'}). "
+        f"A jaxrnn LSTM without one of its gates (CIFG, NIG, NFG, NOG) "
+        f"has no torch equivalent.")
+  b_ih, b_hh = b, np.zeros_like(b)
+  if kind == "gru":
+    b_hh = np.concatenate([np.zeros_like(b[:2 * H]), np_(p.b_hn)])
+  if not bias:
+    nonzero = [n for n, v in (("b", b_ih), ("b_hn", b_hh)) if np.any(v != 0)]
+    if nonzero:
+      raise ValueError(
+          f"{where}: {name} has nonzero params.{nonzero[0]} but bias=False; "
+          f"a torch module built with bias=False has no bias to hold it. "
+          f"Fix: export with bias=True (and build the module with bias="
+          f"True), or zero the bias.")
+  out = {f"weight_ih_{suffix}": w_x.T, f"weight_hh_{suffix}": w_h.T}
+  if bias:
+    out[f"bias_ih_{suffix}"] = b_ih
+    out[f"bias_hh_{suffix}"] = b_hh
+  if kind == "lstm" and p.w_proj is not None:
+    out[f"weight_hr_{suffix}"] = np_(p.w_proj).T
+  # Fresh, contiguous, writable arrays: torch.from_numpy wants all three.
+  return {prefix + k: np.array(v, order="C", copy=True) for k, v in out.items()}

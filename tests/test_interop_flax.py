@@ -1,0 +1,299 @@
+"""jaxrnn.interop.flax against Flax itself: linen and NNX cells give the
+same outputs, carries and gradients as the converted jaxrnn cells; round
+trips are bit-exact; the Flax wrappers train; every error names its key."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import jaxrnn
+from jaxrnn.interop.flax import (LinenRecurrent, Recurrent, from_linen,
+                                 from_nnx, to_linen, to_nnx)
+
+I, H, T = 3, 4, 5
+LENGTHS = np.array([5, 2, 1])
+B = len(LENGTHS)
+XS = np.random.RandomState(0).randn(B, T, I).astype(np.float32)
+MASK = np.arange(T)[None] < LENGTHS[:, None]
+BIAS = nn.initializers.normal(0.5)
+
+LINEN = {  # flax cell -> jaxrnn cell
+    "LSTMCell": (lambda: nn.LSTMCell(H, bias_init=BIAS), jaxrnn.lstm(H)),
+    "OptimizedLSTMCell": (lambda: nn.OptimizedLSTMCell(H, bias_init=BIAS), jaxrnn.lstm(H)),
+    "GRUCell": (lambda: nn.GRUCell(H, bias_init=BIAS), jaxrnn.gru(H)),
+    "SimpleCell": (lambda: nn.SimpleCell(H, bias_init=BIAS), jaxrnn.simple_rnn(H)),
+}
+
+
+def final_h(carry):
+  return carry.h if isinstance(carry, jaxrnn.LSTMCarry) else carry
+
+
+def flax_h(carry):
+  return carry[1] if isinstance(carry, tuple) else carry  # linen LSTM: (c, h)
+
+
+def jaxrnn_run(cell, params, reverse=False):
+  run = lambda x, m: jaxrnn.scan(cell, params, x, mask=m, reverse=reverse)
+  return jax.vmap(run)(XS, MASK)
+
+
+@pytest.mark.parametrize("name, reverse", [
+    ("LSTMCell", False), ("LSTMCell", True), ("OptimizedLSTMCell", False),
+    ("GRUCell", True), ("SimpleCell", False)])
+def test_linen_cells_match_masked_and_reversed_with_gradients(name, reverse):
+  make, cell = LINEN[name]
+  weights = np.random.RandomState(1).randn(B, T, H).astype(np.float32)
+  valid = MASK[..., None]  # Flax leaves padded outputs as they come
+  rnn = nn.RNN(make(), return_carry=True, reverse=reverse, keep_order=True)
+  variables = rnn.init(jax.random.key(0), XS, seq_lengths=LENGTHS)
+  params = from_linen(variables, name)
+
+  def flax_loss(v):
+    carry, ys = rnn.apply(v, XS, seq_lengths=LENGTHS)
+    return jnp.sum(jnp.where(valid, jnp.tanh(ys), 0) * weights), (carry, ys)
+
+  def jaxrnn_loss(p):
+    carry, ys = jaxrnn_run(cell, p, reverse)
+    return jnp.sum(jnp.where(valid, jnp.tanh(ys), 0) * weights), (carry, ys)
+
+  (_, (c_f, ys_f)), g_f = jax.jit(jax.value_and_grad(flax_loss, has_aux=True))(variables)
+  (_, (c_j, ys_j)), g_j = jax.jit(jax.value_and_grad(jaxrnn_loss, has_aux=True))(params)
+  np.testing.assert_allclose(np.where(valid, ys_j, 0), np.where(valid, ys_f, 0),
+                             atol=1e-5, rtol=0)
+  assert not np.any(np.where(valid, 0, ys_j))
+  np.testing.assert_allclose(final_h(c_j), flax_h(c_f), atol=1e-5, rtol=0)
+  if isinstance(c_j, jaxrnn.LSTMCarry):
+    np.testing.assert_allclose(c_j.c, c_f[0], atol=1e-5, rtol=0)
+  # The conversion is a relabelling, so it maps gradients as it maps params.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4),
+               to_linen(g_j)["params"], g_f["params"]["cell"])
+  # The first sequence is full: forward, its last output has read all of
+  # it; reversed, its first output has.
+  full = ys_j[0, 0 if reverse else -1]
+  np.testing.assert_allclose(final_h(c_j)[0], full, atol=1e-6)
+
+
+NNX = {
+    "LSTMCell": (nnx.LSTMCell, jaxrnn.lstm(H)),
+    "OptimizedLSTMCell": (nnx.OptimizedLSTMCell, jaxrnn.lstm(H)),
+    "GRUCell": (nnx.GRUCell, jaxrnn.gru(H)),
+    "SimpleCell": (nnx.SimpleCell, jaxrnn.simple_rnn(H)),
+}
+
+
+def randomize(module, seed):
+  """Sets every param of an NNX module to a random value (biases included)."""
+  state = nnx.state(module, nnx.Param)
+  pure = nnx.to_pure_dict(state)
+  rng = np.random.RandomState(seed)
+  pure = jax.tree.map(lambda a: jnp.asarray(rng.randn(*a.shape), a.dtype), pure)
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(module, state)
+  return module
+
+
+@pytest.mark.parametrize("name", sorted(NNX))
+def test_nnx_cells_match_and_convert_both_ways(name):
+  make, cell = NNX[name]
+  module = randomize(make(I, H, rngs=nnx.Rngs(0)), seed=2)
+  params = from_nnx(module)
+  h = jnp.zeros((B, H))
+  carry = (h, h) if "LSTM" in name else h
+  ys = []
+  for t in range(T):
+    carry, y = module(carry, XS[:, t])
+    ys.append(y)
+  c_j, ys_j = jax.vmap(lambda x: jaxrnn.scan(cell, params, x))(XS)
+  np.testing.assert_allclose(ys_j, jnp.stack(ys, 1), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(final_h(c_j), flax_h(carry), atol=1e-5, rtol=0)
+  # jaxrnn -> NNX -> jaxrnn, through the module and through its state.
+  fresh = random_params(cell, seed=3)
+  if name == "GRUCell":
+    fresh = fresh._replace(b_hn=jnp.zeros_like(fresh.b_hn))
+  to_nnx(fresh, module)
+  assert_same_bits(from_nnx(module), fresh)
+  assert_same_bits(from_nnx(nnx.state(module, nnx.Param)), fresh)
+  assert_same_bits(from_nnx(nnx.to_pure_dict(nnx.state(module, nnx.Param))), fresh)
+
+
+def random_params(cell, seed, dtype=np.float32):
+  """Random params with a -0.0 and a NaN whose bits must survive."""
+  shapes = jax.eval_shape(lambda k: cell.init(k, I), jax.random.key(0))
+  rng = np.random.RandomState(seed)
+
+  def leaf(s):
+    x = rng.randn(*s.shape).astype(np.float32)
+    x[..., 0] = -0.0
+    x.reshape(-1)[-1] = np.nan
+    return jnp.asarray(x.astype(dtype))
+
+  return jax.tree.map(leaf, shapes)
+
+
+def assert_same_bits(a, b):
+  assert type(a) is type(b) and jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16])
+def test_jaxrnn_to_linen_to_jaxrnn_is_bit_exact(dtype):
+  for name in ("LSTMCell", "GRUCell", "SimpleCell"):
+    params = random_params(LINEN[name][1], seed=4, dtype=dtype)
+    variables = to_linen(params, name)
+    assert_same_bits(from_linen(variables), params)
+    assert_same_bits(from_linen(variables["params"], name), params)
+    # The layout is Flax's own: a Flax cell initialises the same tree.
+    flax_vars = LINEN[name][0]().init(
+        jax.random.key(0), flax_carry(name), jnp.zeros((I,)))
+    assert jax.tree.structure(flax_vars) == jax.tree.structure(variables)
+    assert jax.tree.map(jnp.shape, flax_vars) == jax.tree.map(jnp.shape, variables)
+
+
+def flax_carry(name):
+  h = jnp.zeros((H,))
+  return (h, h) if "LSTM" in name else h
+
+
+# ------------------------------------------------------------ the wrappers
+
+
+def test_nnx_wrapper_holds_jaxrnn_params_and_trains():
+  layer = jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.gru(H))
+  model = Recurrent(layer, I, rngs=nnx.Rngs(0))
+  params = model.params_tree()
+  assert jax.tree.structure(params) == jax.tree.structure(
+      layer.init(jax.random.key(0), I))
+  n_state = len(jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert n_state == len(jax.tree.leaves(params)) == 3 + 4
+
+  def loss_jaxrnn(p):
+    _, ys = jax.vmap(lambda x, m: layer.apply(p, x, mask=m))(XS, MASK)
+    return jnp.sum(ys ** 2)
+
+  loss_nnx = lambda m: jnp.sum(m(XS, mask=MASK)[1] ** 2)
+  opt = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
+
+  @nnx.jit
+  def train_step(model, opt):
+    value, grads = nnx.value_and_grad(loss_nnx)(model)
+    opt.update(model, grads)
+    return value, grads
+
+  value, grads = train_step(model, opt)
+  expected_value, expected = jax.jit(jax.value_and_grad(loss_jaxrnn))(params)
+  np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+  got = nnx.merge(nnx.graphdef(model), grads).params_tree()  # grads as jaxrnn params
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               got, expected)
+  assert not np.array_equal(model.params_tree()[0].w_x, params[0].w_x)
+  assert train_step(model, opt)[0] < value
+
+
+def test_linen_wrapper_holds_jaxrnn_params_in_flax_state():
+  layer = jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.simple_rnn(H))
+  model = LinenRecurrent(layer)
+  variables = model.init(jax.random.key(0), XS, MASK)
+  params = variables["params"]["layer"]
+  assert isinstance(params[0], jaxrnn.GRUParams) and isinstance(params[1], jaxrnn.RNNParams)
+
+  def loss_flax(v):
+    ys = model.apply(v, XS, MASK)[1]
+    return jnp.sum(ys ** 2), ys
+
+  def loss_jaxrnn(p):
+    ys = jax.vmap(lambda x, m: layer.apply(p, x, mask=m))(XS, MASK)[1]
+    return jnp.sum(ys ** 2), ys
+
+  (_, ys), grads = jax.jit(jax.value_and_grad(loss_flax, has_aux=True))(variables)
+  (_, ys_j), expected = jax.jit(jax.value_and_grad(loss_jaxrnn, has_aux=True))(params)
+  np.testing.assert_allclose(ys, ys_j, rtol=1e-6, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               grads["params"]["layer"], expected)
+  _, y_one = model.apply(variables, XS[0, :2])  # one unbatched sequence
+  np.testing.assert_allclose(y_one, layer.apply(params, XS[0, :2])[1], rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match=r"xs has shape \(3,\); expected \[T, I\] or \[B, T, I\]"):
+    model.apply(variables, XS[0, 0])
+
+
+# ------------------------------------------------------------------ errors
+
+
+def linen_gru_vars():
+  return to_linen(random_params(jaxrnn.gru(H), seed=5))
+
+
+@pytest.mark.parametrize("edit, cell, match", [
+    (lambda v: v["params"]["hn"].pop("bias"), None, r"missing key params\['hn'\]\['bias'\]"),
+    (lambda v: v["params"].pop("hz"), None, r"keys \['hn', 'hr', 'in', 'ir', 'iz'\]; expected those of a linen"),
+    (lambda v: v["params"]["iz"].update(kernel=np.zeros((I, H + 1))), None,
+     r"params\['iz'\]\['kernel'\] has shape \(3, 5\); expected \(3, 4\)"),
+    (lambda v: v["params"]["hn"].update(bias=np.zeros((2,))), None,
+     r"params\['hn'\]\['bias'\] has shape \(2,\); expected \(4,\)"),
+    (lambda v: None, "LSTMCell", r"cell='LSTMCell' but the params are a GRU's"),
+    (lambda v: None, "ConvLSTMCell", r"cell='ConvLSTMCell'; expected one of"),
+    (lambda v: v["params"]["ir"].update(kernel=np.zeros(H)), None,
+     r"params\['ir'\]\['kernel'\] has shape \(4,\); expected \[input_size, hidden_size\]"),
+])
+def test_from_linen_errors_name_the_key(edit, cell, match):
+  variables = jax.tree.map(np.array, linen_gru_vars())
+  edit(variables)
+  with pytest.raises(ValueError, match=match):
+    from_linen(variables, cell)
+
+
+def test_to_linen_and_to_nnx_refuse_what_flax_cannot_hold():
+  key = jax.random.key(0)
+  init = lambda cell, size=I: jax.tree.map(
+      lambda s: np.ones(s.shape, s.dtype),
+      jax.eval_shape(lambda k: cell.init(k, size), key))
+  for params, match in [
+      (init(jaxrnn.peephole_lstm(H)), r"params.p_i is set"),
+      (init(jaxrnn.lstm(H, proj_size=2)), r"params.w_proj is set"),
+      (init(jaxrnn.cifg_lstm(H)), r"3 gate blocks of size 4; Flax's LSTM has 4"),
+      (init(jaxrnn.gru(H, reset_after=False)), r"reset_after=False"),
+      ((init(jaxrnn.gru(H)),) * 2, r"params is a tuple; expected one cell's"),
+  ]:
+    with pytest.raises(ValueError, match=match):
+      to_linen(params)
+    with pytest.raises(ValueError, match=match):
+      to_nnx(params, nnx.LSTMCell(I, H, rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match=r"cell='SimpleCell' but the params are a GRU's"):
+    to_linen(init(jaxrnn.gru(H)), nn.SimpleCell)
+  gru = init(jaxrnn.gru(H))
+  with pytest.raises(ValueError, match=r"params.b_hn is nonzero, but NNX's GRUCell"):
+    to_nnx(gru, nnx.GRUCell(I, H, rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match=r"GRUCell has param shapes .* Fix: build the cell with in_features=3, hidden_features=4"):
+    to_nnx(gru._replace(b_hn=0 * gru.b_hn), nnx.GRUCell(I + 1, H, rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match=r"cell='LSTMCell' but the params are a GRU's"):
+    to_nnx(gru, nnx.LSTMCell(I, H, rngs=nnx.Rngs(0)))
+  with pytest.raises(TypeError, match=r"module is a State; expected the NNX cell itself"):
+    to_nnx(gru, nnx.state(nnx.GRUCell(I, H, rngs=nnx.Rngs(0)), nnx.Param))
+
+
+def test_from_nnx_errors_name_the_key():
+  with pytest.raises(ValueError, match=r"got an nnx.Linear; expected an NNX LSTMCell"):
+    from_nnx(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+  with pytest.raises(TypeError, match=r"got a int; expected an NNX cell"):
+    from_nnx(3)
+  pure = nnx.to_pure_dict(nnx.state(nnx.LSTMCell(I, H, rngs=nnx.Rngs(0)), nnx.Param))
+  pure["hg"]["bias"] = np.zeros(H + 1)
+  with pytest.raises(ValueError, match=r"state\['hg'\]\['bias'\] has shape \(5,\); expected \(4,\)"):
+    from_nnx(pure)
+  del pure["hg"]
+  with pytest.raises(ValueError, match=r"expected those of an NNX LSTMCell"):
+    from_nnx(pure)
+  pure = nnx.to_pure_dict(nnx.state(nnx.OptimizedLSTMCell(I, H, rngs=nnx.Rngs(0)), nnx.Param))
+  pure["dense_h"].pop("bias")
+  with pytest.raises(ValueError, match=r"state\['dense_h'\] has keys \['kernel'\]; expected \['bias', 'kernel'\]"):
+    from_nnx(pure)
+  pure = nnx.to_pure_dict(nnx.state(nnx.SimpleCell(I, H, rngs=nnx.Rngs(0)), nnx.Param))
+  pure["dense_h"]["bias"] = np.zeros(H)
+  with pytest.raises(ValueError, match=r"state\['dense_h'\] has keys \['bias', 'kernel'\]; expected \['kernel'\]"):
+    from_nnx(pure)

@@ -1,0 +1,280 @@
+"""jaxrnn.interop.torch against PyTorch itself: outputs, final carries and
+gradients of converted params, bit-exact round trips, and every error."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import jaxrnn
+from jaxrnn.interop import torch as jt
+
+torch.set_num_threads(1)
+
+I, H, P, T = 3, 5, 2, 6
+LENGTHS = np.array([6, 3, 1])
+B = len(LENGTHS)
+
+CONFIGS = {  # id -> (torch class, kwargs)
+    "lstm": (torch.nn.LSTM, {}),
+    "gru": (torch.nn.GRU, {}),
+    "rnn_tanh": (torch.nn.RNN, {}),
+    "rnn_relu": (torch.nn.RNN, dict(nonlinearity="relu")),
+    "lstm_2x_bi_proj": (torch.nn.LSTM, dict(num_layers=2, bidirectional=True, proj_size=P)),
+    "gru_2x_bi_nobias": (torch.nn.GRU, dict(num_layers=2, bidirectional=True, bias=False)),
+    "rnn_bi": (torch.nn.RNN, dict(bidirectional=True)),
+}
+
+
+def make_module(name, seed=0):
+  cls, kwargs = CONFIGS[name]
+  torch.manual_seed(seed)
+  module = cls(I, H, batch_first=True, **kwargs)
+  with torch.no_grad():  # nonzero, distinct biases so folding is exercised
+    for key, value in module.named_parameters():
+      if key.startswith("bias"):
+        value.uniform_(-0.5, 0.5)
+  return module
+
+
+def inputs(seed=1):
+  return np.random.RandomState(seed).randn(B, T, I).astype(np.float32)
+
+
+def run_jaxrnn(net, params, xs, lengths):
+  mask = jnp.arange(T)[None] < jnp.asarray(lengths)[:, None]
+  apply = net.apply if isinstance(net, jaxrnn.Seq) else (
+      lambda p, x, mask: jaxrnn.scan(net, p, x, mask=mask))
+  return jax.vmap(lambda x, m: apply(params, x, mask=m))(xs, mask)
+
+
+def run_torch(module, xs, lengths):
+  packed = torch.nn.utils.rnn.pack_padded_sequence(
+      torch.as_tensor(xs), torch.from_numpy(lengths), batch_first=True,
+      enforce_sorted=False)
+  out, state = module(packed)
+  ys, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                 total_length=T)
+  return ys, state
+
+
+def torch_order(carry, num_layers, bidirectional):
+  """jaxrnn's carry as a list in the order of torch's h_n: layer, direction."""
+  layers = carry if num_layers > 1 else (carry,)
+  return [c for lay in layers for c in (lay if bidirectional else (lay,))]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_masked_outputs_final_carry_and_gradients_match_torch(name):
+  module = make_module(name)
+  net, params = jt.layer(module), jt.from_torch(module)
+  xs = inputs()
+  weights = np.random.RandomState(2).randn(B, T, net.output_size).astype(np.float32)
+
+  @jax.jit
+  def loss(params, xs):
+    carry, ys = run_jaxrnn(net, params, xs, LENGTHS)
+    return jnp.sum(jnp.tanh(ys) * weights), (carry, ys)
+
+  (_, (carry, ys)), (g_params, g_xs) = jax.value_and_grad(
+      loss, argnums=(0, 1), has_aux=True)(params, xs)
+  xs_t = torch.from_numpy(xs).requires_grad_()
+  ys_t, state = run_torch(module, xs_t, LENGTHS)
+  torch.sum(torch.tanh(ys_t) * torch.from_numpy(weights)).backward()
+
+  np.testing.assert_allclose(ys, ys_t.detach().numpy(), atol=1e-5, rtol=0)
+  assert np.all(np.asarray(ys)[2, 1:] == 0)  # padded outputs are zero in both
+  carries = torch_order(carry, module.num_layers, module.bidirectional)
+  if isinstance(module, torch.nn.LSTM):
+    h_n, c_n = state
+    for k, c in enumerate(carries):
+      np.testing.assert_allclose(c.h, h_n[k].detach().numpy(), atol=1e-5, rtol=0)
+      np.testing.assert_allclose(c.c, c_n[k].detach().numpy(), atol=1e-5, rtol=0)
+  else:
+    for k, c in enumerate(carries):
+      np.testing.assert_allclose(c, state[k].detach().numpy(), atol=1e-5, rtol=0)
+
+  np.testing.assert_allclose(g_xs, xs_t.grad.numpy(), atol=1e-5, rtol=1e-4)
+  # to_torch maps a gradient like a param: W -> W^T, b -> bias_ih and, for
+  # the GRU, b_hn -> the n part of bias_hh. torch's bias_hh gradient equals
+  # bias_ih's wherever the two biases are simply added.
+  expected = jt.to_torch(g_params, bidirectional=module.bidirectional)
+  for key, value in module.named_parameters():
+    want = expected[key]
+    if key.startswith("bias_hh") and isinstance(module, torch.nn.GRU):
+      want = np.concatenate([expected[key.replace("hh", "ih")][:2 * H], want[2 * H:]])
+    elif key.startswith("bias_hh"):
+      want = expected[key.replace("hh", "ih")]
+    np.testing.assert_allclose(want, value.grad.numpy(), atol=1e-5, rtol=1e-4,
+                               err_msg=key)
+
+
+def random_params(net, seed):
+  """Params with every bias nonzero, and a -0.0 whose sign must survive."""
+  shapes = jax.eval_shape(lambda k: net.init(k, I), jax.random.key(0))
+  rng = np.random.RandomState(seed)
+
+  def leaf(s):
+    x = rng.randn(*s.shape).astype(s.dtype)
+    x[..., 0] = -0.0
+    return jnp.asarray(x)
+
+  return jax.tree.map(leaf, shapes)
+
+
+def bits_equal(a, b):
+  a, b = np.asarray(a), np.asarray(b)
+  return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def assert_same_bits(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  assert all(type(x) is type(y) for x, y in zip(
+      jax.tree.leaves(a, is_leaf=lambda x: isinstance(x, tuple)),
+      jax.tree.leaves(b, is_leaf=lambda x: isinstance(x, tuple))))
+  assert all(bits_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CONFIGS if "nobias" not in n))
+def test_jaxrnn_to_torch_to_jaxrnn_is_bit_exact(name):
+  module = make_module(name)
+  net = jt.layer(module)
+  params = random_params(net, seed=3)
+  state = jt.to_torch(params, bidirectional=module.bidirectional)
+  assert list(state) == list(module.state_dict())  # torch's own key order
+  module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+  assert_same_bits(jt.from_torch(module), params)
+  assert_same_bits(jt.from_torch(state, net_kind(module)), params)
+
+
+def net_kind(module):
+  return {torch.nn.LSTM: "lstm", torch.nn.GRU: "gru", torch.nn.RNN: "rnn"}[type(module)]
+
+
+def test_bias_false_round_trip_keeps_zero_biases_and_refuses_nonzero_ones():
+  module = make_module("gru_2x_bi_nobias")
+  params = jt.from_torch(module)
+  assert all(not np.any(np.asarray(p.b)) and not np.any(np.asarray(p.b_hn))
+             for lay in params for p in lay)
+  state = jt.to_torch(params, bidirectional=True, bias=False)
+  assert list(state) == list(module.state_dict())
+  assert_same_bits(jt.from_torch(state, "gru"), params)
+  bumped = (params[0], (params[1][0]._replace(b_hn=params[1][0].b_hn + 1), params[1][1]))
+  with pytest.raises(ValueError, match=r"layer l1 has nonzero params.b_hn but bias=False"):
+    jt.to_torch(bumped, bidirectional=True, bias=False)
+
+
+def test_torch_to_jaxrnn_folds_biases_and_keeps_dtype():
+  module = make_module("gru").double()
+  state = module.state_dict()
+  params = jt.from_torch(state, "gru")
+  assert params.w_x.dtype == jnp.float32  # jax_enable_x64 is off: jax's rule
+  b_ih, b_hh = state["bias_ih_l0"].numpy(), state["bias_hh_l0"].numpy()
+  np.testing.assert_allclose(params.b[:2 * H], (b_ih + b_hh)[:2 * H], rtol=1e-6)
+  np.testing.assert_allclose(params.b[2 * H:], b_ih[2 * H:], rtol=1e-6)
+  np.testing.assert_allclose(params.b_hn, b_hh[2 * H:], rtol=1e-6)
+  bf16 = jt.from_torch(make_module("lstm").to(torch.bfloat16))
+  assert bf16.w_h.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(
+      np.asarray(bf16.w_h, np.float32),
+      make_module("lstm").state_dict()["weight_hh_l0"].to(torch.bfloat16).float().numpy().T)
+
+
+def test_prefix_selects_a_submodule_and_layer_reads_module_settings():
+  module = make_module("lstm_2x_bi_proj")
+  outer = {"encoder." + k: v for k, v in module.state_dict().items()}
+  outer["decoder.weight"] = torch.zeros(1)
+  assert_same_bits(jt.from_torch(outer, "lstm", prefix="encoder."),
+                   jt.from_torch(module))
+  out = jt.to_torch(jt.from_torch(module), bidirectional=True, prefix="encoder.")
+  assert list(out) == [k for k in outer if k.startswith("encoder.")]
+  net = jt.layer(torch.nn.LSTM(I, H, num_layers=2, dropout=0.25, proj_size=P))
+  assert net.output_size == P
+  carry, ys = jax.eval_shape(
+      lambda k: net.apply(net.init(k, I), jnp.ones((T, I)), key=k), jax.random.key(0))
+  assert ys.shape == (T, P) and len(carry) == 2 and carry[1].c.shape == (H,)
+
+
+def test_numpy_state_dict_needs_no_torch_tensors():
+  state = {k: v.numpy() for k, v in make_module("rnn_tanh").state_dict().items()}
+  params = jt.from_torch(state, "RNN")
+  assert isinstance(params, jaxrnn.RNNParams) and params.w_x.shape == (I, H)
+
+
+# ------------------------------------------------------------------ errors
+
+
+def lstm_state():
+  return dict(make_module("lstm").state_dict())
+
+
+@pytest.mark.parametrize("edit, kind, match", [
+    (lambda s: s.pop("bias_hh_l0"), "lstm", r"missing key 'bias_hh_l0'.*shape \(20,\)"),
+    (lambda s: s.pop("weight_hh_l0"), "lstm", r"missing key 'weight_hh_l0'"),
+    (lambda s: s.update(weight_ih_l0=torch.zeros(21, 3)), "lstm",
+     r"\['weight_ih_l0'\] has shape \(21, 3\); expected \(20, 3\)"),
+    (lambda s: s.update(bias_ih_l0=torch.zeros(21)), "lstm",
+     r"\['bias_ih_l0'\] has shape \(21,\); expected \(20,\)"),
+    (lambda s: s.update(extra=torch.zeros(1)), "lstm", r"unexpected key 'extra'"),
+    (lambda s: s.update(weight_hr_l0=torch.zeros(2, 5)), "gru",
+     r"expects \[3 \* hidden_size"),
+    (lambda s: None, "gru", r"kind='gru' expects \[3 \* hidden_size"),
+    (lambda s: None, "lstmp", r"kind='lstmp'; expected 'lstm', 'gru' or 'rnn'"),
+    (lambda s: None, None, r"a state dict needs kind="),
+    (lambda s: s.update(weight_hh_l0=np.array([["a"] * 5] * 20)), "lstm",
+     r"\['weight_hh_l0'\] has dtype <U1; expected a numeric array"),
+])
+def test_from_torch_errors_name_the_key(edit, kind, match):
+  state = lstm_state()
+  edit(state)
+  with pytest.raises((ValueError, TypeError), match=match):
+    jt.from_torch(state, kind)
+
+
+def test_from_torch_errors_for_projection_on_rnn_and_wrong_module():
+  state = {"weight_ih_l0": np.zeros((H, I)), "weight_hh_l0": np.zeros((H, H)),
+           "weight_hr_l0": np.zeros((2, H))}
+  with pytest.raises(ValueError, match=r"'weight_hr_l0' is an LSTM projection"):
+    jt.from_torch(state, "rnn")
+  with pytest.raises(ValueError, match=r"kind='gru' but the module is a LSTM"):
+    jt.from_torch(make_module("lstm"), "gru")
+  with pytest.raises(TypeError, match=r"source is a list"):
+    jt.from_torch([1, 2], "lstm")
+  with pytest.raises(ValueError, match=r"expected a torch.nn.LSTM, nn.GRU or nn.RNN"):
+    jt.layer(torch.nn.Linear(2, 2))
+
+
+def ones_params(cell, input_size=I):
+  """The cell's params, all ones, without running its initialisers."""
+  shapes = jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(0))
+  return jax.tree.map(lambda s: np.ones(s.shape, s.dtype), shapes)
+
+
+def test_to_torch_errors_for_params_torch_cannot_hold():
+  lstm = ones_params(jaxrnn.lstm(H))
+  cases = [
+      (ones_params(jaxrnn.peephole_lstm(H)), {}, r"layer l0 has params.p_i set"),
+      (ones_params(jaxrnn.lstm(H, full_gate_recurrence=True)), {}, r"params.w_gates set"),
+      (ones_params(jaxrnn.cifg_lstm(H)), {}, r"3 gate blocks of hidden size 5; torch's LSTM has 4"),
+      (ones_params(jaxrnn.gru(H, reset_after=False)), {}, r"reset_after=False"),
+      (lstm, dict(bidirectional=True), r"with bidirectional=True expected"),
+      (((lstm, lstm), (lstm,)), dict(bidirectional=True), r"expected a \(forward, backward\)"),
+      ({"w": 1}, {}, r"params is a dict"),
+      ((lstm, ones_params(jaxrnn.gru(H), H)), {}, r"mix cell kinds \['gru', 'lstm'\]"),
+      (lstm, dict(bias=False), r"nonzero params.b but bias=False"),
+  ]
+  for params, kwargs, match in cases:
+    with pytest.raises(ValueError, match=match):
+      jt.to_torch(params, **kwargs)
+
+
+def test_layer_errors_name_the_argument():
+  for kwargs, match in [
+      (dict(kind="gru", hidden_size=4, proj_size=2), r"proj_size=2 is an LSTM option"),
+      (dict(kind="rnn", hidden_size=4, nonlinearity="gelu"), r"nonlinearity='gelu'"),
+      (dict(kind="lstm", hidden_size=4, nonlinearity="relu"), r"is an nn.RNN option"),
+      (dict(kind="lstm", hidden_size=0), r"hidden_size=0; expected a positive int"),
+  ]:
+    with pytest.raises(ValueError, match=match):
+      jt.layer(**kwargs)

@@ -1,0 +1,150 @@
+"""jaxrnn.io: params files restore the same tree, dtypes and bits, are
+written atomically, and every error names what went wrong."""
+
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+import jaxrnn
+import jaxrnn.io
+
+
+class Custom(NamedTuple):
+  scale: jax.Array
+  shift: object = None
+
+
+def shaped_params(layer, input_size, dtype=np.float32, seed=0):
+  """Random params of ``layer`` with -0.0 and a NaN payload in every leaf."""
+  shapes = jax.eval_shape(lambda k: layer.init(k, input_size), jax.random.key(0))
+  rng = np.random.RandomState(seed)
+
+  def leaf(s):
+    x = rng.randn(*s.shape).astype(np.float32)
+    bits = x.reshape(-1).view(np.uint32)
+    bits[0] = 0x80000000   # -0.0
+    bits[-1] = 0x7FC00123  # a NaN with a payload
+    return x.astype(dtype)
+
+  return jax.tree.map(leaf, shapes)
+
+
+def same(a, b):
+  """Same tree (node types included), dtypes, shapes and bytes."""
+  if type(a) is not type(b) and not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+    return False
+  if isinstance(a, np.ndarray):
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+  if isinstance(a, (tuple, list)):
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+  if isinstance(a, dict):
+    return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+  return a == b
+
+
+def test_round_trip_is_exact_for_stacks_variants_and_dtypes(tmp_path):
+  net = jaxrnn.stack(
+      jaxrnn.bidirectional(jaxrnn.lstm(4, peephole=True, proj_size=2),
+                           jaxrnn.gru(3, reset_after=False)),
+      jaxrnn.simple_rnn(2))
+  tree = {
+      "net": shaped_params(net, 3),
+      "bf16": shaped_params(jaxrnn.lstm(2), 2, dtype=jnp.bfloat16),
+      "f64": np.linspace(-1, 1, 7, dtype=np.float64),
+      "int": np.arange(6, dtype=np.int8).reshape(2, 3),
+      "scalar": np.array(np.float32(2.5)),
+      "empty": np.zeros((0, 3), np.float16),
+      7: [None, (), {"step": 12, "lr": 1e-3, "done": True}],
+      "custom": Custom(np.ones(2, np.float32)),
+  }
+  tree["jax"] = jnp.arange(3.0)
+  path = tmp_path / "params.msgpack"
+  jaxrnn.io.save(path, tree)
+  back = jaxrnn.io.load(path, namedtuples=[Custom])
+  expected = dict(tree, jax=np.asarray(tree["jax"]))
+  assert same(back, expected)
+  lstm_params = back["net"][0][0]
+  assert type(lstm_params) is jaxrnn.LSTMParams and lstm_params.w_gates is None
+  assert back["net"][0][1].b_hn is None and type(back["net"]) is tuple
+  assert jax.tree.structure(back["net"]) == jax.tree.structure(tree["net"])
+  assert back["bf16"].w_x.dtype == jnp.bfloat16
+
+
+def test_save_replaces_atomically_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+  path = tmp_path / "p.msgpack"
+  jaxrnn.io.save(path, {"a": np.zeros(2)})
+  jaxrnn.io.save(str(path), {"a": np.ones(2)})  # replaces, str paths work
+  assert same(jaxrnn.io.load(path), {"a": np.ones(2)})
+  assert os.listdir(tmp_path) == ["p.msgpack"]
+  umask = os.umask(0)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+  # A crash before the rename leaves the old file whole and no temp file.
+  calls = []
+
+  def failing_fsync(fd):
+    calls.append(fd)
+    raise OSError("disk full")
+
+  monkeypatch.setattr(os, "fsync", failing_fsync)
+  with pytest.raises(OSError, match="disk full"):
+    jaxrnn.io.save(path, {"a": np.full(2, 5.0)})
+  monkeypatch.undo()
+  assert calls and os.listdir(tmp_path) == ["p.msgpack"]
+  assert same(jaxrnn.io.load(path), {"a": np.ones(2)})
+  # An unsavable tree fails before the file is touched.
+  with pytest.raises(TypeError):
+    jaxrnn.io.save(path, {"a": object()})
+  assert same(jaxrnn.io.load(path), {"a": np.ones(2)})
+
+
+@pytest.mark.parametrize("tree, error, match", [
+    ({"w": [np.ones(2), "text"]}, TypeError, r"tree\['w'\]\[1\] is a str; expected arrays"),
+    ({"w": np.array(["a"])}, TypeError, r"tree\['w'\] has dtype <U1; expected a numeric array"),
+    ({(1, 2): np.ones(1)}, TypeError, r"tree has key \(1, 2\) of type tuple; dict keys must be str or int"),
+    ({"key": jax.random.key(0)}, TypeError, r"tree\['key'\] is a typed PRNG key array; save jax.random.key_data"),
+    (jaxrnn.RNNParams(np.ones(1), None, object()), TypeError, r"tree.b is a object"),
+])
+def test_save_errors_name_the_path_in_the_tree(tmp_path, tree, error, match):
+  with pytest.raises(error, match=match):
+    jaxrnn.io.save(tmp_path / "x", tree)
+  assert not os.listdir(tmp_path)
+
+
+def test_load_errors(tmp_path):
+  path = tmp_path / "c.msgpack"
+  jaxrnn.io.save(path, [Custom(np.ones(1))])
+  with pytest.raises(ValueError, match=r"tree\[0\] is a test_io.Custom, a NamedTuple "
+                     r"this load does not know. Fix: pass the class, "
+                     r"load\(path, namedtuples=\[Custom\]\)"):
+    jaxrnn.io.load(path)
+
+  class Custom2(NamedTuple):  # noqa: F811 - same qualified name, other fields
+    scale: jax.Array
+  Custom2.__qualname__ = "Custom"
+  with pytest.raises(ValueError, match=r"saved with fields \('scale', 'shift'\); the class now has \('scale',\)"):
+    jaxrnn.io.load(path, namedtuples=[Custom2])
+  with pytest.raises(TypeError, match=r"namedtuples must hold NamedTuple classes; got <class 'dict'>"):
+    jaxrnn.io.load(path, namedtuples=[dict])
+
+  (tmp_path / "junk").write_bytes(b"\xc1 not msgpack")
+  with pytest.raises(ValueError, match=r"is not a msgpack file"):
+    jaxrnn.io.load(tmp_path / "junk")
+  (tmp_path / "other").write_bytes(serialization.msgpack_serialize({"params": np.ones(2)}))
+  with pytest.raises(ValueError, match=r"is msgpack but not a jaxrnn params file"):
+    jaxrnn.io.load(tmp_path / "other")
+  (tmp_path / "future").write_bytes(serialization.msgpack_serialize(
+      {"format": "jaxrnn.params", "version": 99, "tree": {"t": "none"}}))
+  with pytest.raises(ValueError, match=r"has format version 99; this jaxrnn reads 1"):
+    jaxrnn.io.load(tmp_path / "future")
+  (tmp_path / "odd").write_bytes(serialization.msgpack_serialize(
+      {"format": "jaxrnn.params", "version": 1, "tree": {"t": "set"}}))
+  with pytest.raises(ValueError, match=r"tree has an unknown entry 'set'"):
+    jaxrnn.io.load(tmp_path / "odd")
+  with pytest.raises(FileNotFoundError):
+    jaxrnn.io.load(tmp_path / "missing")
