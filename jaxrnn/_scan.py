@@ -93,7 +93,8 @@ def scan(
                          reverse=reverse, unroll=unroll)
 
   def body(carry, inputs):
-    gx, valid, reset = inputs
+    t, valid, reset = inputs
+    gx = jax.tree.map(lambda a: a[t], gxs)
     if reset is not None:
       carry = where(reset, init, carry)
     new_carry, y = cell.step(params, carry, gx)
@@ -103,7 +104,11 @@ def scan(
       y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
     return new_carry, y
 
-  return jax.lax.scan(body, carry, (gxs, mask, resets),
+  # gxs is read by index rather than scanned over: under jax.vmap a scanned
+  # input is first transposed to time-major (a copy of all of [B, T, G]),
+  # while an index reads each step's [B, G] in place.
+  steps = jnp.arange(T)
+  return jax.lax.scan(body, carry, (steps, mask, resets),
                       reverse=reverse, unroll=unroll)
 
 

@@ -10,8 +10,8 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, gate_activations, matmul,
-                          project_input, split_gates, stacked_init)
+from jaxrnn._cell import (Cell, carry_dtype, matmul, project_input,
+                          split_gates, stacked_init)
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -94,8 +94,8 @@ def gru(
 
   def finish(params, h, gx, u):   # reset_after: u = h @ w_h, all three blocks
     x, u = split_gates(gx, GATES), split_gates(u, GATES)
-    gates = gate_activations({"r": x["r"] + u["r"], "z": x["z"] + u["z"]})
-    r, z = gates["r"], gates["z"]
+    r = jax.nn.sigmoid(x["r"] + u["r"])
+    z = jax.nn.sigmoid(x["z"] + u["z"])
     n = jnp.tanh(x["n"] + r * (u["n"] + params.b_hn))
     h = (1.0 - z) * n + z * h
     return record_gru(r, z, n, h)

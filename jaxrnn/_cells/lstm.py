@@ -13,8 +13,8 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, gate_activations, matmul,
-                          project_input, split_gates, stacked_init)
+from jaxrnn._cell import (Cell, carry_dtype, matmul, project_input,
+                          split_gates, stacked_init)
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -192,31 +192,14 @@ def lstm(
       recur = split_gates(matmul(carry.gates, params.w_gates), sigmoid_gates)
       pre = {k: v + recur.get(k, 0.0) for k, v in pre.items()}
     c_prev = carry.c
-    pre = {k: peep(v, dict(i=params.p_i, f=params.p_f).get(k), c_prev)
-           for k, v in pre.items()}
-    # Gates are activated together by one tanh (see gate_activations),
-    # except o when its peephole must wait for c_t, and g when its
-    # activation is not tanh.
-    later = set()
-    if params.p_o is not None:
-      later.add("o")
-    if input_activation is not jnp.tanh:
-      later.add("g")
-    acts = gate_activations({k: v for k, v in pre.items() if k not in later},
-                            tanh_gates=("g",))
-    f = acts["f"] if forget_gate else 1.0
+    f = jax.nn.sigmoid(peep(pre["f"], params.p_f, c_prev)) if forget_gate else 1.0
     if has_i:
-      i = acts["i"]
+      i = jax.nn.sigmoid(peep(pre["i"], params.p_i, c_prev))
     else:
       i = 1.0 - f if coupled_input_forget else 1.0
-    g = acts["g"] if "g" in acts else act_in(pre["g"])
+    g = act_in(pre["g"])
     c = f * c_prev + i * g
-    if not output_gate:
-      o = 1.0
-    elif "o" in acts:
-      o = acts["o"]
-    else:
-      o = jax.nn.sigmoid(peep(pre["o"], params.p_o, c))
+    o = jax.nn.sigmoid(peep(pre["o"], params.p_o, c)) if output_gate else 1.0
     h = o * act_out(c)
     if params.w_proj is not None:
       h = matmul(h, params.w_proj)

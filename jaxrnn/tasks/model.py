@@ -1,0 +1,74 @@
+"""The model every task trains: a recurrent layer and a linear readout.
+
+Lives here: `readout_model`, `ModelParams`, `param_count`. Not here: the
+cells and layers (`jaxrnn`), losses and training (`jaxrnn.train`).
+
+.. math:: (c_T, h_{1..T}) = \\mathrm{layer}(x_{1..T}), \\qquad
+          o_t = h_t W_{out} + b_{out}
+
+The readout is the same for every cell, so a comparison between cells on a
+task compares their recurrences only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Cell
+from jaxrnn._layers import Seq, as_seq
+
+
+class ModelParams(NamedTuple):
+  core: Any           # the recurrent layer's params
+  w_out: jax.Array    # [H, O] readout weights
+  b_out: jax.Array    # [O]    readout bias
+
+
+class Model(NamedTuple):
+  """``init(key, input_size) -> ModelParams``; ``apply(params, xs [T, I], *,
+  carry=None, mask=None) -> (carry, outputs [T, O])``; ``initial_carry(params)``."""
+  init: Callable[[jax.Array, int], ModelParams]
+  apply: Callable[..., tuple[Any, jax.Array]]
+  initial_carry: Callable[[ModelParams], Any]
+  output_size: int
+
+
+def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
+  """A recurrent ``layer`` (a Cell or a Seq) with a linear readout per step.
+
+  ``apply`` runs on one sequence (batch with `jax.vmap`) and returns the
+  layer's final carry and the readout ``o_t`` at every step; a mask or an
+  initial carry goes to the layer (for TBPTT pass the carry back in). The
+  readout starts at ``W_out ~ N(0, 1/H)``, ``b_out = 0``.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> model = readout_model(jaxrnn.lstm(8), output_size=3)
+  >>> params = model.init(jax.random.key(0), 2)
+  >>> carry, outputs = model.apply(params, jnp.ones((5, 2)))
+  >>> outputs.shape, param_count(params)
+  ((5, 3), 379)
+  """
+  seq = as_seq(layer)
+  H = seq.output_size
+
+  def init(key, input_size):
+    k_core, k_out = jax.random.split(key)
+    core = seq.init(k_core, input_size)
+    w_out = jax.random.normal(k_out, (H, output_size)) / jnp.sqrt(H)
+    return ModelParams(core, w_out, jnp.zeros((output_size,)))
+
+  def apply(params, xs, *, carry=None, mask=None):
+    carry, hs = seq.apply(params.core, xs, carry=carry, mask=mask)
+    return carry, hs @ params.w_out + params.b_out
+
+  return Model(init=init, apply=apply,
+               initial_carry=lambda params: seq.initial_carry(params.core),
+               output_size=output_size)
+
+
+def param_count(params) -> int:
+  """The number of scalars in a params pytree (None leaves count 0)."""
+  return sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(params))
