@@ -1,0 +1,1 @@
+"""Scripts a user runs (`python benchmarks/<name>.py`); a package so tests can import them."""

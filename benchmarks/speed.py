@@ -1,0 +1,642 @@
+"""Is jaxrnn fast? Its LSTM, GRU and simple RNN timed beside every peer, on this machine.
+
+Run ``python benchmarks/speed.py`` (about 5 minutes on 2 CPU cores) or
+``--quick`` (seconds). Options: ``--shapes 32,128,256,256 1,512,128,128``
+(B,T,I,H each), ``--dtype f32|bf16``, ``--sweep-t 16,64,256,1024,4096``
+(how cost grows with T at ``--sweep-base B,I,H``), ``--cells lstm,gru``,
+``--repeats``, ``--out results/speed.json`` (the PNG goes beside it).
+
+Lives here: the timing harness, the equality check, the figures, the table,
+the JSON and the plot. Not here: the peers and their weight mappings
+(`benchmarks/peers.py`).
+
+Method, per shape and cell:
+
+* Same computation. jaxrnn's params (random biases included) are given to
+  every peer, and each peer's outputs ``ys`` (forward) and input gradients
+  ``dL/dxs`` (forward+backward) are checked against jaxrnn's before timing:
+  max abs error <= 1e-4 (f32; gradients relative to their largest entry) or
+  5e-2 (bf16, where jaxrnn keeps a float32 carry and the peers do not).
+  The table's "check" column says which passed.
+* Forward: ``ys = f(params, xs [B, T, I])``. jaxrnn's is
+  ``jax.jit(jax.vmap(lambda x: jaxrnn.scan(cell, params, x)))``; torch runs
+  under ``torch.no_grad()``. Forward+backward: the gradient of
+  ``L = sum(ys)`` with respect to the params and the inputs
+  (``jax.jit(jax.grad(L, argnums=(0, 1)))``; ``torch.autograd.grad``).
+* Timing: every implementation is called once (the first call, compile
+  included for JAX: lower + compile + run), once more to warm up, then all
+  of them in turn, round-robin with the order rotated each round, for
+  ``--repeats`` rounds (fewer for slow groups, never under 3, so that the
+  default grid fits its time). Each call ends in ``block_until_ready`` (or
+  a CUDA sync). Reported: the median, with every raw time in the JSON.
+* Memory: JAX, ``compiled.memory_analysis()``: the temporary plus output
+  buffers XLA allocates for one call (arguments excluded). torch on CPU:
+  the peak of bytes allocated through torch's allocator during one call,
+  from ``torch.profiler(profile_memory=True)`` at operator granularity
+  (oneDNN's own scratch space is not seen); on CUDA,
+  ``torch.cuda.max_memory_allocated`` over one call.
+* FLOPs: ``2 B T (I + H) G H`` for the forward pass (G gate blocks: LSTM 4,
+  GRU 3, RNN 1; element-wise work not counted), three times that for
+  forward+backward. The "matmul" rows are the roofline: one
+  ``[B T, I + H] @ [I + H, G H]`` matmul of the same FLOPs (forward), and
+  the three matmuls of its backward pass added (forward+backward).
+* Threads: JAX on CPU uses XLA's thread pool over every core it can see;
+  torch gets ``torch.set_num_threads`` of the same count, with
+  ``OMP_WAIT_POLICY=PASSIVE`` unless set (see below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+  sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# torch's OpenMP threads spin-wait after each call by default. Interleaved with
+# XLA's thread pool in one process (and on a busy machine) that spinning cost
+# torch 30x in our runs; sleeping waiters remove it. Set before torch loads;
+# a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import peers
+from benchmarks.peers import Absent, JaxProgram, TorchProgram
+
+DEFAULT_SHAPES = [(32, 128, 256, 256), (1, 512, 128, 128), (128, 64, 512, 512)]
+DEFAULT_SWEEP = (16, 64, 256)   # a short sweep so the default plot has lines
+DEFAULT_SWEEP_BASE = (16, 128, 128)
+QUICK_SHAPES = [(2, 8, 4, 8)]
+DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
+TOLERANCE = {"f32": 1e-4, "bf16": 5e-2}
+PACKAGES = ["jax", "jaxlib", "flax", "equinox", "dm-haiku", "torch", "numpy"]
+
+
+class Runner(NamedTuple):
+  """One implementation in one mode, compiled and called once."""
+  call: Callable[[], Any]        # one timed call, blocked until done
+  first_call_s: float            # the first call, compile included
+  output: np.ndarray             # ys (fwd) or dL/dxs (fwd_bwd), float32
+  memory_bytes: Optional[int]
+  memory_how: str
+
+
+# ------------------------------------------------------------------ runners
+
+def block(tree):
+  return jax.block_until_ready(tree)
+
+
+def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool) -> Runner:
+  apply = program.apply
+  if mode == "fwd":
+    fn = apply
+  else:
+    def loss(p, x):
+      return jnp.sum(apply(p, x).astype(jnp.float32))
+    fn = jax.grad(loss, argnums=(0, 1))
+  start = time.perf_counter()
+  compiled = jax.jit(fn).lower(program.params, xs).compile()
+  out = block(compiled(program.params, xs))
+  first = time.perf_counter() - start
+  memory, how = None, "XLA temp+output buffers (compiled.memory_analysis)"
+  if measure_memory:
+    try:
+      m = compiled.memory_analysis()
+      memory = int(m.temp_size_in_bytes + m.output_size_in_bytes)
+    except Exception:  # noqa: BLE001 - some backends do not report it
+      how = "not reported by this backend"
+  out = out if mode == "fwd" else out[1]
+  return Runner(lambda: block(compiled(program.params, xs)), first,
+                np.asarray(out, np.float32), memory, how)
+
+
+def torch_runner(program: TorchProgram, xs_np, mode: str, measure_memory: bool) -> Runner:
+  import torch
+  module, device = program.module, program.device
+  dtype = next(module.parameters()).dtype
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+  weights = list(module.parameters())
+  x = torch.from_numpy(np.asarray(xs_np, np.float32)).to(device=device, dtype=dtype)
+  x.requires_grad_(mode == "fwd_bwd")
+
+  def call():
+    if mode == "fwd":
+      with torch.no_grad():
+        out = module(x)[0]
+    else:
+      ys = module(x)[0]
+      out = torch.autograd.grad(ys.float().sum(), weights + [x])[-1]
+    sync()
+    return out
+
+  start = time.perf_counter()
+  out = call()
+  first = time.perf_counter() - start
+  memory, how = None, ""
+  if measure_memory:
+    call()
+    memory, how = torch_memory(call, device)
+  return Runner(call, first, out.detach().float().cpu().numpy(), memory, how)
+
+
+def torch_memory(call, device: str) -> tuple[Optional[int], str]:
+  """Peak bytes torch allocates during one call (see the module docstring)."""
+  import torch
+  if device == "cuda":
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    return (int(torch.cuda.max_memory_allocated() - base),
+            "torch.cuda.max_memory_allocated over one call")
+  from torch.profiler import ProfilerActivity, profile
+  with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    call()
+  steps = sorted((e.time_range.start, e.self_cpu_memory_usage)
+                 for e in prof.events() if e.self_cpu_memory_usage)
+  live = peak = 0
+  for _, delta in steps:
+    live += delta
+    peak = max(peak, live)
+  return int(peak), "torch CPU allocator peak over one call (torch.profiler, per op)"
+
+
+class Matmul(NamedTuple):
+  """The roofline: a matmul of the same FLOPs as the recurrence."""
+  framework: str   # "xla", "torch" (CPU) or "torch cuda"
+
+
+def matmul_runner(spec: Matmul, shape, gates: int, dtype: str, mode: str) -> Runner:
+  B, T, I, H = shape
+  rng = np.random.default_rng(0)
+  a, w, g = (rng.standard_normal(s).astype(np.float32) for s in
+             ((B * T, I + H), (I + H, gates * H), (B * T, gates * H)))
+  if spec.framework == "xla":
+    a, w, g = (jnp.asarray(v, DTYPES[dtype]) for v in (a, w, g))
+    fn = (lambda a, w, g: a @ w) if mode == "fwd" else (
+        lambda a, w, g: (a @ w, g @ w.T, a.T @ g))
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(a, w, g).compile()
+    block(compiled(a, w, g))
+    first = time.perf_counter() - start
+    call = lambda: block(compiled(a, w, g))
+  else:
+    import torch
+    tdtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    device = "cuda" if spec.framework == "torch cuda" else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    a, w, g = (torch.from_numpy(v).to(device=device, dtype=tdtype) for v in (a, w, g))
+    products = (lambda: a @ w) if mode == "fwd" else (
+        lambda: (a @ w, g @ w.T, a.T @ g))
+    call = lambda: (products(), sync())
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+  return Runner(call, first, np.zeros(()), None, "")
+
+
+# ------------------------------------------------------------------ one group
+
+def make_params(kind: str, shape, seed: int = 0):
+  """jaxrnn params in float32 NumPy, with random biases so mappings are checked.
+
+  The GRU's ``b_hn`` stays zero: nnx.GRUCell has no such bias.
+  """
+  B, T, I, H = shape
+  params = peers.KINDS[kind].make(H, jnp.float32).init(jax.random.key(seed), I)
+  params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+  rng = np.random.default_rng(seed)
+  return params._replace(b=(0.1 * rng.standard_normal(params.b.shape)).astype(np.float32))
+
+
+def check(out: np.ndarray, ref: np.ndarray, mode: str, dtype: str) -> tuple[bool, float]:
+  """Max abs error of ``out`` against jaxrnn's ``ref`` and whether it is in tolerance."""
+  if out.shape != ref.shape:
+    return False, float("inf")
+  err = float(np.max(np.abs(out - ref))) if out.size else 0.0
+  scale = 1.0 if mode == "fwd" else max(1.0, float(np.max(np.abs(ref))))
+  return bool(err <= TOLERANCE[dtype] * scale), err
+
+
+def flops(shape, gates: int) -> int:
+  B, T, I, H = shape
+  return 2 * B * T * (I + H) * gates * H
+
+
+def run_group(kind: str, shape, args) -> dict:
+  """Times every implementation of one cell kind at one shape: the JSON group."""
+  dtype = args.dtype
+  B, T, I, H = shape
+  gates = peers.KINDS[kind].gates
+  params = make_params(kind, shape)
+  xs_np = np.random.default_rng(1).standard_normal((B, T, I)).astype(np.float32)
+  xs = jnp.asarray(xs_np, DTYPES[dtype])
+  rows, programs = [], []
+  for peer in peers.PEERS:
+    if kind not in peer.kinds or not selected(peer.name, args.impls):
+      continue
+    row = {"impl": peer.name, "status": "ok", "reason": ""}
+    rows.append(row)
+    try:
+      programs.append((row, peer.build(kind, params, DTYPES[dtype], shape)))
+    except Absent as e:
+      row.update(status="absent", reason=str(e))
+    except Exception as e:  # noqa: BLE001 - a broken peer is a row, not a crash
+      row.update(status="failed", reason=f"{type(e).__name__}: {e}")
+  matmuls = [Matmul("xla")]
+  if importlib.util.find_spec("torch") is not None and selected("torch", args.impls):
+    import torch
+    matmuls.append(Matmul("torch"))
+    if torch.cuda.is_available():
+      matmuls.append(Matmul("torch cuda"))
+  for spec in matmuls:
+    row = {"impl": f"matmul roofline ({spec.framework})", "status": "ok",
+           "reason": "", "roofline": True}
+    rows.append(row)
+    programs.append((row, spec))
+
+  for mode in ("fwd", "fwd_bwd"):
+    live = []
+    for row, program in programs:
+      if row["status"] != "ok":
+        continue
+      try:
+        if isinstance(program, Matmul):
+          runner = matmul_runner(program, shape, gates, dtype, mode)
+        elif isinstance(program, JaxProgram):
+          runner = jax_runner(program, xs, mode, not args.no_memory)
+        else:
+          runner = torch_runner(program, xs_np if dtype == "f32" else
+                                np.asarray(xs, np.float32), mode, not args.no_memory)
+      except Exception as e:  # noqa: BLE001
+        if args.verbose:
+          traceback.print_exc()
+        row.update(status="failed", reason=f"{mode}: {type(e).__name__}: {e}")
+        continue
+      row[mode] = {"first_call_s": runner.first_call_s,
+                   "memory_bytes": runner.memory_bytes,
+                   "memory_how": runner.memory_how}
+      live.append((row, runner))
+    reference = next((r.output for row, r in live if row["impl"] == "jaxrnn"), None)
+    for row, runner in live:
+      if row.get("roofline"):
+        continue
+      if reference is None:
+        ok, err = False, float("nan")
+      else:
+        ok, err = check(runner.output, reference, mode, dtype)
+      row.setdefault("check", {})[mode] = {"ok": ok, "max_abs_err": err}
+    time_round_robin(live, mode, args)
+  return {"kind": kind, "shape": dict(B=B, T=T, I=I, H=H), "dtype": dtype,
+          "gates": gates, "flops": {"fwd": flops(shape, gates),
+                                    "fwd_bwd": 3 * flops(shape, gates)},
+          "rows": rows}
+
+
+def selected(name: str, impls: Optional[list[str]]) -> bool:
+  return name == "jaxrnn" or not impls or any(s.lower() in name.lower() for s in impls)
+
+
+def time_round_robin(live, mode: str, args) -> None:
+  """Warm-up, then ``repeats`` rounds over all runners in rotating order."""
+  if not live:
+    return
+  start = time.perf_counter()
+  for _, runner in live:
+    runner.call()
+  round_s = time.perf_counter() - start
+  repeats = args.repeats
+  if args.budget and round_s * repeats > args.budget:
+    repeats = max(3, int(args.budget / round_s))
+  times = [[] for _ in live]
+  gc.collect()
+  gc.disable()
+  try:
+    for r in range(repeats):
+      order = list(range(len(live)))
+      order = order[r % len(live):] + order[:r % len(live)]
+      for k in order:
+        t0 = time.perf_counter()
+        live[k][1].call()
+        times[k].append(time.perf_counter() - t0)
+  finally:
+    gc.enable()
+  for (row, _), ts in zip(live, times):
+    row[mode].update(times_s=ts, median_s=statistics.median(ts))
+
+
+# ------------------------------------------------------------------ output
+
+def fmt_ms(row, mode) -> str:
+  m = row.get(mode, {}).get("median_s")
+  return "" if m is None else f"{m * 1e3:.3g}"
+
+
+def ratio(row, base, mode) -> str:
+  a = row.get(mode, {}).get("median_s")
+  b = base.get(mode, {}).get("median_s") if base else None
+  return "" if a is None or not b else f"{a / b:.2f}"
+
+
+def check_cell(row, dtype) -> str:
+  if row.get("roofline"):
+    return "n/a"
+  c = row.get("check", {})
+  if not c:
+    return ""
+  if all(v["ok"] for v in c.values()) and len(c) == 2:
+    return "checked" if dtype == "f32" else "checked (bf16 tol)"
+  return "MISMATCH " + ", ".join(f"{m} err {v['max_abs_err']:.1e}"
+                                 for m, v in c.items() if not v["ok"])
+
+
+def group_table(group: dict) -> str:
+  s = group["shape"]
+  dtype = group["dtype"]
+  base = next((r for r in group["rows"] if r["impl"] == "jaxrnn"), None)
+  f = group["flops"]
+  title = (f"### {group['kind']}  B={s['B']} T={s['T']} I={s['I']} H={s['H']} "
+           f"{dtype}  ({f['fwd'] / 1e9:.3g} GFLOP fwd, "
+           f"{f['fwd_bwd'] / 1e9:.3g} fwd+bwd)")
+  head = ("| implementation | fwd ms | fwd x jaxrnn | fwd+bwd ms | fwd+bwd x jaxrnn "
+          "| first call s (fwd / fwd+bwd) | peak MiB (fwd+bwd) "
+          "| GFLOP/s fwd+bwd | check |")
+  lines = [title, "", head, "|" + "---|" * 9]
+  roof = {r["impl"].split("(")[-1].rstrip(")"): r for r in group["rows"] if r.get("roofline")}
+  for row in group["rows"]:
+    if row["status"] != "ok":
+      lines.append(f"| {row['impl']} | {row['status']}: {row['reason']} "
+                   "| | | | | | | |")
+      continue
+    first = " / ".join(f"{row[m]['first_call_s']:.2f}" for m in ("fwd", "fwd_bwd")
+                       if m in row)
+    mem = row.get("fwd_bwd", {}).get("memory_bytes")
+    med = row.get("fwd_bwd", {}).get("median_s")
+    gflops = ""
+    if med:
+      rate = f["fwd_bwd"] / med / 1e9
+      gflops = f"{rate:.3g}"
+      ref = roof.get("torch cuda" if row["impl"].startswith("torch (cuda")
+                     else "torch" if row["impl"].startswith("torch") else "xla")
+      ref_med = ref and ref.get("fwd_bwd", {}).get("median_s")
+      if ref_med and not row.get("roofline"):
+        gflops += f" ({100 * ref_med / med:.0f}% of matmul)"
+    lines.append(
+        f"| {row['impl']} | {fmt_ms(row, 'fwd')} | {ratio(row, base, 'fwd')} "
+        f"| {fmt_ms(row, 'fwd_bwd')} | {ratio(row, base, 'fwd_bwd')} | {first} "
+        f"| {'' if mem is None else f'{mem / 2**20:.1f}'} | {gflops} "
+        f"| {check_cell(row, dtype)} |")
+  return "\n".join(lines)
+
+
+def render(report: dict) -> str:
+  m = report["meta"]
+  out = [f"## jaxrnn speed vs peers ({m['backend']}, {m['device']}, {m['dtype']})",
+         "",
+         f"x jaxrnn = peer time / jaxrnn time (above 1: jaxrnn is faster). "
+         f"Medians of interleaved repeats; JAX on {m['threads']['xla']} "
+         f"threads, torch on {m['threads']['torch']}. Load average at start "
+         f"{m['loadavg_start']}, at end {m['loadavg_end']}.",
+         ""]
+  for group in report["groups"]:
+    out += [group_table(group), ""]
+  for status in ("absent", "failed"):
+    if report[status]:
+      out.append(f"{status.capitalize()}: " + "; ".join(
+          f"{k} ({v})" for k, v in sorted(report[status].items())))
+  return "\n".join(out)
+
+
+def plot(report: dict, path: Path) -> None:
+  """Median time against T, one line per implementation.
+
+  One panel per cell kind, mode and (B, I, H) that was run at two or more T
+  (a sweep); when there is no sweep, one panel per group.
+  """
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  series: dict = {}
+  for g in report["groups"]:
+    s = g["shape"]
+    for mode in ("fwd", "fwd_bwd"):
+      key = (list(peers.KINDS).index(g["kind"]), g["kind"], s["B"], s["I"], s["H"], mode)
+      for row in g["rows"]:
+        med = row.get(mode, {}).get("median_s")
+        if med is not None:
+          series.setdefault(key, {}).setdefault(row["impl"], []).append((s["T"], med))
+  sweeps = [k for k, v in series.items()
+            if len({t for points in v.values() for t, _ in points}) > 1]
+  panels = sorted(sweeps or series)
+  names = sorted({impl for k in panels for impl in series[k]})
+  colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+  cols = 2
+  rows = max(1, (len(panels) + cols - 1) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4 * rows), squeeze=False)
+  for ax in axes.flat[len(panels):]:
+    ax.set_visible(False)
+  for ax, key in zip(axes.flat, panels):
+    _, kind, B, I, H, mode = key
+    for impl, points in sorted(series[key].items()):
+      points.sort()
+      ax.plot([p[0] for p in points], [p[1] * 1e3 for p in points],
+              ":" if impl.startswith("matmul") else "-", marker="o",
+              lw=2.5 if impl == "jaxrnn" else 1.2, color=colors[impl], label=impl)
+    ax.set(xscale="log", yscale="log", xlabel="T (time steps)", ylabel="median ms",
+           title=f"{kind} {'fwd+bwd' if mode == 'fwd_bwd' else 'fwd'}  "
+                 f"B={B} I={I} H={H} {report['meta']['dtype']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.suptitle(f"jaxrnn and peers on {report['meta']['backend']} "
+               f"({report['meta']['machine']})", fontsize=10)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+# ------------------------------------------------------------------ main
+
+def parse_shape(text: str) -> tuple[int, ...]:
+  try:
+    shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+  except ValueError:
+    shape = ()
+  if len(shape) != 4 or min(shape) < 1:
+    raise argparse.ArgumentTypeError(
+        f"shape {text!r}: expected four positive integers B,T,I,H such as "
+        f"32,128,256,256")
+  return shape
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(v) for v in text.split(",") if v)
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: expected comma-separated integers such as 16,64,256") from None
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--quick", action="store_true",
+                 help="tiny shapes and 2 repeats: a smoke test in seconds")
+  p.add_argument("--shapes", nargs="+", type=parse_shape,
+                 help="B,T,I,H shapes (default: 32,128,256,256 1,512,128,128 "
+                      "128,64,512,512)")
+  p.add_argument("--dtype", choices=sorted(DTYPES), default="f32")
+  p.add_argument("--sweep-t", type=parse_ints,
+                 help="sequence lengths for a sweep at --sweep-base "
+                      f"(default {','.join(map(str, DEFAULT_SWEEP))} on lstm)")
+  p.add_argument("--sweep-base", type=parse_ints, default=DEFAULT_SWEEP_BASE,
+                 help="B,I,H of the sweep (default 16,128,128)")
+  p.add_argument("--cells", type=lambda s: s.split(","),
+                 help=f"cell kinds, from {','.join(peers.KINDS)} (default all)")
+  p.add_argument("--impls", type=lambda s: s.split(","),
+                 help="only peers whose name contains one of these (jaxrnn always runs)")
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--budget", type=float, default=2.0,
+                 help="seconds of timed rounds per group and mode; slow groups "
+                      "get fewer repeats (never under 3); 0 = no cap")
+  p.add_argument("--threads", type=int, help="torch threads (default: the cores JAX sees)")
+  p.add_argument("--no-memory", action="store_true", help="skip the memory figures")
+  p.add_argument("--out", type=Path, default=Path("results/speed.json"))
+  p.add_argument("--plot", type=Path, help="PNG path (default: --out with .png)")
+  p.add_argument("--verbose", action="store_true")
+  args = p.parse_args(argv)
+  bad = [c for c in args.cells or () if c not in peers.KINDS]
+  if bad:
+    p.error(f"--cells {','.join(bad)}: unknown; choose from {','.join(peers.KINDS)}")
+  if len(args.sweep_base) != 3:
+    p.error("--sweep-base: expected B,I,H, three integers")
+  return args
+
+
+def plan(args) -> list[tuple[str, tuple]]:
+  """The (cell kind, shape) groups to run, in order."""
+  kinds = args.cells or list(peers.KINDS)
+  if args.quick:
+    args.repeats, args.budget = 2, 0
+    # The smoke test checks plumbing, not speed: compile with fewer passes.
+    jax.config.update("jax_disable_most_optimizations", True)
+    return [(k, s) for s in QUICK_SHAPES for k in kinds]
+  groups = [(k, s) for s in (args.shapes or DEFAULT_SHAPES) for k in kinds]
+  B, I, H = args.sweep_base
+  if args.sweep_t:
+    sweep_kinds = kinds
+    ts = args.sweep_t
+  elif args.shapes is None:
+    sweep_kinds, ts = [k for k in kinds if k == "lstm"], DEFAULT_SWEEP
+  else:
+    sweep_kinds, ts = [], ()
+  for k in sweep_kinds:
+    groups += [(k, (B, T, I, H)) for T in ts if (k, (B, T, I, H)) not in groups]
+  return groups
+
+
+def versions() -> dict:
+  out = {"python": platform.python_version()}
+  for name in PACKAGES:
+    try:
+      out[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      out[name] = None
+  return out
+
+
+def setup_threads(requested: Optional[int]) -> dict:
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  threads = {"xla": cores, "torch": None}
+  if importlib.util.find_spec("torch") is not None:
+    import torch
+    torch.set_num_threads(requested or cores)
+    threads["torch"] = torch.get_num_threads()
+  return threads
+
+
+def warm_up_runtimes() -> None:
+  """Starts each runtime once so that no first-call figure pays for it."""
+  block(jax.jit(lambda x: x @ x)(jnp.ones((8, 8))))
+  # The first scan and grad traced in a process pay one-time costs; pay
+  # them here rather than in whichever implementation happens to run first.
+  scan = lambda x: jax.lax.scan(lambda c, x: (jnp.tanh(c + x), c), 0.0, x)[1].sum()
+  block(jax.jit(jax.grad(scan))(jnp.ones(4)))
+  if importlib.util.find_spec("torch") is not None:
+    import torch
+    torch.ones(8, 8) @ torch.ones(8, 8)
+    torch.nn.LSTM(2, 2)(torch.ones(1, 1, 2))
+
+
+def main(argv=None) -> dict:
+  """Runs the benchmark; prints the table, writes the JSON and PNG; returns the report."""
+  args = parse_args(argv)
+  started = time.perf_counter()
+  threads = setup_threads(args.threads)
+  loadavg_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+  warm_up_runtimes()
+  groups = []
+  for kind, shape in plan(args):
+    t0 = time.perf_counter()
+    groups.append(run_group(kind, shape, args))
+    print(f"{kind} {shape}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+  absent, failed = {}, {}
+  for g in groups:
+    for row in g["rows"]:
+      if row["status"] != "ok":
+        (absent if row["status"] == "absent" else failed).setdefault(
+            row["impl"], row["reason"])
+  device = jax.devices()[0]
+  report = {
+      "meta": {
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "command": " ".join([Path(sys.argv[0]).name] + list(argv if argv is not None
+                                                               else sys.argv[1:])),
+          "backend": jax.default_backend(),
+          "device": getattr(device, "device_kind", str(device)),
+          "machine": platform.processor() or platform.machine(),
+          "cores": os.cpu_count(),
+          "threads": threads,
+          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+          "dtype": args.dtype,
+          "versions": versions(),
+          "loadavg_start": [round(v, 2) for v in loadavg_start] if loadavg_start else None,
+          "loadavg_end": [round(v, 2) for v in os.getloadavg()] if loadavg_start else None,
+          "tolerance": TOLERANCE[args.dtype],
+          "method": __doc__.split("Method, per shape and cell:")[1].strip(),
+          "seconds": None,
+      },
+      "groups": groups,
+      "absent": absent,
+      "failed": failed,
+  }
+  report["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+  print(render(report))
+  args.out.parent.mkdir(parents=True, exist_ok=True)
+  args.out.write_text(json.dumps(report, indent=1, default=float))
+  plot_path = args.plot or args.out.with_suffix(".png")
+  plot(report, plot_path)
+  print(f"\nwrote {args.out} and {plot_path} in {report['meta']['seconds']} s",
+        file=sys.stderr)
+  return report
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,86 @@
+"""Smoke test of `benchmarks/speed.py --quick`: the table, JSON and PNG appear,
+every implementation that ran computed what jaxrnn computes, and peers that
+are not installed are reported as absent rather than dropped.
+
+No timing is asserted: speed is the script's business, not the test suite's.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import peers  # noqa: E402
+
+IMPORT_NAMES = {"flax": "flax", "equinox": "equinox", "dm-haiku": "haiku",
+                "torch": "torch"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("speed") / "speed.json"
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick",
+       "--out", str(out)],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout, json.loads(out.read_text()), out.with_suffix(".png")
+
+
+def test_every_row_that_ran_is_checked(quick_run):
+  stdout, report, _ = quick_run
+  kinds = {g["kind"] for g in report["groups"]}
+  assert kinds == set(peers.KINDS)
+  ran = 0
+  for group in report["groups"]:
+    rows = {r["impl"]: r for r in group["rows"]}
+    assert rows["jaxrnn"]["status"] == "ok", rows["jaxrnn"]
+    for row in group["rows"]:
+      assert row["status"] in ("ok", "absent"), row   # "failed" is a bug
+      if row["status"] != "ok":
+        continue
+      for mode in ("fwd", "fwd_bwd"):
+        assert row[mode]["median_s"] > 0
+        assert len(row[mode]["times_s"]) == 2
+      if not row.get("roofline"):
+        ran += 1
+        assert row["check"]["fwd"]["ok"] and row["check"]["fwd_bwd"]["ok"], row
+        assert row["check"]["fwd"]["max_abs_err"] <= 1e-4
+  # jaxrnn's 5 kinds x 1 shape at least, whatever else is installed.
+  assert ran >= len(peers.KINDS)
+  table_rows = [l for l in stdout.splitlines() if l.startswith("| ")
+                and not l.startswith("| implementation")]
+  for line in table_rows:
+    assert "| checked |" in line or "| n/a |" in line or "absent:" in line, line
+
+
+def test_absent_peers_are_listed(quick_run):
+  stdout, report, _ = quick_run
+  for peer in peers.PEERS:
+    if peer.package not in IMPORT_NAMES:
+      continue
+    installed = importlib.util.find_spec(IMPORT_NAMES[peer.package]) is not None
+    rows = [r for g in report["groups"] for r in g["rows"] if r["impl"] == peer.name]
+    assert rows, f"{peer.name} was dropped from the report"
+    if not installed:
+      assert all(r["status"] == "absent" and "not installed" in r["reason"]
+                 for r in rows), rows
+      assert peer.name in report["absent"]
+      assert f"| {peer.name} | absent: not installed" in stdout
+  # Here there is no GPU, so the cuDNN rows must say so rather than vanish.
+  if report["meta"]["backend"] == "cpu":
+    assert "jax.experimental.rnn (cuDNN)" in report["absent"]
+    assert "| jax.experimental.rnn (cuDNN) | absent:" in stdout
+
+
+def test_json_and_png_are_written(quick_run):
+  stdout, report, png = quick_run
+  assert "x jaxrnn = peer time / jaxrnn time" in stdout
+  assert report["meta"]["threads"]["xla"] >= 1
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
