@@ -120,11 +120,17 @@ def bidirectional(
   bw = rnn(backward, reverse=True) if isinstance(backward, Cell) else backward
   if isinstance(merge, str):
     if merge not in MERGES:
-      raise ValueError(f"jaxrnn.bidirectional: merge={merge!r}; expected "
-                       f"'concat', 'sum' or a function (fw, bw) -> ys.")
+      raise ValueError(
+          f"jaxrnn.bidirectional: merge={merge!r}; expected 'concat', 'sum' "
+          f"or a function (fw [T, O_f], bw [T, O_b]) -> ys [T, O]. Fix: pass "
+          f"one of those, e.g. merge=lambda fw, bw: (fw + bw) / 2 for a mean.")
     merge_fn = MERGES[merge]
-  else:
+  elif callable(merge):
     merge_fn = merge
+  else:
+    raise TypeError(
+        f"jaxrnn.bidirectional: merge is a {type(merge).__name__}; expected "
+        f"'concat', 'sum' or a function (fw [T, O_f], bw [T, O_b]) -> ys [T, O].")
   out = jax.eval_shape(merge_fn, jax.ShapeDtypeStruct((1, fw.output_size), jnp.float32),
                        jax.ShapeDtypeStruct((1, bw.output_size), jnp.float32))
 
@@ -202,14 +208,24 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
       raise ValueError(
           f"jaxrnn.stack: params must be a tuple of {len(seqs)} layer params "
           f"as made by init; got {type(params).__name__}"
-          f"{f' of length {len(params)}' if isinstance(params, tuple) else ''}.")
+          f"{f' of length {len(params)}' if isinstance(params, tuple) else ''}."
+          f" Fix: pass the params this stack's init(key, input_size) "
+          f"returned, one entry per layer.")
+
+  def check_carry_count(carry):
+    if not isinstance(carry, (tuple, list)) or len(carry) != len(seqs):
+      raise ValueError(
+          f"jaxrnn.stack: carry must be a tuple of {len(seqs)} layer carries; "
+          f"got {type(carry).__name__}"
+          f"{f' of length {len(carry)}' if isinstance(carry, (tuple, list)) else ''}."
+          f" Fix: start from initial_carry(params) or the carry that apply "
+          f"or step returned.")
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
     check_params(params)
+    if carry is not None:
+      check_carry_count(carry)
     carries = (None,) * len(seqs) if carry is None else carry
-    if len(carries) != len(seqs):
-      raise ValueError(f"jaxrnn.stack: carry must be a tuple of {len(seqs)} "
-                       f"layer carries; got {len(carries)}.")
     keys = (None,) * len(seqs) if key is None else jax.random.split(key, len(seqs))
     new_carries = []
     for k, (s, p, c, layer_key) in enumerate(zip(seqs, params, carries, keys)):
@@ -229,6 +245,7 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
 
   def step(params, carry, x):
     check_params(params)
+    check_carry_count(carry)
     new_carries = []
     for k, (s, p, c) in enumerate(zip(seqs, params, carry)):
       c, y = s.step(p, c, x)

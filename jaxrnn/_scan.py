@@ -88,6 +88,12 @@ def scan(
     # A masked step is a no-op, the reset included.
     resets = resets & mask
   gxs = cell.project(params, xs) if cell.project is not None else xs
+  if T == 0:
+    # lax.scan traces its body even for no steps, and there is no gxs[0] to
+    # read; the loop above returns the carry and no outputs.
+    gx = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), gxs)
+    _, y = jax.eval_shape(cell.step, params, carry, gx)
+    return carry, jax.tree.map(lambda s: jnp.zeros((0,) + s.shape, s.dtype), y)
   if cell.sequence is not None:
     return cell.sequence(params, carry, gxs, mask=mask, resets=resets,
                          reverse=reverse, unroll=unroll)
@@ -136,31 +142,33 @@ def check_flags(name: str, flags, T: int):
   if flags is None:
     return None
   flags = jnp.asarray(flags)
+  # How to build the flags right, for the message's fix.
+  build = (f"mask=jnp.arange({T}) < length" if name == "mask" else
+           f"resets=jnp.arange({T}) == start for an episode starting at step start")
   if flags.shape != (T,):
-    batched = (" A batch of masks goes through jax.vmap with xs."
+    batched = (f" A batch of {name} goes through jax.vmap with xs."
                if flags.ndim == 2 else "")
     raise ValueError(
         f"jaxrnn.scan: {name} has shape {flags.shape}; expected ({T},), one "
-        f"flag per step of xs (T={T}).{batched} Fix: for lengths use "
-        f"{name}=jnp.arange({T}) < length.")
+        f"flag per step of xs (T={T}).{batched} Fix: build it as {build}.")
   if flags.dtype != jnp.bool_:
     raise ValueError(
         f"jaxrnn.scan: {name} has dtype {flags.dtype}; expected bool. Fix: "
-        f"pass {name}.astype(bool), or build it as jnp.arange(T) < length.")
+        f"pass {name}.astype(bool), or build it as {build}.")
   return flags
 
 
 def _describe(tree) -> str:
-  return str(jax.tree.map(lambda a: f"{jnp.dtype(a.dtype).name}{list(a.shape)}",
-                          tree))
+  return str(jax.tree.map(
+      lambda a: f"{jnp.result_type(a).name}{list(jnp.shape(a))}", tree))
 
 
 def check_carry(carry: Carry, expected: Carry) -> None:
   """Checks a user's carry against ``cell.initial_carry(params)``."""
   if jax.tree.structure(carry) != jax.tree.structure(expected):
     raise ValueError(
-        f"jaxrnn.scan: carry has structure {jax.tree.structure(carry)}; "
-        f"expected {jax.tree.structure(expected)}, as made by "
+        f"jaxrnn.scan: carry is {_describe(carry)}; expected a carry of the "
+        f"structure {_describe(expected)}, as made by "
         f"cell.initial_carry(params). Fix: start from "
         f"cell.initial_carry(params) or the carry a previous scan returned.")
   for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)):

@@ -1,0 +1,163 @@
+"""A cell written by a user drops into every driver unchanged.
+
+The IndRNN of ARCHITECTURE.md (Li et al. 2018, ``h' = relu(W x + b + u * h)``)
+with a hoisted ``project``, the same cell without one (its step takes the raw
+``x_t``), and a cell with a dict carry run in `scan`, `rnn`, `bidirectional`,
+`stack`, under `jax.vmap` and `jax.jit`, against a NumPy loop.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+
+B, T, I, H = 3, 6, 3, 4
+
+
+def indrnn(hidden_size):                  # h' = relu(W x + b + u * h)
+  def init(key, input_size):
+    k1, k2 = jax.random.split(key)
+    return dict(w=jax.nn.initializers.lecun_normal()(k1, (input_size, hidden_size)),
+                u=jax.random.uniform(k2, (hidden_size,)), b=jnp.zeros(hidden_size))
+
+  def step(p, h, gx):
+    h = jax.nn.relu(gx + p["u"] * h)
+    return h, h
+
+  return jaxrnn.Cell(init=init, initial_carry=lambda p: jnp.zeros_like(p["b"]),
+                     step=step, output_size=hidden_size,
+                     project=lambda p, xs: xs @ p["w"] + p["b"])
+
+
+def indrnn_unprojected(hidden_size):
+  """The same cell, its input matmul inside the step."""
+  cell = indrnn(hidden_size)
+
+  def step(p, h, x):
+    return cell.step(p, h, x @ p["w"] + p["b"])
+
+  return cell._replace(step=step, project=None)
+
+
+def running_mean(size):
+  """y_t = the mean of the valid inputs so far; the carry is a dict."""
+  def step(p, carry, x):
+    carry = dict(total=carry["total"] + x, count=carry["count"] + 1.0)
+    return carry, carry["total"] / carry["count"]
+
+  return jaxrnn.Cell(init=lambda key, n: dict(size=jnp.zeros(n)),
+                     initial_carry=lambda p: dict(total=jnp.zeros(size), count=jnp.zeros(())),
+                     step=step, output_size=size)
+
+
+CELL, RAW = indrnn(H), indrnn_unprojected(H)
+PARAMS = CELL.init(jax.random.key(0), I)
+PARAMS = dict(PARAMS, b=jnp.full((H,), 0.1))   # a bias that shows
+XS = jax.random.normal(jax.random.key(1), (B, T, I))
+LENGTHS = jnp.array([T, 4, 1])
+MASKS = jnp.arange(T)[None, :] < LENGTHS[:, None]
+
+
+def numpy_indrnn(params, xs, h=None, reverse=False):
+  w, u, b = (np.asarray(params[k], np.float64) for k in ("w", "u", "b"))
+  h = np.zeros(len(b)) if h is None else np.asarray(h, np.float64)
+  ys = np.zeros((len(xs), len(b)))
+  for t in (reversed(range(len(xs))) if reverse else range(len(xs))):
+    h = np.maximum(np.asarray(xs[t], np.float64) @ w + b + u * h, 0.0)
+    ys[t] = h
+  return h, ys
+
+
+def assert_close(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_indrnn_with_and_without_project_equals_the_numpy_loop():
+  for cell in (CELL, RAW):
+    for reverse in (False, True):
+      carry, ys = jaxrnn.scan(cell, PARAMS, XS[1], mask=MASKS[1], reverse=reverse)
+      want_h, want_ys = numpy_indrnn(PARAMS, XS[1, :4], reverse=reverse)
+      assert_close(carry, want_h)
+      assert_close(ys[:4], want_ys)
+      assert (ys[4:] == 0.0).all()
+
+
+def test_jit_of_vmap_as_in_the_architecture_notes():
+  for cell in (CELL, RAW):
+    run = jax.jit(jax.vmap(lambda p, xs, m: jaxrnn.scan(cell, p, xs, mask=m),
+                           in_axes=(None, 0, 0)))
+    carry, ys = run(PARAMS, XS, MASKS)
+    for b, length in enumerate(LENGTHS.tolist()):
+      want_h, want_ys = numpy_indrnn(PARAMS, XS[b, :length])
+      assert_close(carry[b], want_h)
+      assert_close(ys[b, :length], want_ys)
+
+
+def test_rnn_apply_and_step_for_both_forms():
+  for cell in (CELL, RAW):
+    layer = jaxrnn.rnn(cell)
+    carry, ys = layer.apply(PARAMS, XS[0])
+    assert_close((carry, ys), numpy_indrnn(PARAMS, XS[0]))
+    h = layer.initial_carry(PARAMS)
+    for t in range(T):
+      h, y = layer.step(PARAMS, h, XS[0, t])
+      assert_close(y, ys[t])
+
+
+def test_bidirectional_of_custom_cells():
+  layer = jaxrnn.bidirectional(CELL, RAW, merge="sum")
+  params = (PARAMS, dict(PARAMS, u=PARAMS["u"] / 2))
+  (fw_h, bw_h), ys = jax.jit(layer.apply)(params, XS[1], mask=MASKS[1])
+  want_fw = numpy_indrnn(params[0], XS[1, :4])
+  want_bw = numpy_indrnn(params[1], XS[1, :4], reverse=True)
+  assert_close((fw_h, bw_h), (want_fw[0], want_bw[0]))
+  assert_close(ys[:4], want_fw[1] + want_bw[1])
+
+
+def test_stack_of_custom_cells_applies_and_decodes():
+  net = jaxrnn.stack(CELL, RAW, jaxrnn.gru(H), residual=True)
+  params = net.init(jax.random.key(2), I)
+  carry, ys = jax.jit(net.apply)(params, XS[0])
+  h1, ys1 = numpy_indrnn(params[0], XS[0])
+  h2, ys2 = numpy_indrnn(params[1], ys1)
+  assert_close(carry[:2], (h1, h2))
+  step = jax.jit(net.step)
+  state = net.initial_carry(params)
+  for t in range(T):
+    state, y = step(params, state, XS[0, t])
+    assert_close(y, ys[t])
+  assert_close(state, carry)
+
+
+def test_gradients_flow_through_a_custom_cell():
+  loss = lambda p: jaxrnn.scan(CELL, p, XS[0])[1].sum()
+  grads = jax.grad(loss)(PARAMS)
+  assert set(grads) == {"w", "u", "b"}
+  assert all(np.abs(np.asarray(g)).sum() > 0 for g in grads.values())
+
+
+def test_a_dict_carry_is_masked_given_and_vmapped():
+  cell = running_mean(I)
+  params = cell.init(None, I)
+  run = jax.jit(jax.vmap(lambda xs, m: jaxrnn.scan(cell, params, xs, mask=m)))
+  carry, ys = run(XS, MASKS)
+  np.testing.assert_array_equal(carry["count"], LENGTHS.astype(jnp.float32))
+  for b, length in enumerate(LENGTHS.tolist()):
+    assert_close(ys[b, length - 1], XS[b, :length].mean(axis=0))
+  # Continuing from a given dict carry is one longer run.
+  first, _ = jaxrnn.scan(cell, params, XS[0, :2])
+  carry, ys = jaxrnn.scan(cell, params, XS[0, 2:], carry=first)
+  assert float(carry["count"]) == T
+  assert_close(ys[-1], XS[0].mean(axis=0))
+
+
+def test_a_dict_carry_missing_a_key_is_refused():
+  cell = running_mean(I)
+  params = cell.init(None, I)
+  with pytest.raises(ValueError) as info:
+    jaxrnn.scan(cell, params, XS[0], carry=dict(total=jnp.zeros(I)))
+  assert "carry is {'total': 'float32[3]'}" in str(info.value)
+  assert "'count': 'float32[]'" in str(info.value)

@@ -1,0 +1,178 @@
+"""Misuse fails at trace time with a message that names the argument, what
+was expected, what came, and the fix; eagerly and under `jax.jit` alike."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxrnn
+
+T, I, H = 5, 3, 4
+CELL = jaxrnn.lstm(H)
+PARAMS = CELL.init(jax.random.key(0), I)
+XS = jnp.ones((T, I))
+
+
+def assert_fails(error, fn, *args, says):
+  """``fn(*args)`` raises ``error`` eagerly and while `jax.jit` traces it,
+  and the message holds every string in ``says``."""
+  for run in (fn, jax.jit(fn)):
+    with pytest.raises(error) as info:
+      run(*args)
+    message = str(info.value)
+    for part in says:
+      assert part in message, f"{part!r} missing from: {message}"
+
+
+def scan_with(*names):
+  """``(xs, *values) -> scan(CELL, PARAMS, xs, name=value, ...)``."""
+  return lambda xs, *values: jaxrnn.scan(CELL, PARAMS, xs, **dict(zip(names, values)))
+
+
+def test_batched_xs_says_to_use_vmap():
+  assert_fails(ValueError, scan_with(), jnp.ones((2, T, I)),
+               says=["jaxrnn.scan", "xs has shape (2, 5, 3)", "[T, I]", "jax.vmap"])
+
+
+def test_rank_one_xs_says_how_to_add_the_feature_axis():
+  assert_fails(ValueError, scan_with(), jnp.ones(T),
+               says=["xs has shape (5,)", "[T, I]", "Fix", "xs[:, None]"])
+
+
+@pytest.mark.parametrize("name,cell", [("lstm", jaxrnn.lstm(H)), ("gru", jaxrnn.gru(H)),
+                                       ("simple_rnn", jaxrnn.simple_rnn(H))])
+def test_wrong_input_size_names_the_expected_size(name, cell):
+  params = cell.init(jax.random.key(0), I)
+  assert_fails(ValueError, lambda xs: jaxrnn.scan(cell, params, xs), jnp.ones((T, 2)),
+               says=[f"jaxrnn.{name}", "xs has shape (5, 2)", "input size 3",
+                     "[T, 3]", "Fix", "input_size=2"])
+
+
+def test_wrong_input_size_in_a_layer_step():
+  layer = jaxrnn.rnn(CELL)
+  carry = layer.initial_carry(PARAMS)
+  assert_fails(ValueError, lambda x: layer.step(PARAMS, carry, x), jnp.ones(2),
+               says=["input size 3", "Fix"])
+
+
+def test_mask_of_wrong_length():
+  assert_fails(ValueError, scan_with("mask"), XS, jnp.ones(T - 1, bool),
+               says=["mask has shape (4,)", "expected (5,)", "Fix",
+                     "jnp.arange(5) < length"])
+
+
+def test_batched_mask_says_to_use_vmap():
+  assert_fails(ValueError, scan_with("mask"), XS, jnp.ones((2, T), bool),
+               says=["mask has shape (2, 5)", "jax.vmap"])
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.float32])
+def test_mask_of_int_or_float_dtype(dtype):
+  assert_fails(ValueError, scan_with("mask"), XS, jnp.ones(T, dtype),
+               says=["mask has dtype", jnp.dtype(dtype).name, "expected bool",
+                     "mask.astype(bool)"])
+
+
+def test_resets_of_wrong_length():
+  assert_fails(ValueError, scan_with("resets"), XS, jnp.zeros(T + 1, bool),
+               says=["resets has shape (6,)", "expected (5,)", "Fix", "resets="])
+
+
+def test_resets_of_wrong_dtype():
+  assert_fails(ValueError, scan_with("resets"), XS, jnp.zeros(T, jnp.int32),
+               says=["resets has dtype int32", "expected bool", "resets.astype(bool)"])
+
+
+def test_carry_of_wrong_structure():
+  assert_fails(ValueError, scan_with("carry"), XS, jnp.zeros(H),
+               says=["carry is float32[4]", "LSTMCarry", "cell.initial_carry(params)",
+                     "Fix"])
+
+
+def test_carry_of_wrong_shape_names_both_shapes():
+  batched = jaxrnn.LSTMCarry(h=jnp.zeros((2, H)), c=jnp.zeros((2, H)))
+  assert_fails(ValueError, scan_with("carry"), XS, batched,
+               says=["float32[2, 4]", "expected LSTMCarry(h='float32[4]'", "jax.vmap",
+                     "Fix"])
+
+
+def test_carry_of_wrong_dtype_names_both_dtypes():
+  low = jaxrnn.LSTMCarry(h=jnp.zeros(H, jnp.bfloat16), c=jnp.zeros(H))
+  assert_fails(ValueError, scan_with("carry"), XS, low,
+               says=["bfloat16[4]", "expected LSTMCarry(h='float32[4]'", "Fix"])
+
+
+def plain_cell(step):
+  """A custom cell without a fused kernel, taking raw inputs."""
+  return jaxrnn.Cell(init=lambda key, n: dict(w=jnp.ones((n, H)) / n),
+                     initial_carry=lambda p: jnp.zeros(H), step=step, output_size=H)
+
+
+@pytest.mark.parametrize("step,got", [
+    (lambda p, h, x: ((h, h), h), "('float32[4]', 'float32[4]')"),
+    (lambda p, h, x: (h.astype(jnp.bfloat16), h), "bfloat16[4]"),
+    (lambda p, h, x: (jnp.zeros((2, H)), h), "float32[2, 4]"),
+])
+def test_a_step_that_changes_the_carry_is_a_type_error(step, got):
+  cell = plain_cell(step)
+  params = cell.init(None, I)
+  assert_fails(TypeError, lambda xs: jaxrnn.scan(cell, params, xs), XS,
+               says=["cell.step returned a carry", got, "given float32[4]",
+                     "same structure, shapes and dtypes", "Fix"])
+
+
+def test_stack_params_of_wrong_length():
+  net = jaxrnn.stack(jaxrnn.gru(H), jaxrnn.gru(H))
+  params = net.init(jax.random.key(0), I)
+  assert_fails(ValueError, lambda p, xs: net.apply(p, xs), params[:1], XS,
+               says=["jaxrnn.stack", "tuple of 2 layer params", "length 1", "Fix"])
+  with pytest.raises(ValueError, match="got list"):
+    net.apply(list(params), XS)
+
+
+def test_stack_carry_of_wrong_length_in_apply_and_step():
+  net = jaxrnn.stack(jaxrnn.gru(H), jaxrnn.gru(H))
+  params = net.init(jax.random.key(0), I)
+  carry = net.initial_carry(params)[:1]
+  says = ["jaxrnn.stack", "tuple of 2 layer carries", "length 1", "Fix"]
+  assert_fails(ValueError, lambda xs: net.apply(params, xs, carry=carry), XS, says=says)
+  assert_fails(ValueError, lambda x: net.step(params, carry, x), XS[0], says=says)
+
+
+def test_stack_residual_size_mismatch_fails_at_init():
+  net = jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.lstm(H + 1), residual=True)
+  assert_fails(ValueError, lambda key: net.init(key, I), jax.random.key(0),
+               says=["residual=True", "layer 1 takes size 4 and returns 5", "Fix"])
+
+
+def test_stack_rejects_no_layers_and_bad_dropout():
+  with pytest.raises(ValueError, match="at least one layer"):
+    jaxrnn.stack()
+  with pytest.raises(ValueError, match="dropout=1.0"):
+    jaxrnn.stack(CELL, CELL, dropout=1.0)
+
+
+def test_bidirectional_bad_merge():
+  with pytest.raises(ValueError) as info:
+    jaxrnn.bidirectional(CELL, CELL, merge="mean")
+  for part in ["merge='mean'", "'concat'", "'sum'", "Fix"]:
+    assert part in str(info.value)
+  with pytest.raises(TypeError, match="merge is a int"):
+    jaxrnn.bidirectional(CELL, CELL, merge=3)
+
+
+def test_reversed_layer_has_no_step():
+  layer = jaxrnn.rnn(CELL, reverse=True)
+  with pytest.raises(ValueError, match="reverse=True.*Fix: use apply"):
+    layer.step(PARAMS, layer.initial_carry(PARAMS), XS[0])
+
+
+@pytest.mark.parametrize("switches", [dict(input_gate=False), dict(forget_gate=False)])
+def test_lstm_invalid_switch_combination(switches):
+  with pytest.raises(ValueError) as info:
+    jaxrnn.lstm(H, coupled_input_forget=True, **switches)
+  for part in ["jaxrnn.lstm", "coupled_input_forget=True", "input_gate=True",
+               "forget_gate=True", "Fix"]:
+    assert part in str(info.value)
+  with pytest.raises(ValueError, match="proj_size"):
+    jaxrnn.lstm(H, proj_size=0)
