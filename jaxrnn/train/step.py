@@ -1,0 +1,117 @@
+"""The train step and the eval step, built from a per-example loss and optax.
+
+Lives here: `TrainState`, `optimizer` (the default chain), `init_state`,
+`batch_loss`, `make_train_step`, `make_eval_step`. Not here: losses
+(`losses.py`), loops (`loop.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Params = Any
+# loss_fn(params, example) -> (loss_sum, count, metric_sums) for ONE example.
+LossFn = Callable[[Params, Any], tuple[jax.Array, jax.Array, dict]]
+
+
+class TrainState(NamedTuple):
+  params: Params
+  opt_state: optax.OptState
+  step: jax.Array  # int32 scalar: updates applied so far
+
+
+def optimizer(learning_rate: float = 1e-3, *, clip_norm: float | None = 1.0,
+              base: Callable[..., optax.GradientTransformation] = optax.adam
+              ) -> optax.GradientTransformation:
+  """``base(learning_rate)`` after clipping gradients by global norm.
+
+  Clipping is in the default chain because exploding gradients are the
+  other face of the recurrent problem this library is about (Pascanu et
+  al. 2013). ``clip_norm=None`` leaves it out.
+
+  >>> import optax
+  >>> isinstance(optimizer(1e-3), optax.GradientTransformation)
+  True
+  """
+  if clip_norm is None:
+    return base(learning_rate)
+  return optax.chain(optax.clip_by_global_norm(clip_norm), base(learning_rate))
+
+
+def init_state(params: Params, opt: optax.GradientTransformation) -> TrainState:
+  """A fresh `TrainState`: step 0 and ``opt.init(params)``."""
+  return TrainState(params=params, opt_state=opt.init(params),
+                    step=jnp.zeros((), jnp.int32))
+
+
+def batch_loss(loss_fn: LossFn, params: Params, batch: Any
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The batch's loss and metrics: per-example sums vmapped, then one division.
+
+  ``loss = sum_b loss_sum_b / sum_b count_b`` and each metric likewise, so
+  padding (a smaller count) weighs nothing and long sequences weigh by
+  their valid steps, as in PyTorch's ``reduction="mean"`` over tokens.
+
+  >>> import jax.numpy as jnp
+  >>> fn = lambda p, x: (jnp.sum(x * p), jnp.float32(x.size), {})
+  >>> loss, metrics = batch_loss(fn, 2.0, jnp.ones((3, 4)))
+  >>> float(loss), metrics["loss"] == loss
+  (2.0, Array(True, dtype=bool))
+  """
+  loss_sums, counts, metric_sums = jax.vmap(loss_fn, in_axes=(None, 0))(params, batch)
+  count = jnp.sum(counts)
+  loss = jnp.sum(loss_sums) / count
+  metrics = {name: jnp.sum(v) / count for name, v in metric_sums.items()}
+  return loss, {"loss": loss, **metrics}
+
+
+def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
+                    *, donate: bool = True):
+  """``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
+
+  ``loss_fn(params, example)`` is written for one example (a slice of
+  ``batch`` along its leading axis) and returns ``(loss_sum, count,
+  metric_sums)``; see `batch_loss`. Build the step once and call it in a
+  loop: it compiles once. With a batch sharded across devices and the state
+  replicated (`jaxrnn.train.shard_batch`, `replicate`), the same step runs
+  data-parallel: XLA partitions it and all-reduces the gradients.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> from jaxrnn import train
+  >>> cell = jaxrnn.gru(8)
+  >>> def loss_fn(params, example):            # one sequence, MSE at the last step
+  ...   xs, y = example
+  ...   _, ys = jaxrnn.scan(cell, params, xs)
+  ...   return (*train.mse(ys[-1, 0], y), {})     # (loss_sum, count, metric_sums)
+  >>> opt = train.optimizer(1e-2)
+  >>> state = train.init_state(cell.init(jax.random.key(0), 2), opt)
+  >>> step = train.make_train_step(loss_fn, opt)
+  >>> batch = (jnp.ones((4, 5, 2)), jnp.full((4,), 0.5))
+  >>> state, metrics = step(state, batch)
+  >>> int(state.step), sorted(metrics)
+  (1, ['loss'])
+  """
+
+  def train_step(state: TrainState, batch):
+    (_, metrics), grads = jax.value_and_grad(
+        lambda p: batch_loss(loss_fn, p, batch), has_aux=True)(state.params)
+    updates, opt_state = opt.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, state.step + 1), metrics
+
+  return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(loss_fn: LossFn):
+  """``eval_step(params, batch) -> metrics``, jitted; same convention as training.
+
+  >>> import jax.numpy as jnp
+  >>> fn = lambda p, x: (jnp.sum((x - p) ** 2), jnp.float32(x.size), {})
+  >>> float(make_eval_step(fn)(1.0, jnp.zeros((2, 3)))["loss"])
+  1.0
+  """
+  return jax.jit(lambda params, batch: batch_loss(loss_fn, params, batch)[1])

@@ -1,0 +1,77 @@
+"""Truncated backpropagation through time (Williams & Peng 1990).
+
+Lives here: `windows`, which cuts a long token stream into ``B`` parallel
+streams of windows, and `make_tbptt_step`, a train step that carries the
+recurrent state from one window to the next without backpropagating into
+the previous window. Not here: the plain train step (`step.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxrnn.train.step import TrainState
+
+
+def windows(stream: np.ndarray, batch_size: int, window: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """Inputs and next-token targets ``[num_windows, B, window]`` from a stream.
+
+  The stream is split into ``B`` contiguous parts read in parallel (so
+  example ``b`` of window ``k + 1`` continues example ``b`` of window
+  ``k``, and a carry passed across windows is the right history); targets
+  are the inputs shifted by one token.
+
+  >>> import numpy as np
+  >>> xs, ys = windows(np.arange(20), batch_size=2, window=4)
+  >>> xs.shape, xs[0, 1].tolist(), ys[0, 1].tolist(), xs[1, 1].tolist()
+  ((2, 2, 4), [9, 10, 11, 12], [10, 11, 12, 13], [13, 14, 15, 16])
+  """
+  stream = np.asarray(stream)
+  per_stream = (len(stream) - 1) // batch_size
+  num_windows = per_stream // window
+  if num_windows < 1:
+    raise ValueError(
+        f"jaxrnn.train.windows: a stream of {len(stream)} tokens gives each "
+        f"of {batch_size} parallel streams {per_stream} steps, fewer than one "
+        f"window of {window}. Fix: a longer stream, a smaller batch or window.")
+  used = num_windows * window
+  starts = np.arange(batch_size) * per_stream
+  idx = starts[:, None] + np.arange(used)[None, :]                   # [B, used]
+  xs = stream[idx].reshape(batch_size, num_windows, window).transpose(1, 0, 2)
+  ys = stream[idx + 1].reshape(batch_size, num_windows, window).transpose(1, 0, 2)
+  return xs, ys
+
+
+def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation):
+  """``step(state, carry, batch) -> (state, carry, metrics)`` for one window.
+
+  ``loss_fn(params, carry, example) -> (loss_sum, count, metric_sums,
+  new_carry)`` is written for one example and its carry; the step vmaps it
+  over the batch. The incoming carry is wrapped in `jax.lax.stop_gradient`:
+  gradients flow within the window only (truncation), while the state
+  itself flows on across windows. Jitted, the state donated.
+  """
+
+  def batch_loss(params, carry, batch):
+    carry = jax.lax.stop_gradient(carry)
+    sums, counts, metric_sums, new_carry = jax.vmap(
+        loss_fn, in_axes=(None, 0, 0))(params, carry, batch)
+    count = jnp.sum(counts)
+    loss = jnp.sum(sums) / count
+    metrics = {"loss": loss, **{k: jnp.sum(v) / count for k, v in metric_sums.items()}}
+    return loss, (metrics, new_carry)
+
+  def step(state: TrainState, carry, batch):
+    (_, (metrics, carry)), grads = jax.value_and_grad(
+        batch_loss, has_aux=True)(state.params, carry, batch)
+    updates, opt_state = opt.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, state.step + 1), carry, metrics
+
+  return jax.jit(step, donate_argnums=(0,))
