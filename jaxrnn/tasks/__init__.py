@@ -8,8 +8,9 @@ Every generator is a pure function of a PRNG key that returns a batch
   "I grew up in France ... I speak fluent French").
 * `copy_memory`: copy ten symbols after a delay (Arjovsky et al. 2016).
 * `sequential_digits`: scikit-learn's 8x8 digits, one pixel per step.
-* `reference_text`, `Vocab`, `streams`, `windows`: a character corpus
-  shipped with Python, and the TBPTT layout.
+* `reference_text`, `Vocab`, `split_tokens`: a character corpus shipped
+  with Python and its encoding (`jaxrnn.train.windows` lays it out for
+  TBPTT).
 * `readout_model`: a recurrent layer plus a linear readout, for all of them.
 """
 
@@ -22,8 +23,6 @@ from jaxrnn.tasks.copy_memory import copy_memory_baseline as copy_memory_baselin
 from jaxrnn.tasks.corpus import Vocab as Vocab
 from jaxrnn.tasks.corpus import reference_text as reference_text
 from jaxrnn.tasks.corpus import split_tokens as split_tokens
-from jaxrnn.tasks.corpus import streams as streams
-from jaxrnn.tasks.corpus import windows as windows
 from jaxrnn.tasks.digits import DIGITS_CLASSES as DIGITS_CLASSES
 from jaxrnn.tasks.digits import Split as Split
 from jaxrnn.tasks.digits import sequential_digits as sequential_digits

@@ -1,8 +1,8 @@
-"""A character corpus that needs no download, its encoding, and TBPTT streams.
+"""A character corpus that needs no download, and its encoding.
 
 Lives here: `reference_text` (the corpus), `Vocab` (characters <-> ids),
-`split_tokens` (train/valid/test), `streams` and `windows` (the layout for
-truncated backpropagation through time). Not here: the model and the
+`split_tokens` (train/valid/test). Not here: the layout for truncated
+backpropagation through time (`jaxrnn.train.windows`), the model and the
 training loop (`benchmarks/char_lm.py`, `jaxrnn.train`).
 
 The corpus is the Python language reference as every CPython installation
@@ -10,11 +10,6 @@ ships it: ``pydoc_data.topics``, the text ``help()`` shows (79 topics, about
 465,000 characters of English prose and grammar in CPython 3.11; PSF
 licence). Topics are joined in sorted order, so the text is fixed for a
 given Python version.
-
-TBPTT layout (Zaremba et al. 2014): the token stream is cut into B parallel
-streams ``[B, N]``; training reads consecutive windows of W steps from all
-streams at once, and the carry at the end of window k is the initial carry
-of window k+1 (with the gradient stopped between windows).
 """
 
 from __future__ import annotations
@@ -86,40 +81,3 @@ def split_tokens(tokens: np.ndarray, valid_fraction: float = 0.05,
   n_train = n - n_valid - n_test
   return (tokens[:n_train], tokens[n_train:n_train + n_valid],
           tokens[n_train + n_valid:])
-
-
-def streams(tokens: np.ndarray, batch_size: int) -> np.ndarray:
-  """``[B, N]``: the tokens cut into B contiguous streams (the tail dropped).
-
-  Stream b is ``tokens[b N : (b+1) N]`` with ``N = len(tokens) // B``.
-
-  >>> streams(np.arange(10), 3).tolist()
-  [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-  """
-  n = len(tokens) // batch_size
-  if n < 2:
-    raise ValueError(
-        f"jaxrnn.tasks.streams: {len(tokens)} tokens cannot make {batch_size} "
-        f"streams of at least 2 tokens. Fix: use a smaller batch_size.")
-  return np.asarray(tokens[:n * batch_size]).reshape(batch_size, n)
-
-
-def windows(stream: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-  """``(inputs, targets)``, each ``[K, B, W]``: consecutive TBPTT windows.
-
-  Window k reads ``stream[:, kW : (k+1)W]`` and predicts the next token,
-  ``stream[:, kW+1 : (k+1)W+1]``; ``K = (N - 1) // W`` (the tail dropped).
-  Window k+1 continues where window k stopped, so the carry passes on.
-
-  >>> inputs, targets = windows(np.arange(14).reshape(2, 7), 3)
-  >>> inputs.shape, inputs[1, 0].tolist(), targets[1, 0].tolist()
-  ((2, 2, 3), [3, 4, 5], [4, 5, 6])
-  """
-  B, N = stream.shape
-  K = (N - 1) // window
-  if K < 1:
-    raise ValueError(f"jaxrnn.tasks.windows: streams of {N} tokens hold no "
-                     f"window of {window} steps (plus one target). Fix: a "
-                     f"smaller window or fewer streams.")
-  cut = lambda a: a[:, :K * window].reshape(B, K, window).transpose(1, 0, 2)
-  return cut(stream), cut(stream[:, 1:])

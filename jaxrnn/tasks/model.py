@@ -29,10 +29,12 @@ class ModelParams(NamedTuple):
 
 class Model(NamedTuple):
   """``init(key, input_size) -> ModelParams``; ``apply(params, xs [T, I], *,
-  carry=None, mask=None) -> (carry, outputs [T, O])``; ``initial_carry(params)``."""
+  carry=None, mask=None) -> (carry, outputs [T, O])``; ``initial_carry(params)``;
+  ``step(params, carry, x_t [I]) -> (carry, o_t [O])``, one step for decoding."""
   init: Callable[[jax.Array, int], ModelParams]
   apply: Callable[..., tuple[Any, jax.Array]]
   initial_carry: Callable[[ModelParams], Any]
+  step: Callable[..., tuple[Any, jax.Array]]
   output_size: int
 
 
@@ -41,7 +43,8 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
 
   ``apply`` runs on one sequence (batch with `jax.vmap`) and returns the
   layer's final carry and the readout ``o_t`` at every step; a mask or an
-  initial carry goes to the layer (for TBPTT pass the carry back in). The
+  initial carry goes to the layer (for TBPTT pass the carry back in).
+  ``step`` continues one step at a time from a carry. The
   readout starts at ``W_out ~ N(0, 1/H)``, ``b_out = 0``.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
@@ -50,6 +53,9 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
   >>> carry, outputs = model.apply(params, jnp.ones((5, 2)))
   >>> outputs.shape, param_count(params)
   ((5, 3), 379)
+  >>> carry, o = model.step(params, carry, jnp.ones(2))   # decode one more step
+  >>> o.shape
+  (3,)
   """
   seq = as_seq(layer)
   H = seq.output_size
@@ -64,9 +70,13 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
     carry, hs = seq.apply(params.core, xs, carry=carry, mask=mask)
     return carry, hs @ params.w_out + params.b_out
 
+  def step(params, carry, x):
+    carry, h = seq.step(params.core, carry, x)
+    return carry, h @ params.w_out + params.b_out
+
   return Model(init=init, apply=apply,
                initial_carry=lambda params: seq.initial_carry(params.core),
-               output_size=output_size)
+               step=step, output_size=output_size)
 
 
 def param_count(params) -> int:
