@@ -116,5 +116,15 @@ def stacked_init(init, key: Array, shape: tuple[int, int], n: int, dtype):
   orthogonal on its own (as in Flax and cuDNN-compatible layouts).
   """
   keys = jax.random.split(key, n)
-  return jnp.concatenate([init(k, shape, dtype) for k in keys], axis=-1)
+  return jnp.concatenate([in_dtype(init, k, shape, dtype) for k in keys], axis=-1)
+
+
+def in_dtype(init, key: Array, shape: tuple[int, ...], dtype):
+  """``init(key, shape, dtype)``, drawn in float32 (or wider), then cast.
+
+  Some initialisers cannot run in bfloat16: the orthogonal one needs a QR
+  decomposition, which has no bfloat16 kernel. Drawing in float32 and
+  rounding once also makes bfloat16 params the rounded float32 ones.
+  """
+  return init(key, shape, carry_dtype(dtype)).astype(dtype)
 

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, matmul, project_input,
+from jaxrnn._cell import (Cell, carry_dtype, in_dtype, matmul, project_input,
                           split_gates, stacked_init)
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
@@ -171,7 +171,7 @@ def lstm(
         p_i=peep(peep_keys[0], has_i),
         p_f=peep(peep_keys[1], forget_gate),
         p_o=peep(peep_keys[2], output_gate),
-        w_gates=(recurrent_init(kg, (S, S), param_dtype)
+        w_gates=(in_dtype(recurrent_init, kg, (S, S), param_dtype)
                  if full_gate_recurrence and S else None),
         w_proj=(kernel_init(kproj, (H, proj_size), param_dtype)
                 if proj_size is not None else None))

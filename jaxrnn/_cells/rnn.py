@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Cell, carry_dtype, project_input
+from jaxrnn._cell import Cell, carry_dtype, in_dtype, project_input
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -65,7 +65,7 @@ def simple_rnn(
     kx, kh, kb = jax.random.split(key, 3)
     return RNNParams(
         w_x=kernel_init(kx, (input_size, hidden_size), param_dtype),
-        w_h=recurrent_init(kh, (hidden_size, hidden_size), param_dtype),
+        w_h=in_dtype(recurrent_init, kh, (hidden_size, hidden_size), param_dtype),
         b=bias_init(kb, (hidden_size,), param_dtype))
 
   def initial_carry(params):
