@@ -1,0 +1,61 @@
+"""Smoke tests of the task scripts: `benchmarks/long_term_dependency.py
+--smoke` and `benchmarks/char_lm.py --smoke` run, print their tables and
+write their JSON and PNGs.
+
+No score is asserted for the long-term dependency grid (a few dozen steps
+decide nothing); the tests check that the script runs end to end, that
+every (cell, T) cell of the table is filled, and that the figures exist.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(script, *args):
+  proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script),
+                         *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=240)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def test_long_term_dependency_smoke(tmp_path):
+  # Two cells keep the test short; the grid code is the same for four.
+  stdout = run("long_term_dependency.py", "--smoke", "--quiet",
+               "--cells", "rnn,lstm", "--out", str(tmp_path))
+  report = json.loads((tmp_path / "long_term_dependency.json").read_text())
+  cells = report["settings"]["cells"]
+  lengths = report["settings"]["lengths"]
+  assert list(cells) == ["rnn", "lstm"]
+  for task in ("adding", "recall"):
+    assert f"{task}: held-out" in stdout
+    done = {(r["cell"], r["length"]) for r in report["records"]
+            if r["task"] == task}
+    assert done == {(c, t) for c in cells for t in lengths[task]}
+  for r in report["records"]:
+    assert r["steps"] >= 1 and len(r["losses"]) == r["steps"]
+    assert r["params"] > 0 and r["score"] == r["score"]   # not NaN
+  # The LSTM has 4x the tanh RNN's recurrent parameters at the same H.
+  params = {r["cell"]: r["params"] for r in report["records"]
+            if r["task"] == "adding"}
+  H, I = 16, 2   # the --smoke preset's hidden size; adding has 2 inputs
+  assert params["rnn"] == H * (I + H) + H + H + 1
+  assert params["lstm"] == 4 * (H * (I + H) + H) + H + 1
+  for png in ("long_term_dependency.png", "long_term_dependency_curves.png"):
+    assert (tmp_path / png).stat().st_size > 10_000
+  assert "tanh RNN" in stdout and "LSTM" in stdout and "wall time" in stdout
+
+
+def test_char_lm_smoke(tmp_path):
+  stdout = run("char_lm.py", "--smoke", "--quiet", "--out", str(tmp_path))
+  report = json.loads((tmp_path / "char_lm.json").read_text())
+  # Bits per character on held-out text: finite, and below a uniform guess
+  # over the vocabulary after even a few steps.
+  assert 0 < report["test_bpc"] < report["uniform_bpc"]
+  assert len(report["sample"]) == report["settings"]["sample_length"]
+  assert "bits per character" in stdout
+  assert (tmp_path / "char_lm.png").stat().st_size > 10_000
