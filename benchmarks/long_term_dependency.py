@@ -87,7 +87,8 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 import jaxrnn  # noqa: E402
 from jaxrnn import train  # noqa: E402
 from jaxrnn.tasks import (ADDING_BASELINE_MSE, ADDING_SOLVED_MSE,  # noqa: E402
-                          adding, param_count, readout_model, recall)
+                          adding, last_step_classification_loss, param_count,
+                          readout_model, recall)
 
 CELLS = {
     "rnn": ("tanh RNN", jaxrnn.simple_rnn),
@@ -138,16 +139,6 @@ def adding_loss(model):
   return loss_fn
 
 
-def recall_loss(model):
-  """Cross-entropy of the last step's readout; counts correct answers."""
-  def loss_fn(params, example):
-    xs, label = example
-    _, logits = model.apply(params, xs)
-    total, count = train.last_step_cross_entropy(logits, label)
-    return total, count, {"correct": (logits[-1].argmax() == label) * 1.0}
-  return loss_fn
-
-
 TASKS = {
     "adding": Task(
         name="adding", generate=adding, input_size=2, output_size=1,
@@ -160,7 +151,7 @@ TASKS = {
         name="recall",
         generate=partial(recall, num_symbols=RECALL_SYMBOLS),
         input_size=2 * RECALL_SYMBOLS, output_size=RECALL_SYMBOLS,
-        metric="accuracy", loss_fn=recall_loss,
+        metric="accuracy", loss_fn=last_step_classification_loss,
         score=lambda m: m["correct"],
         solved=lambda s: s >= RECALL_SOLVED_ACCURACY,
         chance=1.0 / RECALL_SYMBOLS, threshold=RECALL_SOLVED_ACCURACY,

@@ -78,7 +78,8 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import jaxrnn  # noqa: E402
 from jaxrnn import train  # noqa: E402
-from jaxrnn.tasks import (DIGITS_CLASSES, Vocab, param_count,  # noqa: E402
+from jaxrnn.tasks import (DIGITS_CLASSES, Vocab,  # noqa: E402
+                          last_step_classification_loss, param_count,
                           readout_model, reference_text, sequential_digits,
                           split_tokens)
 from benchmarks.inside_lstm import next_character_loss  # noqa: E402
@@ -133,16 +134,6 @@ class Task(NamedTuple):
   chance: float          # the score of a model that learned nothing
 
 
-def classify_last_step(model):
-  """Cross-entropy of the last step's logits; counts correct answers."""
-  def loss_fn(params, example):
-    xs, label = example
-    _, logits = model.apply(params, xs)
-    total, count = train.last_step_cross_entropy(logits, label)
-    return total, count, {"correct": (logits[-1].argmax() == label) * 1.0}
-  return loss_fn
-
-
 def digits_task() -> Task:
   train_set, test_set = sequential_digits(jax.random.key(0))
 
@@ -153,7 +144,7 @@ def digits_task() -> Task:
 
   return Task(
       name="digits", metric="test error %", input_size=1,
-      output_size=DIGITS_CLASSES, loss_fn=classify_last_step,
+      output_size=DIGITS_CLASSES, loss_fn=last_step_classification_loss,
       batches=batches, eval_batch=(test_set.xs, test_set.y),
       score=lambda m: 100.0 * (1.0 - float(m["correct"])),
       chance=100.0 * (1 - 1 / DIGITS_CLASSES))

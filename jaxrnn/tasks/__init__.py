@@ -28,6 +28,7 @@ from jaxrnn.tasks.digits import Split as Split
 from jaxrnn.tasks.digits import sequential_digits as sequential_digits
 from jaxrnn.tasks.model import Model as Model
 from jaxrnn.tasks.model import ModelParams as ModelParams
+from jaxrnn.tasks.model import last_step_classification_loss as last_step_classification_loss
 from jaxrnn.tasks.model import param_count as param_count
 from jaxrnn.tasks.model import readout_model as readout_model
 from jaxrnn.tasks.recall import recall as recall

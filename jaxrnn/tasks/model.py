@@ -1,6 +1,7 @@
 """The model every task trains: a recurrent layer and a linear readout.
 
-Lives here: `readout_model`, `ModelParams`, `param_count`. Not here: the
+Lives here: `readout_model`, `ModelParams`, `param_count`, and
+`last_step_classification_loss`. Not here: the
 cells and layers (`jaxrnn`), losses and training (`jaxrnn.train`).
 
 .. math:: (c_T, h_{1..T}) = \\mathrm{layer}(x_{1..T}), \\qquad
@@ -82,3 +83,28 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
 def param_count(params) -> int:
   """The number of scalars in a params pytree (None leaves count 0)."""
   return sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(params))
+
+
+def last_step_classification_loss(model: Model):
+  """A per-example loss for `jaxrnn.train`: cross-entropy at the last step.
+
+  ``loss_fn(params, (xs [T, I], label)) -> (loss_sum, 1, {"correct": 0 or 1})``,
+  for tasks that name a class after reading the whole sequence (recall,
+  sequential digits).
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> model = readout_model(jaxrnn.gru(4), output_size=3)
+  >>> loss_fn = last_step_classification_loss(model)
+  >>> params = model.init(jax.random.key(0), 2)
+  >>> total, count, metrics = loss_fn(params, (jnp.ones((5, 2)), 1))
+  >>> float(count), sorted(metrics)
+  (1.0, ['correct'])
+  """
+  from jaxrnn import train   # the tasks do not need optax; only this loss does
+
+  def loss_fn(params, example):
+    xs, label = example
+    _, logits = model.apply(params, xs)
+    total, count = train.last_step_cross_entropy(logits, label)
+    return total, count, {"correct": (logits[-1].argmax() == label) * 1.0}
+  return loss_fn
