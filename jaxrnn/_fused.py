@@ -1,4 +1,4 @@
-"""The fused sequence kernel: a whole recurrence with a hand-written VJP.
+"""The fused sequence kernel: a whole recurrence with a custom JVP.
 
 Lives here: `recurrence`, the loop behind every built-in cell's
 `Cell.sequence`, and `fused_cell`, which builds a Cell (step and fused
@@ -29,14 +29,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params, matmul
-from jaxrnn._scan import check_step_carry
+from jaxrnn._scan import check_step_carry, where
 
 
-def where(flag, on_true, on_false):
-  return jax.tree.map(lambda a, b: jnp.where(flag, a, b), on_true, on_false)
-
-
-def _step_parts(finish, read, rest, init, carry, gx, u, valid, reset):
+def _step_parts(finish, rest, init, carry, gx, u, valid, reset):
   """One masked, resettable step given the recurrent matmul's output ``u``."""
   carry_in = carry if reset is None else where(reset, init, carry)
   new, y = finish(rest, carry_in, gx, u)
@@ -58,7 +54,7 @@ def _forward(finish, read, reverse, unroll, rest, w, carry, gxs, mask, resets, i
     t, valid, reset = inputs
     a = _read_input(read, init, carry, reset)
     u = matmul(a, w)
-    new, y = _step_parts(finish, read, rest, init, carry, gxs[t], u, valid, reset)
+    new, y = _step_parts(finish, rest, init, carry, gxs[t], u, valid, reset)
     return new, y
 
   return jax.lax.scan(body, carry, (steps(gxs), mask, resets),
@@ -85,9 +81,9 @@ def recurrence(finish, read, reverse, unroll, rest, w, carry, gxs, mask, resets,
   restores) follow `jaxrnn.scan`.
 
   The JVP rule runs the primal loop once, saving ``a_t = read(carry_t)`` and
-  ``u_t``, then computes the weight's tangent contribution ``E = A dW`` for
-  all steps at once, outside the loop; the tangent loop is then linear in the
-  carry's tangent alone. Transposed by `jax.grad`, that hoisted matmul
+  the step linearised at ``t`` (its gate activations), then computes the
+  weight's tangent contribution ``E = A dW`` for all steps at once, outside
+  the loop; the tangent loop is then linear in the carry's tangent alone. Transposed by `jax.grad`, that hoisted matmul
   becomes ``dW = A^T dE``: one large matmul after the reverse loop, which
   under `jax.vmap` contracts over the batch too.
   """
@@ -103,7 +99,7 @@ def _recurrence_jvp(finish, read, reverse, unroll, primals, tangents):
   def forward(carry, inputs):
     t, valid, reset = inputs
     a = _read_input(read, init, carry, reset)
-    step = lambda c, r, g, u: _step_parts(finish, read, r, init, c, g, u, valid, reset)
+    step = lambda c, r, g, u: _step_parts(finish, r, init, c, g, u, valid, reset)
     # The step linearised at this point: its residuals (gate activations)
     # are saved here, so the tangent loop recomputes nothing.
     (new, y), step_jvp = jax.linearize(step, carry, rest, gxs[t], matmul(a, w))
