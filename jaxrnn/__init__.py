@@ -2,14 +2,22 @@
 
 A `Cell` is one time step (``init``, ``initial_carry``, ``step``,
 ``project``); `scan` runs it over a sequence with `jax.lax.scan`; `rnn`,
-`bidirectional` and `stack` build whole-sequence layers (`Seq`). Batches come
-from `jax.vmap`, training from optax (`jaxrnn.train`).
+`bidirectional` and `stack` build whole-sequence layers (`Seq`);
+`attention` and `attention_decoder` let a decoder look at every encoder state
+(`jaxrnn.seq2seq` builds the whole model). Batches come from `jax.vmap`,
+training from optax (`jaxrnn.train`).
 """
 
 from jaxrnn import io as io
 from jaxrnn._cell import Cell as Cell
 from jaxrnn._cell import carry_dtype as carry_dtype
 from jaxrnn._cell import matmul as matmul
+from jaxrnn._cells.attention import Attention as Attention
+from jaxrnn._cells.attention import AttentionParams as AttentionParams
+from jaxrnn._cells.attention import DecoderCarry as DecoderCarry
+from jaxrnn._cells.attention import DecoderParams as DecoderParams
+from jaxrnn._cells.attention import attention as attention
+from jaxrnn._cells.attention import attention_decoder as attention_decoder
 from jaxrnn._cells.gru import GRUParams as GRUParams
 from jaxrnn._cells.gru import gru as gru
 from jaxrnn._cells.lstm import LSTMCarry as LSTMCarry

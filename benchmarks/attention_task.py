@@ -1,0 +1,200 @@
+"""Attention makes sequence reversal easy: plain vs attentional seq2seq, same budget.
+
+Run ``python benchmarks/attention_task.py`` (lengths 4..20) or ``--quick``
+(lengths 3..10, a few hundred steps; what the test runs). Options:
+``--steps``, ``--batch``, ``--hidden``, ``--lr``, ``--min-len``,
+``--max-len``, ``--score`` (additive, dot, scaled_dot, general),
+``--beam`` (width, 0 for greedy only), ``--seed``, ``--out results/``,
+``--quiet``.
+
+Lives here: the reversal task, the comparison, its tables, JSON, the
+accuracy-vs-length plot and the alignment heat map. Not here: the model (`jaxrnn.seq2seq`), the training
+loop (`jaxrnn.train`).
+
+Task: the source is L random symbols (of 8), L uniform in
+[min_len, max_len], right-padded to max_len; the target is the source
+reversed. Both models have the same bidirectional-GRU encoder, the same GRU
+decoder size, the same steps, batches, seed and optimizer; the plain one
+sees the source only through the encoder's final state, the attentional one
+looks at every encoder state at every step. Scored on 512 held-out
+sequences, decoded greedily and with beam search: token and sequence
+accuracy per length. The heat map shows the attention weights of the
+longest held-out example: reversal reads the anti-diagonal.
+
+Measured (2 shared CPU cores, seed 0), held-out sequence accuracy (all
+tokens right) with greedy decoding. Default (lengths 4..20, H=64, 1500 steps
+of 64, 82 s wall): plain 1.00 at L=4, 0.81 at L=8, 0.15 at L=12, 0.00 at
+L=20 (0.37 overall; token accuracy 0.62); attention 0.90..1.00 at every
+length (0.98 overall; tokens 0.99). ``--quick`` (lengths 3..10, H=32, 300
+steps of 32, 15 s wall): plain 0.38 (0.00 at L=10), attention 0.98. Beam
+search (width 4) moves neither overall figure by more than 0.02 (plain 0.35,
+attention 0.98): the plain model is short of memory, not of search. The attentional model has more
+parameters at the same H (the decoder's input also takes the context, plus
+W_c): 129k vs 84k by default, but the plain model at H=128 (332k
+params) still gets only 0.54 overall, 0.06 at L=19 and 0.00 at L=20: its
+failure grows with L, the signature of the fixed-size bottleneck, not of
+its size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn import seq2seq, train
+
+SYMBOLS = 8
+VOCAB = SYMBOLS + 2   # 0 pad, 1 BOS
+
+
+def batch(key, n, min_len, max_len):
+  """``(src, src_mask, tgt, tgt_mask)`` with a leading batch axis ``n``."""
+  k_len, k_sym = jax.random.split(key)
+  lengths = jax.random.randint(k_len, (n,), min_len, max_len + 1)
+  mask = jnp.arange(max_len)[None, :] < lengths[:, None]
+  src = jnp.where(mask, jax.random.randint(k_sym, (n, max_len), 2, VOCAB), 0)
+  # reversed valid part, padding kept at the end
+  idx = jnp.clip(lengths[:, None] - 1 - jnp.arange(max_len)[None, :], 0, max_len - 1)
+  tgt = jnp.where(mask, jnp.take_along_axis(src, idx, axis=1), 0)
+  return src, mask, tgt, mask
+
+
+def run_model(name, attention, args):
+  model = seq2seq.seq2seq(VOCAB, args.hidden, args.max_len, attention=attention,
+                          embed_size=args.hidden)
+  params = model.init(jax.random.key(args.seed))
+  opt = train.optimizer(args.lr)
+  step = train.make_train_step(model.loss, opt)
+  data_key = jax.random.key(args.seed + 1)
+  batches = (batch(jax.random.fold_in(data_key, i), args.batch, args.min_len, args.max_len)
+             for i in range(args.steps))
+  t0 = time.time()
+  state, history = train.fit(step, train.init_state(params, opt), batches, args.steps,
+                             desc=name, quiet=args.quiet)
+  seconds = time.time() - t0
+  src, mask, tgt, _ = batch(jax.random.key(10_000 + args.seed), 512, args.min_len, args.max_len)
+  greedy = jax.jit(jax.vmap(lambda s, m: model.greedy(state.params, s, m, args.max_len)))
+  tokens, weights = greedy(src, mask)
+  scores = dict(greedy=accuracy_by_length(tokens, tgt, mask, args))
+  if args.beam > 1:
+    beam = jax.jit(jax.vmap(lambda s, m: model.beam(state.params, s, m, args.max_len,
+                                                     args.beam)))
+    scores[f"beam{args.beam}"] = accuracy_by_length(beam(src, mask)[0], tgt, mask, args)
+  return dict(model=name, accuracy=scores["greedy"]["token"],
+              sequence_accuracy=scores["greedy"]["sequence"], scores=scores,
+              per_length=scores["greedy"]["token_by_length"], seconds=seconds,
+              final_loss=history[-1]["loss"],
+              params=sum(int(a.size) for a in jax.tree.leaves(state.params)),
+              example=example_of(src, mask, weights))
+
+
+def example_of(src, mask, weights):
+  """The longest held-out example and its alignment, for the heat map."""
+  i = int(np.argmax(np.asarray(mask.sum(1))))
+  return dict(src=np.asarray(src[i]).tolist(), length=int(mask[i].sum()),
+              weights=np.asarray(weights[i]).tolist())
+
+
+def accuracy_by_length(tokens, tgt, mask, args):
+  """Token accuracy (valid positions right) and sequence accuracy (all right), per length."""
+  right = np.asarray((tokens == tgt) | ~mask)       # padding counts as right
+  mask, lengths = np.asarray(mask), np.asarray(mask.sum(1))
+  token_by_length, sequence_by_length = {}, {}
+  for L in range(args.min_len, args.max_len + 1):
+    rows = lengths == L
+    if rows.any():
+      token_by_length[L] = float((right[rows] & mask[rows]).sum() / mask[rows].sum())
+      sequence_by_length[L] = float(right[rows].all(1).mean())
+  return dict(token=float((right & mask).sum() / mask.sum()),
+              sequence=float(right.all(1).mean()),
+              token_by_length=token_by_length, sequence_by_length=sequence_by_length)
+
+
+def accuracy_plot(records, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+  for ax, kind in zip(axes, ("token", "sequence")):
+    for r in records:
+      for decoding, score in r["scores"].items():
+        curve = score[f"{kind}_by_length"]
+        ax.plot(list(curve), list(curve.values()), marker="o", ms=3,
+                ls="-" if decoding == "greedy" else "--", label=f"{r['model']} ({decoding})")
+    ax.set_xlabel("source length")
+    ax.set_title(f"{kind} accuracy (held out)")
+    ax.set_ylim(-0.02, 1.02)
+  axes[0].set_ylabel("accuracy")
+  axes[1].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def heat_map(record, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from matplotlib.ticker import MaxNLocator
+  L = record["example"]["length"]
+  w = np.asarray(record["example"]["weights"])[:L, :L]
+  fig, ax = plt.subplots(figsize=(4, 4))
+  ax.imshow(w, cmap="viridis", vmin=0, vmax=1)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.set_xlabel("source position")
+  ax.set_ylabel("output step")
+  ax.set_title("attention weights (reversal)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--quick", action="store_true")
+  p.add_argument("--steps", type=int, default=1500)
+  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--hidden", type=int, default=64)
+  p.add_argument("--lr", type=float, default=3e-3)
+  p.add_argument("--min-len", type=int, default=4)
+  p.add_argument("--max-len", type=int, default=20)
+  p.add_argument("--score", default="general")
+  p.add_argument("--beam", type=int, default=4, help="beam width (0: greedy only)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", default="results")
+  p.add_argument("--quiet", action="store_true")
+  args = p.parse_args(argv)
+  if args.quick:
+    args.steps, args.batch, args.hidden = 300, 32, 32
+    args.min_len, args.max_len = 3, 10
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  t0 = time.time()
+  records = [run_model("plain", None, args), run_model("attention", args.score, args)]
+  lengths = list(records[0]["per_length"])
+  for kind in ("token", "sequence"):
+    print(f"held-out {kind} accuracy by source length")
+    print("model      decoding " + " ".join(f"{L:>5d}" for L in lengths)
+          + "    all   params  train s")
+    for r in records:
+      for decoding, score in r["scores"].items():
+        curve = score[f"{kind}_by_length"]
+        print(f"{r['model']:<10s} {decoding:<8s} " + " ".join(f"{curve[L]:5.2f}" for L in lengths)
+              + f"  {score[kind]:5.2f} {r['params']:8d} {r['seconds']:8.1f}")
+  accuracy_plot(records, out / "attention_accuracy.png")
+  heat_map(records[1], out / "attention_alignment.png")
+  (out / "attention_task.json").write_text(json.dumps(
+      dict(settings=vars(args), records=records), indent=1))
+  print(f"wall time {time.time() - t0:.1f} s; wrote {out}/attention_task.json, "
+        f"{out}/attention_accuracy.png, {out}/attention_alignment.png")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,98 @@
+"""jaxrnn.seq2seq and benchmarks/attention_task.py --quick."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn import seq2seq
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def example():
+  src = jnp.array([2, 3, 4, 5, 0, 0])
+  mask = jnp.arange(6) < 4
+  return src, mask, src[jnp.array([3, 2, 1, 0, 4, 5])], mask
+
+
+def test_loss_ignores_padding_on_both_sides():
+  for attention in (None, "additive"):
+    model = seq2seq.seq2seq(8, 8, 6, attention=attention)
+    params = model.init(jax.random.key(0))
+    src, mask, tgt, tmask = example()
+    nll, count, metrics = model.loss(params, (src, mask, tgt, tmask))
+    assert float(count) == 4.0 and np.isfinite(float(nll))
+    # garbage in the padded positions of source and target changes nothing
+    src2 = src.at[4:].set(7)
+    tgt2 = tgt.at[4:].set(6)
+    nll2, _, _ = model.loss(params, (src2, mask, tgt2, tmask))
+    np.testing.assert_allclose(nll, nll2, rtol=1e-6)
+
+
+def test_greedy_feeds_back_its_own_tokens():
+  model = seq2seq.seq2seq(8, 8, 6, attention="general")
+  params = model.init(jax.random.key(1))
+  src, mask, _, _ = example()
+  tokens, weights = model.greedy(params, src, mask, 5)
+  # teacher forcing on the greedy tokens gives the same argmaxes
+  tmask = jnp.ones(5, bool)
+  _, _, metrics = model.loss(params, (src, mask, tokens, tmask))
+  assert float(metrics["accuracy"]) == 5.0
+  assert (weights[:, 4:] == 0).all()
+  np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_attention_task_quick(tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "attention_task.py"),
+                         "--quick", "--quiet", "--out", str(tmp_path)],
+                        cwd=ROOT, capture_output=True, text=True, timeout=240)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads((tmp_path / "attention_task.json").read_text())
+  acc = {r["model"]: r["sequence_accuracy"] for r in report["records"]}
+  # Measured: sequences 0.38 plain, 0.98 attention (lengths 3..10, 300 steps, seed 0).
+  assert acc["attention"] > 0.85
+  assert acc["attention"] > acc["plain"] + 0.3
+  for r in report["records"]:     # beam search scored too, every length present
+    assert set(r["scores"]) == {"greedy", "beam4"}
+    assert len(r["scores"]["beam4"]["sequence_by_length"]) == 8
+  for png in ("attention_alignment.png", "attention_accuracy.png"):
+    assert (tmp_path / png).stat().st_size > 5_000
+  assert "held-out sequence accuracy" in proc.stdout
+
+
+def log_prob_of(model, params, src, mask, tokens):
+  nll, _, _ = model.loss(params, (src, mask, tokens, jnp.ones(tokens.shape, bool)))
+  return -float(nll)
+
+
+def test_beam_width_one_is_greedy_and_scores_are_log_probs():
+  model = seq2seq.seq2seq(8, 8, 6, attention="additive")
+  params = model.init(jax.random.key(2))
+  src, mask, _, _ = example()
+  greedy, greedy_w = model.greedy(params, src, mask, 5)
+  tokens, log_prob, weights = model.beam(params, src, mask, 5, width=1)
+  np.testing.assert_array_equal(tokens, greedy)
+  np.testing.assert_allclose(weights, greedy_w, rtol=1e-5, atol=1e-7)
+  for width in (1, 3):
+    tokens, log_prob, _ = model.beam(params, src, mask, 5, width=width)
+    np.testing.assert_allclose(log_prob, log_prob_of(model, params, src, mask, tokens),
+                               rtol=1e-4)
+  assert float(log_prob) >= log_prob_of(model, params, src, mask, greedy) - 1e-5
+
+
+def test_wide_beam_equals_exhaustive_search():
+  # V = 5 tokens, 3 steps: a beam of V**2 = 25 never prunes, so it must find
+  # the most probable of all 125 sequences, scored here by teacher forcing.
+  model = seq2seq.seq2seq(5, 6, 4, attention=None)
+  params = model.init(jax.random.key(3))
+  src, mask = jnp.array([2, 3, 4, 0]), jnp.arange(4) < 3
+  grid = jnp.stack(jnp.meshgrid(*[jnp.arange(5)] * 3, indexing="ij"), -1).reshape(-1, 3)
+  nll = jax.vmap(lambda t: model.loss(params, (src, mask, t, jnp.ones(3, bool)))[0])(grid)
+  tokens, log_prob, _ = model.beam(params, src, mask, 3, width=25)
+  np.testing.assert_array_equal(tokens, grid[jnp.argmin(nll)])
+  np.testing.assert_allclose(log_prob, -nll.min(), rtol=1e-4)
