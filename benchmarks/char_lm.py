@@ -1,7 +1,7 @@
 """A character-level language model trained with truncated BPTT.
 
-Run ``python benchmarks/char_lm.py`` (82 s measured on 2 CPU cores shared
-with other jobs; test bits per character 1.78), ``--quick`` (under a
+Run ``python benchmarks/char_lm.py`` (82-122 s of training measured
+on 2 shared CPU cores; test bits per character 1.78-1.79), ``--quick`` (under a
 minute) or ``--smoke`` (seconds; the tests). Options:
 ``--cell lstm|gru|rnn|peephole``, ``--hidden``, ``--batch`` (parallel
 streams), ``--window`` (TBPTT length), ``--steps``, ``--lr``, ``--seed``,

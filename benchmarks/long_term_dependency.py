@@ -1,9 +1,9 @@
 """Plain RNNs forget, LSTMs remember: the long-term dependency problem, measured.
 
-Run ``python benchmarks/long_term_dependency.py`` (the default grid: 341 s
-measured on 2 CPU cores shared with other jobs, load average 5-7, 274 s of
-CPU time; well under 10 minutes on 2 idle cores), ``--quick`` (84 s on the
-same loaded machine) or ``--smoke`` (seconds; what the tests run).
+Run ``python benchmarks/long_term_dependency.py`` (the default grid: 269 s
+wall, 389 s of CPU time, on 2 shared CPU cores; 341 s once under load
+average 5-7), ``--quick`` (64-84 s) or ``--smoke`` (seconds; what the tests
+run).
 Options: ``--task adding|recall|both``, ``--cells rnn,lstm,peephole,gru``,
 ``--lengths 10,25,50,100,200``, ``--steps``, ``--batch``, ``--hidden``,
 ``--lr``, ``--seed``, ``--forget-bias`` (LSTM cells' initial forget-gate bias,

@@ -46,6 +46,7 @@ jax.experimental.rnn   cuDNN's flat vector ``[W_ih, W_hh, b_ih, b_hh]`` (torch
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -112,11 +113,12 @@ def cast(tree, dtype):
 
 # ---------------------------------------------------------------- jaxrnn
 
-def build_jaxrnn(kind, params, dtype, shape):
+def build_jaxrnn(kind, params, dtype, shape, unroll=1, fused=True):
   cell = KINDS[kind].make(shape[3], dtype)
+  cell = cell if fused else jaxrnn.unfused(cell)
 
   def apply(p, xs):
-    return jax.vmap(lambda x: jaxrnn.scan(cell, p, x)[1])(xs)
+    return jax.vmap(lambda x: jaxrnn.scan(cell, p, x, unroll=unroll)[1])(xs)
   return JaxProgram(apply, cast(params, dtype))
 
 
@@ -274,6 +276,8 @@ def build_jax_cudnn(kind, params, dtype, shape):
 
 PEERS = [
     Peer("jaxrnn", tuple(KINDS), build_jaxrnn, None),
+    Peer("jaxrnn unroll=4", ("lstm", "gru"), partial(build_jaxrnn, unroll=4), None),
+    Peer("jaxrnn.unfused", ("lstm", "gru", "rnn"), partial(build_jaxrnn, fused=False), None),
     Peer("flax.linen OptimizedLSTMCell", ("lstm",), linen_builder("OptimizedLSTMCell"), "flax"),
     Peer("flax.linen LSTMCell", ("lstm",), linen_builder("LSTMCell"), "flax"),
     Peer("flax.linen GRUCell", ("gru",), linen_builder("GRUCell"), "flax"),

@@ -19,7 +19,10 @@ Method, per shape and cell:
   5e-2 (bf16, where jaxrnn keeps a float32 carry and the peers do not).
   The table's "check" column says which passed.
 * Forward: ``ys = f(params, xs [B, T, I])``. jaxrnn's is
-  ``jax.jit(jax.vmap(lambda x: jaxrnn.scan(cell, params, x)))``; torch runs
+  ``jax.jit(jax.vmap(lambda x: jaxrnn.scan(cell, params, x)))``, the row
+  every ratio is taken against; "jaxrnn unroll=4" passes ``unroll=4`` and
+  "jaxrnn.unfused" runs ``jaxrnn.unfused(cell)`` (input matmul inside the
+  step, no fused kernel), so a user sees which form suits the shape; torch runs
   under ``torch.no_grad()``. Forward+backward: the gradient of
   ``L = sum(ys)`` with respect to the params and the inputs
   (``jax.jit(jax.grad(L, argnums=(0, 1)))``; ``torch.autograd.grad``).

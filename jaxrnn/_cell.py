@@ -69,6 +69,41 @@ class Cell(NamedTuple):
   sequence: Optional[Callable[..., tuple[Carry, Array]]] = None
 
 
+def unfused(cell: Cell) -> Cell:
+  """The same cell as the textbook loop: input matmul inside the step, no fused kernel.
+
+  ``step(params, carry, x_t)`` computes ``project(params, x_t)`` itself and
+  `jaxrnn.scan` runs it under plain `jax.lax.scan`, differentiated by JAX
+  (the form Flax and Equinox use). Same numbers as ``cell``, to float
+  rounding. Which is faster depends on the shape; measured on 2 CPU cores
+  (f32, forward+backward, ``benchmarks/speed.py``), B, T, I, H:
+
+  * LSTM (1, 512, 128, 128): fused 7.0 ms, unfused 17.9 (fused 2.5x);
+    (16, 64, 128, 128): 12.6 vs 17.8 (fused 1.4x).
+  * LSTM (32, 128, 256, 256): 161 vs 129 (unfused 1.25x);
+    (128, 64, 512, 512): 730 vs 574 (unfused 1.27x); GRU there 572 vs 451.
+  * simple RNN (32, 128, 256, 256): fused 1.56x.
+
+  At large batches the hoisted ``[T, B, G]`` projection, its time-major
+  copies and its gradient cost more memory traffic than they save.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> cell = jaxrnn.lstm(8)
+  >>> params = cell.init(jax.random.key(0), 3)
+  >>> xs = jnp.ones((5, 3))
+  >>> bool(jnp.allclose(jaxrnn.scan(jaxrnn.unfused(cell), params, xs)[1],
+  ...                   jaxrnn.scan(cell, params, xs)[1], atol=1e-6))
+  True
+  """
+  if cell.project is None:
+    return cell._replace(sequence=None)
+
+  def step(params, carry, x):
+    return cell.step(params, carry, cell.project(params, x[None])[0])
+
+  return cell._replace(step=step, project=None, sequence=None)
+
+
 def carry_dtype(param_dtype) -> jnp.dtype:
   """The carry's dtype for params of ``param_dtype``: at least float32.
 

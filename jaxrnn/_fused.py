@@ -49,26 +49,22 @@ def _read_input(read, init, carry, reset):
 
 
 def _forward(finish, read, reverse, unroll, rest, w, carry, gxs, mask, resets, init):
-  """The primal loop, with nothing saved for differentiation."""
+  """The primal loop, with nothing saved for differentiation.
+
+  The loops scan over ``gxs`` rather than read ``gxs[t]`` by index: under
+  `jax.vmap` that costs a time-major copy of ``gxs``, but only then does
+  ``unroll`` pay on CPU (LSTM (32,128,256,256) forward: 1.2x at unroll=4,
+  where the indexed loop gained nothing).
+  """
   def body(carry, inputs):
-    t, valid, reset = inputs
+    gx, valid, reset = inputs
     a = _read_input(read, init, carry, reset)
     u = matmul(a, w)
-    new, y = _step_parts(finish, rest, init, carry, gxs[t], u, valid, reset)
+    new, y = _step_parts(finish, rest, init, carry, gx, u, valid, reset)
     return new, y
 
-  return jax.lax.scan(body, carry, (steps(gxs), mask, resets),
+  return jax.lax.scan(body, carry, (gxs, mask, resets),
                       reverse=reverse, unroll=unroll)
-
-
-def steps(gxs: Array) -> Array:
-  """Step indices for the loop, which reads ``gxs[t]`` by index.
-
-  Scanning over ``gxs`` itself would make `jax.vmap` transpose all of
-  ``[B, T, G]`` to time-major first (a full copy); an index reads each
-  step's ``[B, G]`` in place.
-  """
-  return jnp.arange(gxs.shape[0])
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
@@ -97,26 +93,26 @@ def _recurrence_jvp(finish, read, reverse, unroll, primals, tangents):
   d_rest, d_w, d_carry, d_gxs, _, _, d_init = tangents
 
   def forward(carry, inputs):
-    t, valid, reset = inputs
+    gx, valid, reset = inputs
     a = _read_input(read, init, carry, reset)
     step = lambda c, r, g, u: _step_parts(finish, r, init, c, g, u, valid, reset)
     # The step linearised at this point: its residuals (gate activations)
     # are saved here, so the tangent loop recomputes nothing.
-    (new, y), step_jvp = jax.linearize(step, carry, rest, gxs[t], matmul(a, w))
+    (new, y), step_jvp = jax.linearize(step, carry, rest, gx, matmul(a, w))
     return new, (y, a, step_jvp)
 
   final, (ys, a_all, step_jvps) = jax.lax.scan(
-      forward, carry, (steps(gxs), mask, resets), reverse=reverse, unroll=unroll)
+      forward, carry, (gxs, mask, resets), reverse=reverse, unroll=unroll)
   # The weight's share of every step's tangent, hoisted: E_t = a_t dW.
   e_all = matmul(a_all, d_w)
 
   def tangent(d_carry, inputs):
-    t, step_jvp, e, reset = inputs
+    d_gx, step_jvp, e, reset = inputs
     d_a = _read_input(read, d_init, d_carry, reset)   # read is linear
-    return step_jvp(d_carry, d_rest, d_gxs[t], e + matmul(d_a, w))
+    return step_jvp(d_carry, d_rest, d_gx, e + matmul(d_a, w))
 
   d_final, d_ys = jax.lax.scan(
-      tangent, d_carry, (steps(gxs), step_jvps, e_all, resets),
+      tangent, d_carry, (d_gxs, step_jvps, e_all, resets),
       reverse=reverse, unroll=unroll)
   return (final, ys), (d_final, d_ys)
 

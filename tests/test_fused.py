@@ -104,3 +104,19 @@ def test_fused_cell_with_dict_params_and_given_carry():
   f = lambda c, p: jaxrnn.scan(c, p, xs, carry=carry0)[1].sum()
   assert_trees_close(jax.grad(f, argnums=1)(cell, params),
                      jax.grad(f, argnums=1)(cell._replace(sequence=None), params))
+
+
+@pytest.mark.parametrize("name", ["lstm", "cifg_fgr_peephole", "lstmp", "gru", "simple_rnn"])
+def test_unfused_cell_equals_fused_values_and_gradients(name):
+  # jaxrnn.unfused: the input matmul moves into the step, the kernel goes.
+  fused, _, params, xs, mask, resets = setup(name)
+  unfused = jaxrnn.unfused(fused)
+  assert unfused.project is None and unfused.sequence is None
+  args = (xs, mask, resets, False)
+  assert_trees_close(run(unfused, params, *args), run(fused, params, *args))
+  grad = jax.jit(jax.grad(loss, argnums=(1, 2)), static_argnums=(0, 5))
+  assert_trees_close(grad(unfused, params, *args), grad(fused, params, *args))
+  # a custom cell without project only loses its (absent) kernel
+  custom = jaxrnn.Cell(init=fused.init, initial_carry=fused.initial_carry,
+                       step=unfused.step, output_size=fused.output_size)
+  assert jaxrnn.unfused(custom) == custom

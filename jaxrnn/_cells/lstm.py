@@ -187,19 +187,29 @@ def lstm(
     return project_input("lstm", xs, params.w_x, params.b)
 
   def finish(params, carry, gx, u):   # u = carry.h @ w_h
-    pre = split_gates(gx + u, gates)
+    z = gx + u
     if params.w_gates is not None:
       recur = split_gates(matmul(carry.gates, params.w_gates), sigmoid_gates)
-      pre = {k: v + recur.get(k, 0.0) for k, v in pre.items()}
+      z = jnp.concatenate([v + recur.get(k, 0.0)
+                           for k, v in split_gates(z, gates).items()], axis=-1)
+    pre = split_gates(z, gates)
+    # Without peepholes, one sigmoid over all the gate blocks (the g block's
+    # is wasted): XLA on CPU runs one wide op far faster than three narrow
+    # ones (LSTM forward 1.2x at batch 1 and 32, 2 cores).
+    wide = None if peephole else split_gates(jax.nn.sigmoid(z), gates)
+
+    def gate(name, p, c):
+      return wide[name] if wide is not None else jax.nn.sigmoid(peep(pre[name], p, c))
+
     c_prev = carry.c
-    f = jax.nn.sigmoid(peep(pre["f"], params.p_f, c_prev)) if forget_gate else 1.0
+    f = gate("f", params.p_f, c_prev) if forget_gate else 1.0
     if has_i:
-      i = jax.nn.sigmoid(peep(pre["i"], params.p_i, c_prev))
+      i = gate("i", params.p_i, c_prev)
     else:
       i = 1.0 - f if coupled_input_forget else 1.0
     g = act_in(pre["g"])
     c = f * c_prev + i * g
-    o = jax.nn.sigmoid(peep(pre["o"], params.p_o, c)) if output_gate else 1.0
+    o = gate("o", params.p_o, c) if output_gate else 1.0
     h = o * act_out(c)
     if params.w_proj is not None:
       h = matmul(h, params.w_proj)
