@@ -96,7 +96,7 @@ def unfused(cell: Cell) -> Cell:
   True
   """
   if cell.project is None:
-    return cell._replace(sequence=None)
+    return cell if cell.sequence is None else cell._replace(sequence=None)
 
   def step(params, carry, x):
     return cell.step(params, carry, cell.project(params, x[None])[0])

@@ -67,8 +67,9 @@ def _forward(finish, read, reverse, unroll, rest, w, carry, gxs, mask, resets, i
                       reverse=reverse, unroll=unroll)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def recurrence(finish, read, reverse, unroll, rest, w, carry, gxs, mask, resets, init):
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4))
+def recurrence(finish, read, reverse, unroll, additive, rest, w, carry, gxs, mask,
+               resets, init):
   """``scan`` of ``finish(rest, carry, gx_t, read(carry) @ w)``, differentiated fast.
 
   Semantics are exactly `jaxrnn.scan`'s loop for the step
@@ -88,7 +89,7 @@ def recurrence(finish, read, reverse, unroll, rest, w, carry, gxs, mask, resets,
 
 
 @recurrence.defjvp
-def _recurrence_jvp(finish, read, reverse, unroll, primals, tangents):
+def _recurrence_jvp(finish, read, reverse, unroll, additive, primals, tangents):
   rest, w, carry, gxs, mask, resets, init = primals
   d_rest, d_w, d_carry, d_gxs, _, _, d_init = tangents
 
@@ -105,9 +106,15 @@ def _recurrence_jvp(finish, read, reverse, unroll, primals, tangents):
       forward, carry, (gxs, mask, resets), reverse=reverse, unroll=unroll)
   # The weight's share of every step's tangent, hoisted: E_t = a_t dW.
   e_all = matmul(a_all, d_w)
+  if additive:
+    # finish sees gx and u only through gx + u: one hoisted tangent for
+    # both, so the backward loop emits one per-step gradient, not two.
+    e_all, d_gxs = e_all + d_gxs.astype(e_all.dtype), None
 
   def tangent(d_carry, inputs):
     d_gx, step_jvp, e, reset = inputs
+    if additive:
+      d_gx = jnp.zeros(gxs.shape[1:], gxs.dtype)
     d_a = _read_input(read, d_init, d_carry, reset)   # read is linear
     return step_jvp(d_carry, d_rest, d_gx, e + matmul(d_a, w))
 
@@ -130,6 +137,7 @@ def fused_cell(
     finish: Callable[[Params, Carry, Array, Array], tuple[Carry, Array]],
     output_size: int,
     weight: str = "w_h",
+    additive: bool = False,
 ) -> Cell:
   """A `Cell` written as ``finish(params, carry, gx, u)``, with a fused kernel.
 
@@ -138,6 +146,14 @@ def fused_cell(
   that one description come both ``Cell.step`` (the plain path) and
   ``Cell.sequence`` (the fused kernel `recurrence`, used by `jaxrnn.scan`),
   so the two cannot disagree. ``finish`` must reach ``W`` only through ``u``.
+
+  ``additive=True`` declares that ``finish`` reads ``gx`` and ``u`` only
+  through their sum ``gx + u`` (true of the LSTM and the Elman RNN, not of
+  the GRU, whose candidate scales part of ``u`` by the reset gate). The
+  backward pass then carries one per-step gradient instead of two
+  (forward+backward at B = 1 and 32 on 2 CPU cores: simple RNN 1.1-1.35x,
+  LSTM 1.05-1.09x). Declaring it for a cell where it is false gives wrong
+  gradients.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> def elman(hidden_size):                   # h' = tanh(W x + b + U h)
@@ -148,7 +164,7 @@ def fused_cell(
   ...       project=lambda p, xs: xs @ p["w_x"] + p["b"],
   ...       recurrent_input=lambda h: h,
   ...       finish=lambda p, h, gx, u: (jnp.tanh(gx + u),) * 2,
-  ...       output_size=hidden_size, weight="w_h")
+  ...       output_size=hidden_size, weight="w_h", additive=True)
   >>> cell = elman(4)
   >>> params = cell.init(jax.random.key(0), 3)
   >>> grads = jax.grad(lambda p: jaxrnn.scan(cell, p, jnp.ones((5, 3)))[1].sum())(params)
@@ -161,7 +177,7 @@ def fused_cell(
 
   def sequence(params, carry, gxs, *, mask, resets, reverse, unroll):
     init_carry = initial_carry(params)
-    return recurrence(finish, recurrent_input, reverse, unroll, params,
+    return recurrence(finish, recurrent_input, reverse, unroll, additive, params,
                       _get(params, weight), carry, gxs, mask, resets, init_carry)
 
   return Cell(init=init, initial_carry=initial_carry, step=step,

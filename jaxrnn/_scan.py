@@ -99,8 +99,7 @@ def scan(
                          reverse=reverse, unroll=unroll)
 
   def body(carry, inputs):
-    t, valid, reset = inputs
-    gx = jax.tree.map(lambda a: a[t], gxs)
+    gx, valid, reset = inputs
     if reset is not None:
       carry = where(reset, init, carry)
     new_carry, y = cell.step(params, carry, gx)
@@ -110,11 +109,9 @@ def scan(
       y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
     return new_carry, y
 
-  # gxs is read by index rather than scanned over: under jax.vmap a scanned
-  # input is first transposed to time-major (a copy of all of [B, T, G]),
-  # while an index reads each step's [B, G] in place.
-  steps = jnp.arange(T)
-  return jax.lax.scan(body, carry, (steps, mask, resets),
+  # Scanned over, not read by index: under jax.vmap that costs a time-major
+  # copy of gxs, but only then does unroll pay on CPU (see _fused._forward).
+  return jax.lax.scan(body, carry, (gxs, mask, resets),
                       reverse=reverse, unroll=unroll)
 
 

@@ -1,7 +1,8 @@
 r"""Sequence to sequence: a bidirectional encoder and a decoder, with or without attention.
 
 Lives here: `seq2seq` (the model as pure functions: ``init``, ``loss`` for
-`jaxrnn.train.make_train_step`, ``greedy`` decoding) and `Seq2SeqParams`.
+`jaxrnn.train.make_train_step`, ``teacher_forced``, ``greedy`` and ``beam``
+decoding) and `Seq2SeqParams`.
 Not here: the attention itself (`jaxrnn._cells.attention`), the training
 loop (`jaxrnn.train`), tasks (``benchmarks/attention_task.py``).
 
@@ -19,7 +20,11 @@ tgt_mask bool[T])``, both sides right-padded.
 
 With ``attention=None`` the decoder is a GRU that sees the source only
 through ``s_0`` (Sutskever et al. 2014, Cho et al. 2014); otherwise it is
-`attention_decoder` over ``m`` (Bahdanau et al. 2014, Luong et al. 2015).
+`attention_decoder` over ``m``, the Luong et al. (2015) form with the
+context fed back (Bahdanau et al. 2014 introduced the idea). For the
+``dot`` and ``scaled_dot`` scores, which need the query size H to equal the
+memory size, the two directions of ``m`` are summed (``[S, H]``) instead of
+concatenated.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Seq2Seq(NamedTuple):
   init: Callable
   encode: Callable
   loss: Callable
+  teacher_forced: Callable
   greedy: Callable
   beam: Callable
 
@@ -65,10 +71,14 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   `jaxrnn.train.make_train_step`):
 
   * ``init(key) -> Seq2SeqParams``.
-  * ``encode(params, src int[S], src_mask bool[S]) -> (memory [S, 2H], s_0 [H])``.
+  * ``encode(params, src int[S], src_mask bool[S]) -> (memory [S, D], s_0 [H])``
+    (D = 2H, or H for the dot scores).
+  * ``teacher_forced(params, src, src_mask, tgt int[T], tgt_mask bool[T]) ->
+    (logits [T, V], weights [T, S])``: decoder inputs ``[BOS, tgt_0 ..
+    tgt_{T-2}]``; the weights show how a given target aligns to the source.
   * ``loss(params, (src, src_mask, tgt, tgt_mask)) -> (nll_sum, count,
-    {"accuracy": correct_sum})``: teacher forcing, decoder inputs
-    ``[BOS, tgt_0 .. tgt_{T-2}]``; the `jaxrnn.train` loss convention.
+    {"accuracy": correct_sum})``: teacher forcing, the `jaxrnn.train` loss
+    convention.
   * ``greedy(params, src, src_mask, steps) -> (tokens int[steps], weights
     [steps, S])``: argmax decoding with `jax.lax.scan` (weights are zeros
     without attention).
@@ -78,6 +88,10 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     probability. There is no end token: every hypothesis has ``steps``
     tokens, so no length penalty is needed. ``width=1`` is greedy decoding;
     ``width >= V**(steps-1)`` is exhaustive search.
+
+  Decoding picks among all V tokens, PAD and BOS included (a trained model
+  gives them no mass where it has seen none). Without attention the
+  weights are all zero.
 
   >>> import jax, jax.numpy as jnp
   >>> model = seq2seq(8, 16, src_length=5)
@@ -94,11 +108,13 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   ((4,), True)
   """
   V, H, S, E = vocab_size, hidden_size, src_length, embed_size
-  encoder = bidirectional(gru(H), gru(H))
+  summed = attention in ("dot", "scaled_dot")     # query and memory both H wide
+  encoder = bidirectional(gru(H), gru(H), merge="sum" if summed else "concat")
   if attention is None:
     decoder = gru(H)
   else:
-    decoder = attention_decoder(gru(H), make_attention(attention), S, 2 * H)
+    decoder = attention_decoder(gru(H), make_attention(attention), S,
+                                H if summed else 2 * H)
 
   def init(key):
     ke, kn, kb, kd, ko = jax.random.split(key, 5)
@@ -112,6 +128,12 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
         b_out=jnp.zeros((V,)))
 
   def encode(params, src, src_mask):
+    if src.shape != (S,) or src_mask.shape != (S,):
+      raise ValueError(
+          f"jaxrnn.seq2seq: src is {src.shape} and src_mask {src_mask.shape}; "
+          f"this model was built for src_length={S}, so both must be ({S},). "
+          f"Fix: pad the source to {S} tokens with a mask, or build the model "
+          f"with src_length={src.shape[0] if src.ndim else '?'}.")
     (fw, bw), memory = encoder.apply(params.encoder, params.embed[src], mask=src_mask)
     s0 = jnp.tanh(jnp.concatenate([fw, bw]) @ params.bridge)
     return memory, s0
@@ -126,12 +148,17 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     h = y[0] if isinstance(y, tuple) else y
     return h @ params.w_out + params.b_out
 
-  def loss(params, example):
-    src, src_mask, tgt, tgt_mask = example
-    inputs = jnp.concatenate([jnp.array([BOS], tgt.dtype), tgt[:-1]])
+  def teacher_forced(params, src, src_mask, tgt, tgt_mask):
+    # [BOS, tgt_0 .. tgt_{T-2}], also right for T = 0 and 1
+    inputs = jnp.concatenate([jnp.array([BOS], tgt.dtype), tgt])[:tgt.shape[0]]
     _, ys = scan(decoder, params.decoder, params.embed[inputs],
                  carry=start(params, src, src_mask), mask=tgt_mask)
-    logits = logits_of(params, ys)
+    weights = ys[1] if isinstance(ys, tuple) else jnp.zeros((tgt.shape[0], S))
+    return logits_of(params, ys), weights
+
+  def loss(params, example):
+    src, src_mask, tgt, tgt_mask = example
+    logits, _ = teacher_forced(params, src, src_mask, tgt, tgt_mask)
     nll, count = cross_entropy(logits, tgt, tgt_mask)
     correct, _ = accuracy(logits, tgt, tgt_mask)
     return nll, count, {"accuracy": correct}
@@ -182,4 +209,5 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
         body, (carries, scores, tokens, weights), jnp.arange(steps))
     return tokens[0], scores[0], weights[0]             # top_k sorts: 0 is best
 
-  return Seq2Seq(init=init, encode=encode, loss=loss, greedy=greedy, beam=beam)
+  return Seq2Seq(init=init, encode=encode, loss=loss, teacher_forced=teacher_forced,
+                 greedy=greedy, beam=beam)

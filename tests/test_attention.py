@@ -34,7 +34,7 @@ def np_scores(score, p, m, q):
 
 def setup(score, key=0):
   q_size = Q if score in ("additive", "general") else D
-  att = attention(score, 7)
+  att = attention(score, 7 if score == "additive" else None)
   km, kq, kp = jax.random.split(jax.random.key(key), 3)
   params = att.init(kp, q_size, D)
   memory = jax.random.normal(km, (S, D))
@@ -69,9 +69,24 @@ def test_masked_softmax_ignores_huge_masked_scores():
   np.testing.assert_allclose(w, [1 / (1 + np.e), 0.0, np.e / (1 + np.e)], rtol=1e-6)
 
 
+def test_non_finite_padding_rows_do_not_leak():
+  att, params, memory, query = setup("additive")
+  mask = jnp.array([True, True, False, True, False])
+  memory = memory.at[2].set(jnp.inf).at[4].set(jnp.nan)
+
+  def context(params, query):
+    return att.attend(params, att.prepare(params, memory, mask), query)[0].sum()
+
+  assert np.isfinite(context(params, query))
+  grads = jax.grad(context, argnums=(0, 1))(params, query)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
 def test_bad_arguments_raise_clear_errors():
   with pytest.raises(ValueError, match="score is 'cosine'"):
     attention("cosine")
+  with pytest.raises(ValueError, match="only score='additive' has an attention size"):
+    attention("general", 16)
   with pytest.raises(ValueError, match="query size == memory size"):
     attention("dot").init(jax.random.key(0), 3, 4)
   att, params, memory, _ = setup("general")
@@ -94,7 +109,8 @@ def test_attend_grads_float64(score):
 
 
 def make_decoder(cell=None, score="general"):
-  dec = attention_decoder(cell or jaxrnn.gru(8), attention(score, 7), S, D)
+  att = attention(score, 7 if score == "additive" else None)
+  dec = attention_decoder(cell or jaxrnn.gru(8), att, S, D)
   params = dec.init(jax.random.key(1), 3)
   km, kx = jax.random.split(jax.random.key(2))
   memory = jax.random.normal(km, (S, D))
@@ -105,6 +121,7 @@ def make_decoder(cell=None, score="general"):
 def test_decoder_is_a_cell_and_scan_equals_python_loop():
   dec, params, memory, xs = make_decoder(jaxrnn.lstm(8))
   assert isinstance(dec, jaxrnn.Cell) and dec.output_size == 8
+  assert jaxrnn.unfused(dec) is dec            # already unfused: kept whole
   mask = jnp.arange(S) < 3
   carry0 = dec.decoder_carry(params, memory, mask)
   carry, (ys, ws) = jaxrnn.scan(dec, params, xs, carry=carry0)

@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxrnn import seq2seq
 
@@ -21,7 +22,7 @@ def example():
 
 
 def test_loss_ignores_padding_on_both_sides():
-  for attention in (None, "additive"):
+  for attention in (None, "additive", "dot", "scaled_dot", "general"):
     model = seq2seq.seq2seq(8, 8, 6, attention=attention)
     params = model.init(jax.random.key(0))
     src, mask, tgt, tmask = example()
@@ -68,6 +69,28 @@ def test_attention_task_quick(tmp_path):
 def log_prob_of(model, params, src, mask, tokens):
   nll, _, _ = model.loss(params, (src, mask, tokens, jnp.ones(tokens.shape, bool)))
   return -float(nll)
+
+
+def test_empty_target_and_wrong_source_length():
+  model = seq2seq.seq2seq(8, 8, 6, attention="general")
+  params = model.init(jax.random.key(0))
+  src, mask, _, _ = example()
+  nll, count, _ = model.loss(params, (src, mask, src[:0], mask[:0]))
+  assert float(nll) == 0.0 and float(count) == 0.0
+  with pytest.raises(ValueError, match="src_length=6"):
+    model.greedy(params, jnp.ones(9, jnp.int32), jnp.ones(9, bool), 3)
+
+
+def test_beam_keeps_each_hypothesis_alignment():
+  # width 3 with attention: the returned weights are those of the returned
+  # tokens' own history (parents reordered at every step), i.e. what teacher
+  # forcing on those tokens gives.
+  model = seq2seq.seq2seq(8, 8, 6, attention="additive")
+  params = model.init(jax.random.key(4))
+  src, mask, _, _ = example()
+  tokens, log_prob, weights = model.beam(params, src, mask, 5, width=3)
+  _, forced = model.teacher_forced(params, src, mask, tokens, jnp.ones(5, bool))
+  np.testing.assert_allclose(weights, forced, rtol=1e-5, atol=1e-7)
 
 
 def test_beam_width_one_is_greedy_and_scores_are_log_probs():

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Cell, Params, carry_dtype
+from jaxrnn._cell import Carry, Cell, Params, carry_dtype, matmul
 
 Initializer = Callable
 SCORES = ("additive", "dot", "scaled_dot", "general")
@@ -130,6 +130,11 @@ def attention(
     raise ValueError(
         f"jaxrnn.attention: score is {score!r}; expected one of {SCORES}. "
         f"Fix: pass score='additive' (Bahdanau) or 'general' (Luong).")
+  if attention_size is not None and score != "additive":
+    raise ValueError(
+        f"jaxrnn.attention: attention_size={attention_size} is given with "
+        f"score={score!r}; only score='additive' has an attention size. Fix: "
+        f"drop attention_size, or use score='additive'.")
 
   def init(key, query_size, memory_size):
     kk, kq, kv = jax.random.split(key, 3)
@@ -160,8 +165,11 @@ def attention(
       raise ValueError(
           f"jaxrnn.attention: mask is {mask.dtype}{list(mask.shape)}; expected "
           f"bool[{S}], one flag per memory row. Fix: mask=jnp.arange({S}) < length.")
+    # Padding rows are zeroed: weight 0 times a non-finite value would
+    # still be NaN in the context and its gradient.
+    memory = jnp.where(mask[:, None], memory, jnp.zeros((), memory.dtype))
     if score in ("additive", "general"):
-      keys = jnp.matmul(memory, params.w_k.astype(memory.dtype))
+      keys = matmul(memory, params.w_k)
     elif score == "scaled_dot":
       keys = memory / jnp.sqrt(jnp.asarray(memory.shape[-1], memory.dtype))
     else:
@@ -170,10 +178,10 @@ def attention(
 
   def attend(params, prepared, query):
     if score == "additive":
-      hidden = jnp.tanh(prepared.keys + query @ params.w_q.astype(query.dtype))
-      scores = hidden @ params.v.astype(query.dtype)
+      hidden = jnp.tanh(prepared.keys + matmul(query, params.w_q))
+      scores = matmul(hidden, params.v)
     else:
-      scores = prepared.keys @ query
+      scores = prepared.keys @ query.astype(prepared.keys.dtype)
     weights = masked_softmax(scores, prepared.mask)
     return weights @ prepared.values, weights
 
@@ -190,7 +198,7 @@ class DecoderParams(NamedTuple):
 
 class DecoderCarry(NamedTuple):
   """Attentional decoder carry: the memory rides along, prepared once."""
-  cell: Params                   # the inner cell's carry
+  cell: Carry                    # the inner cell's carry
   context: jax.Array             # [D] the previous step's context (input feeding)
   memory: Prepared               # keys [S, K], values [S, D], mask bool[S]
 
@@ -208,8 +216,11 @@ def attention_decoder(cell: Cell, att: Attention, memory_length: int,
     \tilde h_t &= \tanh(W_c [h_t; c_t] + b_c)              && \text{attentional state} \\
     y_t &= (\tilde h_t, a_t)
 
-  (Luong et al. feed :math:`\tilde h_{t-1}`; we feed :math:`c_{t-1}`, which
-  carries the same information about what was already read.)
+  A variant of Luong et al.: they feed :math:`\tilde h_{t-1}`, a mix of
+  :math:`h_{t-1}` and :math:`c_{t-1}` through :math:`W_c`; we feed the
+  context :math:`c_{t-1}` itself, so the cell sees what was read last step
+  directly. The query is the current state :math:`h_t` (Luong), not the
+  previous one (Bahdanau).
 
   The memory is put in the carry by ``decoder_carry(params, memory, mask)``,
   which runs the key projection once, outside the time loop; pass it as
@@ -267,8 +278,8 @@ def attention_decoder(cell: Cell, att: Attention, memory_length: int,
     gx = x_in if cell.project is None else cell.project(params.cell, x_in[None])[0]
     inner, h = cell.step(params.cell, carry.cell, gx)
     context, weights = att.attend(params.attention, carry.memory, h)
-    out = jnp.tanh(jnp.concatenate([h, context]) @ params.w_c.astype(h.dtype)
-                   + params.b_c.astype(h.dtype))
+    out = jnp.tanh(matmul(jnp.concatenate([h, context]), params.w_c)
+                   + params.b_c.astype(context.dtype))
     return DecoderCarry(cell=inner, context=context, memory=carry.memory), (out, weights)
 
   dec = AttentionDecoder(init=init, initial_carry=initial_carry, step=step,

@@ -224,7 +224,7 @@ def lstm(
 
   return fused_cell(init=init, initial_carry=initial_carry, project=project,
                     recurrent_input=lambda carry: carry.h, finish=finish,
-                    output_size=out_size)
+                    output_size=out_size, additive=True)   # z = gx + u
 
 
 def peep(pre: jax.Array, p: Optional[jax.Array], c: jax.Array) -> jax.Array:

@@ -80,4 +80,4 @@ def simple_rnn(
 
   return fused_cell(init=init, initial_carry=initial_carry, project=project,
                     recurrent_input=lambda h: h, finish=finish,
-                    output_size=hidden_size)
+                    output_size=hidden_size, additive=True)   # act(gx + u)
