@@ -23,17 +23,16 @@ longest held-out example: reversal reads the anti-diagonal.
 
 Measured (2 shared CPU cores, seed 0), held-out sequence accuracy (all
 tokens right) with greedy decoding. Default (lengths 4..20, H=64, 1500 steps
-of 64, 82 s wall): plain 1.00 at L=4, 0.81 at L=8, 0.15 at L=12, 0.00 at
-L=20 (0.37 overall; token accuracy 0.62); attention 0.90..1.00 at every
-length (0.98 overall; tokens 0.99). ``--quick`` (lengths 3..10, H=32, 300
-steps of 32, 15 s wall): plain 0.38 (0.00 at L=10), attention 0.98. Beam
-search (width 4) moves neither overall figure by more than 0.02 (plain 0.35,
-attention 0.98): the plain model is short of memory, not of search. The attentional model has more
+of 64, 87 s wall): plain 1.00 at L=4, 0.74 at L=8, 0.09 at L=12, 0.00 at
+L=20 (0.37 overall; token accuracy 0.63); attention 0.96..1.00 at every
+length (0.99 overall; tokens 1.00). ``--quick`` (lengths 3..10, H=32, 300
+steps of 32, 15 s wall): plain 0.38 (0.00 at L=10), attention 0.96. Beam
+search (width 4) moves neither overall figure by more than 0.02: the plain
+model is short of memory, not of search. The attentional model has more
 parameters at the same H (the decoder's input also takes the context, plus
-W_c): 129k vs 84k by default, but the plain model at H=128 (332k
-params) still gets only 0.54 overall, 0.06 at L=19 and 0.00 at L=20: its
-failure grows with L, the signature of the fixed-size bottleneck, not of
-its size.
+W_c): 129k vs 84k by default, but the plain model at H=128 (332k params)
+still gets only 0.55 overall and 0.00 at L=19 and 20: its failure grows
+with L, the signature of the fixed-size bottleneck, not of its size.
 """
 
 from __future__ import annotations

@@ -78,11 +78,11 @@ def unfused(cell: Cell) -> Cell:
   rounding. Which is faster depends on the shape; measured on 2 CPU cores
   (f32, forward+backward, ``benchmarks/speed.py``), B, T, I, H:
 
-  * LSTM (1, 512, 128, 128): fused 7.0 ms, unfused 17.9 (fused 2.5x);
-    (16, 64, 128, 128): 12.6 vs 17.8 (fused 1.4x).
-  * LSTM (32, 128, 256, 256): 161 vs 129 (unfused 1.25x);
-    (128, 64, 512, 512): 730 vs 574 (unfused 1.27x); GRU there 572 vs 451.
-  * simple RNN (32, 128, 256, 256): fused 1.56x.
+  * LSTM (1, 512, 128, 128): fused 6.9 ms, unfused 18.8 (fused 2.7x);
+    (16, 64, 128, 128): 9.8 vs 15.8 (fused 1.6x).
+  * LSTM (32, 128, 256, 256): 146 vs 125 (unfused 1.17x);
+    (128, 64, 512, 512): 730 vs 572 (unfused 1.28x); GRU there 549 vs 444.
+  * simple RNN (32, 128, 256, 256): 25.1 vs 41.7 (fused 1.66x).
 
   At large batches the hoisted ``[T, B, G]`` projection, its time-major
   copies and its gradient cost more memory traffic than they save.
