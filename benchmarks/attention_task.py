@@ -8,8 +8,8 @@ Run ``python benchmarks/attention_task.py`` (lengths 4..20) or ``--quick``
 ``--quiet``.
 
 Lives here: the reversal task, the comparison, its tables, JSON, the
-accuracy-vs-length plot and the alignment heat map. Not here: the model (`jaxrnn.seq2seq`), the training
-loop (`jaxrnn.train`).
+accuracy-vs-length plot and the alignment heat map. Not here: the model
+(`jaxrnn.seq2seq`), the training loop (`jaxrnn.train`).
 
 Task: the source is L random symbols (of 8), L uniform in
 [min_len, max_len], right-padded to max_len; the target is the source
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -46,7 +47,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import seq2seq, train
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+  sys.path.insert(0, str(ROOT))
+
+from jaxrnn import seq2seq, train  # noqa: E402
+from benchmarks.plots import pyplot  # noqa: E402
 
 SYMBOLS = 8
 VOCAB = SYMBOLS + 2   # 0 pad, 1 BOS
@@ -116,9 +122,7 @@ def accuracy_by_length(tokens, tgt, mask, args):
 
 
 def accuracy_plot(records, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
   for ax, kind in zip(axes, ("token", "sequence")):
     for r in records:
@@ -137,9 +141,7 @@ def accuracy_plot(records, path):
 
 
 def heat_map(record, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = pyplot()
   from matplotlib.ticker import MaxNLocator
   L = record["example"]["length"]
   w = np.asarray(record["example"]["weights"])[:L, :L]
