@@ -122,6 +122,14 @@ def build_jaxrnn(kind, params, dtype, shape, unroll=1, fused=True):
   return JaxProgram(apply, cast(params, dtype))
 
 
+def build_jaxrnn_batch(kind, params, dtype, shape):
+  cell = KINDS[kind].make(shape[3], dtype)
+
+  def apply(p, xs):
+    return jaxrnn.scan_batch(cell, p, xs)[1]
+  return JaxProgram(apply, cast(params, dtype))
+
+
 # ---------------------------------------------------------------- flax linen
 
 def linen_builder(cell_name: str):
@@ -278,6 +286,8 @@ PEERS = [
     Peer("jaxrnn", tuple(KINDS), build_jaxrnn, None),
     Peer("jaxrnn unroll=4", ("lstm", "gru"), partial(build_jaxrnn, unroll=4), None),
     Peer("jaxrnn.unfused", ("lstm", "gru", "rnn"), partial(build_jaxrnn, fused=False), None),
+    # The LSTM and GRU have batched kernels; elsewhere scan_batch is vmap(scan).
+    Peer("jaxrnn.scan_batch", ("lstm", "gru"), build_jaxrnn_batch, None),
     Peer("flax.linen OptimizedLSTMCell", ("lstm",), linen_builder("OptimizedLSTMCell"), "flax"),
     Peer("flax.linen LSTMCell", ("lstm",), linen_builder("LSTMCell"), "flax"),
     Peer("flax.linen GRUCell", ("gru",), linen_builder("GRUCell"), "flax"),

@@ -1,7 +1,8 @@
 """jaxrnn: recurrent networks as pure functions over parameter pytrees.
 
 A `Cell` is one time step (``init``, ``initial_carry``, ``step``,
-``project``); `scan` runs it over a sequence with `jax.lax.scan`; `rnn`,
+``project``); `scan` runs it over a sequence with `jax.lax.scan` (`scan_batch`
+over a batch, on the batched fast path); `rnn`,
 `bidirectional` and `stack` build whole-sequence layers (`Seq`);
 `attention` and `attention_decoder` let a decoder look at every encoder state
 (`jaxrnn.seq2seq` builds the whole model). Batches come from `jax.vmap`,
@@ -34,6 +35,7 @@ from jaxrnn._layers import bidirectional as bidirectional
 from jaxrnn._layers import rnn as rnn
 from jaxrnn._layers import stack as stack
 from jaxrnn._scan import scan as scan
+from jaxrnn._scan_batch import scan_batch as scan_batch
 from jaxrnn._trace import record as record
 from jaxrnn._trace import trace as trace
 

@@ -75,7 +75,7 @@ def trace(
       _signals.reset(token)
     return carry, (y, signals)
 
-  recording = cell._replace(step=recording_step, sequence=None)
+  recording = cell._replace(step=recording_step, sequence=None, batched=None)
   carry, (ys, signals) = scan(recording, params, xs, carry=carry, mask=mask,
                               resets=resets, reverse=reverse)
   return carry, ys, signals

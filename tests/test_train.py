@@ -69,6 +69,29 @@ def test_padding_does_not_change_the_loss():
   np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+def test_batched_loss_with_scan_batch_trains_like_the_per_example_one():
+  # The GRU's batched kernel runs (B = 16 >= 8); same loss, same update.
+  def batched_loss(params, batch):
+    xs, mask, target = batch
+    _, ys = jaxrnn.scan_batch(CELL, params["rnn"], xs, mask=mask)
+    pred = jax.vmap(train.last_valid)(ys, mask) @ params["head"]
+    return (*train.mse(pred[:, 0], target), {})
+  opt = train.optimizer(1e-2)
+  state = train.init_state(model_init(jax.random.key(0)), opt)
+  lengths = jnp.arange(16) % 8 + 1
+  xs, _, y = make_batch(jax.random.key(4))
+  batch = (xs, jnp.arange(8)[None] < lengths[:, None], y)
+  per_example = train.make_train_step(adding_loss, opt, donate=False)(state, batch)
+  whole_batch = train.make_train_step(batched_loss, opt, donate=False,
+                                      batched=True)(state, batch)
+  np.testing.assert_allclose(whole_batch[1]["loss"], per_example[1]["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(whole_batch[0].params),
+                  jax.tree.leaves(per_example[0].params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  eval_batched = train.make_eval_step(batched_loss, batched=True)(state.params, batch)
+  np.testing.assert_allclose(eval_batched["loss"], per_example[1]["loss"], rtol=1e-5)
+
+
 def test_masked_mean_counts_valid_steps_only():
   def per_step(params, example):
     preds, mask = example

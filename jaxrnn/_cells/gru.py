@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, matmul, project_input,
                           split_gates, stacked_init)
+from jaxrnn._cells.gru_batched import gru_batch_kernel
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -65,7 +66,8 @@ def gru(
   ``project(params, xs [T, I]) -> [T, 3H]``.
 
   Initialisation: ``w_x`` LeCun normal, ``w_h`` orthogonal per gate block,
-  biases zero; all overridable.
+  biases zero; all overridable. With ``reset_after=True`` the cell also
+  brings a batched kernel (``Cell.batched``) that `jaxrnn.scan_batch` runs.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> cell = jaxrnn.gru(16)
@@ -100,8 +102,9 @@ def gru(
     return record_gru(r, z, n, h)
 
   if reset_after:
-    return fused_cell(init=init, initial_carry=initial_carry, project=project,
+    cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
                       recurrent_input=lambda h: h, finish=finish, output_size=H)
+    return cell._replace(batched=gru_batch_kernel)   # for jaxrnn.scan_batch
 
   def step(params, h, gx):   # Cho et al.: U_n multiplies r * h, a second matmul
     x = split_gates(gx, GATES)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, in_dtype, matmul, project_input,
                           split_gates, stacked_init)
+from jaxrnn._cells.lstm_batched import lstm_batch_kernel
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -108,6 +109,9 @@ def lstm(
   Layout: fused weights hold the present gates in the order ``i, f, g, o``
   (each block H wide); carry ``LSTMCarry(h [P], c [H])`` in float32 or wider
   whatever the param dtype. ``project(params, xs [T, I]) -> [T, G]``.
+
+  The standard form (no switch changed, no ``proj_size``) also brings a
+  batched kernel (``Cell.batched``) that `jaxrnn.scan_batch` runs.
 
   Initialisation: ``w_x`` LeCun normal, ``w_h`` orthogonal per gate block,
   biases zero except the forget gate's, which gets ``+forget_bias`` (1.0,
@@ -222,9 +226,15 @@ def lstm(
           [dict(i=i, f=f, o=o)[k] for k in sigmoid_gates], axis=-1)
     return LSTMCarry(h=h, c=c, gates=new_gates), h
 
-  return fused_cell(init=init, initial_carry=initial_carry, project=project,
+  cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
                     recurrent_input=lambda carry: carry.h, finish=finish,
                     output_size=out_size, additive=True)   # z = gx + u
+  standard = (not peephole and input_gate and forget_gate and output_gate
+              and input_activation is jnp.tanh and output_activation is jnp.tanh
+              and not coupled_input_forget and not full_gate_recurrence
+              and proj_size is None)
+  # The standard form also runs as one batched kernel (jaxrnn.scan_batch).
+  return cell._replace(batched=lstm_batch_kernel) if standard else cell
 
 
 def peep(pre: jax.Array, p: Optional[jax.Array], c: jax.Array) -> jax.Array:

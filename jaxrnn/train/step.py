@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import optax
 
 Params = Any
-# loss_fn(params, example) -> (loss_sum, count, metric_sums) for ONE example.
+# loss_fn(params, example) -> (loss_sum, count, metric_sums) for ONE example
+# (or, with batched=True, for the whole batch: sums or per-example sums).
 LossFn = Callable[[Params, Any], tuple[jax.Array, jax.Array, dict]]
 
 
@@ -48,13 +49,16 @@ def init_state(params: Params, opt: optax.GradientTransformation) -> TrainState:
                     step=jnp.zeros((), jnp.int32))
 
 
-def batch_loss(loss_fn: LossFn, params: Params, batch: Any
+def batch_loss(loss_fn: LossFn, params: Params, batch: Any, *, batched: bool = False
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The batch's loss and metrics: per-example sums vmapped, then one division.
 
   ``loss = sum_b loss_sum_b / sum_b count_b`` and each metric likewise, so
   padding (a smaller count) weighs nothing and long sequences weigh by
   their valid steps, as in PyTorch's ``reduction="mean"`` over tokens.
+  With ``batched=True``, ``loss_fn(params, batch)`` sees the whole batch
+  (to run `jaxrnn.scan_batch`) and returns the same sums, per example or
+  already summed.
 
   >>> import jax.numpy as jnp
   >>> fn = lambda p, x: (jnp.sum(x * p), jnp.float32(x.size), {})
@@ -62,7 +66,10 @@ def batch_loss(loss_fn: LossFn, params: Params, batch: Any
   >>> float(loss), metrics["loss"] == loss
   (2.0, Array(True, dtype=bool))
   """
-  loss_sums, counts, metric_sums = jax.vmap(loss_fn, in_axes=(None, 0))(params, batch)
+  if batched:
+    loss_sums, counts, metric_sums = loss_fn(params, batch)
+  else:
+    loss_sums, counts, metric_sums = jax.vmap(loss_fn, in_axes=(None, 0))(params, batch)
   count = jnp.sum(counts)
   loss = jnp.sum(loss_sums) / count
   metrics = {name: jnp.sum(v) / count for name, v in metric_sums.items()}
@@ -70,12 +77,14 @@ def batch_loss(loss_fn: LossFn, params: Params, batch: Any
 
 
 def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
-                    *, donate: bool = True):
+                    *, donate: bool = True, batched: bool = False):
   """``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
 
   ``loss_fn(params, example)`` is written for one example (a slice of
   ``batch`` along its leading axis) and returns ``(loss_sum, count,
-  metric_sums)``; see `batch_loss`. Build the step once and call it in a
+  metric_sums)``; see `batch_loss`. With ``batched=True`` it takes the
+  whole batch, which lets it run `jaxrnn.scan_batch`, the faster path for
+  training the LSTM and GRU on batches of 8 and more. Build the step once and call it in a
   loop: it compiles once. With a batch sharded across devices and the state
   replicated (`jaxrnn.train.shard_batch`, `replicate`), the same step runs
   data-parallel: XLA partitions it and all-reduces the gradients.
@@ -94,11 +103,19 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
   >>> state, metrics = step(state, batch)
   >>> int(state.step), sorted(metrics)
   (1, ['loss'])
+  >>> def batch_loss_fn(params, batch):         # the whole batch at once
+  ...   xs, y = batch
+  ...   _, ys = jaxrnn.scan_batch(cell, params, xs)
+  ...   return (*train.mse(ys[:, -1, 0], y), {})
+  >>> step = train.make_train_step(batch_loss_fn, opt, batched=True)
+  >>> int(step(state, batch)[0].step)
+  2
   """
 
   def train_step(state: TrainState, batch):
     (_, metrics), grads = jax.value_and_grad(
-        lambda p: batch_loss(loss_fn, p, batch), has_aux=True)(state.params)
+        lambda p: batch_loss(loss_fn, p, batch, batched=batched), has_aux=True
+    )(state.params)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state, state.step + 1), metrics
@@ -106,7 +123,7 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
   return jax.jit(train_step, donate_argnums=(0,) if donate else ())
 
 
-def make_eval_step(loss_fn: LossFn):
+def make_eval_step(loss_fn: LossFn, *, batched: bool = False):
   """``eval_step(params, batch) -> metrics``, jitted; same convention as training.
 
   >>> import jax.numpy as jnp
@@ -114,4 +131,5 @@ def make_eval_step(loss_fn: LossFn):
   >>> float(make_eval_step(fn)(1.0, jnp.zeros((2, 3)))["loss"])
   1.0
   """
-  return jax.jit(lambda params, batch: batch_loss(loss_fn, params, batch)[1])
+  return jax.jit(lambda params, batch: batch_loss(loss_fn, params, batch,
+                                                 batched=batched)[1])

@@ -1,0 +1,131 @@
+"""The standard GRU as one batched, time-major kernel with a hand-written backward.
+
+Lives here: `gru_batch_kernel`, which `jaxrnn.gru` (``reset_after=True``)
+attaches as ``Cell.batched`` and `jaxrnn.scan_batch` runs. Not here: the
+GRU's definition (`gru.py`); why a batched kernel pays is in
+`lstm_batched.py`, whose structure this follows.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Array, carry_dtype, matmul
+
+
+def _parts(gx: Array, u: Array, b_hn: Array, H: int):
+  """``r, z`` and the candidate's pieces from ``gx = W x + b``, ``u = U h``."""
+  r, z = jnp.split(jax.nn.sigmoid(gx[:, :2 * H] + u[:, :2 * H]), 2, axis=-1)
+  u_n = u[:, 2 * H:] + b_hn                       # U_n h + b_hn, scaled by r
+  return r, z, u_n
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _gru_loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
+  """``h_T, ys`` for time-major ``xs [T, B, I]``, ``valid`` bool[T, B] or None."""
+  return _forward(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll)[0]
+
+
+def _forward(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
+  H = h0.shape[-1]
+  dtype = carry_dtype(w_h.dtype)
+  bias, bias_hn = b.astype(dtype), b_hn.astype(dtype)
+
+  def body(h, inputs):
+    x, keep = inputs
+    gx = matmul(x, w_x) + bias                   # the two matmuls overlap
+    u = matmul(h, w_h)
+    r, z, u_n = _parts(gx, u, bias_hn, H)
+    n = jnp.tanh(gx[:, 2 * H:] + r * u_n)
+    h_new = n + z * (h - n)                       # (1 - z) n + z h
+    y = h_new
+    if keep is not None:                          # masked step: h frozen, y = 0
+      keep = keep[:, None]
+      y = jnp.where(keep, h_new, jnp.zeros_like(h_new))
+      h_new = jnp.where(keep, h_new, h)
+    return h_new, (y, gx, u, h)
+
+  final, (ys, gxs, us, hs_prev) = jax.lax.scan(
+      body, h0, (xs, valid), reverse=reverse, unroll=unroll)
+  return (final, ys), (w_x, w_h, b, b_hn, xs, valid, gxs, us, hs_prev)
+
+
+def _backward(reverse, unroll, residuals, cotangents):
+  w_x, w_h, b, b_hn, xs, valid, gxs, us, hs_prev = residuals
+  dh_final, dys = cotangents
+  H = hs_prev.shape[-1]
+  bias_hn = b_hn.astype(us.dtype)
+
+  def body(dh, inputs):                           # dh: gradient of the step's new h
+    dy, gx, u, h, keep = inputs
+    r, z, u_n = _parts(gx, u, bias_hn, H)         # recomputed: cheaper than saving
+    n = jnp.tanh(gx[:, 2 * H:] + r * u_n)
+    dh_new = dh + dy                              # h_t is both the carry and y_t
+    d_pre_n = dh_new * (1 - z) * (1 - n * n)      # through n = tanh(pre_n)
+    d_rz = jnp.concatenate([d_pre_n * u_n * r * (1 - r),      # d (gx_r + u_r)
+                            dh_new * (h - n) * z * (1 - z)],  # d (gx_z + u_z)
+                           axis=-1)
+    d_gx = jnp.concatenate([d_rz, d_pre_n], axis=-1)
+    d_u_n = d_pre_n * r
+    dh_prev = dh_new * z + matmul(jnp.concatenate([d_rz, d_u_n], axis=-1), w_h.T)
+    if keep is not None:                          # a masked step passed h on
+      keep = keep[:, None]
+      d_gx = jnp.where(keep, d_gx, jnp.zeros_like(d_gx))
+      d_u_n = jnp.where(keep, d_u_n, jnp.zeros_like(d_u_n))
+      dh_prev = jnp.where(keep, dh_prev, dh)
+    return dh_prev, (d_gx, d_u_n)
+
+  dh0, (d_gxs, d_u_ns) = jax.lax.scan(
+      body, dh_final, (dys, gxs, us, hs_prev, valid),
+      reverse=not reverse, unroll=unroll)
+  # Weight gradients as single matmuls over time and batch. d u = [d_rz, d_u_n].
+  d_w_x = jnp.einsum("tbi,tbg->ig", xs.astype(d_gxs.dtype), d_gxs)
+  d_w_h = jnp.concatenate(
+      [jnp.einsum("tbh,tbg->hg", hs_prev, d_gxs[..., :2 * H]),
+       jnp.einsum("tbh,tbg->hg", hs_prev, d_u_ns)], axis=-1)
+  d_xs = matmul(d_gxs, w_x.T)
+  return (d_w_x.astype(w_x.dtype), d_w_h.astype(w_h.dtype),
+          d_gxs.sum(axis=(0, 1)).astype(b.dtype), d_u_ns.sum(axis=(0, 1)).astype(b_hn.dtype),
+          dh0, d_xs.astype(xs.dtype), None)
+
+
+_gru_loop.defvjp(_forward, _backward)
+
+
+def gru_batch_kernel(params, carry: Array, xs: Array, mask: Optional[Array],
+                     reverse: bool, unroll: int):
+  r"""The GRU (``reset_after=True``) over a batch: ``(h [B, H], ys [B, T, H])``.
+
+  With :math:`g = W x_t + b` and :math:`u = U h_{t-1}` in blocks r, z, n:
+
+  .. math::
+
+    r, z = \sigma(g_{rz} + u_{rz}), \quad
+    n = \tanh(g_n + r \odot (u_n + b_{hn})), \quad
+    h_t = n + z \odot (h_{t-1} - n)
+
+  and the hand-written backward, :math:`\delta h` the gradient reaching
+  :math:`h_t`, :math:`\delta p = \delta h (1 - z)(1 - n^2)`:
+
+  .. math::
+
+    \delta g &= [\delta p\, (u_n + b_{hn})\, r(1-r),\; \delta h (h_{t-1} - n) z(1-z),\; \delta p] \\
+    \delta u &= [\delta g_{rz},\; \delta p\, r], \qquad
+    \delta h_{t-1} = \delta h\, z + \delta u\, U^\top
+
+  then :math:`dW = \sum_t x_t^\top \delta g_t`, :math:`dU = \sum_t h_{t-1}^\top
+  \delta u_t`, :math:`db = \sum_t \delta g_t`, :math:`db_{hn} = \sum_t \delta
+  u_{n,t}`, :math:`dx_t = \delta g_t W^\top`.
+
+  Shapes: params `GRUParams` (w_x [I, 3H], w_h [H, 3H], b [3H], b_hn [H]);
+  carry h [B, H]; xs [B, T, I]; mask bool[B, T] or None. Same numbers as
+  `jaxrnn.scan` under `jax.vmap`, to float rounding.
+  """
+  valid = None if mask is None else jnp.swapaxes(mask, 0, 1)
+  h, ys = _gru_loop(params.w_x, params.w_h, params.b, params.b_hn, carry,
+                    jnp.swapaxes(xs, 0, 1), valid, reverse, unroll)
+  return h, jnp.swapaxes(ys, 0, 1)

@@ -1,0 +1,148 @@
+"""The standard LSTM as one batched, time-major kernel with a hand-written backward.
+
+Lives here: `lstm_batch_kernel`, which `jaxrnn.lstm` attaches to its
+standard form (``Cell.batched``) and `jaxrnn.scan_batch` runs. Not here: the
+LSTM's definition and variants (`lstm.py`), the per-example fused kernel
+(`_fused.py`).
+
+Why: `jaxrnn.scan` sees one sequence and `jax.vmap` chooses the batched
+program's layout. Its batching rules put the batch axis first, so the
+per-example kernel's projected inputs ``[B, T, 4H]`` and their gradient are
+transposed to and from the time-major layout the loop needs, and each
+step's backward is JAX's transposition of the linearised step. Seeing the
+whole batch, this kernel transposes only the inputs ``[B, T, I]`` (4x
+smaller), runs the input matmul inside the loop (on CPU it runs beside the
+recurrent one, at no extra time), saves ``z_t`` and the previous state per
+step, and computes ``dW_x``, ``dW_h``, ``db`` and ``dx`` as single matmuls
+after the backward loop, as cuDNN does. Measured on 2 CPU cores
+(``benchmarks/speed.py``, forward+backward): 1.2-1.6x faster than the
+per-example kernel at B = 16 and 32, 1.1-1.2x faster than the unfused form,
+and the least memory of the three.
+
+It is a `jax.custom_vjp`, so it has no forward mode; `jaxrnn.scan` under
+`jax.vmap` keeps every transformation.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Array, carry_dtype, matmul
+
+
+def _gates(z: Array, H: int):
+  """``i, f, g, o`` from the pre-activations ``z [B, 4H]`` (blocks i, f, g, o)."""
+  s = jax.nn.sigmoid(z)   # one wide sigmoid; the g block's is unused
+  return s[:, :H], s[:, H:2 * H], jnp.tanh(z[:, 2 * H:3 * H]), s[:, 3 * H:]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _lstm_loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll):
+  """``(h_T, c_T), ys`` for time-major ``xs [T, B, I]``, ``valid`` bool[T, B] or None."""
+  return _forward(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll)[0]
+
+
+def _forward(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll):
+  H = h0.shape[-1]
+  bias = b.astype(carry_dtype(w_h.dtype))
+
+  def body(carry, inputs):
+    h, c = carry
+    x, keep = inputs
+    # z = W x + R h + b; the two matmuls are independent, so they overlap.
+    z = matmul(x, w_x) + matmul(h, w_h) + bias
+    i, f, g, o = _gates(z, H)
+    c_new = f * c + i * g
+    h_new = o * jnp.tanh(c_new)
+    y = h_new
+    if keep is not None:                        # masked step: carry frozen, y = 0
+      keep = keep[:, None]
+      y = jnp.where(keep, h_new, jnp.zeros_like(h_new))
+      h_new = jnp.where(keep, h_new, h)
+      c_new = jnp.where(keep, c_new, c)
+    return (h_new, c_new), (y, z, h, c)
+
+  final, (ys, zs, hs_prev, cs_prev) = jax.lax.scan(
+      body, (h0, c0), (xs, valid), reverse=reverse, unroll=unroll)
+  return (final, ys), (w_x, w_h, b, xs, valid, zs, hs_prev, cs_prev)
+
+
+def _backward(reverse, unroll, residuals, cotangents):
+  w_x, w_h, b, xs, valid, zs, hs_prev, cs_prev = residuals
+  (dh_final, dc_final), dys = cotangents
+  H = hs_prev.shape[-1]
+
+  def body(carry, inputs):
+    dh, dc = carry                              # gradients of the step's new (h, c)
+    dy, z, c_prev, keep = inputs
+    i, f, g, o = _gates(z, H)                   # recomputed: cheaper than saving
+    tanh_c = jnp.tanh(f * c_prev + i * g)
+    dh_new = dh + dy                            # h_t is both the carry and y_t
+    dc_new = dc + dh_new * o * (1 - tanh_c * tanh_c)
+    dz = jnp.concatenate([dc_new * g * i * (1 - i),         # d z_i
+                          dc_new * c_prev * f * (1 - f),    # d z_f
+                          dc_new * i * (1 - g * g),         # d z_g
+                          dh_new * tanh_c * o * (1 - o)],   # d z_o
+                         axis=-1)
+    dc_prev = dc_new * f
+    dh_prev = matmul(dz, w_h.T)
+    if keep is not None:                        # a masked step passed (h, c) on
+      keep = keep[:, None]
+      dz = jnp.where(keep, dz, jnp.zeros_like(dz))
+      dh_prev = jnp.where(keep, dh_prev, dh)
+      dc_prev = jnp.where(keep, dc_prev, dc)
+    return (dh_prev, dc_prev), dz
+
+  (dh0, dc0), dzs = jax.lax.scan(
+      body, (dh_final, dc_final), (dys, zs, cs_prev, valid),
+      reverse=not reverse, unroll=unroll)
+  # The weight gradients contract over time and batch at once.
+  d_w_x = jnp.einsum("tbi,tbg->ig", xs.astype(dzs.dtype), dzs)
+  d_w_h = jnp.einsum("tbh,tbg->hg", hs_prev, dzs)
+  d_b = dzs.sum(axis=(0, 1))
+  d_xs = matmul(dzs, w_x.T)
+  return (d_w_x.astype(w_x.dtype), d_w_h.astype(w_h.dtype), d_b.astype(b.dtype),
+          dh0, dc0, d_xs.astype(xs.dtype), None)
+
+
+_lstm_loop.defvjp(_forward, _backward)
+
+
+def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: bool,
+                      unroll: int):
+  r"""The standard LSTM over a batch: ``(carry, ys [B, T, H])``.
+
+  For time-major steps with :math:`z_t = W x_t + R h_{t-1} + b` split into
+  blocks ``i, f, g, o``:
+
+  .. math::
+
+    c_t = \sigma(z_f) \odot c_{t-1} + \sigma(z_i) \odot \tanh(z_g), \qquad
+    h_t = \sigma(z_o) \odot \tanh(c_t)
+
+  and the hand-written backward, with :math:`\delta h_t` the gradient
+  reaching :math:`h_t` (from :math:`y_t` and from step t+1):
+
+  .. math::
+
+    \delta c_t &= \delta c_{t+1}^{\to} + \delta h_t \odot o \odot (1 - \tanh^2 c_t) \\
+    \delta z &= [\delta c_t g\, i(1-i),\; \delta c_t c_{t-1} f(1-f),\;
+                 \delta c_t i (1-g^2),\; \delta h_t \tanh c_t\, o(1-o)] \\
+    \delta h_{t-1}^{\to} &= \delta z R^\top, \qquad \delta c_{t-1}^{\to} = \delta c_t \odot f
+
+  then :math:`dW = \sum_t x_t^\top \delta z_t`, :math:`dR = \sum_t h_{t-1}^\top
+  \delta z_t`, :math:`db = \sum_t \delta z_t`, :math:`dx_t = \delta z_t W^\top`.
+
+  Shapes: params `LSTMParams` (w_x [I, 4H], w_h [H, 4H], b [4H]); carry
+  ``LSTMCarry(h [B, H], c [B, H])``; xs [B, T, I]; mask bool[B, T] or None.
+  Same numbers as `jaxrnn.scan` under `jax.vmap`, to float rounding.
+  """
+  xs_t = jnp.swapaxes(xs, 0, 1)               # [T, B, I]: one small transpose
+  valid = None if mask is None else jnp.swapaxes(mask, 0, 1)
+  (h, c), ys = _lstm_loop(params.w_x, params.w_h, params.b, carry.h, carry.c,
+                          xs_t, valid, reverse, unroll)
+  return carry._replace(h=h, c=c), jnp.swapaxes(ys, 0, 1)

@@ -1,0 +1,199 @@
+"""`jaxrnn.scan_batch` equals `jaxrnn.scan` under `jax.vmap`, kernel or not.
+
+The standard LSTM and GRU run their batched kernels (`Cell.batched`, custom
+VJPs with hand-written backwards) when B >= 8 and there are no resets. Here
+each is held to the independent NumPy loop, to the vmapped per-example path
+(outputs, final carries, gradients for params, inputs and the initial
+carry, masked and reversed), and to finite differences in float64; every
+other case must be the vmapped `jaxrnn.scan` itself.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jaxrnn
+import numpy_oracle
+from numpy_oracle import as_numpy
+
+B, T, I, H = 9, 7, 4, 5
+
+
+def randomised(params, key, scale=0.5):
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(tree, [l + scale * jax.random.normal(k, l.shape, l.dtype)
+                                   for l, k in zip(leaves, keys)])
+
+
+KERNELS = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}   # cells with Cell.batched
+
+
+def setup(cell=None, batch=B, dtype=jnp.float32, kind="lstm"):
+  cell = cell or KERNELS[kind](H, param_dtype=dtype)
+  params = randomised(cell.init(jax.random.key(0), I), jax.random.key(1))
+  xs = jax.random.normal(jax.random.key(2), (batch, T, I))
+  lengths = jnp.arange(batch) % (T + 1)            # 0 .. T: empty and full rows
+  mask = jnp.arange(T)[None, :] < lengths[:, None]
+  carry = jax.tree.map(
+      lambda a: jax.random.normal(jax.random.key(3), (batch,) + a.shape, a.dtype),
+      cell.initial_carry(params))
+  return cell, params, xs, mask, carry
+
+
+def vmapped(cell, params, xs, carry, mask, resets=None, reverse=False):
+  def one(x, c, m, r):
+    return jaxrnn.scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse)
+  axis = lambda a: None if a is None else 0
+  return jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets)))(
+      xs, carry, mask, resets)
+
+
+def loss(run, params, xs, carry):
+  final, ys = run(params, xs, carry)
+  weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+  return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(c)) for c in jax.tree.leaves(final))
+
+
+def uses_kernel(fn, *args) -> bool:
+  return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
+
+
+SCENARIOS = {                       # name: (masked, reversed, given carry)
+    "plain": (False, False, False),
+    "masked": (True, False, False),
+    "reversed": (False, True, False),
+    "masked_reversed_carry": (True, True, True),
+    "carry": (False, False, True),
+}
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_kernel_matches_vmapped_scan(kind, scenario):
+  masked, reverse, given = SCENARIOS[scenario]
+  cell, params, xs, mask, carry = setup(kind=kind)
+  mask = mask if masked else None
+  carry = carry if given else None
+
+  def batched(p, x, c):
+    return jaxrnn.scan_batch(cell, p, x, carry=c, mask=mask, reverse=reverse)
+
+  def reference(p, x, c):
+    return vmapped(cell, p, x, c, mask, reverse=reverse)
+
+  assert uses_kernel(batched, params, xs, carry)
+  assert not uses_kernel(reference, params, xs, carry)
+  got, want = jax.jit(batched)(params, xs, carry), jax.jit(reference)(params, xs, carry)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  argnums = (0, 1, 2) if given else (0, 1)
+  grads = [jax.jit(jax.grad(lambda p, x, c: loss(run, p, x, c), argnums))(params, xs, carry)
+           for run in (batched, reference)]
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_kernel_matches_numpy_oracle(kind, reverse):
+  cell, params, xs, mask, _ = setup(kind=kind)
+  final, ys = jaxrnn.scan_batch(cell, params, xs, mask=mask, reverse=reverse)
+  ref, p = numpy_oracle.oracle(kind), as_numpy(params)
+  finals = final._asdict() if kind == "lstm" else {"h": final}
+  for b in range(B):
+    carry, want = numpy_oracle.scan(ref, p, np.asarray(xs[b]), mask=np.asarray(mask[b]),
+                                    reverse=reverse)
+    np.testing.assert_allclose(ys[b], want, atol=1e-5)
+    for name, value in carry.items():
+      np.testing.assert_allclose(finals[name][b], value, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_kernel_gradients_match_finite_differences(kind, reverse):
+  with jax.enable_x64(True):
+    cell, params, xs, mask, carry = setup(dtype=jnp.float64, kind=kind)
+    xs = xs.astype(jnp.float64)
+
+    @jax.jit
+    def f(params, xs, carry):
+      return jaxrnn.scan_batch(cell, params, xs, carry=carry, mask=mask, reverse=reverse)
+
+    assert uses_kernel(f, params, xs, carry)
+    check_grads(f, (params, xs, carry), order=1, modes=("rev",))
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+def test_bfloat16_params_keep_float32_carry_and_their_gradient_dtypes(kind):
+  cell, params, xs, mask, _ = setup(dtype=jnp.bfloat16, kind=kind)
+  final, ys = jaxrnn.scan_batch(cell, params, xs, mask=mask)
+  _, want = vmapped(cell, params, xs, None, mask)
+  assert all(c.dtype == jnp.float32 for c in jax.tree.leaves(final))
+  assert ys.dtype == jnp.float32
+  np.testing.assert_allclose(ys, want, atol=3e-2)
+  grads = jax.grad(lambda p: jaxrnn.scan_batch(cell, p, xs, mask=mask)[1].sum())(params)
+  want = jax.grad(lambda p: vmapped(cell, p, xs, None, mask)[1].sum())(params)
+  for g, w, p in zip(jax.tree.leaves(grads), jax.tree.leaves(want), jax.tree.leaves(params)):
+    assert g.dtype == p.dtype == jnp.bfloat16
+    np.testing.assert_allclose(g.astype(np.float32), w.astype(np.float32),
+                               rtol=5e-2, atol=5e-2 * float(jnp.abs(w).max()))
+
+
+FALLBACKS = {
+    "peephole_lstm": lambda: (jaxrnn.peephole_lstm(H), B, False),
+    "lstmp": lambda: (jaxrnn.lstm(H, proj_size=3), B, False),
+    "gru_reset_before": lambda: (jaxrnn.gru(H, reset_after=False), B, False),
+    "small_batch": lambda: (jaxrnn.lstm(H), 3, False),
+    "resets": lambda: (jaxrnn.lstm(H), B, True),
+    "unfused_lstm": lambda: (jaxrnn.unfused(jaxrnn.lstm(H)), B, False),
+}
+
+
+@pytest.mark.parametrize("name", FALLBACKS)
+def test_other_cases_run_the_vmapped_scan(name):
+  cell, batch, with_resets = FALLBACKS[name]()
+  cell, params, xs, mask, carry = setup(cell, batch)
+  resets = (jnp.zeros((batch, T), bool).at[:, 3].set(True) if with_resets else None)
+
+  def batched(p, x, c):
+    return jaxrnn.scan_batch(cell, p, x, carry=c, mask=mask, resets=resets)
+
+  assert not uses_kernel(batched, params, xs, carry)
+  got = batched(params, xs, carry)
+  want = vmapped(cell, params, xs, carry, mask, resets)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(a, b)
+  # The vmapped path keeps forward mode.
+  jax.jvp(lambda x: batched(params, x, carry)[1], (xs,), (jnp.ones_like(xs),))
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+def test_kernel_is_reverse_mode_only_as_documented(kind):
+  cell, params, xs, _, _ = setup(kind=kind)
+  with pytest.raises(TypeError, match="custom_vjp"):
+    jax.jvp(lambda x: jaxrnn.scan_batch(cell, params, x)[1], (xs,), (jnp.ones_like(xs),))
+
+
+def test_unroll_and_zero_length_sequences():
+  cell, params, xs, mask, _ = setup()
+  plain = jaxrnn.scan_batch(cell, params, xs, mask=mask)
+  unrolled = jaxrnn.scan_batch(cell, params, xs, mask=mask, unroll=3)
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(unrolled)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  final, ys = jaxrnn.scan_batch(cell, params, xs[:, :0])
+  assert ys.shape == (B, 0, H) and final.h.shape == (B, H)
+
+
+def test_bad_input_is_explained():
+  cell, params, xs, mask, carry = setup()
+  with pytest.raises(ValueError, match=r"expected a batch of sequences \[B, T, I\].*jaxrnn.scan"):
+    jaxrnn.scan_batch(cell, params, xs[0])
+  with pytest.raises(ValueError, match=r"mask is bool\[9, 6\]; expected bool\[9, 7\]"):
+    jaxrnn.scan_batch(cell, params, xs, mask=mask[:, :6])
+  with pytest.raises(ValueError, match=r"expected bool\[9, 7\].*lengths\[:, None\]"):
+    jaxrnn.scan_batch(cell, params, xs, mask=mask.astype(int))
+  with pytest.raises(ValueError, match="leading batch axis of 9"):
+    jaxrnn.scan_batch(cell, params, xs, carry=jax.tree.map(lambda a: a[:3], carry))
