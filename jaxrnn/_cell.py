@@ -42,7 +42,8 @@ class Cell(NamedTuple):
       (carry, ys [B, T, O])``, a kernel for a whole batch (carry and mask
       ``bool[B, T]`` or None batched along their first axis) that
       `jaxrnn.scan_batch` uses; it must compute what `jaxrnn.scan` computes
-      under `jax.vmap`. Optional; the standard `jaxrnn.lstm` has one.
+      under `jax.vmap`. Optional; the standard `jaxrnn.lstm` and
+      `jaxrnn.gru` (``reset_after=True``) have one.
 
   A cell works on one example; batch with `jax.vmap`. A Cell holds
   functions, so it is not a `jax.jit` argument: build it once and close over
@@ -93,7 +94,7 @@ def unfused(cell: Cell) -> Cell:
   At large batches the hoisted ``[T, B, G]`` projection, its time-major
   copies and its gradient cost more memory traffic than they save. For
   training on a batch, `jaxrnn.scan_batch` beats both forms for the LSTM
-  and GRU from B = 8 up.
+  and GRU at B = 16 and 32 (``benchmarks/speed.py``).
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> cell = jaxrnn.lstm(8)
@@ -127,6 +128,16 @@ def matmul(x: Array, w: Array) -> Array:
   """``x @ w`` computed in ``w``'s dtype, accumulated in the carry dtype."""
   return jnp.matmul(x.astype(w.dtype), w,
                     preferred_element_type=carry_dtype(w.dtype))
+
+
+def time_batch_matmul(a: Array, dz: Array, w: Array) -> Array:
+  """``sum_t a_t^T dz_t`` over time and batch: a weight's gradient in one matmul.
+
+  Shapes: a [T, B, P], dz [T, B, G] -> [P, G] in ``w``'s dtype, computed in
+  it and accumulated in the carry dtype, as `matmul` does going forward.
+  """
+  return jnp.einsum("tbp,tbg->pg", a.astype(w.dtype), dz.astype(w.dtype),
+                    preferred_element_type=carry_dtype(w.dtype)).astype(w.dtype)
 
 
 def project_input(name: str, xs: Array, w_x: Array, b: Array) -> Array:

@@ -94,14 +94,16 @@ def _check_batch_flags(name: str, flags, B: int, T: int):
   if flags is None:
     return None
   flags = jnp.asarray(flags)
-  build = (f"mask=jnp.arange({T}) < lengths[:, None]" if name == "mask" else
-           f"resets=jnp.arange({T}) == starts[:, None]")
+  build = (f"mask=jnp.arange({T}) < lengths[:, None] with lengths an int[{B}]"
+           if name == "mask" else
+           f"resets=jnp.arange({T}) == starts[:, None] with starts an int[{B}]")
+  shared = (f" For flags shared by every sequence, jnp.broadcast_to({name}, "
+            f"({B}, {T})).") if flags.shape == (T,) else ""
   if flags.shape != (B, T) or flags.dtype != jnp.bool_:
     raise ValueError(
         f"jaxrnn.scan_batch: {name} is {flags.dtype}{list(flags.shape)}; "
         f"expected bool[{B}, {T}], one flag per sequence and step of xs "
-        f"[B={B}, T={T}, I]. Fix: build it as {build} with lengths or starts "
-        f"an int[{B}].")
+        f"[B={B}, T={T}, I]. Fix: build it as {build}.{shared}")
   return flags
 
 

@@ -197,3 +197,24 @@ def test_bad_input_is_explained():
     jaxrnn.scan_batch(cell, params, xs, mask=mask.astype(int))
   with pytest.raises(ValueError, match="leading batch axis of 9"):
     jaxrnn.scan_batch(cell, params, xs, carry=jax.tree.map(lambda a: a[:3], carry))
+  with pytest.raises(ValueError, match=r"jnp.broadcast_to\(mask, \(9, 7\)\)"):
+    jaxrnn.scan_batch(cell, params, xs, mask=mask[0])
+
+
+@pytest.mark.parametrize("batch", [3, B])      # the vmapped path and the kernel
+def test_wrong_input_size_is_explained_on_both_paths(batch):
+  cell, params, xs, _, _ = setup(batch=batch)
+  with pytest.raises(ValueError, match="initialised for input size 4"):
+    jaxrnn.scan_batch(cell, params, xs[..., :3])
+
+
+@pytest.mark.parametrize("kind, other", [
+    ("lstm", dict(full_gate_recurrence=True)), ("lstm", dict(proj_size=H)),
+    ("lstm", dict(peephole=True)), ("gru", dict(reset_after=False))])
+def test_kernel_refuses_params_of_another_variant(kind, other):
+  # The per-example step reads optional params when present; the kernel
+  # would ignore them, so it says so instead of computing something else.
+  cell, _, xs, _, _ = setup(kind=kind)
+  params = KERNELS[kind](H, **other).init(jax.random.key(0), I)
+  with pytest.raises(ValueError, match="made by"):
+    jaxrnn.scan_batch(cell, params, xs)

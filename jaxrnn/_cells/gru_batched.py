@@ -14,7 +14,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, carry_dtype, matmul
+from jaxrnn._cell import (Array, carry_dtype, check_input_size, matmul,
+                          time_batch_matmul)
 
 
 def _parts(gx: Array, u: Array, b_hn: Array, H: int):
@@ -83,12 +84,10 @@ def _backward(reverse, unroll, residuals, cotangents):
       body, dh_final, (dys, gxs, us, hs_prev, valid),
       reverse=not reverse, unroll=unroll)
   # Weight gradients as single matmuls over time and batch. d u = [d_rz, d_u_n].
-  d_w_x = jnp.einsum("tbi,tbg->ig", xs.astype(d_gxs.dtype), d_gxs)
-  d_w_h = jnp.concatenate(
-      [jnp.einsum("tbh,tbg->hg", hs_prev, d_gxs[..., :2 * H]),
-       jnp.einsum("tbh,tbg->hg", hs_prev, d_u_ns)], axis=-1)
+  d_w_h = jnp.concatenate([time_batch_matmul(hs_prev, d_gxs[..., :2 * H], w_h),
+                           time_batch_matmul(hs_prev, d_u_ns, w_h)], axis=-1)
   d_xs = matmul(d_gxs, w_x.T)
-  return (d_w_x.astype(w_x.dtype), d_w_h.astype(w_h.dtype),
+  return (time_batch_matmul(xs, d_gxs, w_x), d_w_h,
           d_gxs.sum(axis=(0, 1)).astype(b.dtype), d_u_ns.sum(axis=(0, 1)).astype(b_hn.dtype),
           dh0, d_xs.astype(xs.dtype), None)
 
@@ -125,6 +124,12 @@ def gru_batch_kernel(params, carry: Array, xs: Array, mask: Optional[Array],
   carry h [B, H]; xs [B, T, I]; mask bool[B, T] or None. Same numbers as
   `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
+  if params.b_hn is None:
+    raise ValueError(
+        "jaxrnn.scan_batch: the cell is the GRU with reset_after=True but its "
+        "params have no b_hn, so they were made by jaxrnn.gru(H, "
+        "reset_after=False). Fix: build the cell with the same reset_after.")
+  check_input_size("gru", xs[0], params.w_x.shape[0])
   valid = None if mask is None else jnp.swapaxes(mask, 0, 1)
   h, ys = _gru_loop(params.w_x, params.w_h, params.b, params.b_hn, carry,
                     jnp.swapaxes(xs, 0, 1), valid, reverse, unroll)

@@ -31,7 +31,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, carry_dtype, matmul
+from jaxrnn._cell import (Array, carry_dtype, check_input_size, matmul,
+                          time_batch_matmul)
 
 
 def _gates(z: Array, H: int):
@@ -101,12 +102,10 @@ def _backward(reverse, unroll, residuals, cotangents):
       body, (dh_final, dc_final), (dys, zs, cs_prev, valid),
       reverse=not reverse, unroll=unroll)
   # The weight gradients contract over time and batch at once.
-  d_w_x = jnp.einsum("tbi,tbg->ig", xs.astype(dzs.dtype), dzs)
-  d_w_h = jnp.einsum("tbh,tbg->hg", hs_prev, dzs)
   d_b = dzs.sum(axis=(0, 1))
   d_xs = matmul(dzs, w_x.T)
-  return (d_w_x.astype(w_x.dtype), d_w_h.astype(w_h.dtype), d_b.astype(b.dtype),
-          dh0, dc0, d_xs.astype(xs.dtype), None)
+  return (time_batch_matmul(xs, dzs, w_x), time_batch_matmul(hs_prev, dzs, w_h),
+          d_b.astype(b.dtype), dh0, dc0, d_xs.astype(xs.dtype), None)
 
 
 _lstm_loop.defvjp(_forward, _backward)
@@ -141,6 +140,15 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   ``LSTMCarry(h [B, H], c [B, H])``; xs [B, T, I]; mask bool[B, T] or None.
   Same numbers as `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
+  extra = [name for name in ("p_i", "p_f", "p_o", "w_gates", "w_proj")
+           if getattr(params, name) is not None]
+  if extra:
+    raise ValueError(
+        f"jaxrnn.scan_batch: the cell is the standard LSTM but its params have "
+        f"{', '.join(extra)} (peepholes, full_gate_recurrence or proj_size), so "
+        f"they were made by another variant. Fix: build the cell with the "
+        f"switches that made the params, e.g. jaxrnn.lstm(H, peephole=True).")
+  check_input_size("lstm", xs[0], params.w_x.shape[0])
   xs_t = jnp.swapaxes(xs, 0, 1)               # [T, B, I]: one small transpose
   valid = None if mask is None else jnp.swapaxes(mask, 0, 1)
   (h, c), ys = _lstm_loop(params.w_x, params.w_h, params.b, carry.h, carry.c,
