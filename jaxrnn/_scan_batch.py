@@ -15,10 +15,12 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._scan import _describe, scan
 
-# Below this batch size the per-example fused kernel is the faster one
-# (LSTM forward+backward on 2 CPU cores: B = 1, 512 steps, H = 128: 5.5 ms
-# per-example vs 6.5 batched; B = 8: 8.9 vs 8.3; B = 32, H = 256: 145 vs 110).
-MIN_KERNEL_BATCH = 8
+# Below this batch size the per-example fused kernel is the faster one.
+# Forward+backward ms on 2 CPU cores, T = 512, H = 128, GRU / LSTM,
+# per-example vs batched kernel: B = 1: 5.5 / 6.8 vs 6.6 / 8.0; B = 2:
+# 13.4 / 15.8 vs 12.7 / 15.5; B = 4: 19.8 / 23.9 vs 18.2 / 22.5; B = 8:
+# 48 / 59 vs 31 / 39.
+MIN_KERNEL_BATCH = 4
 
 
 def scan_batch(
@@ -43,7 +45,7 @@ def scan_batch(
   with ``carry``, ``mask`` (bool[B, T]) and ``resets`` (bool[B, T]) batched
   along their first axis, or None. A cell with a batched kernel
   (``cell.batched``: the standard `jaxrnn.lstm` and `jaxrnn.gru`) runs it when
-  ``B >= 8`` and there are no resets: one time-major loop for the whole
+  ``B >= 4`` and there are no resets: one time-major loop for the whole
   batch whose backward computes the weight gradients as single matmuls
   (forward+backward 1.2-1.6x faster than the per-example path at B = 16
   and 32 on 2 CPU cores; see `jaxrnn._cells.lstm_batched`). That kernel is a

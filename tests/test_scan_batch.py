@@ -1,7 +1,7 @@
 """`jaxrnn.scan_batch` equals `jaxrnn.scan` under `jax.vmap`, kernel or not.
 
 The standard LSTM and GRU run their batched kernels (`Cell.batched`, custom
-VJPs with hand-written backwards) when B >= 8 and there are no resets. Here
+VJPs with hand-written backwards) when B >= 4 and there are no resets. Here
 each is held to the independent NumPy loop, to the vmapped per-example path
 (outputs, final carries, gradients for params, inputs and the initial
 carry, masked and reversed), and to finite differences in float64; every
