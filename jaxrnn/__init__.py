@@ -3,7 +3,8 @@
 A `Cell` is one time step (``init``, ``initial_carry``, ``step``,
 ``project``); `scan` runs it over a sequence with `jax.lax.scan` (`scan_batch`
 over a batch, on the batched fast path); `rnn`,
-`bidirectional` and `stack` build whole-sequence layers (`Seq`);
+`bidirectional` and `stack` build whole-sequence layers (`Seq`; `apply_batch`
+runs one over a batch on that path);
 `attention` and `attention_decoder` let a decoder look at every encoder state
 (`jaxrnn.seq2seq` builds the whole model). Batches come from `jax.vmap`,
 training from optax (`jaxrnn.train`).
@@ -31,6 +32,7 @@ from jaxrnn._cells.rnn import RNNParams as RNNParams
 from jaxrnn._cells.rnn import simple_rnn as simple_rnn
 from jaxrnn._fused import fused_cell as fused_cell
 from jaxrnn._layers import Seq as Seq
+from jaxrnn._layers import apply_batch as apply_batch
 from jaxrnn._layers import bidirectional as bidirectional
 from jaxrnn._layers import rnn as rnn
 from jaxrnn._layers import stack as stack

@@ -1,14 +1,19 @@
 """Sequence layers: `Seq`, and `rnn`, `bidirectional`, `stack` that build them.
 
-Lives here: whole-sequence layers and their one-step path for decoding.
-Not here: the time loop itself (`_scan.py`), the cells (`_cells/`).
+Lives here: whole-sequence layers, their batched form and their one-step
+path for decoding. Not here: the time loops themselves (`_scan.py`,
+`_scan_batch.py`), the cells (`_cells/`).
 
 Stacking happens at the sequence level, so time stays inside each layer and
-every layer hoists its own input projection out of its loop.
+every layer hoists its own input projection out of its loop. Every layer
+runs on one sequence (``apply``) or on a batch (``apply_batch``); the batched
+form reaches `jaxrnn.scan_batch` and its kernels, which `jax.vmap` of
+``apply`` cannot.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -16,6 +21,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._scan import check_carry, scan
+from jaxrnn._scan_batch import scan_batch
 
 
 class Seq(NamedTuple):
@@ -32,6 +38,12 @@ class Seq(NamedTuple):
       decoding token by token; None for layers that need the future
       (`bidirectional`).
     output_size: O.
+    apply_batch: ``(params, xs [B, T, I], *, carry=None, mask=None,
+      resets=None, key=None) -> (carry, ys [B, T, O])``, ``apply`` over a
+      batch: the carry has a leading B, ``mask`` and ``resets`` are
+      ``bool[B, T]``. The layers built here run `jaxrnn.scan_batch` (the
+      batched kernels of the LSTM and GRU); None (a Seq written by hand)
+      means ``jax.vmap(apply)``, which `apply_batch` falls back to.
   """
 
   init: Callable[[Array, int], Params]
@@ -39,6 +51,41 @@ class Seq(NamedTuple):
   initial_carry: Callable[[Params], Carry]
   step: Optional[Callable[[Params, Carry, Array], tuple[Carry, Array]]]
   output_size: int
+  apply_batch: Optional[Callable[..., tuple[Carry, Array]]] = None
+
+
+def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=None,
+                resets=None, key=None) -> tuple[Carry, Array]:
+  """Runs ``layer`` over a batch ``xs [B, T, I]``: ``(carry, ys [B, T, O])``.
+
+  The result of ``jax.vmap(layer.apply)`` with ``carry`` (leading axis B),
+  ``mask`` and ``resets`` (``bool[B, T]``) batched, or None. Layers built by
+  `rnn`, `stack` and `bidirectional` run their ``apply_batch``, which reaches
+  the batched kernels of `jaxrnn.scan_batch` (for training on batches of 4
+  and more, the faster path); a hand-written Seq without one is vmapped.
+  With a ``key``, dropout draws one mask for the whole batch, so its draws
+  differ from a vmap over per-example keys (same distribution).
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> net = jaxrnn.stack(jaxrnn.lstm(8), jaxrnn.gru(8))
+  >>> params = net.init(jax.random.key(0), 3)
+  >>> xs = jnp.ones((4, 5, 3))
+  >>> carry, ys = jaxrnn.apply_batch(net, params, xs)
+  >>> same = jax.vmap(lambda x: net.apply(params, x))(xs)[1]
+  >>> ys.shape, bool(jnp.allclose(ys, same, atol=1e-5))
+  ((4, 5, 8), True)
+  """
+  seq = as_seq(layer)
+  if seq.apply_batch is not None:
+    return seq.apply_batch(params, xs, carry=carry, mask=mask, resets=resets, key=key)
+  B = jnp.shape(xs)[0]
+  keys = None if key is None else jax.random.split(key, B)
+  axis = lambda a: None if a is None else 0
+
+  def one(x, c, m, r, k):
+    return seq.apply(params, x, carry=c, mask=m, resets=r, key=k)
+  return jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets), axis(keys)))(
+      xs, carry, mask, resets, keys)
 
 
 Layer = Union[Cell, Seq]
@@ -61,6 +108,11 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool = 1) -> Seq:
     return scan(cell, params, xs, carry=carry, mask=mask, resets=resets,
                 reverse=reverse, unroll=unroll)
 
+  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    del key
+    return scan_batch(cell, params, xs, carry=carry, mask=mask, resets=resets,
+                      reverse=reverse, unroll=unroll)
+
   def step(params, carry, x):
     if reverse:
       raise ValueError(
@@ -71,7 +123,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool = 1) -> Seq:
     return cell.step(params, carry, gx)
 
   return Seq(init=cell.init, apply=apply, initial_carry=cell.initial_carry,
-             step=step, output_size=cell.output_size)
+             step=step, output_size=cell.output_size, apply_batch=apply_batch_)
 
 
 def as_seq(layer: Layer) -> Seq:
@@ -141,7 +193,7 @@ def bidirectional(
   def initial_carry(params):
     return (fw.initial_carry(params[0]), bw.initial_carry(params[1]))
 
-  def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+  def run(apply_fw, apply_bw, merge, params, xs, carry, mask, resets, key):
     carry_fw, carry_bw = (None, None) if carry is None else carry
     k_fw, k_bw = (None, None) if key is None else jax.random.split(key)
     bw_resets = None
@@ -149,15 +201,24 @@ def bidirectional(
       # An episode starting at t+1 ends one at t: read backward, the carry
       # restarts before t.
       resets = jnp.asarray(resets)
-      bw_resets = jnp.concatenate([resets[1:], jnp.zeros((1,), resets.dtype)])
-    carry_fw, ys_fw = fw.apply(params[0], xs, carry=carry_fw, mask=mask,
+      bw_resets = jnp.concatenate([resets[..., 1:], jnp.zeros_like(resets[..., :1])],
+                                  axis=-1)
+    carry_fw, ys_fw = apply_fw(params[0], xs, carry=carry_fw, mask=mask,
                                resets=resets, key=k_fw)
-    carry_bw, ys_bw = bw.apply(params[1], xs, carry=carry_bw, mask=mask,
+    carry_bw, ys_bw = apply_bw(params[1], xs, carry=carry_bw, mask=mask,
                                resets=bw_resets, key=k_bw)
-    return (carry_fw, carry_bw), merge_fn(ys_fw, ys_bw)
+    return (carry_fw, carry_bw), merge(ys_fw, ys_bw)
+
+  def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    return run(fw.apply, bw.apply, merge_fn, params, xs, carry, mask, resets, key)
+
+  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    # merge is written for one sequence [T, O]; vmap keeps a custom one valid.
+    return run(partial(apply_batch, fw), partial(apply_batch, bw), jax.vmap(merge_fn),
+               params, xs, carry, mask, resets, key)
 
   return Seq(init=init, apply=apply, initial_carry=initial_carry, step=None,
-             output_size=out.shape[-1])
+             output_size=out.shape[-1], apply_batch=apply_batch_)
 
 
 def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
@@ -221,27 +282,34 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
           f" Fix: start from initial_carry(params) or the carry that apply "
           f"or step returned.")
 
-  def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+  def run(applies, params, xs, carry, mask, resets, key):
     check_params(params)
     if carry is not None:
       check_carry_count(carry)
     carries = (None,) * len(seqs) if carry is None else carry
     keys = (None,) * len(seqs) if key is None else jax.random.split(key, len(seqs))
     new_carries = []
-    for k, (s, p, c, layer_key) in enumerate(zip(seqs, params, carries, keys)):
+    for k, (apply_k, p, c, layer_key) in enumerate(zip(applies, params, carries, keys)):
       layer_key, drop_key = ((None, None) if layer_key is None
                              else jax.random.split(layer_key))
-      c, ys = s.apply(p, xs, carry=c, mask=mask, resets=resets, key=layer_key)
+      c, ys = apply_k(p, xs, carry=c, mask=mask, resets=resets, key=layer_key)
       if residual and k > 0:
         ys = ys + xs
         if mask is not None:  # keep padded outputs at zero
-          ys = jnp.where(jnp.asarray(mask)[:, None], ys, jnp.zeros_like(ys))
+          ys = jnp.where(jnp.asarray(mask)[..., None], ys, jnp.zeros_like(ys))
       if dropout and drop_key is not None and k < len(seqs) - 1:
         keep = jax.random.bernoulli(drop_key, 1.0 - dropout, ys.shape)
         ys = jnp.where(keep, ys / (1.0 - dropout), 0.0)
       new_carries.append(c)
       xs = ys
     return tuple(new_carries), xs
+
+  def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    return run([s.apply for s in seqs], params, xs, carry, mask, resets, key)
+
+  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    return run([partial(apply_batch, s) for s in seqs], params, xs, carry, mask,
+               resets, key)
 
   def step(params, carry, x):
     check_params(params)
@@ -259,4 +327,4 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
   # stack that holds one step token by token.
   return Seq(init=init, apply=apply, initial_carry=initial_carry,
              step=step if all(s.step is not None for s in seqs) else None,
-             output_size=seqs[-1].output_size)
+             output_size=seqs[-1].output_size, apply_batch=apply_batch_)

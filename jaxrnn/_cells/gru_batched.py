@@ -25,29 +25,48 @@ def _parts(gx: Array, u: Array, b_hn: Array, H: int):
   return r, z, u_n
 
 
+def _step(w_h, bias, bias_hn, h, xw, keep):
+  """One step from ``xw = x_t W``: ``h_t, y_t, gx_t = x_t W + b, u_t = h_{t-1} U``."""
+  H = h.shape[-1]
+  gx = xw + bias
+  u = matmul(h, w_h)
+  r, z, u_n = _parts(gx, u, bias_hn, H)
+  n = jnp.tanh(gx[:, 2 * H:] + r * u_n)
+  h_new = n + z * (h - n)                         # (1 - z) n + z h
+  y = h_new
+  if keep is not None:                            # masked step: h frozen, y = 0
+    keep = keep[:, None]
+    y = jnp.where(keep, h_new, jnp.zeros_like(h_new))
+    h_new = jnp.where(keep, h_new, h)
+  return h_new, y, gx, u
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def _gru_loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
-  """``h_T, ys`` for time-major ``xs [T, B, I]``, ``valid`` bool[T, B] or None."""
-  return _forward(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll)[0]
+  """``h_T, ys`` for time-major ``xs [T, B, I]``, ``valid`` bool[T, B] or None.
 
-
-def _forward(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
-  H = h0.shape[-1]
+  Not differentiated, it saves nothing. Unlike the LSTM's, it keeps the
+  input matmul in the loop: hoisted, this forward was 1.25x slower (2 CPU
+  cores, B = 32, T = 128, H = 256).
+  """
   dtype = carry_dtype(w_h.dtype)
   bias, bias_hn = b.astype(dtype), b_hn.astype(dtype)
 
   def body(h, inputs):
     x, keep = inputs
-    gx = matmul(x, w_x) + bias                   # the two matmuls overlap
-    u = matmul(h, w_h)
-    r, z, u_n = _parts(gx, u, bias_hn, H)
-    n = jnp.tanh(gx[:, 2 * H:] + r * u_n)
-    h_new = n + z * (h - n)                       # (1 - z) n + z h
-    y = h_new
-    if keep is not None:                          # masked step: h frozen, y = 0
-      keep = keep[:, None]
-      y = jnp.where(keep, h_new, jnp.zeros_like(h_new))
-      h_new = jnp.where(keep, h_new, h)
+    h, y, _, _ = _step(w_h, bias, bias_hn, h, matmul(x, w_x), keep)
+    return h, y
+
+  return jax.lax.scan(body, h0, (xs, valid), reverse=reverse, unroll=unroll)
+
+
+def _forward(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
+  dtype = carry_dtype(w_h.dtype)
+  bias, bias_hn = b.astype(dtype), b_hn.astype(dtype)
+
+  def body(h, inputs):
+    x, keep = inputs
+    h_new, y, gx, u = _step(w_h, bias, bias_hn, h, matmul(x, w_x), keep)
     return h_new, (y, gx, u, h)
 
   final, (ys, gxs, us, hs_prev) = jax.lax.scan(

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Cell
-from jaxrnn._layers import Seq, as_seq
+from jaxrnn._layers import Seq, apply_batch, as_seq
 
 
 class ModelParams(NamedTuple):
@@ -31,12 +31,15 @@ class ModelParams(NamedTuple):
 class Model(NamedTuple):
   """``init(key, input_size) -> ModelParams``; ``apply(params, xs [T, I], *,
   carry=None, mask=None) -> (carry, outputs [T, O])``; ``initial_carry(params)``;
-  ``step(params, carry, x_t [I]) -> (carry, o_t [O])``, one step for decoding."""
+  ``step(params, carry, x_t [I]) -> (carry, o_t [O])``, one step for decoding;
+  ``apply_batch(params, xs [B, T, I], *, carry=None, mask=None) -> (carry,
+  outputs [B, T, O])``, ``apply`` over a batch on the batched fast path."""
   init: Callable[[jax.Array, int], ModelParams]
   apply: Callable[..., tuple[Any, jax.Array]]
   initial_carry: Callable[[ModelParams], Any]
   step: Callable[..., tuple[Any, jax.Array]]
   output_size: int
+  apply_batch: Callable[..., tuple[Any, jax.Array]]
 
 
 def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
@@ -45,6 +48,8 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
   ``apply`` runs on one sequence (batch with `jax.vmap`) and returns the
   layer's final carry and the readout ``o_t`` at every step; a mask or an
   initial carry goes to the layer (for TBPTT pass the carry back in).
+  ``apply_batch`` does the same for a batch ``[B, T, I]`` through
+  `jaxrnn.apply_batch`, so the LSTM and GRU train on their batched kernels.
   ``step`` continues one step at a time from a carry. The
   readout starts at ``W_out ~ N(0, 1/H)``, ``b_out = 0``.
 
@@ -57,6 +62,8 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
   >>> carry, o = model.step(params, carry, jnp.ones(2))   # decode one more step
   >>> o.shape
   (3,)
+  >>> model.apply_batch(params, jnp.ones((4, 5, 2)))[1].shape
+  (4, 5, 3)
   """
   seq = as_seq(layer)
   H = seq.output_size
@@ -71,13 +78,17 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
     carry, hs = seq.apply(params.core, xs, carry=carry, mask=mask)
     return carry, hs @ params.w_out + params.b_out
 
+  def apply_batch_(params, xs, *, carry=None, mask=None):
+    carry, hs = apply_batch(seq, params.core, xs, carry=carry, mask=mask)
+    return carry, hs @ params.w_out + params.b_out
+
   def step(params, carry, x):
     carry, h = seq.step(params.core, carry, x)
     return carry, h @ params.w_out + params.b_out
 
   return Model(init=init, apply=apply,
                initial_carry=lambda params: seq.initial_carry(params.core),
-               step=step, output_size=output_size)
+               step=step, output_size=output_size, apply_batch=apply_batch_)
 
 
 def param_count(params) -> int:
@@ -85,12 +96,14 @@ def param_count(params) -> int:
   return sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(params))
 
 
-def last_step_classification_loss(model: Model):
+def last_step_classification_loss(model: Model, *, batched: bool = False):
   """A per-example loss for `jaxrnn.train`: cross-entropy at the last step.
 
   ``loss_fn(params, (xs [T, I], label)) -> (loss_sum, 1, {"correct": 0 or 1})``,
   for tasks that name a class after reading the whole sequence (recall,
-  sequential digits).
+  sequential digits). With ``batched=True`` it takes the whole batch
+  ``(xs [B, T, I], labels int[B])``, runs ``model.apply_batch`` and returns
+  the same sums per example, for ``make_train_step(..., batched=True)``.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> model = readout_model(jaxrnn.gru(4), output_size=3)
@@ -99,12 +112,22 @@ def last_step_classification_loss(model: Model):
   >>> total, count, metrics = loss_fn(params, (jnp.ones((5, 2)), 1))
   >>> float(count), sorted(metrics)
   (1.0, ['correct'])
+  >>> batch_fn = last_step_classification_loss(model, batched=True)
+  >>> totals, counts, _ = batch_fn(params, (jnp.ones((4, 5, 2)), jnp.ones(4, int)))
+  >>> bool(jnp.allclose(totals[0], total)), counts.shape
+  (True, (4,))
   """
   from jaxrnn import train   # the tasks do not need optax; only this loss does
 
-  def loss_fn(params, example):
-    xs, label = example
-    _, logits = model.apply(params, xs)
+  def from_logits(logits, label):
     total, count = train.last_step_cross_entropy(logits, label)
     return total, count, {"correct": (logits[-1].argmax() == label) * 1.0}
-  return loss_fn
+
+  def loss_fn(params, example):
+    xs, label = example
+    return from_logits(model.apply(params, xs)[1], label)
+
+  def batch_loss_fn(params, batch):
+    xs, labels = batch
+    return jax.vmap(from_logits)(model.apply_batch(params, xs)[1], labels)
+  return batch_loss_fn if batched else loss_fn

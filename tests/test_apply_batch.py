@@ -1,0 +1,153 @@
+"""`jaxrnn.apply_batch` and ``Model.apply_batch``: layers over a batch.
+
+Each is held to ``jax.vmap`` of the per-sequence ``apply`` (outputs, final
+carries and parameter gradients), with masks, given carries, reversed and
+bidirectional layers, residual stacks and a custom merge; the LSTM and GRU
+must reach the batched kernels of `jaxrnn.scan_batch`, and a hand-written
+Seq without ``apply_batch`` must fall back to the vmap.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn.tasks import last_step_classification_loss, readout_model
+
+B, T, I, H = 5, 6, 3, 4
+
+
+def assert_trees_close(a, b, rtol=2e-5, atol=2e-6):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+def random_params(layer, input_size, seed=0):
+  shapes = jax.eval_shape(lambda key: layer.init(key, input_size), jax.random.key(0))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype),
+                      shapes)
+
+
+XS = jax.random.normal(jax.random.key(1), (B, T, I))
+MASK = jnp.arange(T)[None, :] < (jnp.arange(B) % T + 1)[:, None]   # ragged, right-padded
+
+
+def vmapped(layer, params, xs, **flags):
+  """``jax.vmap(layer.apply)``, with each flag batched or absent."""
+  names = sorted(k for k, v in flags.items() if v is not None)
+
+  def one(x, *values):
+    return layer.apply(params, x, **dict(zip(names, values)))
+  return jax.vmap(one)(xs, *(flags[k] for k in names))
+
+
+def uses_kernel(fn, *args) -> bool:
+  return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
+
+
+def weighted_sum(carry, ys):
+  weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+  return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(c)) for c in jax.tree.leaves(carry))
+
+
+def assert_same_as_vmap(layer, params, **flags):
+  """Outputs, carries and parameter gradients of apply_batch equal vmap(apply)."""
+  batched = lambda p: jaxrnn.apply_batch(layer, p, XS, **flags)
+  plain = lambda p: vmapped(layer, p, XS, **flags)
+  assert_trees_close(batched(params), plain(params))
+  assert_trees_close(jax.grad(lambda p: weighted_sum(*batched(p)))(params),
+                     jax.grad(lambda p: weighted_sum(*plain(p)))(params), atol=1e-5)
+
+
+@pytest.mark.parametrize("make_cell", [jaxrnn.lstm, jaxrnn.gru, jaxrnn.simple_rnn,
+                                       jaxrnn.peephole_lstm])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_rnn_apply_batch_equals_vmap_of_apply(make_cell, reverse):
+  layer = jaxrnn.rnn(make_cell(H), reverse=reverse)
+  params = random_params(layer, I)
+  carry = jax.tree.map(lambda a: jnp.broadcast_to(a + 0.3, (B,) + a.shape),
+                       layer.initial_carry(params))
+  assert_same_as_vmap(layer, params, mask=MASK, carry=carry)
+
+
+@pytest.mark.parametrize("make_cell", [jaxrnn.lstm, jaxrnn.gru])
+def test_the_lstm_and_gru_layers_reach_the_batched_kernel(make_cell):
+  net = jaxrnn.stack(make_cell(H), jaxrnn.bidirectional(make_cell(H), make_cell(H)))
+  params = random_params(net, I)
+  assert uses_kernel(lambda p: jaxrnn.apply_batch(net, p, XS, mask=MASK), params)
+  assert not uses_kernel(lambda p: vmapped(net, p, XS, mask=MASK), params)
+
+
+def test_stack_apply_batch_with_residual_and_mask_equals_vmap():
+  net = jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.gru(H), jaxrnn.simple_rnn(H), residual=True)
+  assert_same_as_vmap(net, random_params(net, I), mask=MASK)
+
+
+def test_bidirectional_apply_batch_with_a_per_sequence_merge_equals_vmap():
+  # Written for one sequence [T, O]: the mean over time must not become a
+  # mean over the batch.
+  merge = lambda fw, bw: fw * jnp.mean(bw, axis=0)
+  layer = jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.gru(H), merge=merge)
+  assert_same_as_vmap(layer, random_params(layer, I), mask=MASK)
+
+
+def test_bidirectional_apply_batch_with_resets_equals_vmap():
+  layer = jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.gru(H))
+  resets = jnp.zeros((B, T), bool).at[:, 2].set(True).at[1, 4].set(True)
+  assert_same_as_vmap(layer, random_params(layer, I), resets=resets)
+
+
+def test_a_seq_without_apply_batch_is_vmapped():
+  inner = jaxrnn.rnn(jaxrnn.lstm(H))
+  by_hand = jaxrnn.Seq(init=inner.init, apply=inner.apply,
+                       initial_carry=inner.initial_carry, step=None,
+                       output_size=H)                    # no apply_batch
+  assert by_hand.apply_batch is None
+  params = random_params(inner, I)
+  assert_same_as_vmap(by_hand, params, mask=MASK)
+  net = jaxrnn.stack(by_hand, jaxrnn.gru(H))
+  assert_same_as_vmap(net, random_params(net, I), mask=MASK)
+
+
+def test_apply_batch_dropout_draws_per_example_masks_and_follows_the_key():
+  p = 0.5
+  net = jaxrnn.stack(identity_seq(I), identity_seq(I), dropout=p)
+  xs = jnp.ones((64, T, I))
+  params = net.init(jax.random.key(0), I)
+  _, ys = jaxrnn.apply_batch(net, params, xs, key=jax.random.key(3))
+  kept = np.asarray(ys != 0)
+  assert set(np.unique(np.asarray(ys))) <= {0.0, 1.0 / (1 - p)}
+  assert abs(kept.mean() - (1 - p)) < 0.05
+  assert not all((kept[0] == kept[b]).all() for b in range(1, 64))   # not one mask for all
+  _, again = jaxrnn.apply_batch(net, params, xs, key=jax.random.key(3))
+  _, other = jaxrnn.apply_batch(net, params, xs, key=jax.random.key(4))
+  np.testing.assert_array_equal(ys, again)
+  assert not np.array_equal(ys, other)
+  _, none = jaxrnn.apply_batch(net, params, xs)
+  np.testing.assert_array_equal(none, xs)
+
+
+def identity_seq(size):
+  """A layer whose output is its input: shows what dropout does."""
+  return jaxrnn.rnn(jaxrnn.Cell(init=lambda key, n: (),
+                                initial_carry=lambda p: jnp.zeros(()),
+                                step=lambda p, c, x: (c, x), output_size=size))
+
+
+def test_readout_model_apply_batch_and_batched_loss_equal_the_per_example_ones():
+  model = readout_model(jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.gru(H)), output_size=3)
+  params = random_params(model, I)
+  assert_trees_close(model.apply_batch(params, XS, mask=MASK),
+                     jax.vmap(lambda x, m: model.apply(params, x, mask=m))(XS, MASK))
+  labels = jnp.arange(B) % 3
+  per_example = last_step_classification_loss(model)
+  batched = last_step_classification_loss(model, batched=True)
+  assert_trees_close(batched(params, (XS, labels)),
+                     jax.vmap(per_example, in_axes=(None, 0))(params, (XS, labels)))
+  from jaxrnn import train
+  grad_batched = jax.grad(lambda p: train.batch_loss(batched, p, (XS, labels),
+                                                     batched=True)[0])(params)
+  grad_plain = jax.grad(lambda p: train.batch_loss(per_example, p, (XS, labels))[0])(params)
+  assert_trees_close(grad_batched, grad_plain, atol=1e-5)
