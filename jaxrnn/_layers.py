@@ -43,7 +43,9 @@ class Seq(NamedTuple):
       batch: the carry has a leading B, ``mask`` and ``resets`` are
       ``bool[B, T]``. The layers built here run `jaxrnn.scan_batch` (the
       batched kernels of the LSTM and GRU); None (a Seq written by hand)
-      means ``jax.vmap(apply)``, which `apply_batch` falls back to.
+      means ``jax.vmap(apply)``, which `apply_batch` falls back to. A
+      ``_replace`` of ``apply`` keeps the old ``apply_batch``: replace both,
+      or set it to None.
   """
 
   init: Callable[[Array, int], Params]
@@ -63,8 +65,10 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   `rnn`, `stack` and `bidirectional` run their ``apply_batch``, which reaches
   the batched kernels of `jaxrnn.scan_batch` (for training on batches of 4
   and more, the faster path); a hand-written Seq without one is vmapped.
-  With a ``key``, dropout draws one mask for the whole batch, so its draws
-  differ from a vmap over per-example keys (same distribution).
+  With a ``key``, dropout draws every example's mask from that one key, so
+  the draws differ from a vmap over per-example keys (same distribution).
+  Where a kernel runs (B >= 4, no resets) it is reverse mode only, as in
+  `jaxrnn.scan_batch`: use ``jax.vmap(layer.apply)`` for `jax.jvp`.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> net = jaxrnn.stack(jaxrnn.lstm(8), jaxrnn.gru(8))

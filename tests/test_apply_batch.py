@@ -43,8 +43,8 @@ def vmapped(layer, params, xs, **flags):
   return jax.vmap(one)(xs, *(flags[k] for k in names))
 
 
-def uses_kernel(fn, *args) -> bool:
-  return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
+def kernel_calls(fn, *args) -> int:
+  return str(jax.make_jaxpr(fn)(*args)).count("custom_vjp_call")
 
 
 def weighted_sum(carry, ys):
@@ -76,8 +76,9 @@ def test_rnn_apply_batch_equals_vmap_of_apply(make_cell, reverse):
 def test_the_lstm_and_gru_layers_reach_the_batched_kernel(make_cell):
   net = jaxrnn.stack(make_cell(H), jaxrnn.bidirectional(make_cell(H), make_cell(H)))
   params = random_params(net, I)
-  assert uses_kernel(lambda p: jaxrnn.apply_batch(net, p, XS, mask=MASK), params)
-  assert not uses_kernel(lambda p: vmapped(net, p, XS, mask=MASK), params)
+  # One kernel per recurrent layer: the stack's first and both directions.
+  assert kernel_calls(lambda p: jaxrnn.apply_batch(net, p, XS, mask=MASK), params) == 3
+  assert kernel_calls(lambda p: vmapped(net, p, XS, mask=MASK), params) == 0
 
 
 def test_stack_apply_batch_with_residual_and_mask_equals_vmap():
@@ -91,6 +92,14 @@ def test_bidirectional_apply_batch_with_a_per_sequence_merge_equals_vmap():
   merge = lambda fw, bw: fw * jnp.mean(bw, axis=0)
   layer = jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.gru(H), merge=merge)
   assert_same_as_vmap(layer, random_params(layer, I), mask=MASK)
+
+
+def test_nested_apply_batch_with_a_given_carry_equals_vmap():
+  net = jaxrnn.stack(jaxrnn.gru(H), jaxrnn.bidirectional(jaxrnn.lstm(H), jaxrnn.lstm(H)))
+  params = random_params(net, I)
+  carry = jax.tree.map(lambda a: jnp.broadcast_to(a - 0.2, (B,) + a.shape),
+                       net.initial_carry(params))
+  assert_same_as_vmap(net, params, mask=MASK, carry=carry)
 
 
 def test_bidirectional_apply_batch_with_resets_equals_vmap():

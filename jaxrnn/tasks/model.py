@@ -13,7 +13,7 @@ task compares their recurrences only.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -33,13 +33,14 @@ class Model(NamedTuple):
   carry=None, mask=None) -> (carry, outputs [T, O])``; ``initial_carry(params)``;
   ``step(params, carry, x_t [I]) -> (carry, o_t [O])``, one step for decoding;
   ``apply_batch(params, xs [B, T, I], *, carry=None, mask=None) -> (carry,
-  outputs [B, T, O])``, ``apply`` over a batch on the batched fast path."""
+  outputs [B, T, O])``, ``apply`` over a batch on the batched fast path
+  (None in a Model built by hand)."""
   init: Callable[[jax.Array, int], ModelParams]
   apply: Callable[..., tuple[Any, jax.Array]]
   initial_carry: Callable[[ModelParams], Any]
   step: Callable[..., tuple[Any, jax.Array]]
   output_size: int
-  apply_batch: Callable[..., tuple[Any, jax.Array]]
+  apply_batch: Optional[Callable[..., tuple[Any, jax.Array]]] = None
 
 
 def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
