@@ -13,7 +13,9 @@ float32 NumPy, and returns one of
 
 * `JaxProgram(apply, params)`: ``apply(params, xs [B, T, I]) -> ys [B, T, O]``,
   a pure function the benchmark jits, differentiates and lowers itself;
-* `TorchProgram(module, device)`: a ``batch_first`` torch RNN module;
+* `TorchProgram(kind, weights, shape, dtype, device)`: a ``batch_first``
+  torch RNN described for `benchmarks.torch_worker`, which builds and runs
+  it in torch's own process;
 
 or raises `Absent` with the reason (not installed, no GPU, no such cell).
 
@@ -82,7 +84,10 @@ class JaxProgram(NamedTuple):
 
 
 class TorchProgram(NamedTuple):
-  module: Any        # torch.nn.LSTM / GRU / RNN, batch_first=True
+  kind: str          # "lstm", "gru" or "rnn": torch.nn.LSTM / GRU / RNN, batch_first=True
+  weights: dict      # the torch state dict, NumPy arrays
+  shape: tuple       # B, T, I, H
+  dtype: str         # "f32" or "bf16"
   device: str        # "cpu" or "cuda"
 
 
@@ -241,23 +246,13 @@ def build_haiku(kind, params, dtype, shape):
 
 # ---------------------------------------------------------------- torch
 
-TORCH_MODULES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
-
-
 def torch_builder(device: str):
   def build(kind, params, dtype, shape):
     require("torch", "torch==2.13.0")
-    import torch
-    if device == "cuda" and not torch.cuda.is_available():
-      raise Absent("no CUDA device")
-    from jaxrnn.interop.torch import to_torch
-    state = to_torch(params)
-    module = getattr(torch.nn, TORCH_MODULES[kind])(shape[2], shape[3],
-                                                    batch_first=True)
-    module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, np.float32))
-                            for k, v in state.items()})
-    tdtype = {jnp.float32: torch.float32, jnp.bfloat16: torch.bfloat16}[dtype]
-    return TorchProgram(module.to(device=device, dtype=tdtype), device)
+    from jaxrnn.interop.torch import to_torch   # NumPy only: torch stays unloaded
+    weights = {k: np.asarray(v, np.float32) for k, v in to_torch(params).items()}
+    name = {jnp.float32: "f32", jnp.bfloat16: "bf16"}[dtype]
+    return TorchProgram(kind, weights, tuple(shape), name, device)
   return build
 
 

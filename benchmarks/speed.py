@@ -44,8 +44,13 @@ Method, per shape and cell:
   ``[B T, I + H] @ [I + H, G H]`` matmul of the same FLOPs (forward), and
   the three matmuls of its backward pass added (forward+backward).
 * Threads: JAX on CPU uses XLA's thread pool over every core it can see;
-  torch gets ``torch.set_num_threads`` of the same count, with
-  ``OMP_WAIT_POLICY=PASSIVE`` unless set (see below).
+  torch gets ``torch.set_num_threads`` of the same count and runs in a
+  process of its own with its default OpenMP settings
+  (`benchmarks.torch_worker`), called one call at a time in the same
+  round-robin; its own clock times each call. In one process torch's
+  spinning threads and XLA's pool slow each other, and the cure used
+  before (``OMP_WAIT_POLICY=PASSIVE``) made torch 1.6-19x slower than
+  torch alone.
 """
 
 from __future__ import annotations
@@ -70,17 +75,12 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
   sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# torch's OpenMP threads spin-wait after each call by default. Interleaved with
-# XLA's thread pool in one process (and on a busy machine) that spinning cost
-# torch 30x in our runs; sleeping waiters remove it. Set before torch loads;
-# a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import jax
 import jax.numpy as jnp
 
 from benchmarks import peers
 from benchmarks.peers import Absent, JaxProgram, TorchProgram
+from benchmarks.torch_worker import TorchAbsent, TorchWorker
 
 DEFAULT_SHAPES = [(32, 128, 256, 256), (1, 512, 128, 128), (128, 64, 512, 512)]
 DEFAULT_SWEEP = (16, 64, 256)   # a short sweep so the default plot has lines
@@ -93,11 +93,21 @@ PACKAGES = ["jax", "jaxlib", "flax", "equinox", "dm-haiku", "torch", "numpy"]
 
 class Runner(NamedTuple):
   """One implementation in one mode, compiled and called once."""
-  call: Callable[[], Any]        # one timed call, blocked until done
+  call: Callable[[], float]      # one call, blocked until done: its seconds
   first_call_s: float            # the first call, compile included
   output: np.ndarray             # ys (fwd) or dL/dxs (fwd_bwd), float32
   memory_bytes: Optional[int]
   memory_how: str
+  process: str = "jax"           # "jax" (this process) or "torch" (the worker)
+
+
+def timed(fn: Callable[[], Any]) -> Callable[[], float]:
+  """``fn`` as a call that returns its own seconds."""
+  def call():
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+  return call
 
 
 # ------------------------------------------------------------------ runners
@@ -126,59 +136,18 @@ def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool) -> Runn
     except Exception:  # noqa: BLE001 - some backends do not report it
       how = "not reported by this backend"
   out = out if mode == "fwd" else out[1]
-  return Runner(lambda: block(compiled(program.params, xs)), first,
+  return Runner(timed(lambda: block(compiled(program.params, xs))), first,
                 np.asarray(out, np.float32), memory, how)
 
 
-def torch_runner(program: TorchProgram, xs_np, mode: str, measure_memory: bool) -> Runner:
-  import torch
-  module, device = program.module, program.device
-  dtype = next(module.parameters()).dtype
-  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-  weights = list(module.parameters())
-  x = torch.from_numpy(np.asarray(xs_np, np.float32)).to(device=device, dtype=dtype)
-  x.requires_grad_(mode == "fwd_bwd")
-
-  def call():
-    if mode == "fwd":
-      with torch.no_grad():
-        out = module(x)[0]
-    else:
-      ys = module(x)[0]
-      out = torch.autograd.grad(ys.float().sum(), weights + [x])[-1]
-    sync()
-    return out
-
-  start = time.perf_counter()
-  out = call()
-  first = time.perf_counter() - start
-  memory, how = None, ""
-  if measure_memory:
-    call()
-    memory, how = torch_memory(call, device)
-  return Runner(call, first, out.detach().float().cpu().numpy(), memory, how)
-
-
-def torch_memory(call, device: str) -> tuple[Optional[int], str]:
-  """Peak bytes torch allocates during one call (see the module docstring)."""
-  import torch
-  if device == "cuda":
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    call()
-    return (int(torch.cuda.max_memory_allocated() - base),
-            "torch.cuda.max_memory_allocated over one call")
-  from torch.profiler import ProfilerActivity, profile
-  with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-    call()
-  steps = sorted((e.time_range.start, e.self_cpu_memory_usage)
-                 for e in prof.events() if e.self_cpu_memory_usage)
-  live = peak = 0
-  for _, delta in steps:
-    live += delta
-    peak = max(peak, live)
-  return int(peak), "torch CPU allocator peak over one call (torch.profiler, per op)"
+def torch_runner(worker: TorchWorker, program: TorchProgram, xs_np, mode: str,
+                 measure_memory: bool) -> Runner:
+  """A torch module's call, built, run once and timed in the worker process."""
+  module = worker.request("module", program.kind, program.weights, program.shape,
+                          program.dtype, program.device)
+  key, first, out, memory, how = worker.request("runner", module, xs_np, mode,
+                                                measure_memory)
+  return Runner(lambda: worker.request("call", key), first, out, memory, how, "torch")
 
 
 class Matmul(NamedTuple):
@@ -186,7 +155,8 @@ class Matmul(NamedTuple):
   framework: str   # "xla", "torch" (CPU) or "torch cuda"
 
 
-def matmul_runner(spec: Matmul, shape, gates: int, dtype: str, mode: str) -> Runner:
+def matmul_runner(spec: Matmul, shape, gates: int, dtype: str, mode: str,
+                  worker: Optional[TorchWorker]) -> Runner:
   B, T, I, H = shape
   rng = np.random.default_rng(0)
   a, w, g = (rng.standard_normal(s).astype(np.float32) for s in
@@ -199,20 +169,11 @@ def matmul_runner(spec: Matmul, shape, gates: int, dtype: str, mode: str) -> Run
     compiled = jax.jit(fn).lower(a, w, g).compile()
     block(compiled(a, w, g))
     first = time.perf_counter() - start
-    call = lambda: block(compiled(a, w, g))
-  else:
-    import torch
-    tdtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    device = "cuda" if spec.framework == "torch cuda" else "cpu"
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    a, w, g = (torch.from_numpy(v).to(device=device, dtype=tdtype) for v in (a, w, g))
-    products = (lambda: a @ w) if mode == "fwd" else (
-        lambda: (a @ w, g @ w.T, a.T @ g))
-    call = lambda: (products(), sync())
-    start = time.perf_counter()
-    call()
-    first = time.perf_counter() - start
-  return Runner(call, first, np.zeros(()), None, "")
+    return Runner(timed(lambda: block(compiled(a, w, g))), first, np.zeros(()), None, "")
+  device = "cuda" if spec.framework == "torch cuda" else "cpu"
+  key, first = worker.request("matmul", a, w, g, dtype, mode, device)
+  return Runner(lambda: worker.request("call", key), first, np.zeros(()), None, "",
+                "torch")
 
 
 # ------------------------------------------------------------------ one group
@@ -243,7 +204,7 @@ def flops(shape, gates: int) -> int:
   return 2 * B * T * (I + H) * gates * H
 
 
-def run_group(kind: str, shape, args) -> dict:
+def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
   """Times every implementation of one cell kind at one shape: the JSON group."""
   dtype = args.dtype
   B, T, I, H = shape
@@ -264,10 +225,9 @@ def run_group(kind: str, shape, args) -> dict:
     except Exception as e:  # noqa: BLE001 - a broken peer is a row, not a crash
       row.update(status="failed", reason=f"{type(e).__name__}: {e}")
   matmuls = [Matmul("xla")]
-  if importlib.util.find_spec("torch") is not None and selected("torch", args.impls):
-    import torch
+  if worker is not None:
     matmuls.append(Matmul("torch"))
-    if torch.cuda.is_available():
+    if worker.info["cuda"]:
       matmuls.append(Matmul("torch cuda"))
   for spec in matmuls:
     row = {"impl": f"matmul roofline ({spec.framework})", "status": "ok",
@@ -282,12 +242,15 @@ def run_group(kind: str, shape, args) -> dict:
         continue
       try:
         if isinstance(program, Matmul):
-          runner = matmul_runner(program, shape, gates, dtype, mode)
+          runner = matmul_runner(program, shape, gates, dtype, mode, worker)
         elif isinstance(program, JaxProgram):
           runner = jax_runner(program, xs, mode, not args.no_memory)
         else:
-          runner = torch_runner(program, xs_np if dtype == "f32" else
+          runner = torch_runner(worker, program, xs_np if dtype == "f32" else
                                 np.asarray(xs, np.float32), mode, not args.no_memory)
+      except TorchAbsent as e:
+        row.update(status="absent", reason=str(e))
+        continue
       except Exception as e:  # noqa: BLE001
         if args.verbose:
           traceback.print_exc()
@@ -307,6 +270,8 @@ def run_group(kind: str, shape, args) -> dict:
         ok, err = check(runner.output, reference, mode, dtype)
       row.setdefault("check", {})[mode] = {"ok": ok, "max_abs_err": err}
     time_round_robin(live, mode, args)
+  if worker is not None:
+    worker.request("reset")
   return {"kind": kind, "shape": dict(B=B, T=T, I=I, H=H), "dtype": dtype,
           "gates": gates, "flops": {"fwd": flops(shape, gates),
                                     "fwd_bwd": 3 * flops(shape, gates)},
@@ -317,14 +282,16 @@ def selected(name: str, impls: Optional[list[str]]) -> bool:
   return name == "jaxrnn" or not impls or any(s.lower() in name.lower() for s in impls)
 
 
+# Idle time between a call in one process and a call in the other, so that
+# threads still spin-waiting after one call do not run beside the next.
+SWITCH_PAUSE_S = 0.01
+
+
 def time_round_robin(live, mode: str, args) -> None:
   """Warm-up, then ``repeats`` rounds over all runners in rotating order."""
   if not live:
     return
-  start = time.perf_counter()
-  for _, runner in live:
-    runner.call()
-  round_s = time.perf_counter() - start
+  round_s = sum(runner.call() for _, runner in live)
   repeats = args.repeats
   if args.budget and round_s * repeats > args.budget:
     repeats = max(3, int(args.budget / round_s))
@@ -335,10 +302,13 @@ def time_round_robin(live, mode: str, args) -> None:
     for r in range(repeats):
       order = list(range(len(live)))
       order = order[r % len(live):] + order[:r % len(live)]
+      last = None
       for k in order:
-        t0 = time.perf_counter()
-        live[k][1].call()
-        times[k].append(time.perf_counter() - t0)
+        runner = live[k][1]
+        if last is not None and runner.process != last:
+          time.sleep(SWITCH_PAUSE_S)
+        times[k].append(runner.call())
+        last = runner.process
   finally:
     gc.enable()
   for (row, _), ts in zip(live, times):
@@ -565,14 +535,15 @@ def versions() -> dict:
   return out
 
 
-def setup_threads(requested: Optional[int]) -> dict:
+def start_torch(args) -> tuple[Optional[TorchWorker], dict]:
+  """torch's worker process, if torch is installed and selected; and the threads."""
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   threads = {"xla": cores, "torch": None}
-  if importlib.util.find_spec("torch") is not None:
-    import torch
-    torch.set_num_threads(requested or cores)
-    threads["torch"] = torch.get_num_threads()
-  return threads
+  if importlib.util.find_spec("torch") is None or not selected("torch", args.impls):
+    return None, threads
+  worker = TorchWorker(args.threads or cores)
+  threads["torch"] = worker.info["threads"]
+  return worker, threads
 
 
 def warm_up_runtimes() -> None:
@@ -582,24 +553,25 @@ def warm_up_runtimes() -> None:
   # them here rather than in whichever implementation happens to run first.
   scan = lambda x: jax.lax.scan(lambda c, x: (jnp.tanh(c + x), c), 0.0, x)[1].sum()
   block(jax.jit(jax.grad(scan))(jnp.ones(4)))
-  if importlib.util.find_spec("torch") is not None:
-    import torch
-    torch.ones(8, 8) @ torch.ones(8, 8)
-    torch.nn.LSTM(2, 2)(torch.ones(1, 1, 2))
 
 
 def main(argv=None) -> dict:
   """Runs the benchmark; prints the table, writes the JSON and PNG; returns the report."""
   args = parse_args(argv)
   started = time.perf_counter()
-  threads = setup_threads(args.threads)
+  worker, threads = start_torch(args)
   loadavg_start = os.getloadavg() if hasattr(os, "getloadavg") else None
   warm_up_runtimes()
   groups = []
-  for kind, shape in plan(args):
-    t0 = time.perf_counter()
-    groups.append(run_group(kind, shape, args))
-    print(f"{kind} {shape}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+  try:
+    for kind, shape in plan(args):
+      t0 = time.perf_counter()
+      groups.append(run_group(kind, shape, args, worker))
+      print(f"{kind} {shape}: {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+            flush=True)
+  finally:
+    if worker is not None:
+      worker.close()
   absent, failed = {}, {}
   for g in groups:
     for row in g["rows"]:
@@ -617,7 +589,7 @@ def main(argv=None) -> dict:
           "machine": platform.processor() or platform.machine(),
           "cores": os.cpu_count(),
           "threads": threads,
-          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),   # torch's worker inherits it
           "dtype": args.dtype,
           "versions": versions(),
           "loadavg_start": [round(v, 2) for v in loadavg_start] if loadavg_start else None,
