@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,3 +85,30 @@ def test_json_and_png_are_written(quick_run):
   assert "x jaxrnn = peer time / jaxrnn time" in stdout
   assert report["meta"]["threads"]["xla"] >= 1
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_torch_worker_answers_and_reports_what_it_cannot_run():
+  if importlib.util.find_spec("torch") is None:
+    pytest.fail("torch is part of the [test] extra; install it to run this test")
+  from benchmarks.torch_worker import TorchAbsent, TorchWorker
+  worker = TorchWorker(threads=1)
+  try:
+    assert worker.info["threads"] == 1
+    weights = {"weight_ih_l0": np.ones((8, 3), np.float32),
+               "weight_hh_l0": np.ones((8, 2), np.float32),
+               "bias_ih_l0": np.zeros(8, np.float32), "bias_hh_l0": np.zeros(8, np.float32)}
+    module = worker.request("module", "lstm", weights, (1, 4, 3, 2), "f32", "cpu")
+    xs = np.zeros((1, 4, 3), np.float32)
+    key, first, out, _, _ = worker.request("runner", module, xs, "fwd", False)
+    # Zero inputs and biases: every gate is 1/2 and the outputs follow
+    # c_t = (c_{t-1} + tanh 0) / 2 = 0, so h_t = 0.
+    np.testing.assert_allclose(out, np.zeros((1, 4, 2)), atol=1e-7)
+    assert first > 0 and worker.request("call", key) > 0
+    if not worker.info["cuda"]:
+      with pytest.raises(TorchAbsent, match="no CUDA device"):
+        worker.request("module", "lstm", weights, (1, 4, 3, 2), "f32", "cuda")
+    with pytest.raises(RuntimeError, match="torch worker, no_such_op"):
+      worker.request("no_such_op")
+  finally:
+    worker.close()
+  assert worker.proc.returncode == 0
