@@ -14,13 +14,13 @@ form reaches `jaxrnn.scan_batch` and its kernels, which `jax.vmap` of
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
-from jaxrnn._scan import check_carry, scan
+from jaxrnn._scan import scan
 from jaxrnn._scan_batch import scan_batch
 
 
