@@ -59,9 +59,14 @@ class TorchWorker:
     return value
 
   def close(self) -> None:
-    if self.proc.poll() is None:
+    if self.proc.poll() is not None:
+      return
+    try:
       self.request("close")
       self.proc.wait(timeout=30)
+    except (OSError, ValueError, EOFError, RuntimeError, subprocess.TimeoutExpired):
+      self.proc.kill()   # a worker that broke or hangs must not outlive the run
+      self.proc.wait()
 
 
 # ------------------------------------------------------------------ the child
