@@ -4,7 +4,9 @@ Run ``python benchmarks/speed.py`` (about 5 minutes on 2 CPU cores) or
 ``--quick`` (seconds). Options: ``--shapes 32,128,256,256 1,512,128,128``
 (B,T,I,H each), ``--dtype f32|bf16``, ``--sweep-t 16,64,256,1024,4096``
 (how cost grows with T at ``--sweep-base B,I,H``), ``--cells lstm,gru``,
-``--repeats``, ``--out results/speed.json`` (the PNG goes beside it).
+``--cpu-devices 2`` (every JAX row also run data-parallel over 2 CPU
+devices), ``--repeats``, ``--out results/speed.json`` (the PNG goes beside
+it).
 
 Lives here: the timing harness, the equality check, the figures, the table,
 the JSON and the plot. Not here: the peers and their weight mappings
@@ -51,6 +53,15 @@ Method, per shape and cell:
   spinning threads and XLA's pool slow each other, and the cure used
   before (``OMP_WAIT_POLICY=PASSIVE``) made torch 1.6-19x slower than
   torch alone.
+* ``--cpu-devices N`` splits the CPU into N JAX devices
+  (``jax_num_cpu_devices``) and adds, beside every JAX row, the same program
+  run data-parallel: the batch split over the N devices, the params
+  replicated, ``jax.jit`` partitioning the unchanged program (as
+  `jaxrnn.train.shard_batch` and `replicate` do for training). Such rows
+  are named "... [N CPU devices]"; their memory is one device's share.
+  Each device's loop then does 1/N of each step's small matmuls, and on 2
+  cores the two loops run side by side, where one loop's small matmuls
+  keep XLA's thread pool waking and sleeping.
 """
 
 from __future__ import annotations
@@ -77,10 +88,12 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from benchmarks import peers
 from benchmarks.peers import Absent, JaxProgram, TorchProgram
 from benchmarks.torch_worker import TorchAbsent, TorchWorker
+from jaxrnn.train.parallel import data_mesh, replicate, shard_batch
 
 DEFAULT_SHAPES = [(32, 128, 256, 256), (1, 512, 128, 128), (128, 64, 512, 512)]
 DEFAULT_SWEEP = (16, 64, 256)   # a short sweep so the default plot has lines
@@ -116,8 +129,14 @@ def block(tree):
   return jax.block_until_ready(tree)
 
 
-def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool) -> Runner:
+def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool,
+               mesh: Optional[Mesh] = None) -> Runner:
+  """``program`` jitted, on one device or (``mesh``) split along the batch."""
   apply = program.apply
+  params = program.params
+  if mesh is not None:
+    # jit partitions the unchanged program from its arguments' placement.
+    params, xs = replicate(params, mesh), shard_batch(xs, mesh)
   if mode == "fwd":
     fn = apply
   else:
@@ -125,10 +144,12 @@ def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool) -> Runn
       return jnp.sum(apply(p, x).astype(jnp.float32))
     fn = jax.grad(loss, argnums=(0, 1))
   start = time.perf_counter()
-  compiled = jax.jit(fn).lower(program.params, xs).compile()
-  out = block(compiled(program.params, xs))
+  compiled = jax.jit(fn).lower(params, xs).compile()
+  out = block(compiled(params, xs))
   first = time.perf_counter() - start
   memory, how = None, "XLA temp+output buffers (compiled.memory_analysis)"
+  if mesh is not None:
+    how += ", one device's share"
   if measure_memory:
     try:
       m = compiled.memory_analysis()
@@ -136,7 +157,7 @@ def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool) -> Runn
     except Exception:  # noqa: BLE001 - some backends do not report it
       how = "not reported by this backend"
   out = out if mode == "fwd" else out[1]
-  return Runner(timed(lambda: block(compiled(program.params, xs))), first,
+  return Runner(timed(lambda: block(compiled(params, xs))), first,
                 np.asarray(out, np.float32), memory, how)
 
 
@@ -212,6 +233,10 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
   params = make_params(kind, shape)
   xs_np = np.random.default_rng(1).standard_normal((B, T, I)).astype(np.float32)
   xs = jnp.asarray(xs_np, DTYPES[dtype])
+  # With --cpu-devices N, every JAX row, jaxrnn's and the peers' alike, also
+  # runs data-parallel over N CPU devices, as a second row beside it.
+  n = args.cpu_devices
+  mesh = data_mesh(jax.devices("cpu")[:n]) if n > 1 and B % n == 0 else None
   rows, programs = [], []
   for peer in peers.PEERS:
     if kind not in peer.kinds or not selected(peer.name, args.impls):
@@ -219,11 +244,19 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
     row = {"impl": peer.name, "status": "ok", "reason": ""}
     rows.append(row)
     try:
-      programs.append((row, peer.build(kind, params, DTYPES[dtype], shape)))
+      program = peer.build(kind, params, DTYPES[dtype], shape)
     except Absent as e:
       row.update(status="absent", reason=str(e))
+      continue
     except Exception as e:  # noqa: BLE001 - a broken peer is a row, not a crash
       row.update(status="failed", reason=f"{type(e).__name__}: {e}")
+      continue
+    programs.append((row, program, None))
+    if mesh is not None and isinstance(program, JaxProgram):
+      twin = {"impl": f"{peer.name} {data_parallel_label(mesh)}", "status": "ok",
+              "reason": "", "devices": mesh.devices.size}
+      rows.append(twin)
+      programs.append((twin, program, mesh))
   matmuls = [Matmul("xla")]
   if worker is not None:
     matmuls.append(Matmul("torch"))
@@ -233,18 +266,18 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
     row = {"impl": f"matmul roofline ({spec.framework})", "status": "ok",
            "reason": "", "roofline": True}
     rows.append(row)
-    programs.append((row, spec))
+    programs.append((row, spec, None))
 
   for mode in ("fwd", "fwd_bwd"):
     live = []
-    for row, program in programs:
+    for row, program, placement in programs:
       if row["status"] != "ok":
         continue
       try:
         if isinstance(program, Matmul):
           runner = matmul_runner(program, shape, gates, dtype, mode, worker)
         elif isinstance(program, JaxProgram):
-          runner = jax_runner(program, xs, mode, not args.no_memory)
+          runner = jax_runner(program, xs, mode, not args.no_memory, placement)
         else:
           runner = torch_runner(worker, program, xs_np if dtype == "f32" else
                                 np.asarray(xs, np.float32), mode, not args.no_memory)
@@ -276,6 +309,10 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
           "gates": gates, "flops": {"fwd": flops(shape, gates),
                                     "fwd_bwd": 3 * flops(shape, gates)},
           "rows": rows}
+
+
+def data_parallel_label(mesh: Mesh) -> str:
+  return f"[{mesh.devices.size} CPU devices]"
 
 
 def selected(name: str, impls: Optional[list[str]]) -> bool:
@@ -418,7 +455,10 @@ def plot(report: dict, path: Path) -> None:
   sweeps = [k for k, v in series.items()
             if len({t for points in v.values() for t, _ in points}) > 1]
   panels = sorted(sweeps or series)
-  names = sorted({impl for k in panels for impl in series[k]})
+  # A data-parallel twin ("name [N CPU devices]") is drawn dashed, in its
+  # row's colour.
+  base = lambda impl: impl.split(" [")[0]
+  names = sorted({base(impl) for k in panels for impl in series[k]})
   colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
   cols = 2
   rows = max(1, (len(panels) + cols - 1) // cols)
@@ -429,9 +469,10 @@ def plot(report: dict, path: Path) -> None:
     _, kind, B, I, H, mode = key
     for impl, points in sorted(series[key].items()):
       points.sort()
-      ax.plot([p[0] for p in points], [p[1] * 1e3 for p in points],
-              ":" if impl.startswith("matmul") else "-", marker="o",
-              lw=2.5 if impl == "jaxrnn" else 1.2, color=colors[impl], label=impl)
+      style = ":" if impl.startswith("matmul") else "--" if " [" in impl else "-"
+      ax.plot([p[0] for p in points], [p[1] * 1e3 for p in points], style, marker="o",
+              lw=2.5 if base(impl) == "jaxrnn" else 1.2, color=colors[base(impl)],
+              label=impl)
     ax.set(xscale="log", yscale="log", xlabel="T (time steps)", ylabel="median ms",
            title=f"{kind} {'fwd+bwd' if mode == 'fwd_bwd' else 'fwd'}  "
                  f"B={B} I={I} H={H} {report['meta']['dtype']}")
@@ -490,11 +531,16 @@ def parse_args(argv):
                  help="seconds of timed rounds per group and mode; slow groups "
                       "get fewer repeats (never under 3); 0 = no cap")
   p.add_argument("--threads", type=int, help="torch threads (default: the cores JAX sees)")
+  p.add_argument("--cpu-devices", type=int, default=1,
+                 help="split the CPU into this many JAX devices and run every JAX "
+                      "row data-parallel over them (batches that divide)")
   p.add_argument("--no-memory", action="store_true", help="skip the memory figures")
   p.add_argument("--out", type=Path, default=Path("results/speed.json"))
   p.add_argument("--plot", type=Path, help="PNG path (default: --out with .png)")
   p.add_argument("--verbose", action="store_true")
   args = p.parse_args(argv)
+  if args.cpu_devices < 1:
+    p.error(f"--cpu-devices: expected a positive integer, got {args.cpu_devices}")
   bad = [c for c in args.cells or () if c not in peers.KINDS]
   if bad:
     p.error(f"--cells {','.join(bad)}: unknown; choose from {','.join(peers.KINDS)}")
@@ -558,6 +604,14 @@ def warm_up_runtimes() -> None:
 def main(argv=None) -> dict:
   """Runs the benchmark; prints the table, writes the JSON and PNG; returns the report."""
   args = parse_args(argv)
+  if args.cpu_devices > 1:
+    try:
+      jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+    except RuntimeError:
+      raise SystemExit(
+          f"speed.py: --cpu-devices {args.cpu_devices} must be set before JAX first "
+          f"runs, and JAX ran already in this process. Fix: run the script in a "
+          f"process of its own (python benchmarks/speed.py ...).") from None
   started = time.perf_counter()
   worker, threads = start_torch(args)
   loadavg_start = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -589,6 +643,7 @@ def main(argv=None) -> dict:
           "machine": platform.processor() or platform.machine(),
           "cores": os.cpu_count(),
           "threads": threads,
+          "cpu_devices": args.cpu_devices,
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),   # torch's worker inherits it
           "dtype": args.dtype,
           "versions": versions(),

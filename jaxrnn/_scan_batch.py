@@ -52,6 +52,11 @@ def scan_batch(
   `jax.custom_vjp`: `jax.grad`, `jax.vjp` and `jax.jit` work, forward mode
   (`jax.jvp`, `jax.hessian`) does not; use `jaxrnn.scan` under `jax.vmap`
   for it. Every other case runs exactly the vmapped `jaxrnn.scan`.
+  Data-parallel (the batch split over devices by
+  `jaxrnn.train.shard_batch`), the kernel's weight gradients are
+  all-reduced once, after the loop; on 2 CPU cores split into 2 devices it
+  trains 1.2-1.4x faster than on one at B = 16-32 (see
+  `jaxrnn.train.parallel`).
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> cell = jaxrnn.lstm(16)

@@ -112,3 +112,26 @@ def test_torch_worker_answers_and_reports_what_it_cannot_run():
   finally:
     worker.close()
   assert worker.proc.returncode == 0
+
+
+def test_cpu_devices_adds_a_data_parallel_twin_of_every_jax_row(tmp_path):
+  out = tmp_path / "speed.json"
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--cells", "lstm",
+       "--impls", "scan_batch,equinox", "--cpu-devices", "2", "--no-memory",
+       "--out", str(out)],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report["meta"]["cpu_devices"] == 2
+  rows = {r["impl"]: r for r in report["groups"][0]["rows"]}
+  twins = [name for name in rows if name.endswith("[2 CPU devices]")]
+  single = [name for name, r in rows.items()
+            if r["status"] == "ok" and not r.get("roofline") and name not in twins
+            and not name.startswith("torch")]
+  assert {"jaxrnn", "jaxrnn.scan_batch"} <= set(single)
+  # Every JAX row that ran has its twin, computing the same numbers.
+  assert sorted(twins) == sorted(f"{name} [2 CPU devices]" for name in single)
+  for name in twins:
+    assert rows[name]["devices"] == 2
+    assert rows[name]["check"]["fwd"]["ok"] and rows[name]["check"]["fwd_bwd"]["ok"]

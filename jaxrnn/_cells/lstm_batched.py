@@ -11,12 +11,12 @@ per-example kernel's projected inputs ``[B, T, 4H]`` and their gradient are
 transposed to and from the time-major layout the loop needs, and each
 step's backward is JAX's transposition of the linearised step. Seeing the
 whole batch, this kernel transposes only the inputs ``[B, T, I]`` (4x
-smaller). For training it runs the input matmul inside the loop (a hoisted
-``[T, B, 4H]`` result beside the saved residuals cost more memory traffic
-than it saved), saves ``z_t`` and the previous state per step, and computes
-``dW_x``, ``dW_h``, ``db`` and ``dx`` as single matmuls after the backward
-loop, as cuDNN does. Not differentiated, it hoists the input matmul and
-saves nothing. Measured on 2 CPU cores
+smaller). It hoists the input matmul out of the loop; for training it
+saves ``z_t`` and the previous state per step, and computes ``dW_x``,
+``dW_h``, ``db`` and ``dx`` as single matmuls after the backward loop, as
+cuDNN does; not differentiated, it saves nothing. (Keeping the input
+matmul inside the training loop instead was as fast on one CPU device and
+1.07-1.10x slower on 2 data-parallel ones.) Measured on 2 CPU cores
 (``benchmarks/speed.py``, forward+backward): 1.2-1.6x faster than the
 per-example kernel at B = 16 and 32, 1.1-1.2x faster than the unfused form,
 and the least memory of the three.
@@ -58,40 +58,38 @@ def _step(w_h, bias, h, c, xw, keep):
   return (h_new, c_new), y, z
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def _lstm_loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll):
-  """``(h_T, c_T), ys`` for time-major ``xs [T, B, I]``, ``valid`` bool[T, B] or None.
+def _loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll, save: bool):
+  """The forward loop; with ``save``, each step's ``z_t`` and previous state too.
 
-  Not differentiated (inference, evaluation), nothing is saved for a
-  backward, and the input matmul is hoisted out of the loop for all steps
-  at once, with the bias added in the step where it costs no extra pass
-  over ``[T, B, 4H]``: 1.3x faster forward than the loop `_forward` runs
-  for training (2 CPU cores, B = 32, T = 128, H = 256).
+  The input matmul is hoisted out of the loop for all steps at once, and
+  the bias is added in the step, where it costs no extra pass over
+  ``[T, B, 4H]``.
   """
   bias = b.astype(carry_dtype(w_h.dtype))
 
   def body(carry, inputs):
     xw, keep = inputs
-    carry, y, _ = _step(w_h, bias, *carry, xw, keep)
-    return carry, y
+    new_carry, y, z = _step(w_h, bias, *carry, xw, keep)
+    return new_carry, ((y, z, *carry) if save else y)
 
   return jax.lax.scan(body, (h0, c0), (matmul(xs, w_x), valid), reverse=reverse,
                       unroll=unroll)
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _lstm_loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll):
+  """``(h_T, c_T), ys`` for time-major ``xs [T, B, I]``, ``valid`` bool[T, B] or None.
+
+  Not differentiated (inference, evaluation), nothing is saved for a
+  backward: 1.3x faster forward than the loop that saves (2 CPU cores,
+  B = 32, T = 128, H = 256).
+  """
+  return _loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll, save=False)
+
+
 def _forward(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll):
-  bias = b.astype(carry_dtype(w_h.dtype))
-
-  def body(carry, inputs):
-    x, keep = inputs
-    # Differentiated, the input matmul stays in the loop, beside the
-    # recurrent one: hoisted, its [T, B, 4H] result beside the saved z_t
-    # made training 1.05x slower.
-    new_carry, y, z = _step(w_h, bias, *carry, matmul(x, w_x), keep)
-    return new_carry, (y, z, *carry)
-
-  final, (ys, zs, hs_prev, cs_prev) = jax.lax.scan(
-      body, (h0, c0), (xs, valid), reverse=reverse, unroll=unroll)
+  final, (ys, zs, hs_prev, cs_prev) = _loop(w_x, w_h, b, h0, c0, xs, valid, reverse,
+                                            unroll, save=True)
   return (final, ys), (w_x, w_h, b, xs, valid, zs, hs_prev, cs_prev)
 
 
