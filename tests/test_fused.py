@@ -133,15 +133,10 @@ def elman_with(initial_carry, finish, extra_params):
       finish=finish, output_size=3)
 
 
-def test_fused_cell_with_learned_initial_carry_and_resets():
-  # A reset restores initial_carry(params): its gradient flows both through
-  # the recurrent matmul and through finish's own use of the carry.
-  cell = elman_with(lambda p: p["h0"],
-                    lambda p, h, gx, u: (jnp.tanh(gx + u + p["v"] * h),) * 2,
-                    dict(h0=jnp.array([0.3, -0.2, 0.5]), v=jnp.array([0.4, 0.1, -0.3])))
+def assert_kernel_derivatives_equal_plain(cell, resets=None):
+  """Gradient and forward-mode derivative of sum(ys), fused against plain."""
   params = cell.init(jax.random.key(0), I)
   xs = jax.random.normal(jax.random.key(1), (T, I))
-  resets = jnp.zeros(T, bool).at[3].set(True).at[6].set(True)
   f = lambda c, p: jaxrnn.scan(c, p, xs, resets=resets)[1].sum()
   plain = cell._replace(sequence=None)
   assert_trees_close(jax.grad(f, argnums=1)(cell, params),
@@ -149,6 +144,16 @@ def test_fused_cell_with_learned_initial_carry_and_resets():
   tangent = jax.tree.map(jnp.ones_like, params)
   assert_trees_close(jax.jvp(lambda p: f(cell, p), (params,), (tangent,)),
                      jax.jvp(lambda p: f(plain, p), (params,), (tangent,)))
+
+
+def test_fused_cell_with_learned_initial_carry_and_resets():
+  # A reset restores initial_carry(params): its gradient flows both through
+  # the recurrent matmul and through finish's own use of the carry.
+  cell = elman_with(lambda p: p["h0"],
+                    lambda p, h, gx, u: (jnp.tanh(gx + u + p["v"] * h),) * 2,
+                    dict(h0=jnp.array([0.3, -0.2, 0.5]), v=jnp.array([0.4, 0.1, -0.3])))
+  assert_kernel_derivatives_equal_plain(
+      cell, resets=jnp.zeros(T, bool).at[3].set(True).at[6].set(True))
 
 
 def test_fused_cell_with_an_integer_leaf_in_its_carry():
@@ -159,12 +164,4 @@ def test_fused_cell_with_an_integer_leaf_in_its_carry():
     return dict(h=h, n=c["n"] + 1), h * c["n"].astype(h.dtype)
   cell = elman_with(lambda p: dict(h=jnp.zeros(3), n=jnp.int32(1)), finish,
                     dict(v=jnp.array([0.4, 0.1, -0.3])))
-  params = cell.init(jax.random.key(0), I)
-  xs = jax.random.normal(jax.random.key(1), (T, I))
-  f = lambda c, p: jaxrnn.scan(c, p, xs)[1].sum()
-  plain = cell._replace(sequence=None)
-  assert_trees_close(jax.grad(f, argnums=1)(cell, params),
-                     jax.grad(f, argnums=1)(plain, params))
-  tangent = jax.tree.map(jnp.ones_like, params)
-  assert_trees_close(jax.jvp(lambda p: f(cell, p), (params,), (tangent,)),
-                     jax.jvp(lambda p: f(plain, p), (params,), (tangent,)))
+  assert_kernel_derivatives_equal_plain(cell)
