@@ -1,10 +1,10 @@
 """Plain RNNs forget, LSTMs remember: the long-term dependency problem, measured.
 
-Run ``python benchmarks/long_term_dependency.py`` (the default grid: 209 s
-wall, 313 s of CPU time, on 2 shared CPU cores, data-parallel over 2 CPU
-devices; 236 s on one device in the same session; 244-269 s before the
-LSTM and GRU trained on their batched kernels), ``--quick`` (64-84 s) or
-``--smoke`` (seconds; what the tests run).
+Run ``python benchmarks/long_term_dependency.py`` (the default grid: 209-253 s
+wall on 2 shared CPU cores, data-parallel over 2 CPU devices; 236-276 s on
+one device, run right after; 244-269 s before the LSTM and GRU trained on
+their batched kernels), ``--quick`` (64-97 s) or ``--smoke`` (seconds;
+what the tests run).
 Options: ``--task adding|recall|both``, ``--cells rnn,lstm,peephole,gru``,
 ``--lengths 10,25,50,100,200``, ``--steps``, ``--batch``, ``--hidden``,
 ``--lr``, ``--seed``, ``--forget-bias`` (LSTM cells' initial forget-gate bias,
