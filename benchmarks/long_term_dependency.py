@@ -365,7 +365,7 @@ def data_parallel_mesh(cpu_devices: int, batch: int):
     return None
   try:
     jax.config.update("jax_num_cpu_devices", cpu_devices)
-  except RuntimeError:      # the backend started before this call
+  except (RuntimeError, AttributeError):   # JAX started already, or too old a JAX
     pass
   devices = jax.devices()
   why = (f"JAX runs on {jax.default_backend()}" if jax.default_backend() != "cpu"

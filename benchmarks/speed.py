@@ -612,6 +612,10 @@ def main(argv=None) -> dict:
           f"speed.py: --cpu-devices {args.cpu_devices} must be set before JAX first "
           f"runs, and JAX ran already in this process. Fix: run the script in a "
           f"process of its own (python benchmarks/speed.py ...).") from None
+    except AttributeError:
+      raise SystemExit(
+          f"speed.py: --cpu-devices needs the jax_num_cpu_devices option, which JAX "
+          f"{jax.__version__} lacks. Fix: pip install -U jax jaxlib.") from None
   started = time.perf_counter()
   worker, threads = start_torch(args)
   loadavg_start = os.getloadavg() if hasattr(os, "getloadavg") else None
