@@ -160,3 +160,12 @@ def test_readout_model_apply_batch_and_batched_loss_equal_the_per_example_ones()
                                                      batched=True)[0])(params)
   grad_plain = jax.grad(lambda p: train.batch_loss(per_example, p, (XS, labels))[0])(params)
   assert_trees_close(grad_batched, grad_plain, atol=1e-5)
+
+
+def test_batched_loss_of_a_hand_built_model_falls_back_to_vmap():
+  model = readout_model(jaxrnn.gru(H), output_size=3)
+  by_hand = model._replace(apply_batch=None)
+  params = random_params(model, I)
+  labels = jnp.arange(B) % 3
+  assert_trees_close(last_step_classification_loss(by_hand, batched=True)(params, (XS, labels)),
+                     last_step_classification_loss(model, batched=True)(params, (XS, labels)))

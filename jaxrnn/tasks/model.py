@@ -128,7 +128,11 @@ def last_step_classification_loss(model: Model, *, batched: bool = False):
     xs, label = example
     return from_logits(model.apply(params, xs)[1], label)
 
+  # A Model built by hand may have no apply_batch: vmap its apply instead.
+  run_batch = model.apply_batch or jax.vmap(lambda p, x: model.apply(p, x),
+                                            in_axes=(None, 0))
+
   def batch_loss_fn(params, batch):
     xs, labels = batch
-    return jax.vmap(from_logits)(model.apply_batch(params, xs)[1], labels)
+    return jax.vmap(from_logits)(run_batch(params, xs)[1], labels)
   return batch_loss_fn if batched else loss_fn
