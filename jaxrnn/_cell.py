@@ -133,11 +133,15 @@ def matmul(x: Array, w: Array) -> Array:
 def time_batch_matmul(a: Array, dz: Array, w: Array) -> Array:
   """``sum_t a_t^T dz_t`` over time and batch: a weight's gradient in one matmul.
 
-  Shapes: a [T, B, P], dz [T, B, G] -> [P, G] in ``w``'s dtype, computed in
-  it and accumulated in the carry dtype, as `matmul` does going forward.
+  Shapes: a [B, T, P], dz [B, T, G] (or both [T, B, ...]) -> [P, G] in
+  ``w``'s dtype, computed in it and accumulated in the carry dtype, as
+  `matmul` does going forward.
   """
-  return jnp.einsum("tbp,tbg->pg", a.astype(w.dtype), dz.astype(w.dtype),
-                    preferred_element_type=carry_dtype(w.dtype)).astype(w.dtype)
+  # One contracting axis, not two: contracting (B, T), XLA CPU copied the
+  # larger dz to another layout first (LSTM, B = 32: 1.04x slower).
+  a = a.reshape(-1, a.shape[-1]).astype(w.dtype)
+  dz = dz.reshape(-1, dz.shape[-1]).astype(w.dtype)
+  return jnp.matmul(a.T, dz, preferred_element_type=carry_dtype(w.dtype)).astype(w.dtype)
 
 
 def project_input(name: str, xs: Array, w_x: Array, b: Array) -> Array:

@@ -15,14 +15,6 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._scan import _describe, scan
 
-# Below this batch size the per-example fused kernel is the faster one.
-# Forward+backward ms on 2 CPU cores, T = 512, H = 128, GRU / LSTM,
-# per-example vs batched kernel: B = 1: 5.5 / 6.8 vs 6.6 / 8.0; B = 2:
-# 13.4 / 15.8 vs 12.7 / 15.5; B = 4: 19.8 / 23.9 vs 18.2 / 22.5; B = 8:
-# 48 / 59 vs 31 / 39.
-MIN_KERNEL_BATCH = 4
-
-
 def scan_batch(
     cell: Cell,
     params: Params,
@@ -44,11 +36,12 @@ def scan_batch(
 
   with ``carry``, ``mask`` (bool[B, T]) and ``resets`` (bool[B, T]) batched
   along their first axis, or None. A cell with a batched kernel
-  (``cell.batched``: the standard `jaxrnn.lstm` and `jaxrnn.gru`) runs it when
-  ``B >= 4`` and there are no resets: one time-major loop for the whole
-  batch whose backward computes the weight gradients as single matmuls
-  (forward+backward 1.2-1.6x faster than the per-example path at B = 16
-  and 32 on 2 CPU cores; see `jaxrnn._cells.lstm_batched`). That kernel is a
+  (``cell.batched``: the standard `jaxrnn.lstm` and `jaxrnn.gru`) runs it
+  whenever there are no resets: one loop for the whole batch whose
+  backward computes the weight gradients as single matmuls (forward+backward
+  1.2-1.6x faster than the per-example path at B = 16 and 32 on 2 CPU
+  cores, 1.5-1.7x at B = 2 and 4, as fast or 1.15x faster at B = 1; see
+  `jaxrnn._cells.lstm_batched`). That kernel is a
   `jax.custom_vjp`: `jax.grad`, `jax.vjp` and `jax.jit` work, forward mode
   (`jax.jvp`, `jax.hessian`) does not; use `jaxrnn.scan` under `jax.vmap`
   for it. Every other case runs exactly the vmapped `jaxrnn.scan`.
@@ -82,7 +75,7 @@ def scan_batch(
   resets = _check_batch_flags("resets", resets, B, T)
   if carry is not None:
     _check_batch_carry(carry, cell.initial_carry(params), B)
-  if cell.batched is not None and resets is None and B >= MIN_KERNEL_BATCH and T > 0:
+  if cell.batched is not None and resets is None and T > 0:
     if carry is None:
       carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
                            cell.initial_carry(params))

@@ -1,7 +1,7 @@
 """`jaxrnn.scan_batch` equals `jaxrnn.scan` under `jax.vmap`, kernel or not.
 
 The standard LSTM and GRU run their batched kernels (`Cell.batched`, custom
-VJPs with hand-written backwards) when B >= 4 and there are no resets. Here
+VJPs with hand-written backwards) whenever there are no resets. Here
 each is held to the independent NumPy loop, to the vmapped per-example path
 (outputs, final carries, gradients for params, inputs and the initial
 carry, masked and reversed), and to finite differences in float64; every
@@ -61,20 +61,21 @@ def uses_kernel(fn, *args) -> bool:
   return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
 
 
-SCENARIOS = {                       # name: (masked, reversed, given carry)
-    "plain": (False, False, False),
-    "masked": (True, False, False),
-    "reversed": (False, True, False),
-    "masked_reversed_carry": (True, True, True),
-    "carry": (False, False, True),
+SCENARIOS = {                       # name: (masked, reversed, given carry, batch)
+    "plain": (False, False, False, B),
+    "masked": (True, False, False, B),
+    "reversed": (False, True, False, B),
+    "masked_reversed_carry": (True, True, True, B),
+    "carry": (False, False, True, B),
+    "batch_of_one": (True, False, True, 1),
 }
 
 
 @pytest.mark.parametrize("kind", KERNELS)
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_kernel_matches_vmapped_scan(kind, scenario):
-  masked, reverse, given = SCENARIOS[scenario]
-  cell, params, xs, mask, carry = setup(kind=kind)
+  masked, reverse, given, batch = SCENARIOS[scenario]
+  cell, params, xs, mask, carry = setup(kind=kind, batch=batch)
   mask = mask if masked else None
   carry = carry if given else None
 
@@ -146,7 +147,6 @@ FALLBACKS = {
     "peephole_lstm": lambda: (jaxrnn.peephole_lstm(H), B, False),
     "lstmp": lambda: (jaxrnn.lstm(H, proj_size=3), B, False),
     "gru_reset_before": lambda: (jaxrnn.gru(H, reset_after=False), B, False),
-    "small_batch": lambda: (jaxrnn.lstm(H), 3, False),
     "resets": lambda: (jaxrnn.lstm(H), B, True),
     "unfused_lstm": lambda: (jaxrnn.unfused(jaxrnn.lstm(H)), B, False),
 }
@@ -201,11 +201,12 @@ def test_bad_input_is_explained():
     jaxrnn.scan_batch(cell, params, xs, mask=mask[0])
 
 
-@pytest.mark.parametrize("batch", [3, B])      # the vmapped path and the kernel
-def test_wrong_input_size_is_explained_on_both_paths(batch):
-  cell, params, xs, _, _ = setup(batch=batch)
+@pytest.mark.parametrize("with_resets", [True, False])   # the vmapped path, the kernel
+def test_wrong_input_size_is_explained_on_both_paths(with_resets):
+  cell, params, xs, _, _ = setup()
+  resets = jnp.zeros((B, T), bool) if with_resets else None
   with pytest.raises(ValueError, match="initialised for input size 4"):
-    jaxrnn.scan_batch(cell, params, xs[..., :3])
+    jaxrnn.scan_batch(cell, params, xs[..., :3], resets=resets)
 
 
 @pytest.mark.parametrize("kind, other", [

@@ -70,7 +70,7 @@ def test_padding_does_not_change_the_loss():
 
 
 def test_batched_loss_with_scan_batch_trains_like_the_per_example_one():
-  # The GRU's batched kernel runs (B = 16 >= 4); same loss, same update.
+  # The GRU's batched kernel runs; same loss, same update.
   def batched_loss(params, batch):
     xs, mask, target = batch
     _, ys = jaxrnn.scan_batch(CELL, params["rnn"], xs, mask=mask)

@@ -1,4 +1,4 @@
-"""The standard GRU as one batched, time-major kernel with a hand-written backward.
+"""The standard GRU as one batched kernel with a hand-written backward.
 
 Lives here: `gru_batch_kernel`, which `jaxrnn.gru` (``reset_after=True``)
 attaches as ``Cell.batched`` and `jaxrnn.scan_batch` runs. Not here: the
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import (Array, carry_dtype, check_input_size, matmul,
                           time_batch_matmul)
+from jaxrnn._cells.batch_loop import at, over_time, put
 
 
 def _parts(gx: Array, u: Array, b_hn: Array, H: int):
@@ -41,36 +42,45 @@ def _step(w_h, bias, bias_hn, h, xw, keep):
   return h_new, y, gx, u
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def _gru_loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
-  """``h_T, ys`` for time-major ``xs [T, B, I]``, ``valid`` bool[T, B] or None.
+def _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save: bool):
+  """The forward loop; with ``save``, each step's ``gx_t``, ``u_t`` and ``h_{t-1}``.
 
-  Not differentiated, it saves nothing. Unlike the LSTM's, it keeps the
-  input matmul in the loop: hoisted, this forward was 1.25x slower (2 CPU
-  cores, B = 32, T = 128, H = 256).
+  Unlike the LSTM's, it keeps the input matmul in the loop: hoisted, it was
+  1.1-1.2x slower, forward and forward+backward, on one CPU device and on
+  2 (2 CPU cores, B = 32, T = 128, H = 256).
   """
   dtype = carry_dtype(w_h.dtype)
   bias, bias_hn = b.astype(dtype), b_hn.astype(dtype)
+  B, T = xs.shape[:2]
+  ys = jnp.zeros((B, T) + h0.shape[1:], h0.dtype)
+  G = w_h.shape[-1]
+  saved = ((jnp.zeros((B, T, G), dtype), jnp.zeros((B, T, G), dtype),
+            jnp.zeros(ys.shape, h0.dtype)) if save else ())
 
-  def body(h, inputs):
-    x, keep = inputs
-    h, y, _, _ = _step(w_h, bias, bias_hn, h, matmul(x, w_x), keep)
-    return h, y
+  def body(t, state):
+    h, ys, saved = state
+    keep = None if valid is None else at(valid, t)
+    h_new, y, gx, u = _step(w_h, bias, bias_hn, h, matmul(at(xs, t), w_x), keep)
+    if save:
+      saved = tuple(put(a, t, v) for a, v in zip(saved, (gx, u, h)))
+    return h_new, put(ys, t, y), saved
 
-  return jax.lax.scan(body, h0, (xs, valid), reverse=reverse, unroll=unroll)
+  final, ys, saved = over_time(body, T, reverse, unroll, (h0, ys, saved))
+  return final, ((ys, *saved) if save else ys)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _gru_loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
+  """``h_T, ys`` for batch-major ``xs [B, T, I]``, ``valid`` bool[B, T] or None.
+
+  Not differentiated, it saves nothing.
+  """
+  return _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save=False)
 
 
 def _forward(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
-  dtype = carry_dtype(w_h.dtype)
-  bias, bias_hn = b.astype(dtype), b_hn.astype(dtype)
-
-  def body(h, inputs):
-    x, keep = inputs
-    h_new, y, gx, u = _step(w_h, bias, bias_hn, h, matmul(x, w_x), keep)
-    return h_new, (y, gx, u, h)
-
-  final, (ys, gxs, us, hs_prev) = jax.lax.scan(
-      body, h0, (xs, valid), reverse=reverse, unroll=unroll)
+  final, (ys, gxs, us, hs_prev) = _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse,
+                                        unroll, save=True)
   return (final, ys), (w_x, w_h, b, b_hn, xs, valid, gxs, us, hs_prev)
 
 
@@ -79,29 +89,31 @@ def _backward(reverse, unroll, residuals, cotangents):
   dh_final, dys = cotangents
   H = hs_prev.shape[-1]
   bias_hn = b_hn.astype(us.dtype)
+  w_h_t = jnp.transpose(w_h)   # du U^T as a plain product (see lstm_batched)
 
-  def body(dh, inputs):                           # dh: gradient of the step's new h
-    dy, gx, u, h, keep = inputs
+  def body(t, state):
+    dh, (d_gxs, d_u_ns) = state                   # dh: gradient of the step's new h
+    gx, u, h = at(gxs, t), at(us, t), at(hs_prev, t)
     r, z, u_n = _parts(gx, u, bias_hn, H)         # recomputed: cheaper than saving
     n = jnp.tanh(gx[:, 2 * H:] + r * u_n)
-    dh_new = dh + dy                              # h_t is both the carry and y_t
+    dh_new = dh + at(dys, t)                      # h_t is both the carry and y_t
     d_pre_n = dh_new * (1 - z) * (1 - n * n)      # through n = tanh(pre_n)
     d_rz = jnp.concatenate([d_pre_n * u_n * r * (1 - r),      # d (gx_r + u_r)
                             dh_new * (h - n) * z * (1 - z)],  # d (gx_z + u_z)
                            axis=-1)
     d_gx = jnp.concatenate([d_rz, d_pre_n], axis=-1)
     d_u_n = d_pre_n * r
-    dh_prev = dh_new * z + matmul(jnp.concatenate([d_rz, d_u_n], axis=-1), w_h.T)
-    if keep is not None:                          # a masked step passed h on
-      keep = keep[:, None]
+    dh_prev = dh_new * z + matmul(jnp.concatenate([d_rz, d_u_n], axis=-1), w_h_t)
+    if valid is not None:                         # a masked step passed h on
+      keep = at(valid, t)[:, None]
       d_gx = jnp.where(keep, d_gx, jnp.zeros_like(d_gx))
       d_u_n = jnp.where(keep, d_u_n, jnp.zeros_like(d_u_n))
       dh_prev = jnp.where(keep, dh_prev, dh)
-    return dh_prev, (d_gx, d_u_n)
+    return dh_prev, (put(d_gxs, t, d_gx), put(d_u_ns, t, d_u_n))
 
-  dh0, (d_gxs, d_u_ns) = jax.lax.scan(
-      body, dh_final, (dys, gxs, us, hs_prev, valid),
-      reverse=not reverse, unroll=unroll)
+  dh0, (d_gxs, d_u_ns) = over_time(
+      body, gxs.shape[1], not reverse, unroll,
+      (dh_final, (jnp.zeros_like(gxs), jnp.zeros_like(hs_prev, dtype=us.dtype))))
   # Weight gradients as single matmuls over time and batch. d u = [d_rz, d_u_n].
   d_w_h = jnp.concatenate([time_batch_matmul(hs_prev, d_gxs[..., :2 * H], w_h),
                            time_batch_matmul(hs_prev, d_u_ns, w_h)], axis=-1)
@@ -149,7 +161,5 @@ def gru_batch_kernel(params, carry: Array, xs: Array, mask: Optional[Array],
         "params have no b_hn, so they were made by jaxrnn.gru(H, "
         "reset_after=False). Fix: build the cell with the same reset_after.")
   check_input_size("gru", xs[0], params.w_x.shape[0])
-  valid = None if mask is None else jnp.swapaxes(mask, 0, 1)
-  h, ys = _gru_loop(params.w_x, params.w_h, params.b, params.b_hn, carry,
-                    jnp.swapaxes(xs, 0, 1), valid, reverse, unroll)
-  return h, jnp.swapaxes(ys, 0, 1)
+  return _gru_loop(params.w_x, params.w_h, params.b, params.b_hn, carry, xs, mask,
+                   reverse, unroll)

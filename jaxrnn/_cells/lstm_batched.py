@@ -1,25 +1,36 @@
-"""The standard LSTM as one batched, time-major kernel with a hand-written backward.
+"""The standard LSTM as one batched kernel with a hand-written backward.
 
 Lives here: `lstm_batch_kernel`, which `jaxrnn.lstm` attaches to its
 standard form (``Cell.batched``) and `jaxrnn.scan_batch` runs. Not here: the
 LSTM's definition and variants (`lstm.py`), the per-example fused kernel
-(`_fused.py`).
+(`_fused.py`), the loop over time (`batch_loop.py`).
 
 Why: `jaxrnn.scan` sees one sequence and `jax.vmap` chooses the batched
 program's layout. Its batching rules put the batch axis first, so the
 per-example kernel's projected inputs ``[B, T, 4H]`` and their gradient are
-transposed to and from the time-major layout the loop needs, and each
+transposed to and from the time-major layout its loop needs, and each
 step's backward is JAX's transposition of the linearised step. Seeing the
-whole batch, this kernel transposes only the inputs ``[B, T, I]`` (4x
-smaller). It hoists the input matmul out of the loop; for training it
-saves ``z_t`` and the previous state per step, and computes ``dW_x``,
-``dW_h``, ``db`` and ``dx`` as single matmuls after the backward loop, as
-cuDNN does; not differentiated, it saves nothing. (Keeping the input
-matmul inside the training loop instead was as fast on one CPU device and
-1.07-1.10x slower on 2 data-parallel ones.) Measured on 2 CPU cores
-(``benchmarks/speed.py``, forward+backward): 1.2-1.6x faster than the
-per-example kernel at B = 16 and 32, 1.1-1.2x faster than the unfused form,
-and the least memory of the three.
+whole batch, this kernel loops over the time axis of batch-major arrays
+and transposes nothing. It hoists the input matmul out of the loop; for
+training it saves ``z_t`` and the previous state per step, and computes
+``dW_x``, ``dW_h``, ``db`` and ``dx`` as single matmuls after the backward
+loop, as cuDNN does; not differentiated, it saves nothing. Measured on 2
+CPU cores (``benchmarks/speed.py``, forward+backward): 1.2-1.6x faster
+than the per-example kernel at B = 16 and 32, 1.1-1.2x faster than the
+unfused form, and the least memory of the three.
+
+Measured and kept (interleaved in one process, 2 CPU cores, B = 32,
+T = 128, H = 256, forward+backward; "2 devices" is the batch split over 2
+CPU devices): the backward loop multiplies by a transposed copy of ``W_h``
+made once, not by ``W_h.T`` (the loop's ``[B, 4H] x [4H, H]`` product
+runs 1.5x faster at B = 16 as a plain product); batch-major indexing (see
+`batch_loop`). Together: 0.90x the time on 2 devices, 0.96x on one.
+Measured and dropped: the input matmul inside the loop (1.07x slower on 2
+devices, 1.3-1.4x slower forward); saving the gate activations instead
+of ``z_t`` (1.02-1.05x slower: the forward's concatenation costs more
+than the backward's recomputed sigmoid); writing each step's activations,
+then its ``dz``, over the slice of the buffer it has just read (2-3x
+slower: XLA copies the whole buffer every step).
 
 It is a `jax.custom_vjp`, so it has no forward mode; `jaxrnn.scan` under
 `jax.vmap` keeps every transformation.
@@ -35,6 +46,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import (Array, carry_dtype, check_input_size, matmul,
                           time_batch_matmul)
+from jaxrnn._cells.batch_loop import at, over_time, put
 
 
 def _gates(z: Array, H: int):
@@ -63,22 +75,30 @@ def _loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll, save: bool):
 
   The input matmul is hoisted out of the loop for all steps at once, and
   the bias is added in the step, where it costs no extra pass over
-  ``[T, B, 4H]``.
+  ``[B, T, 4H]``.
   """
   bias = b.astype(carry_dtype(w_h.dtype))
+  xw = matmul(xs, w_x)                          # [B, T, 4H]
+  B, T = xs.shape[:2]
+  ys = jnp.zeros((B, T) + h0.shape[1:], h0.dtype)
+  saved = ((jnp.zeros(xw.shape, xw.dtype), jnp.zeros(ys.shape, h0.dtype),
+            jnp.zeros(ys.shape, c0.dtype)) if save else ())
 
-  def body(carry, inputs):
-    xw, keep = inputs
-    new_carry, y, z = _step(w_h, bias, *carry, xw, keep)
-    return new_carry, ((y, z, *carry) if save else y)
+  def body(t, state):
+    carry, ys, saved = state
+    keep = None if valid is None else at(valid, t)
+    new_carry, y, z = _step(w_h, bias, *carry, at(xw, t), keep)
+    if save:
+      saved = tuple(put(a, t, v) for a, v in zip(saved, (z, *carry)))
+    return new_carry, put(ys, t, y), saved
 
-  return jax.lax.scan(body, (h0, c0), (matmul(xs, w_x), valid), reverse=reverse,
-                      unroll=unroll)
+  final, ys, saved = over_time(body, T, reverse, unroll, ((h0, c0), ys, saved))
+  return final, ((ys, *saved) if save else ys)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def _lstm_loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll):
-  """``(h_T, c_T), ys`` for time-major ``xs [T, B, I]``, ``valid`` bool[T, B] or None.
+  """``(h_T, c_T), ys`` for batch-major ``xs [B, T, I]``, ``valid`` bool[B, T] or None.
 
   Not differentiated (inference, evaluation), nothing is saved for a
   backward: 1.3x faster forward than the loop that saves (2 CPU cores,
@@ -97,13 +117,14 @@ def _backward(reverse, unroll, residuals, cotangents):
   w_x, w_h, b, xs, valid, zs, hs_prev, cs_prev = residuals
   (dh_final, dc_final), dys = cotangents
   H = hs_prev.shape[-1]
+  w_h_t = jnp.transpose(w_h)   # dz R^T as a plain product (see the module's notes)
 
-  def body(carry, inputs):
-    dh, dc = carry                              # gradients of the step's new (h, c)
-    dy, z, c_prev, keep = inputs
+  def body(t, state):
+    (dh, dc), dzs = state                       # gradients of the step's new (h, c)
+    z, c_prev = at(zs, t), at(cs_prev, t)
     i, f, g, o = _gates(z, H)                   # recomputed: cheaper than saving
     tanh_c = jnp.tanh(f * c_prev + i * g)
-    dh_new = dh + dy                            # h_t is both the carry and y_t
+    dh_new = dh + at(dys, t)                    # h_t is both the carry and y_t
     dc_new = dc + dh_new * o * (1 - tanh_c * tanh_c)
     dz = jnp.concatenate([dc_new * g * i * (1 - i),         # d z_i
                           dc_new * c_prev * f * (1 - f),    # d z_f
@@ -111,18 +132,17 @@ def _backward(reverse, unroll, residuals, cotangents):
                           dh_new * tanh_c * o * (1 - o)],   # d z_o
                          axis=-1)
     dc_prev = dc_new * f
-    dh_prev = matmul(dz, w_h.T)
-    if keep is not None:                        # a masked step passed (h, c) on
-      keep = keep[:, None]
+    dh_prev = matmul(dz, w_h_t)
+    if valid is not None:                       # a masked step passed (h, c) on
+      keep = at(valid, t)[:, None]
       dz = jnp.where(keep, dz, jnp.zeros_like(dz))
       dh_prev = jnp.where(keep, dh_prev, dh)
       dc_prev = jnp.where(keep, dc_prev, dc)
-    return (dh_prev, dc_prev), dz
+    return (dh_prev, dc_prev), put(dzs, t, dz)
 
-  (dh0, dc0), dzs = jax.lax.scan(
-      body, (dh_final, dc_final), (dys, zs, cs_prev, valid),
-      reverse=not reverse, unroll=unroll)
-  # The weight gradients contract over time and batch at once.
+  (dh0, dc0), dzs = over_time(body, zs.shape[1], not reverse, unroll,
+                               ((dh_final, dc_final), jnp.zeros_like(zs)))
+  # The weight gradients contract over batch and time at once.
   d_b = dzs.sum(axis=(0, 1))
   d_xs = matmul(dzs, w_x.T)
   return (time_batch_matmul(xs, dzs, w_x), time_batch_matmul(hs_prev, dzs, w_h),
@@ -170,8 +190,6 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
         f"they were made by another variant. Fix: build the cell with the "
         f"switches that made the params, e.g. jaxrnn.lstm(H, peephole=True).")
   check_input_size("lstm", xs[0], params.w_x.shape[0])
-  xs_t = jnp.swapaxes(xs, 0, 1)               # [T, B, I]: one small transpose
-  valid = None if mask is None else jnp.swapaxes(mask, 0, 1)
   (h, c), ys = _lstm_loop(params.w_x, params.w_h, params.b, carry.h, carry.c,
-                          xs_t, valid, reverse, unroll)
-  return carry._replace(h=h, c=c), jnp.swapaxes(ys, 0, 1)
+                          xs, mask, reverse, unroll)
+  return carry._replace(h=h, c=c), ys
