@@ -94,7 +94,7 @@ def unfused(cell: Cell) -> Cell:
   At large batches the hoisted ``[T, B, G]`` projection, its time-major
   copies and its gradient cost more memory traffic than they save. For
   training on a batch, `jaxrnn.scan_batch` beats both forms for the LSTM
-  and GRU at B = 16 and 32 (``benchmarks/speed.py``).
+  and GRU at every batch size measured, 1 to 128 (``benchmarks/speed.py``).
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> cell = jaxrnn.lstm(8)

@@ -48,7 +48,7 @@ def scan_batch(
   Data-parallel (the batch split over devices by
   `jaxrnn.train.shard_batch`), the kernel's weight gradients are
   all-reduced once, after the loop; on 2 CPU cores split into 2 devices it
-  trains 1.2-1.4x faster than on one at B = 16-32 (see
+  trains 1.3-1.5x faster than on one at B = 16-32 (see
   `jaxrnn.train.parallel`).
 
   >>> import jax, jax.numpy as jnp, jaxrnn

@@ -156,7 +156,7 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
                       unroll: int):
   r"""The standard LSTM over a batch: ``(carry, ys [B, T, H])``.
 
-  For time-major steps with :math:`z_t = W x_t + R h_{t-1} + b` split into
+  For steps t with :math:`z_t = W x_t + R h_{t-1} + b` split into
   blocks ``i, f, g, o``:
 
   .. math::
