@@ -177,14 +177,24 @@ def test_kernel_is_reverse_mode_only_as_documented(kind):
     jax.jvp(lambda x: jaxrnn.scan_batch(cell, params, x)[1], (xs,), (jnp.ones_like(xs),))
 
 
-def test_unroll_and_zero_length_sequences():
-  cell, params, xs, mask, _ = setup()
-  plain = jaxrnn.scan_batch(cell, params, xs, mask=mask)
-  unrolled = jaxrnn.scan_batch(cell, params, xs, mask=mask, unroll=3)
-  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(unrolled)):
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("unroll", [3, True])    # 3 does not divide T = 7
+def test_unroll_and_zero_length_sequences(kind, unroll):
+  cell, params, xs, mask, carry = setup(kind=kind)
+
+  def run(unroll):
+    return lambda p, x, c: jaxrnn.scan_batch(cell, p, x, carry=c, mask=mask, reverse=True,
+                                             unroll=unroll)
+  plain, unrolled = run(1), run(unroll)
+  for a, b in zip(jax.tree.leaves(plain(params, xs, carry)),
+                  jax.tree.leaves(unrolled(params, xs, carry))):
     np.testing.assert_allclose(a, b, atol=1e-6)
+  grads = [jax.grad(lambda p, x, c: loss(f, p, x, c), (0, 1, 2))(params, xs, carry)
+           for f in (plain, unrolled)]
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(a, b, atol=1e-5)
   final, ys = jaxrnn.scan_batch(cell, params, xs[:, :0])
-  assert ys.shape == (B, 0, H) and final.h.shape == (B, H)
+  assert ys.shape == (B, 0, H) and jax.tree.leaves(final)[0].shape == (B, H)
 
 
 def test_bad_input_is_explained():
