@@ -23,8 +23,11 @@ Measured and kept (interleaved in one process, 2 CPU cores, B = 32,
 T = 128, H = 256, forward+backward; "2 devices" is the batch split over 2
 CPU devices): the backward loop multiplies by a transposed copy of ``W_h``
 made once, not by ``W_h.T`` (the loop's ``[B, 4H] x [4H, H]`` product
-runs 1.5x faster at B = 16 as a plain product); batch-major indexing (see
-`batch_loop`). Together: 0.90x the time on 2 devices, 0.96x on one.
+runs 1.5x faster at B = 16 as a plain product; 0.94x the time on 2
+devices); the weight-gradient matmuls contract one flattened axis
+(`jaxrnn._cell.time_batch_matmul`; 0.95x); batch-major indexing (see
+`batch_loop`; level here, it removes the transposes). Together: 0.90x the
+time on 2 devices, 0.96x on one.
 Measured and dropped: the input matmul inside the loop (1.07x slower on 2
 devices, 1.3-1.4x slower forward); saving the gate activations instead
 of ``z_t`` (1.02-1.05x slower: the forward's concatenation costs more
