@@ -34,6 +34,14 @@ def adding_loss(params, example):
   return (*train.mse(pred[0], target), {})
 
 
+def batched_adding_loss(params, batch):
+  """`adding_loss` for a whole batch, through `jaxrnn.scan_batch` (the GRU's kernel)."""
+  xs, mask, target = batch
+  _, ys = jaxrnn.scan_batch(CELL, params["rnn"], xs, mask=mask)
+  pred = jax.vmap(train.last_valid)(ys, mask) @ params["head"]
+  return (*train.mse(pred[:, 0], target), {})
+
+
 def make_batch(key, batch=16, T=8):
   from jaxrnn.tasks import adding
   xs, y = adding(key, batch, T)
@@ -71,24 +79,19 @@ def test_padding_does_not_change_the_loss():
 
 def test_batched_loss_with_scan_batch_trains_like_the_per_example_one():
   # The GRU's batched kernel runs; same loss, same update.
-  def batched_loss(params, batch):
-    xs, mask, target = batch
-    _, ys = jaxrnn.scan_batch(CELL, params["rnn"], xs, mask=mask)
-    pred = jax.vmap(train.last_valid)(ys, mask) @ params["head"]
-    return (*train.mse(pred[:, 0], target), {})
   opt = train.optimizer(1e-2)
   state = train.init_state(model_init(jax.random.key(0)), opt)
   lengths = jnp.arange(16) % 8 + 1
   xs, _, y = make_batch(jax.random.key(4))
   batch = (xs, jnp.arange(8)[None] < lengths[:, None], y)
   per_example = train.make_train_step(adding_loss, opt, donate=False)(state, batch)
-  whole_batch = train.make_train_step(batched_loss, opt, donate=False,
+  whole_batch = train.make_train_step(batched_adding_loss, opt, donate=False,
                                       batched=True)(state, batch)
   np.testing.assert_allclose(whole_batch[1]["loss"], per_example[1]["loss"], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(whole_batch[0].params),
                   jax.tree.leaves(per_example[0].params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-  eval_batched = train.make_eval_step(batched_loss, batched=True)(state.params, batch)
+  eval_batched = train.make_eval_step(batched_adding_loss, batched=True)(state.params, batch)
   np.testing.assert_allclose(eval_batched["loss"], per_example[1]["loss"], rtol=1e-5)
 
 
@@ -196,16 +199,11 @@ SHARDED = textwrap.dedent("""
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import re, sys, jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, {tests!r})
-    from test_train import CELL, model_init, adding_loss, make_batch
+    from test_train import model_init, adding_loss, batched_adding_loss, make_batch
     import jaxrnn
     from jaxrnn import train
     assert len(jax.devices()) == 4
     opt = train.optimizer(1e-2)
-    def batched_loss(params, batch):   # the whole batch: the GRU's batched kernel
-      xs, mask, target = batch
-      _, ys = jaxrnn.scan_batch(CELL, params["rnn"], xs, mask=mask)
-      pred = jax.vmap(train.last_valid)(ys, mask) @ params["head"]
-      return (*train.mse(pred[:, 0], target), {{}})
     batches = [make_batch(k) for k in jax.random.split(jax.random.key(1), 5)]
     def run(mesh, step):
       state = train.init_state(model_init(jax.random.key(0)), opt)
@@ -217,7 +215,7 @@ SHARDED = textwrap.dedent("""
         losses.append(float(m["loss"]))
       return losses
     per_example = train.make_train_step(adding_loss, opt, donate=False)
-    batched = train.make_train_step(batched_loss, opt, donate=False, batched=True)
+    batched = train.make_train_step(batched_adding_loss, opt, donate=False, batched=True)
     one = run(None, per_example)
     for step in (per_example, batched):
       four = run(train.data_mesh(), step)
