@@ -29,7 +29,8 @@ Method, per shape and cell:
   ``L = sum(ys)`` with respect to the params and the inputs
   (``jax.jit(jax.grad(L, argnums=(0, 1)))``; ``torch.autograd.grad``).
 * Timing: every implementation is called once (the first call, compile
-  included for JAX: lower + compile + run), once more to warm up, then all
+  included for JAX: lower + compile + run; the table's "compile s" is
+  lower + compile alone, the JSON keeps both), once more to warm up, then all
   of them in turn, round-robin with the order rotated each round, for
   ``--repeats`` rounds (fewer for slow groups, never under 3, so that the
   default grid fits its time). Each call ends in ``block_until_ready`` (or
@@ -112,6 +113,7 @@ class Runner(NamedTuple):
   memory_bytes: Optional[int]
   memory_how: str
   process: str = "jax"           # "jax" (this process) or "torch" (the worker)
+  compile_s: Optional[float] = None  # JAX: lower + compile, no run; torch: None
 
 
 def timed(fn: Callable[[], Any]) -> Callable[[], float]:
@@ -145,6 +147,7 @@ def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool,
     fn = jax.grad(loss, argnums=(0, 1))
   start = time.perf_counter()
   compiled = jax.jit(fn).lower(params, xs).compile()
+  compile_s = time.perf_counter() - start
   out = block(compiled(params, xs))
   first = time.perf_counter() - start
   memory, how = None, "XLA temp+output buffers (compiled.memory_analysis)"
@@ -158,7 +161,7 @@ def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool,
       how = "not reported by this backend"
   out = out if mode == "fwd" else out[1]
   return Runner(timed(lambda: block(compiled(params, xs))), first,
-                np.asarray(out, np.float32), memory, how)
+                np.asarray(out, np.float32), memory, how, compile_s=compile_s)
 
 
 def torch_runner(worker: TorchWorker, program: TorchProgram, xs_np, mode: str,
@@ -188,9 +191,11 @@ def matmul_runner(spec: Matmul, shape, gates: int, dtype: str, mode: str,
         lambda a, w, g: (a @ w, g @ w.T, a.T @ g))
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(a, w, g).compile()
+    compile_s = time.perf_counter() - start
     block(compiled(a, w, g))
     first = time.perf_counter() - start
-    return Runner(timed(lambda: block(compiled(a, w, g))), first, np.zeros(()), None, "")
+    return Runner(timed(lambda: block(compiled(a, w, g))), first, np.zeros(()), None, "",
+                  compile_s=compile_s)
   device = "cuda" if spec.framework == "torch cuda" else "cpu"
   key, first = worker.request("matmul", a, w, g, dtype, mode, device)
   return Runner(lambda: worker.request("call", key), first, np.zeros(()), None, "",
@@ -289,7 +294,7 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
           traceback.print_exc()
         row.update(status="failed", reason=f"{mode}: {type(e).__name__}: {e}")
         continue
-      row[mode] = {"first_call_s": runner.first_call_s,
+      row[mode] = {"first_call_s": runner.first_call_s, "compile_s": runner.compile_s,
                    "memory_bytes": runner.memory_bytes,
                    "memory_how": runner.memory_how}
       live.append((row, runner))
@@ -386,7 +391,7 @@ def group_table(group: dict) -> str:
            f"{dtype}  ({f['fwd'] / 1e9:.3g} GFLOP fwd, "
            f"{f['fwd_bwd'] / 1e9:.3g} fwd+bwd)")
   head = ("| implementation | fwd ms | fwd x jaxrnn | fwd+bwd ms | fwd+bwd x jaxrnn "
-          "| first call s (fwd / fwd+bwd) | peak MiB (fwd+bwd) "
+          "| compile s (fwd / fwd+bwd) | peak MiB (fwd+bwd) "
           "| GFLOP/s fwd+bwd | check |")
   lines = [title, "", head, "|" + "---|" * 9]
   roof = {r["impl"].split("(")[-1].rstrip(")"): r for r in group["rows"] if r.get("roofline")}
@@ -395,8 +400,9 @@ def group_table(group: dict) -> str:
       lines.append(f"| {row['impl']} | {row['status']}: {row['reason']} "
                    "| | | | | | | |")
       continue
-    first = " / ".join(f"{row[m]['first_call_s']:.2f}" for m in ("fwd", "fwd_bwd")
-                       if m in row)
+    first = " / ".join("eager" if row[m].get("compile_s") is None
+                       else f"{row[m]['compile_s']:.2f}"
+                       for m in ("fwd", "fwd_bwd") if m in row)
     mem = row.get("fwd_bwd", {}).get("memory_bytes")
     med = row.get("fwd_bwd", {}).get("median_s")
     gflops = ""

@@ -65,6 +65,7 @@ SCENARIOS = {                       # name: (masked, reversed, given carry, batc
     "plain": (False, False, False, B),
     "masked": (True, False, False, B),
     "reversed": (False, True, False, B),
+    "reversed_carry": (False, True, True, B),   # h0 enters dW_h at the last step
     "masked_reversed_carry": (True, True, True, B),
     "carry": (False, False, True, B),
     "batch_of_one": (True, False, True, 1),
