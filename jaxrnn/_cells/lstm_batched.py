@@ -16,9 +16,9 @@ training it saves ``z_t`` and ``c_{t-1}`` per step (``h_{t-1}`` is the
 previous output, saved only under a mask), and computes
 ``dW_x``, ``dW_h``, ``db`` and ``dx`` as single matmuls after the backward
 loop, as cuDNN does; not differentiated, it saves nothing. Measured on 2
-CPU cores (``benchmarks/speed.py``, forward+backward): 1.2-1.6x faster
-than the per-example kernel at B = 16 and 32, 1.1-1.2x faster than the
-unfused form, and the least memory of the three.
+CPU cores (``benchmarks/speed.py``, forward+backward, one device):
+1.4-1.7x faster than the per-example kernel at B = 16 and 32, 1.3-2.0x
+faster than the unfused form, and the least memory of the three.
 
 Measured and kept (interleaved in one process, 2 CPU cores, B = 32,
 T = 128, H = 256, forward+backward; "2 devices" is the batch split over 2
@@ -143,7 +143,7 @@ def _lstm_loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll):
   """``(h_T, c_T), ys`` for batch-major ``xs [B, T, I]``, ``valid`` bool[B, T] or None.
 
   Not differentiated (inference, evaluation), nothing is saved for a
-  backward: 1.3x faster forward than the loop that saves (2 CPU cores,
+  backward: 1.1-1.4x faster forward than the loop that saves (2 CPU cores,
   B = 32, T = 128, H = 256).
   """
   return _loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll, save=False)
