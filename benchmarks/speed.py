@@ -95,6 +95,7 @@ from jax.sharding import Mesh
 from benchmarks import peers
 from benchmarks.peers import Absent, JaxProgram, TorchProgram
 from benchmarks.torch_worker import TorchAbsent, TorchWorker
+from jaxrnn._cell import _row_major_transpose
 from jaxrnn.train.parallel import data_mesh, replicate, shard_batch
 
 DEFAULT_SHAPES = [(32, 128, 256, 256), (1, 512, 128, 128), (128, 64, 512, 512)]
@@ -193,8 +194,10 @@ def matmul_runner(spec: Matmul, shape, gates: int, dtype: str, mode: str,
       # As jaxrnn's matmuls: accumulated in float32. A bfloat16 product
       # with a bfloat16 result ran 3.6x slower on this CPU (no AMX).
       return jnp.matmul(x, y, preferred_element_type=jnp.float32)
+    # a^T as jaxrnn's weight gradients take it (see time_batch_matmul).
+    a_t = (lambda a: a.T) if dtype == "f32" else _row_major_transpose
     fn = (lambda a, w, g: mm(a, w)) if mode == "fwd" else (
-        lambda a, w, g: (mm(a, w), mm(g, w.T), mm(a.T, g)))
+        lambda a, w, g: (mm(a, w), mm(g, w.T), mm(a_t(a), g)))
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(a, w, g).compile()
     compile_s = time.perf_counter() - start
