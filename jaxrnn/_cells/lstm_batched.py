@@ -45,7 +45,10 @@ the hoisted ``x_t W`` it was computed from (1.9-3x slower, with an
 ``optimization_barrier`` on the slice read); a backward written on the
 activations ``[i, f, o, tanh g]`` computed by one tanh over all 4H columns
 (level); the batch in two independent half-batch loops on one device
-(forward 0.84x the time of one loop, far behind 2 devices).
+(forward 0.84x the time of one loop, far behind 2 devices); the forward
+loop unrolled by 2 when ``unroll=1`` (forward 0.94-0.95x, training level
+at B = 32 and 0.97x at B = 1: not worth a hidden default and its compile
+time).
 
 It is a `jax.custom_vjp`, so it has no forward mode; `jaxrnn.scan` under
 `jax.vmap` keeps every transformation.
