@@ -39,7 +39,7 @@ def scan_batch(
   (``cell.batched``: the standard `jaxrnn.lstm` and `jaxrnn.gru`) runs it
   whenever there are no resets: one loop for the whole batch whose
   backward computes the weight gradients as single matmuls (forward+backward
-  1.2-1.6x faster than the per-example path at B = 16 and 32 on 2 CPU
+  1.4-1.7x faster than the per-example path at B = 16 and 32 on 2 CPU
   cores, 1.5-1.7x at B = 2 and 4, as fast or 1.15x faster at B = 1; see
   `jaxrnn._cells.lstm_batched`). That kernel is a
   `jax.custom_vjp`: `jax.grad`, `jax.vjp` and `jax.jit` work, forward mode
@@ -48,7 +48,7 @@ def scan_batch(
   Data-parallel (the batch split over devices by
   `jaxrnn.train.shard_batch`), the kernel's weight gradients are
   all-reduced once, after the loop; on 2 CPU cores split into 2 devices it
-  trains 1.3-1.5x faster than on one at B = 16-32 (see
+  trains 1.3-1.6x faster than on one at B = 16-32, T = 128-256 (see
   `jaxrnn.train.parallel`).
 
   >>> import jax, jax.numpy as jnp, jaxrnn

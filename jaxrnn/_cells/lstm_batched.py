@@ -77,6 +77,12 @@ def _swap_g_o(a: Array, H: int) -> Array:
   return jnp.concatenate([a[..., :2 * H], a[..., 3 * H:], a[..., 2 * H:3 * H]], axis=-1)
 
 
+def _kernel_order(w_x: Array, w_h: Array, b: Array):
+  """The params' ``w_x, w_h, b`` with their gate blocks in the kernel's order."""
+  H = w_h.shape[0]
+  return tuple(_swap_g_o(a, H) for a in (w_x, w_h, b))
+
+
 def _sigmoid(x: Array) -> Array:
   """The logistic, as ``(1 + tanh(x / 2)) / 2``: the same function, and here
   0.93-0.96x the forward's time of ``jax.nn.sigmoid`` (exp and divide)."""
@@ -116,15 +122,14 @@ def _step(w_h, bias, h, c, xw, keep):
 
 
 def _loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll, save: bool):
-  """The forward loop; with ``save``, each step's ``z_t`` (order i, f, o, g),
-  ``c_{t-1}`` and, with a mask, ``h_{t-1}``.
+  """The forward loop; with ``save``, each step's ``z_t``, ``c_{t-1}`` and,
+  with a mask, ``h_{t-1}``. ``w_x, w_h, b`` and ``z_t`` are in the kernel's
+  gate order i, f, o, g (`_kernel_order`).
 
   The input matmul is hoisted out of the loop for all steps at once, and
   the bias is added in the step, where it costs no extra pass over
   ``[B, T, 4H]``.
   """
-  H = h0.shape[-1]
-  w_x, w_h, b = (_swap_g_o(a, H) for a in (w_x, w_h, b))
   bias = b.astype(carry_dtype(w_h.dtype))
   xw = matmul(xs, w_x)                          # [B, T, 4H]
   B, T = xs.shape[:2]
@@ -154,10 +159,12 @@ def _lstm_loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll):
   backward: 1.1-1.4x faster forward than the loop that saves (2 CPU cores,
   B = 32, T = 128, H = 256).
   """
-  return _loop(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll, save=False)
+  return _loop(*_kernel_order(w_x, w_h, b), h0, c0, xs, valid, reverse, unroll,
+               save=False)
 
 
 def _forward(w_x, w_h, b, h0, c0, xs, valid, reverse, unroll):
+  w_x, w_h, b = _kernel_order(w_x, w_h, b)     # once, for both loops
   final, (ys, zs, cs_prev, *hs_prev) = _loop(w_x, w_h, b, h0, c0, xs, valid, reverse,
                                              unroll, save=True)
   hs_prev = hs_prev[0] if hs_prev else _previous(ys, h0, reverse)
@@ -168,7 +175,6 @@ def _backward(reverse, unroll, residuals, cotangents):
   w_x, w_h, b, xs, valid, zs, hs_prev, cs_prev = residuals
   (dh_final, dc_final), dys = cotangents
   H = hs_prev.shape[-1]
-  w_x, w_h = _swap_g_o(w_x, H), _swap_g_o(w_h, H)
   w_h_t = jnp.transpose(w_h)   # dz R^T as a plain product (see the module's notes)
 
   def body(t, state):

@@ -14,7 +14,7 @@ On a multi-core CPU, split the CPU into devices first, right after
 Each device then runs its half of the batch through the time loop, beside
 the other: one loop's per-step matmuls are too small to keep XLA's thread
 pool busy. On 2 CPU cores, `jaxrnn.scan_batch`'s LSTM and GRU train
-1.3-1.5x faster this way (B = 16-32, H = 128-256; no gain at B = 128,
+1.3-1.6x faster this way (B = 16-32, T = 128-256; no gain at B = 128,
 H = 512; ``benchmarks/speed.py --cpu-devices 2``). jaxrnn's kernels
 (`jaxrnn.fused_cell`'s and the batched ones) compute every gradient after
 the time loop, so it is all-reduced once per step. A scan differentiated
