@@ -48,7 +48,25 @@ activations ``[i, f, o, tanh g]`` computed by one tanh over all 4H columns
 (forward 0.84x the time of one loop, far behind 2 devices); the forward
 loop unrolled by 2 when ``unroll=1`` (forward 0.94-0.95x, training level
 at B = 32 and 0.97x at B = 1: not worth a hidden default and its compile
-time).
+time). Also measured and dropped (same setting, ratios of interleaved
+medians): ``dW_x`` and ``dW_h`` as one matmul over the
+concatenated ``[x_t, h_{t-1}]`` (0.99-1.01x); the backward in chunks of
+16-32 steps, each chunk's weight gradients and ``dx`` computed while its
+``dz`` is in cache (1.00-1.07x); the input matmul computed per chunk of
+16-32 steps inside the loop (training 0.90-0.99x at B = 32 but 0.97-1.03x
+at B = 16, T = 256; forward alone 0.84-0.87x on 2 devices at B = 32 and
+level on one, but 1.08-1.19x slower on one device at B = 16, T = 256:
+no chunk size wins everywhere); and the XLA CPU options that route dots
+or element-wise work to other libraries (the ``xnn``, ``ynn`` and
+``onednn`` variants of ``--xla_cpu_experimental_*_fusion_type`` with
+``dot`` or ``eltwise``, ``--xla_cpu_use_onednn``,
+``--xla_cpu_use_xnnpack``) and ``--xla_cpu_ftz``: level, or slower (the
+YNNPACK dot fusion 1.13x slower training). What is left: a
+skeleton of this kernel's training program with the same matmuls, loops
+and saved buffers but one tanh in place of each step's gate algebra
+trains in 0.92x its time on 2 devices and in the same time on one
+(B = 32, T = 128, H = 256; 0.99x at B = 128, T = 64, H = 512), so the
+matmuls and the memory traffic, not the element-wise work, set the time.
 
 It is a `jax.custom_vjp`, so it has no forward mode; `jaxrnn.scan` under
 `jax.vmap` keeps every transformation.
