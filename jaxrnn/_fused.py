@@ -107,10 +107,11 @@ def _recurrence_jvp(finish, read, reverse, unroll, additive, primals, tangents):
   final, (ys, a_all, step_jvps) = jax.lax.scan(
       forward, carry, (gxs, mask, resets), reverse=reverse, unroll=unroll)
   # The weight's share of every step's tangent, hoisted: E_t = a_t dW.
-  # With bfloat16 params XLA CPU runs its transpose (A^T with a transposed
-  # operand) in float32; a row-major copy of A (`_cell._row_major_transpose`)
-  # measured 0.93x the training time for the LSTM and level for the GRU
-  # (B = 128, T = 64, H = 512): not kept, `scan_batch` is the faster path there.
+  # Transposed by jax.grad this is dW = A^T dE, a matmul with a transposed
+  # operand, which XLA CPU runs in float32 for bfloat16 params. Handing it
+  # a row-major copy of A^T (`_cell._row_major_transpose`) measured 0.93x
+  # the training time for the LSTM and level for the GRU (B = 128, T = 64,
+  # H = 512): not kept, `scan_batch` is the faster path there.
   e_all = matmul(a_all, d_w)
   if additive:
     # finish sees gx and u only through gx + u: one hoisted tangent for

@@ -54,7 +54,7 @@ concatenated ``[x_t, h_{t-1}]`` (0.99-1.01x); the backward in chunks of
 16-32 steps, each chunk's weight gradients and ``dx`` computed while its
 ``dz`` is in cache (1.00-1.07x); the input matmul computed per chunk of
 16-32 steps inside the loop (training 0.90-0.99x at B = 32 but 0.97-1.03x
-at B = 16, T = 256; forward alone 0.84-0.87x on 2 devices at B = 32 and
+at B = 16, T = 256; forward alone 0.84-0.95x on 2 devices at B = 32 and
 level on one, but 1.08-1.19x slower on one device at B = 16, T = 256:
 no chunk size wins everywhere); and the XLA CPU options that route dots
 or element-wise work to other libraries (the ``xnn``, ``ynn`` and
@@ -64,7 +64,7 @@ or element-wise work to other libraries (the ``xnn``, ``ynn`` and
 YNNPACK dot fusion 1.13x slower training). What is left: a
 skeleton of this kernel's training program with the same matmuls, loops
 and saved buffers but one tanh in place of each step's gate algebra
-trains in 0.92x its time on 2 devices and in the same time on one
+trains in 0.92x the kernel's time on 2 devices and the same on one
 (B = 32, T = 128, H = 256; 0.99x at B = 128, T = 64, H = 512), so the
 matmuls and the memory traffic, not the element-wise work, set the time.
 
