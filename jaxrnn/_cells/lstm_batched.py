@@ -60,10 +60,13 @@ no chunk size wins everywhere); and the XLA CPU options that route dots
 or element-wise work to other libraries (the ``xnn``, ``ynn`` and
 ``onednn`` variants of ``--xla_cpu_experimental_*_fusion_type`` with
 ``dot`` or ``eltwise``, ``--xla_cpu_use_onednn``,
-``--xla_cpu_use_xnnpack``) and ``--xla_cpu_ftz``: level, or slower (the
-YNNPACK dot fusion 1.13x slower training). What is left: a
-skeleton of this kernel's training program with the same matmuls, loops
-and saved buffers but one tanh in place of each step's gate algebra
+``--xla_cpu_use_xnnpack``), ``--xla_cpu_ftz``, and single-threaded
+dots on each of the 2 devices (YNNPACK's dots off and
+``--xla_cpu_multi_thread_eigen=false``): level on 2 devices, or slower
+(the YNNPACK dot fusion 1.13x slower training, single-threaded dots
+1.1-1.2x slower on one). What is left: a skeleton of this kernel's
+training program with the same matmuls, loops and saved buffers but one
+tanh in place of each step's gate algebra
 trains in 0.92x the kernel's time on 2 devices and the same on one
 (B = 32, T = 128, H = 256; 0.99x at B = 128, T = 64, H = 512), so the
 matmuls and the memory traffic, not the element-wise work, set the time.
