@@ -66,10 +66,10 @@ dots on each of the 2 devices (YNNPACK's dots off and
 (the YNNPACK dot fusion 1.13x slower training, single-threaded dots
 1.1-1.2x slower on one). What is left: a skeleton of this kernel's
 training program with the same matmuls, loops and saved buffers but one
-tanh in place of each step's gate algebra
-trains in 0.92x the kernel's time on 2 devices and the same on one
-(B = 32, T = 128, H = 256; 0.99x at B = 128, T = 64, H = 512), so the
-matmuls and the memory traffic, not the element-wise work, set the time.
+tanh in place of each step's gate algebra trains in 0.92x the kernel's
+time on 2 devices and the same on one (B = 32, T = 128, H = 256; 0.99x
+at B = 128, T = 64, H = 512), so the matmuls and the memory traffic, not
+the element-wise work, set the time.
 
 It is a `jax.custom_vjp`, so it has no forward mode; `jaxrnn.scan` under
 `jax.vmap` keeps every transformation.
