@@ -4,9 +4,9 @@ Lives here: the benchmark's cell kinds (`KINDS`: which jaxrnn cell each row
 group runs), one builder per peer that turns jaxrnn params into that peer's
 own model and params, and `PEERS`, the list the benchmark walks. Not here:
 timing, checking and reporting (`speed.py`); the jaxrnn <-> torch and
-jaxrnn <-> Flax converters, which live in `jaxrnn.interop` and are called
-here (the Equinox, Haiku and cuDNN mappings are local: no other code needs
-them).
+jaxrnn <-> Flax converters, which live in `jaxrnn.interop`, and the cuDNN
+weight vector, in `jaxrnn._cells.lstm_cudnn`, are called here (the Equinox
+and Haiku mappings are local: no other code needs them).
 
 Every builder takes ``(kind, params, dtype, shape)`` with jaxrnn params in
 float32 NumPy, and returns one of
@@ -41,7 +41,7 @@ haiku VanillaRNN       ReLU: ``linear.w = w_x``, ``linear_1.w = w_h``
 torch                  ``weight_ih_l0 = w_x.T``, ``bias_ih_l0 = b``,
                        ``bias_hh_l0 = 0`` except the GRU's n part = ``b_hn``
 jax.experimental.rnn   cuDNN's flat vector ``[W_ih, W_hh, b_ih, b_hh]`` (torch
-                       layout), GPU only
+                       layout; `lstm_cudnn.cudnn_weights`), GPU only
 =====================  ===========================================================
 """
 
@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxrnn
+from jaxrnn._cells import lstm_cudnn
 
 
 class Kind(NamedTuple):
@@ -127,8 +128,13 @@ def build_jaxrnn(kind, params, dtype, shape, unroll=1, fused=True):
   return JaxProgram(apply, cast(params, dtype))
 
 
-def build_jaxrnn_batch(kind, params, dtype, shape):
+def build_jaxrnn_batch(kind, params, dtype, shape, use_cudnn=False):
   cell = KINDS[kind].make(shape[3], dtype)
+  if use_cudnn:
+    reason = lstm_cudnn.platform_reason()
+    if reason or dtype != jnp.float32:
+      raise Absent(reason or "JAX's cuDNN LSTM takes float32 only")
+    cell = jaxrnn.lstm(shape[3], use_cudnn=True)     # raises where cuDNN cannot run
 
   def apply(p, xs):
     return jaxrnn.scan_batch(cell, p, xs)[1]
@@ -258,12 +264,6 @@ def torch_builder(device: str):
 
 # ---------------------------------------------------------------- cuDNN from JAX
 
-def cudnn_weights(p) -> np.ndarray:
-  """jaxrnn LSTM params as cuDNN's flat vector (one layer, one direction)."""
-  return np.concatenate([p.w_x.T.ravel(), p.w_h.T.ravel(), p.b,
-                         np.zeros_like(p.b)])
-
-
 def build_jax_cudnn(kind, params, dtype, shape):
   if jax.default_backend() != "gpu":
     raise Absent("needs a CUDA GPU (cuDNN)")
@@ -274,7 +274,7 @@ def build_jax_cudnn(kind, params, dtype, shape):
     h0 = jnp.zeros((1, B, H), xs.dtype)
     lengths = jnp.full((B,), T, jnp.int32)
     return rnn.lstm(xs, h0, h0, w, lengths, I, H, 1, 0.0, False)[0]
-  return JaxProgram(apply, jnp.asarray(cudnn_weights(params), dtype))
+  return JaxProgram(apply, jnp.asarray(lstm_cudnn.cudnn_weights(params), dtype))
 
 
 PEERS = [
@@ -283,6 +283,8 @@ PEERS = [
     Peer("jaxrnn.unfused", ("lstm", "gru", "rnn"), partial(build_jaxrnn, fused=False), None),
     # The LSTM and GRU have batched kernels; elsewhere scan_batch is vmap(scan).
     Peer("jaxrnn.scan_batch", ("lstm", "gru"), build_jaxrnn_batch, None),
+    Peer("jaxrnn.scan_batch cuDNN", ("lstm",), partial(build_jaxrnn_batch, use_cudnn=True),
+         None),
     Peer("flax.linen OptimizedLSTMCell", ("lstm",), linen_builder("OptimizedLSTMCell"), "flax"),
     Peer("flax.linen LSTMCell", ("lstm",), linen_builder("LSTMCell"), "flax"),
     Peer("flax.linen GRUCell", ("gru",), linen_builder("GRUCell"), "flax"),

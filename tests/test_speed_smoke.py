@@ -78,6 +78,8 @@ def test_absent_peers_are_listed(quick_run):
   if report["meta"]["backend"] == "cpu":
     assert "jax.experimental.rnn (cuDNN)" in report["absent"]
     assert "| jax.experimental.rnn (cuDNN) | absent:" in stdout
+    assert "jaxrnn.scan_batch cuDNN" in report["absent"]
+    assert "| jaxrnn.scan_batch cuDNN | absent: the default backend is cpu" in stdout
 
 
 def test_json_and_png_are_written(quick_run):

@@ -8,7 +8,8 @@ Not here: drivers (`_scan.py`), the GRU (`gru.py`).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from functools import partial
+from typing import Callable, Literal, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from jaxrnn._cell import (Cell, carry_dtype, in_dtype, matmul, project_input,
                           split_gates, stacked_init)
 from jaxrnn._cells.lstm_batched import lstm_batch_kernel
+from jaxrnn._cells.lstm_cudnn import lstm_cudnn_kernel
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -64,6 +66,7 @@ def lstm(
     bias_init: Initializer = jax.nn.initializers.zeros,
     peephole_init: Initializer = jax.nn.initializers.zeros,
     param_dtype=jnp.float32,
+    use_cudnn: Union[bool, Literal["auto"]] = False,
 ) -> Cell:
   r"""Long short-term memory with a forget gate, and all of its variants.
 
@@ -111,7 +114,13 @@ def lstm(
   whatever the param dtype. ``project(params, xs [T, I]) -> [T, G]``.
 
   The standard form (no switch changed, no ``proj_size``) also brings a
-  batched kernel (``Cell.batched``) that `jaxrnn.scan_batch` runs.
+  batched kernel (``Cell.batched``) that `jaxrnn.scan_batch` runs: jaxrnn's
+  XLA kernel, or with ``use_cudnn`` cuDNN's LSTM on a CUDA GPU (through
+  `jax.experimental.rnn`; float32, no mask). ``use_cudnn="auto"`` runs
+  cuDNN where it can and the XLA kernel elsewhere (on a CPU, for example);
+  ``True`` raises at trace time where cuDNN cannot run. The default is
+  False until a GPU run of this project has measured it (see
+  `jaxrnn._cells.lstm_cudnn`).
 
   Initialisation: ``w_x`` LeCun normal, ``w_h`` orthogonal per gate block,
   biases zero except the forget gate's, which gets ``+forget_bias`` (1.0,
@@ -126,6 +135,8 @@ def lstm(
     forget_bias: added to the forget gate's initial bias.
     kernel_init, recurrent_init, bias_init, peephole_init: initialisers.
     param_dtype: dtype of the params made by ``init``.
+    use_cudnn: False, "auto" or True: whether `jaxrnn.scan_batch` runs the
+      standard LSTM through cuDNN (above).
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> cell = jaxrnn.lstm(16)
@@ -142,6 +153,9 @@ def lstm(
         "the forget gate (i = 1 - f), so it needs input_gate=True and "
         f"forget_gate=True; got input_gate={input_gate}, forget_gate="
         f"{forget_gate}. Fix: drop one of the switches.")
+  if use_cudnn not in (False, True, "auto"):
+    raise ValueError(f"jaxrnn.lstm: use_cudnn must be False, True or 'auto'; "
+                     f"got {use_cudnn!r}.")
   if proj_size is not None and not 0 < proj_size:
     raise ValueError(f"jaxrnn.lstm: proj_size must be a positive int or None; "
                      f"got {proj_size!r}.")
@@ -233,8 +247,18 @@ def lstm(
               and input_activation is jnp.tanh and output_activation is jnp.tanh
               and not coupled_input_forget and not full_gate_recurrence
               and proj_size is None)
+  if use_cudnn and not standard:
+    raise ValueError(
+        "jaxrnn.lstm: use_cudnn runs cuDNN's LSTM, which is the standard one "
+        "(no peepholes, all three gates, tanh activations, no coupling, no "
+        "full_gate_recurrence, no proj_size); this cell changes a switch. "
+        "Fix: drop use_cudnn; the variant runs on jaxrnn's own kernels.")
   # The standard form also runs as one batched kernel (jaxrnn.scan_batch).
-  return cell._replace(batched=lstm_batch_kernel) if standard else cell
+  if not standard:
+    return cell
+  if use_cudnn:
+    return cell._replace(batched=partial(lstm_cudnn_kernel, required=use_cudnn is True))
+  return cell._replace(batched=lstm_batch_kernel)
 
 
 def peep(pre: jax.Array, p: Optional[jax.Array], c: jax.Array) -> jax.Array:

@@ -262,6 +262,14 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   ``LSTMCarry(h [B, H], c [B, H])``; xs [B, T, I]; mask bool[B, T] or None.
   Same numbers as `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
+  check_standard_params(params, xs)
+  (h, c), ys = _lstm_loop(params.w_x, params.w_h, params.b, carry.h, carry.c,
+                          xs, mask, reverse, unroll)
+  return carry._replace(h=h, c=c), ys
+
+
+def check_standard_params(params, xs: Array) -> None:
+  """Raises at trace time unless ``params`` are the standard LSTM's, for ``xs [B, T, I]``."""
   extra = [name for name in ("p_i", "p_f", "p_o", "w_gates", "w_proj")
            if getattr(params, name) is not None]
   if extra:
@@ -271,6 +279,3 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
         f"they were made by another variant. Fix: build the cell with the "
         f"switches that made the params, e.g. jaxrnn.lstm(H, peephole=True).")
   check_input_size("lstm", xs[0], params.w_x.shape[0])
-  (h, c), ys = _lstm_loop(params.w_x, params.w_h, params.b, carry.h, carry.c,
-                          xs, mask, reverse, unroll)
-  return carry._replace(h=h, c=c), ys

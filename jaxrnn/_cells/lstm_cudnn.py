@@ -1,0 +1,194 @@
+"""The standard LSTM through cuDNN on a CUDA GPU, by `jax.experimental.rnn`.
+
+Lives here: `lstm_cudnn_kernel`, the batched kernel that
+``jaxrnn.lstm(H, use_cudnn=True | "auto")`` attaches (``Cell.batched``), and
+`cudnn_weights`, the params as cuDNN's flat weight vector. Not here: the
+XLA kernel it falls back to (`lstm_batched.py`), the LSTM's definition
+(`lstm.py`).
+
+Why: on an NVIDIA GPU, cuDNN's LSTM is the standard to meet (PyTorch and
+Keras run it by default), and a well-kept library beats a hand-written
+kernel. JAX calls it in `jax.experimental.rnn`. This module maps jaxrnn's
+params to its flat weight vector (`cudnn_weights`: a few transposes and a
+concatenation, differentiated by JAX, so the gradients come back in
+jaxrnn's layout) and makes the call compose with `jax.vmap`: JAX's cuDNN
+primitive has no batching rule, so under `vmap` each member runs as its own
+cuDNN call, in a `jax.lax.map` (one call per member: an ensemble runs its
+members one after another).
+
+When cuDNN runs: the default backend is a CUDA GPU and jaxlib has its
+cuDNN RNN (``pip install "jax[cuda12]"``); ``xs``, params and carry are
+float32 (JAX's cuDNN LSTM takes no other dtype); and there is no mask
+(cuDNN takes sequence lengths, and a mask need not be a prefix). Otherwise
+``use_cudnn="auto"`` runs the XLA kernel (`lstm_batch_kernel`) and
+``use_cudnn=True`` raises at trace time, saying which condition failed.
+
+Numbers: the same function as the XLA kernel. cuDNN follows JAX's default
+matmul precision, as XLA's own float32 matmuls on a GPU do: TF32 where the
+GPU has it, unless ``jax.default_matmul_precision("highest")``.
+
+Status: tested on CPU against JAX's own reference of this call
+(``jax.experimental.rnn.lstm_ref``, which documents cuDNN's layout), not
+yet run on a GPU in this project (no session has had one). On a GPU,
+``python benchmarks/speed.py --cells lstm`` checks it ("jaxrnn.scan_batch
+cuDNN": outputs and input gradients against jaxrnn's) and times it beside
+PyTorch's cuDNN and the XLA kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
+from jax.experimental import rnn as jax_rnn
+
+from jaxrnn._cell import Array
+from jaxrnn._cells.lstm_batched import check_standard_params, lstm_batch_kernel
+
+
+def cudnn_weights(params) -> Array:
+  """cuDNN's flat weight vector ``[W_ih, W_hh, b_ih, b_hh]`` (one layer, one direction).
+
+  ``W_ih = w_x^T [4H, I]``, ``W_hh = w_h^T [4H, H]``, ``b_ih = b [4H]`` and
+  ``b_hh = 0``: jaxrnn's single bias is PyTorch's and cuDNN's
+  ``b_ih + b_hh``. Gate blocks ``i, f, g, o`` in both layouts.
+
+  >>> import jax, jaxrnn
+  >>> params = jaxrnn.lstm(3).init(jax.random.key(0), 2)
+  >>> cudnn_weights(params).shape            # 12*2 + 12*3 + 12 + 12
+  (84,)
+  """
+  return jnp.concatenate([params.w_x.T.ravel(), params.w_h.T.ravel(), params.b,
+                          jnp.zeros_like(params.b)])
+
+
+def platform_reason() -> Optional[str]:
+  """Why this process cannot run JAX's cuDNN LSTM, or None when it can."""
+  backend = jax.default_backend()
+  if backend != "gpu":
+    return f"the default backend is {backend}, and cuDNN needs a CUDA GPU"
+  try:
+    jax.devices("cuda")
+  except RuntimeError:
+    return "the GPU is not a CUDA GPU"
+  if not hasattr(jax_rnn.gpu_rnn, "compute_rnn_workspace_reserve_space_sizes"):
+    return 'this jaxlib has no cuDNN RNN (pip install "jax[cuda12]")'
+  return None
+
+
+def why_not_cudnn(params, carry, xs: Array, mask: Optional[Array]) -> Optional[str]:
+  """Why cuDNN cannot run this call, or None when it can."""
+  if mask is not None:
+    return ("the call has a mask, and cuDNN takes sequence lengths (a mask "
+            "need not be a prefix)")
+  arrays = dict(xs=xs, w_x=params.w_x, w_h=params.w_h, b=params.b,
+                h=carry.h, c=carry.c)
+  other = [f"{name} is {jnp.result_type(a)}" for name, a in arrays.items()
+           if jnp.result_type(a) != jnp.float32]
+  if other:
+    return f"JAX's cuDNN LSTM takes float32 only, and {', '.join(other)}"
+  return platform_reason()
+
+
+def lstm_cudnn_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: bool,
+                      unroll: int, *, required: bool):
+  """The standard LSTM over a batch through cuDNN where it can run: ``(carry, ys [B, T, H])``.
+
+  Same contract as `lstm_batch_kernel` (params `LSTMParams`, carry
+  ``LSTMCarry(h [B, H], c [B, H])``, xs [B, T, I], mask bool[B, T] or
+  None); ``unroll`` does not apply to cuDNN's loop. Where cuDNN cannot run
+  (see the module's notes), ``required`` raises and otherwise the XLA
+  kernel runs.
+  """
+  check_standard_params(params, xs)
+  reason = why_not_cudnn(params, carry, xs, mask)
+  if reason is None:
+    return cudnn_lstm(params, carry, xs, reverse)
+  if required:
+    raise ValueError(
+        f"jaxrnn.scan_batch: the cell was built with use_cudnn=True, which "
+        f"runs cuDNN or fails, and cuDNN cannot run this call: {reason}. "
+        f"Fix: build it with use_cudnn='auto' (cuDNN where it can run, "
+        f"jaxrnn's XLA kernel elsewhere), or meet that condition.")
+  return lstm_batch_kernel(params, carry, xs, mask, reverse, unroll)
+
+
+def cudnn_lstm(params, carry, xs: Array, reverse: bool):
+  """cuDNN's LSTM over ``xs [B, T, I]`` from ``carry``: ``(carry, ys [B, T, H])``.
+
+  Reversed, it runs over the time-flipped inputs and flips the outputs back.
+  """
+  if reverse:
+    xs = jnp.flip(xs, axis=1)
+  ys, h, c = _cudnn_call(cudnn_weights(params), carry.h, carry.c, xs)
+  if reverse:
+    ys = jnp.flip(ys, axis=1)
+  return carry._replace(h=h, c=c), ys
+
+
+# The cuDNN call, JAX's primitive underneath: the forward saves cuDNN's
+# reserve space, the backward is cuDNN's (state gradients in its reverse
+# loop, weight gradients after it).
+
+def rnn_fwd(xs, h0, c0, w, lengths, I: int, H: int):
+  """JAX's cuDNN forward, one layer: ``(ys, h_n [1, B, H], c_n), residuals``."""
+  return jax_rnn.lstm_fwd(xs, h0, c0, w, lengths, input_size=I, hidden_size=H,
+                          num_layers=1, dropout=0.0, bidirectional=False,
+                          precision=None)
+
+
+def rnn_bwd(I: int, H: int, residuals, cotangents):
+  """JAX's cuDNN backward, one layer: ``(dw, dh0 [1, B, H], dc0, dxs)``."""
+  dxs, dh0, dc0, dw, _ = jax_rnn.lstm_bwd(I, H, 1, 0.0, False, None, residuals,
+                                          cotangents)
+  return dw, dh0, dc0, dxs
+
+
+def _one_call_per_member(fn):
+  """A `custom_vmap` rule for ``fn``: each member of the mapped axis its own call."""
+  def rule(axis_size, in_batched, *args):
+    args = jax.tree.map(
+        lambda a, batched: a if batched else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a)),
+        args, tuple(in_batched))
+    out = jax.lax.map(lambda member: fn(*member), args)
+    return out, jax.tree.map(lambda _: True, out)
+  return rule
+
+
+@custom_vmap
+def _forward_call(w, h0, c0, xs):
+  B, T, I = xs.shape
+  H = h0.shape[-1]
+  lengths = jnp.full((B,), T, jnp.int32)
+  (ys, h, c), residuals = rnn_fwd(xs, h0[None], c0[None], w, lengths, I, H)
+  return (ys, h[0], c[0]), residuals
+
+
+@custom_vmap
+def _backward_call(residuals, dys, dh, dc):
+  I, H = residuals[0].shape[-1], dh.shape[-1]
+  dw, dh0, dc0, dxs = rnn_bwd(I, H, residuals, (dys, dh[None], dc[None]))
+  return dw, dh0[0], dc0[0], dxs
+
+
+_forward_call.def_vmap(_one_call_per_member(_forward_call))
+_backward_call.def_vmap(_one_call_per_member(_backward_call))
+
+
+@jax.custom_vjp
+def _cudnn_call(w, h0, c0, xs):
+  """``(ys [B, T, H], h_T [B, H], c_T [B, H])`` for cuDNN's flat weights ``w``."""
+  return _forward_call(w, h0, c0, xs)[0]
+
+
+def _cudnn_call_fwd(w, h0, c0, xs):
+  return _forward_call(w, h0, c0, xs)
+
+
+def _cudnn_call_bwd(residuals, cotangents):
+  return _backward_call(residuals, *cotangents)
+
+
+_cudnn_call.defvjp(_cudnn_call_fwd, _cudnn_call_bwd)
