@@ -37,9 +37,10 @@ def setup(cell=None, batch=B, dtype=jnp.float32, kind="lstm"):
   xs = jax.random.normal(jax.random.key(2), (batch, T, I))
   lengths = jnp.arange(batch) % (T + 1)            # 0 .. T: empty and full rows
   mask = jnp.arange(T)[None, :] < lengths[:, None]
-  carry = jax.tree.map(
-      lambda a: jax.random.normal(jax.random.key(3), (batch,) + a.shape, a.dtype),
-      cell.initial_carry(params))
+  leaves, tree = jax.tree.flatten(cell.initial_carry(params))   # h and c differ
+  carry = jax.tree.unflatten(tree, [
+      jax.random.normal(k, (batch,) + a.shape, a.dtype)
+      for a, k in zip(leaves, jax.random.split(jax.random.key(3), len(leaves)))])
   return cell, params, xs, mask, carry
 
 

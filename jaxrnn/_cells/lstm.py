@@ -116,9 +116,10 @@ def lstm(
   The standard form (no switch changed, no ``proj_size``) also brings a
   batched kernel (``Cell.batched``) that `jaxrnn.scan_batch` runs: jaxrnn's
   XLA kernel, or with ``use_cudnn`` cuDNN's LSTM on a CUDA GPU (through
-  `jax.experimental.rnn`; float32, no mask). ``use_cudnn="auto"`` runs
-  cuDNN where it can and the XLA kernel elsewhere (on a CPU, for example);
-  ``True`` raises at trace time where cuDNN cannot run. The default is
+  `jax.experimental.rnn`; float32, no mask, first-order gradients).
+  ``use_cudnn="auto"`` runs cuDNN where it can and the XLA kernel
+  elsewhere (on a CPU, for example); ``True`` raises at trace time where
+  cuDNN cannot run. The default is
   False until a GPU run of this project has measured it (see
   `jaxrnn._cells.lstm_cudnn`).
 
@@ -153,7 +154,7 @@ def lstm(
         "the forget gate (i = 1 - f), so it needs input_gate=True and "
         f"forget_gate=True; got input_gate={input_gate}, forget_gate="
         f"{forget_gate}. Fix: drop one of the switches.")
-  if use_cudnn not in (False, True, "auto"):
+  if not (isinstance(use_cudnn, bool) or (isinstance(use_cudnn, str) and use_cudnn == "auto")):
     raise ValueError(f"jaxrnn.lstm: use_cudnn must be False, True or 'auto'; "
                      f"got {use_cudnn!r}.")
   if proj_size is not None and not 0 < proj_size:

@@ -16,20 +16,36 @@ primitive has no batching rule, so under `vmap` each member runs as its own
 cuDNN call, in a `jax.lax.map` (one call per member: an ensemble runs its
 members one after another).
 
-When cuDNN runs: the default backend is a CUDA GPU and jaxlib has its
-cuDNN RNN (``pip install "jax[cuda12]"``); ``xs``, params and carry are
-float32 (JAX's cuDNN LSTM takes no other dtype); and there is no mask
-(cuDNN takes sequence lengths, and a mask need not be a prefix). Otherwise
+When cuDNN runs: the process has a CUDA GPU and jaxlib has its cuDNN
+RNN (``pip install "jax[cuda12]"``); ``xs``, params and carry are float32
+(JAX's cuDNN LSTM takes no other dtype); there is no mask (cuDNN takes
+sequence lengths, and a mask need not be a prefix); and JAX's default
+matmul precision is one cuDNN's LSTM takes (unset, ``"tensorfloat32"``,
+``"high"``, ``"float32"`` or ``"highest"``). Otherwise
 ``use_cudnn="auto"`` runs the XLA kernel (`lstm_batch_kernel`) and
 ``use_cudnn=True`` raises at trace time, saying which condition failed.
+With ``"auto"`` the choice between the two is made when `jax.jit` lowers
+the program (`jax.lax.platform_dependent`), so a program lowered for the
+CPU of a GPU host runs the XLA kernel; with ``True`` it fails to lower.
 
 Numbers: the same function as the XLA kernel. cuDNN follows JAX's default
 matmul precision, as XLA's own float32 matmuls on a GPU do: TF32 where the
-GPU has it, unless ``jax.default_matmul_precision("highest")``.
+GPU has it (unset, ``"tensorfloat32"``, ``"high"``), not under
+``jax.default_matmul_precision("float32")`` or ``("highest")``.
 
-Status: tested on CPU against JAX's own reference of this call
-(``jax.experimental.rnn.lstm_ref``, which documents cuDNN's layout), not
-yet run on a GPU in this project (no session has had one). On a GPU,
+Limits: the gradient is first order (cuDNN's backward has no derivative
+of its own; the XLA kernel's has), there is no forward mode (as for the
+XLA kernel), and the call has no SPMD partitioning rule, so a batch
+sharded over several GPUs by `jax.jit` (`jaxrnn.train.shard_batch`) is
+likely gathered onto each GPU: not measured; the XLA kernel partitions
+along the batch.
+
+Status: not yet run on a GPU in this project (no session has had one).
+`tests/test_cudnn.py` runs it on CPU through JAX's real cuDNN primitives
+(their shape rules, no batching rule), lowered to JAX's own reference of
+the cuDNN LSTM (``jax.experimental.rnn.lstm_ref``, written from cuDNN's
+layout) in place of cuDNN's kernels, against the XLA kernel and the NumPy
+oracle. On a GPU,
 ``python benchmarks/speed.py --cells lstm`` checks it ("jaxrnn.scan_batch
 cuDNN": outputs and input gradients against jaxrnn's) and times it beside
 PyTorch's cuDNN and the XLA kernel.
@@ -42,7 +58,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
-from jax.experimental import rnn as jax_rnn
+
+try:
+  from jax.experimental import rnn as jax_rnn
+except ImportError:   # a JAX without it: the XLA kernel everywhere
+  jax_rnn = None
 
 from jaxrnn._cell import Array
 from jaxrnn._cells.lstm_batched import check_standard_params, lstm_batch_kernel
@@ -64,8 +84,15 @@ def cudnn_weights(params) -> Array:
                           jnp.zeros_like(params.b)])
 
 
+# The default matmul precisions that JAX's cuDNN LSTM takes (it raises on
+# "bfloat16" and "default", and would read a dot-algorithm preset as TF32).
+CUDNN_PRECISIONS = (None, "tensorfloat32", "high", "float32", "highest")
+
+
 def platform_reason() -> Optional[str]:
   """Why this process cannot run JAX's cuDNN LSTM, or None when it can."""
+  if jax_rnn is None:
+    return "this JAX has no jax.experimental.rnn"
   backend = jax.default_backend()
   if backend != "gpu":
     return f"the default backend is {backend}, and cuDNN needs a CUDA GPU"
@@ -89,6 +116,10 @@ def why_not_cudnn(params, carry, xs: Array, mask: Optional[Array]) -> Optional[s
            if jnp.result_type(a) != jnp.float32]
   if other:
     return f"JAX's cuDNN LSTM takes float32 only, and {', '.join(other)}"
+  precision = jax.config.jax_default_matmul_precision
+  if precision not in CUDNN_PRECISIONS:
+    return (f"JAX's default matmul precision is {precision!r}, and JAX's cuDNN "
+            f"LSTM takes only {', '.join(map(repr, CUDNN_PRECISIONS))}")
   return platform_reason()
 
 
@@ -104,15 +135,30 @@ def lstm_cudnn_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   """
   check_standard_params(params, xs)
   reason = why_not_cudnn(params, carry, xs, mask)
-  if reason is None:
+  if reason is not None:
+    if required:
+      raise ValueError(
+          f"jaxrnn.scan_batch: the cell was built with use_cudnn=True, which "
+          f"runs cuDNN or fails, and cuDNN cannot run this call: {reason}. "
+          f"Fix: build it with use_cudnn='auto' (cuDNN where it can run, "
+          f"jaxrnn's XLA kernel elsewhere), or meet that condition.")
+    return lstm_batch_kernel(params, carry, xs, mask, reverse, unroll)
+
+  def cudnn(params, carry, xs):
     return cudnn_lstm(params, carry, xs, reverse)
-  if required:
-    raise ValueError(
-        f"jaxrnn.scan_batch: the cell was built with use_cudnn=True, which "
-        f"runs cuDNN or fails, and cuDNN cannot run this call: {reason}. "
-        f"Fix: build it with use_cudnn='auto' (cuDNN where it can run, "
-        f"jaxrnn's XLA kernel elsewhere), or meet that condition.")
-  return lstm_batch_kernel(params, carry, xs, mask, reverse, unroll)
+
+  def xla(params, carry, xs):
+    return lstm_batch_kernel(params, carry, xs, None, reverse, unroll)
+  return cudnn(params, carry, xs) if required else on_cuda(cudnn, xla, params, carry, xs)
+
+
+def on_cuda(cudnn, other, *args):
+  """``cudnn(*args)`` in a program lowered for CUDA, ``other(*args)`` elsewhere.
+
+  Decided when `jax.jit` lowers the program, not by the default backend:
+  `jax.lax.platform_dependent` traces both and lowers one.
+  """
+  return jax.lax.platform_dependent(*args, cuda=cudnn, default=other)
 
 
 def cudnn_lstm(params, carry, xs: Array, reverse: bool):
