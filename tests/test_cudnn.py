@@ -13,6 +13,7 @@ cuDNN would get. The path must equal the XLA kernel and the NumPy oracle.
 On a GPU, ``benchmarks/speed.py`` checks the real kernels.
 """
 
+import functools
 import types
 
 import jax
@@ -87,6 +88,14 @@ def cudnn(monkeypatch):
   yield LOWERED
 
 
+@functools.cache
+def data():
+  """setup()'s params, xs, mask and carry (the same for every cell here), made
+  once: the fixture clears JAX's caches, and remaking them would recompile
+  every op they take."""
+  return setup()[1:]
+
+
 def lowered(kind):
   return sum(k == kind for k, _ in LOWERED)
 
@@ -96,7 +105,7 @@ def cells(use_cudnn):
 
 
 def test_cudnn_weights_are_cudnns_layout():
-  _, params, _, _, _ = setup()
+  params, _, _, _ = data()
   W_ih, W_hh, b_ih, b_hh = jax_rnn.unpack_lstm_weights(
       lstm_cudnn.cudnn_weights(params), I, H, 1, False)
   np.testing.assert_array_equal(W_ih[0], params.w_x.T)     # [4H, I], blocks i, f, g, o
@@ -108,7 +117,7 @@ def test_cudnn_weights_are_cudnns_layout():
 @pytest.mark.parametrize("use_cudnn, reverse", [(True, False), ("auto", True)])
 def test_cudnn_path_matches_xla_kernel(cudnn, use_cudnn, reverse):
   cell, xla = cells(use_cudnn)
-  _, params, xs, _, carry = setup(cell)
+  params, xs, _, carry = data()
   run = lambda cell: jax.jit(lambda p, x, c: jaxrnn.scan_batch(cell, p, x, carry=c,
                                                                  reverse=reverse))
   got, want = run(cell)(params, xs, carry), run(xla)(params, xs, carry)
@@ -124,7 +133,7 @@ def test_cudnn_path_matches_xla_kernel(cudnn, use_cudnn, reverse):
 
 def test_cudnn_path_matches_numpy_oracle(cudnn, reverse=True):
   cell, _ = cells(True)
-  _, params, xs, _, carry = setup(cell)
+  params, xs, _, carry = data()
   final, ys = jaxrnn.scan_batch(cell, params, xs, carry=carry, reverse=reverse)
   assert lowered("fwd") == 1
   ref, p = numpy_oracle.oracle("lstm"), as_numpy(params)
@@ -142,7 +151,7 @@ def test_cudnn_path_under_vmap_runs_one_call_per_member(cudnn):
   jaxrnn's rule maps them. The results are the XLA kernel's under the same
   transformation."""
   cell, xla = cells(True)
-  _, params, xs, _, _ = setup(cell)
+  params, xs, _, _ = data()
   ensemble = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
   xss = jnp.stack([xs, -xs])
 
@@ -172,7 +181,7 @@ def test_auto_lowered_for_another_platform_runs_the_xla_kernel(cudnn, monkeypatc
   monkeypatch.setattr(lstm_cudnn, "on_cuda", lambda cudnn, other, *args:
                       jax.lax.platform_dependent(*args, cuda=cudnn, default=other))
   cell, xla = cells("auto")
-  _, params, xs, _, _ = setup(cell)
+  params, xs, _, _ = data()
   f = lambda c: jax.jit(jax.grad(lambda p: loss(
       lambda p, x, _: jaxrnn.scan_batch(c, p, x), p, xs, None)))(params)
   for a, b in zip(jax.tree.leaves(f(cell)), jax.tree.leaves(f(xla))):
@@ -182,7 +191,7 @@ def test_auto_lowered_for_another_platform_runs_the_xla_kernel(cudnn, monkeypatc
 
 def test_cudnn_follows_the_default_matmul_precision(cudnn):
   cell, xla = cells("auto")
-  _, params, xs, _, _ = setup(cell)
+  params, xs, _, _ = data()
   allow_tf32 = {}
   for precision in (None, "tensorfloat32", "float32", "highest"):
     LOWERED.clear()
@@ -201,7 +210,7 @@ def test_cudnn_follows_the_default_matmul_precision(cudnn):
 
 def test_auto_falls_back_to_the_xla_kernel_where_cudnn_cannot_run(cudnn, monkeypatch):
   cell, xla = cells("auto")
-  _, params, xs, mask, _ = setup(cell)
+  params, xs, mask, _ = data()
   for args, kwargs in [((params, xs), dict(mask=mask)),                         # a mask
                        ((params, xs.astype(jnp.bfloat16)), {}),                 # not float32
                        ((jax.tree.map(lambda a: a.astype(jnp.bfloat16), params), xs), {})]:
@@ -216,7 +225,7 @@ def test_auto_falls_back_to_the_xla_kernel_where_cudnn_cannot_run(cudnn, monkeyp
 
 def test_auto_on_this_cpu_is_the_xla_kernel():
   cell, xla = cells("auto")
-  _, params, xs, _, _ = setup(cell)
+  params, xs, _, _ = data()
   assert "the default backend is cpu" in lstm_cudnn.platform_reason()
   np.testing.assert_array_equal(jaxrnn.scan_batch(cell, params, xs)[1],
                                 jaxrnn.scan_batch(xla, params, xs)[1])
@@ -224,7 +233,7 @@ def test_auto_on_this_cpu_is_the_xla_kernel():
 
 def test_required_cudnn_says_why_it_cannot_run(cudnn):
   cell, _ = cells(True)
-  _, params, xs, mask, carry = setup(cell)
+  params, xs, mask, carry = data()
   with pytest.raises(ValueError, match="use_cudnn=True.*mask.*use_cudnn='auto'"):
     jaxrnn.scan_batch(cell, params, xs, mask=mask)
   with pytest.raises(ValueError, match="float32 only, and xs is bfloat16"):
@@ -236,7 +245,7 @@ def test_required_cudnn_says_why_it_cannot_run(cudnn):
 
 def test_required_cudnn_on_this_cpu_raises():
   cell, _ = cells(True)
-  _, params, xs, _, _ = setup(cell)
+  params, xs, _, _ = data()
   with pytest.raises(ValueError, match="default backend is cpu, and cuDNN needs a CUDA GPU"):
     jaxrnn.scan_batch(cell, params, xs)
 
