@@ -441,7 +441,8 @@ def group_table(group: dict) -> str:
 
 def render(report: dict) -> str:
   m = report["meta"]
-  out = [f"## jaxrnn speed vs peers ({m['backend']}, {m['device']}, {m['dtype']})",
+  out = [f"## jaxrnn speed vs peers ({m['backend']}, {m['device']}, {m['dtype']}; "
+         f"{m.get('cpu', m['machine'])})",
          "",
          f"x jaxrnn = peer time / jaxrnn time (above 1: jaxrnn is faster). "
          f"Medians of interleaved repeats; JAX on {m['threads']['xla']} "
@@ -594,6 +595,22 @@ def plan(args) -> list[tuple[str, tuple]]:
   return groups
 
 
+def cpu_model() -> str:
+  """The CPU's model name and the vector units that decide XLA's and torch's
+  matmul speed, e.g. ``"AMD EPYC (avx512f, avx512_bf16; no amx)"``: the
+  same benchmark ranks jaxrnn and torch differently on different CPUs."""
+  try:
+    info = Path("/proc/cpuinfo").read_text()
+  except OSError:
+    return platform.processor() or platform.machine()
+  field = lambda key: next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                            if line.startswith(key)), "")
+  flags = field("flags").split()
+  units = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+  amx = "" if "amx_bf16" in flags else "; no amx"
+  return f"{field('model name') or platform.machine()} ({', '.join(units) or 'no avx2'}{amx})"
+
+
 def versions() -> dict:
   out = {"python": platform.python_version()}
   for name in PACKAGES:
@@ -668,6 +685,7 @@ def main(argv=None) -> dict:
           "backend": jax.default_backend(),
           "device": getattr(device, "device_kind", str(device)),
           "machine": platform.processor() or platform.machine(),
+          "cpu": cpu_model(),
           "cores": os.cpu_count(),
           "threads": threads,
           "cpu_devices": args.cpu_devices,

@@ -38,6 +38,7 @@ def test_every_row_that_ran_is_checked(quick_run):
   stdout, report, _ = quick_run
   kinds = {g["kind"] for g in report["groups"]}
   assert kinds == set(peers.KINDS)
+  assert f"; {report['meta']['cpu']})" in stdout    # rankings differ by CPU
   ran = 0
   for group in report["groups"]:
     rows = {r["impl"]: r for r in group["rows"]}
