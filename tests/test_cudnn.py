@@ -1,7 +1,7 @@
 """``jaxrnn.lstm(H, use_cudnn=...)``: the standard LSTM through cuDNN.
 
-This machine has no GPU, so cuDNN's kernels cannot run here. Everything
-around them can, and runs for real: jaxrnn's calls of
+CI has no GPU, so cuDNN's kernels cannot run there. Everything around
+them can, and runs for real: jaxrnn's calls of
 ``jax.experimental.rnn.lstm_fwd`` / ``lstm_bwd``, JAX's primitives with
 their own shape rules and no batching rule, the weight layout, the flips
 for ``reverse``, the gradients' way back to jaxrnn's params, the `jax.vmap`
@@ -10,10 +10,12 @@ back or raises. Only the primitives' lowering is replaced, for the CPU, by
 JAX's own reference of the cuDNN LSTM (``jax.experimental.rnn.lstm_ref``,
 written from cuDNN's documented layout), which also checks the arguments
 cuDNN would get. The path must equal the XLA kernel and the NumPy oracle.
-On a GPU, ``benchmarks/speed.py`` checks the real kernels.
+On a CUDA GPU, `test_cudnn_on_this_machine` and ``benchmarks/speed.py``
+check cuDNN's real kernels too (``benchmarks/gpu_check.sh`` runs both).
 """
 
 import functools
+import re
 import types
 
 import jax
@@ -74,9 +76,10 @@ mlir.register_lowering(jax_rnn.rnn_bwd_p, mlir.lower_fun(bwd_on_cpu, multiple_re
 
 @pytest.fixture
 def cudnn(monkeypatch):
-  """A process where cuDNN 'runs': the platform check passes, the cuDNN branch
-  is the one lowered for the CPU, and cuDNN's workspace sizes are made up.
-  Yields the list of lowered calls."""
+  """A process where cuDNN 'runs' on the CPU: the platform check passes, the
+  cuDNN branch is the one lowered for the CPU, and cuDNN's workspace sizes
+  are made up. Programs run on the CPU even where a GPU is the default, so
+  that the stand-in lowering is the one used. Yields the list of lowered calls."""
   sizes = lambda *args: (0, RESERVE)
   monkeypatch.setattr(jax_rnn, "gpu_rnn",
                       types.SimpleNamespace(compute_rnn_workspace_reserve_space_sizes=sizes))
@@ -85,7 +88,8 @@ def cudnn(monkeypatch):
                       jax.lax.platform_dependent(*args, cpu=cudnn, default=other))
   jax.clear_caches()             # so that every program using it is lowered anew
   LOWERED.clear()
-  yield LOWERED
+  with jax.default_device(jax.devices("cpu")[0]):
+    yield LOWERED
 
 
 @functools.cache
@@ -223,14 +227,6 @@ def test_auto_falls_back_to_the_xla_kernel_where_cudnn_cannot_run(cudnn, monkeyp
   assert LOWERED == []
 
 
-def test_auto_on_this_cpu_is_the_xla_kernel():
-  cell, xla = cells("auto")
-  params, xs, _, _ = data()
-  assert "the default backend is cpu" in lstm_cudnn.platform_reason()
-  np.testing.assert_array_equal(jaxrnn.scan_batch(cell, params, xs)[1],
-                                jaxrnn.scan_batch(xla, params, xs)[1])
-
-
 def test_required_cudnn_says_why_it_cannot_run(cudnn):
   cell, _ = cells(True)
   params, xs, mask, carry = data()
@@ -243,11 +239,33 @@ def test_required_cudnn_says_why_it_cannot_run(cudnn):
   assert LOWERED == []
 
 
-def test_required_cudnn_on_this_cpu_raises():
-  cell, _ = cells(True)
-  params, xs, _, _ = data()
-  with pytest.raises(ValueError, match="default backend is cpu, and cuDNN needs a CUDA GPU"):
-    jaxrnn.scan_batch(cell, params, xs)
+def test_cudnn_on_this_machine():
+  """No stand-in: on a CUDA GPU, "auto" and True run cuDNN's own kernels and
+  equal the XLA kernel, values and gradients (at float32 matmul precision,
+  which tests/conftest.py sets on a GPU). Elsewhere, as in CI, "auto" is the
+  XLA kernel and True says why it cannot run."""
+  params, xs, _, carry = data()
+  reason = lstm_cudnn.platform_reason()
+
+  def run(cell):
+    f = lambda p, x, h: jaxrnn.scan_batch(cell, p, x, carry=h)
+    grad = jax.grad(lambda p, x, h: loss(f, p, x, h), (0, 1, 2))
+    return jax.jit(f), jax.jit(grad)
+
+  want = [fn(params, xs, carry) for fn in run(jaxrnn.lstm(H))]
+  if reason is not None:
+    if jax.default_backend() == "cpu":
+      assert reason == "the default backend is cpu, and cuDNN needs a CUDA GPU"
+    with pytest.raises(ValueError, match="use_cudnn=True.*" + re.escape(reason)):
+      jaxrnn.scan_batch(cells(True)[0], params, xs)
+  for use_cudnn in ["auto"] + ([True] if reason is None else []):
+    forward, grad = run(jaxrnn.lstm(H, use_cudnn=use_cudnn))
+    for fn in (forward, grad):    # cuDNN's forward and backward calls, or neither
+      lowered = fn.lower(params, xs, carry).as_text()
+      assert ("cudnn_rnn" in lowered) == (reason is None), use_cudnn
+    got = [forward(params, xs, carry), grad(params, xs, carry)]
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_use_cudnn_is_checked_when_the_cell_is_built():
