@@ -239,33 +239,39 @@ def test_required_cudnn_says_why_it_cannot_run(cudnn):
   assert LOWERED == []
 
 
-def test_cudnn_on_this_machine():
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cudnn_on_this_machine(reverse):
   """No stand-in: on a CUDA GPU, "auto" and True run cuDNN's own kernels and
   equal the XLA kernel, values and gradients (at float32 matmul precision,
   which tests/conftest.py sets on a GPU). Elsewhere, as in CI, "auto" is the
   XLA kernel and True says why it cannot run."""
   params, xs, _, carry = data()
   reason = lstm_cudnn.platform_reason()
+  if any(d.platform == "cuda" for d in jax.devices()):
+    assert reason is None, reason           # a CUDA GPU must run cuDNN, not pass quietly
+  elif jax.default_backend() == "cpu":
+    assert reason == "the default backend is cpu, and cuDNN needs a CUDA GPU"
 
   def run(cell):
-    f = lambda p, x, h: jaxrnn.scan_batch(cell, p, x, carry=h)
+    f = lambda p, x, h: jaxrnn.scan_batch(cell, p, x, carry=h, reverse=reverse)
     grad = jax.grad(lambda p, x, h: loss(f, p, x, h), (0, 1, 2))
     return jax.jit(f), jax.jit(grad)
 
   want = [fn(params, xs, carry) for fn in run(jaxrnn.lstm(H))]
   if reason is not None:
-    if jax.default_backend() == "cpu":
-      assert reason == "the default backend is cpu, and cuDNN needs a CUDA GPU"
     with pytest.raises(ValueError, match="use_cudnn=True.*" + re.escape(reason)):
       jaxrnn.scan_batch(cells(True)[0], params, xs)
+  LOWERED.clear()
   for use_cudnn in ["auto"] + ([True] if reason is None else []):
     forward, grad = run(jaxrnn.lstm(H, use_cudnn=use_cudnn))
-    for fn in (forward, grad):    # cuDNN's forward and backward calls, or neither
-      lowered = fn.lower(params, xs, carry).as_text()
-      assert ("cudnn_rnn" in lowered) == (reason is None), use_cudnn
+    # cuDNN's forward call in the forward program, its backward call in the
+    # gradient's; neither where cuDNN cannot run
+    for fn, call in ((forward, "cudnn_rnn_ffi"), (grad, "cudnn_rnn_bwd_ffi")):
+      assert (call in fn.lower(params, xs, carry).as_text()) == (reason is None), use_cudnn
     got = [forward(params, xs, carry), grad(params, xs, carry)]
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  assert LOWERED == []                      # this module's CPU stand-in was not used
 
 
 def test_use_cudnn_is_checked_when_the_cell_is_built():
