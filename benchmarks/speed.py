@@ -21,7 +21,8 @@ Method, per shape and cell:
   5e-2 (bf16, where jaxrnn keeps a float32 carry and the peers do not).
   On a GPU, float32 gets 1e-2: XLA's matmuls and cuDNN's RNNs (JAX's and
   torch's) multiply float32 in TF32 there by default (a first guess, not
-  yet set by a GPU run; the JSON keeps every error). The table's "check" column says which passed.
+  yet set by a GPU run; the JSON keeps every error). The table's "check"
+  column says which passed.
 * Forward: ``ys = f(params, xs [B, T, I])``. jaxrnn's is
   ``jax.jit(jax.vmap(lambda x: jaxrnn.scan(cell, params, x)))``, the row
   every ratio is taken against; "jaxrnn unroll=4" passes ``unroll=4`` and
