@@ -16,17 +16,18 @@ primitive has no batching rule, so under `vmap` each member runs as its own
 cuDNN call, in a `jax.lax.map` (one call per member: an ensemble runs its
 members one after another).
 
-When cuDNN runs: the process has a CUDA GPU and jaxlib has its cuDNN
-RNN (``pip install "jax[cuda12]"``); ``xs``, params and carry are float32
-(JAX's cuDNN LSTM takes no other dtype); there is no mask (cuDNN takes
-sequence lengths, and a mask need not be a prefix); and JAX's default
-matmul precision is one cuDNN's LSTM takes (unset, ``"tensorfloat32"``,
-``"high"``, ``"float32"`` or ``"highest"``). Otherwise
-``use_cudnn="auto"`` runs the XLA kernel (`lstm_batch_kernel`) and
-``use_cudnn=True`` raises at trace time, saying which condition failed.
-With ``"auto"`` the choice between the two is made when `jax.jit` lowers
-the program (`jax.lax.platform_dependent`), so a program lowered for the
-CPU of a GPU host runs the XLA kernel; with ``True`` it fails to lower.
+When cuDNN runs: the process has a CUDA GPU and jaxlib has its cuDNN RNN
+(``pip install "jax[cuda13]"`` or ``"jax[cuda12]"``); ``xs``, params and
+carry are float32 (JAX's cuDNN LSTM takes no other dtype); there is no
+mask (cuDNN takes sequence lengths, and a mask need not be a prefix); and
+JAX's default matmul precision is one cuDNN's LSTM takes (unset,
+``"tensorfloat32"``, ``"high"``, ``"float32"`` or ``"highest"``).
+Otherwise ``use_cudnn="auto"`` runs the XLA kernel (`lstm_batch_kernel`)
+and ``use_cudnn=True`` raises at trace time, saying which condition
+failed. With ``"auto"`` the choice between the two is made when `jax.jit`
+lowers the program (`jax.lax.platform_dependent`), so a program lowered
+for the CPU of a GPU host runs the XLA kernel; with ``True`` it fails to
+lower.
 
 Numbers: the same function as the XLA kernel. cuDNN follows JAX's default
 matmul precision, as XLA's own float32 matmuls on a GPU do: TF32 where the
@@ -45,10 +46,12 @@ Status: not yet run on a GPU in this project (no session has had one).
 (their shape rules, no batching rule), lowered to JAX's own reference of
 the cuDNN LSTM (``jax.experimental.rnn.lstm_ref``, written from cuDNN's
 layout) in place of cuDNN's kernels, against the XLA kernel and the NumPy
-oracle. On a GPU,
+oracle. On a CUDA GPU, the same file's `test_cudnn_on_this_machine`
+checks cuDNN's real kernels against the XLA kernel, and
 ``python benchmarks/speed.py --cells lstm`` checks it ("jaxrnn.scan_batch
 cuDNN": outputs and input gradients against jaxrnn's) and times it beside
-PyTorch's cuDNN and the XLA kernel.
+PyTorch's cuDNN and the XLA kernel; ``bash benchmarks/gpu_check.sh`` runs
+both.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def platform_reason() -> Optional[str]:
   except RuntimeError:
     return "the GPU is not a CUDA GPU"
   if not hasattr(jax_rnn.gpu_rnn, "compute_rnn_workspace_reserve_space_sizes"):
-    return 'this jaxlib has no cuDNN RNN (pip install "jax[cuda12]")'
+    return 'this jaxlib has no cuDNN RNN (pip install "jax[cuda13]" or "jax[cuda12]")'
   return None
 
 
