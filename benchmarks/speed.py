@@ -98,6 +98,7 @@ from jax.sharding import Mesh
 from benchmarks import peers
 from benchmarks.peers import Absent, JaxProgram, TorchProgram
 from benchmarks.torch_worker import TorchAbsent, TorchWorker
+import jaxrnn
 from jaxrnn._cell import _row_major_transpose
 from jaxrnn.train.parallel import data_mesh, replicate, shard_batch
 
@@ -448,7 +449,8 @@ def render(report: dict) -> str:
          f"x jaxrnn = peer time / jaxrnn time (above 1: jaxrnn is faster). "
          f"Medians of interleaved repeats; JAX on {m['threads']['xla']} "
          f"threads, torch on {m['threads']['torch']}. Load average at start "
-         f"{m['loadavg_start']}, at end {m['loadavg_end']}.",
+         f"{m['loadavg_start']}, at end {m['loadavg_end']}. malloc: "
+         f"{m['malloc']['jax']}; in torch's worker: {m['malloc']['torch']}.",
          ""]
   for group in report["groups"]:
     out += [group_table(group), ""]
@@ -633,6 +635,12 @@ def start_torch(args) -> tuple[Optional[TorchWorker], dict]:
   return worker, threads
 
 
+def malloc_settings(worker: Optional[TorchWorker]) -> dict:
+  """What ``import jaxrnn`` did to glibc's malloc here and in torch's worker."""
+  return {"jax": jaxrnn.malloc_tuning(),
+          "torch": worker.info["malloc"] if worker is not None else None}
+
+
 def warm_up_runtimes() -> None:
   """Starts each runtime once so that no first-call figure pays for it."""
   block(jax.jit(lambda x: x @ x)(jnp.ones((8, 8))))
@@ -691,6 +699,7 @@ def main(argv=None) -> dict:
           "threads": threads,
           "cpu_devices": args.cpu_devices,
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),   # torch's worker inherits it
+          "malloc": malloc_settings(worker),
           "dtype": args.dtype,
           "versions": versions(),
           "loadavg_start": [round(v, 2) for v in loadavg_start] if loadavg_start else None,

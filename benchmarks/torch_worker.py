@@ -79,12 +79,17 @@ class _State:
 
 def _setup(state, threads):
   import torch
+  # The same C allocator settings as the parent's JAX side (``import
+  # jaxrnn`` tunes glibc's malloc there; see jaxrnn._malloc), so that the
+  # two sides differ in their kernels, not in their allocators.
+  from jaxrnn._malloc import tune_malloc
+  malloc = tune_malloc()
   torch.set_num_threads(threads)
   # Start the runtime so that no first-call figure pays for it.
   torch.ones(8, 8) @ torch.ones(8, 8)
   torch.nn.LSTM(2, 2)(torch.ones(1, 1, 2))
   return {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-          "version": torch.__version__}
+          "version": torch.__version__, "malloc": malloc}
 
 
 def _module(state, kind, weights, shape, dtype, device):

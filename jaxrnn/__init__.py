@@ -36,9 +36,13 @@ from jaxrnn._layers import apply_batch as apply_batch
 from jaxrnn._layers import bidirectional as bidirectional
 from jaxrnn._layers import rnn as rnn
 from jaxrnn._layers import stack as stack
+from jaxrnn._malloc import malloc_tuning as malloc_tuning
+from jaxrnn._malloc import tune_malloc as tune_malloc
 from jaxrnn._scan import scan as scan
 from jaxrnn._scan_batch import scan_batch as scan_batch
 from jaxrnn._trace import record as record
 from jaxrnn._trace import trace as trace
 
 __version__ = "0.1.0"
+
+tune_malloc()   # XLA's CPU buffers reused, not re-mapped each call: see jaxrnn._malloc

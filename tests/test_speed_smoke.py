@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import jaxrnn  # noqa: E402
 from benchmarks import peers  # noqa: E402
 
 IMPORT_NAMES = {"flax": "flax", "equinox": "equinox", "dm-haiku": "haiku",
@@ -41,6 +42,12 @@ def test_every_row_that_ran_is_checked(quick_run):
   assert f"; {report['meta']['cpu']})" in stdout    # rankings differ by CPU
   # float32 is checked to 1e-4, on a GPU (TF32 matmuls by default) to 1e-2
   assert report["meta"]["tolerance"] == (1e-4 if report["meta"]["backend"] == "cpu" else 1e-2)
+  # torch's worker runs with the allocator settings `import jaxrnn` made here
+  malloc = report["meta"]["malloc"]
+  assert malloc["jax"] == jaxrnn.malloc_tuning()
+  if importlib.util.find_spec("torch") is not None:
+    assert malloc["torch"] == malloc["jax"]
+  assert f"malloc: {malloc['jax']}" in stdout
   ran = 0
   for group in report["groups"]:
     rows = {r["impl"]: r for r in group["rows"]}
