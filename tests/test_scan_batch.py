@@ -70,6 +70,9 @@ SCENARIOS = {                       # name: (masked, reversed, given carry, batc
     "masked_reversed_carry": (True, True, True, B),
     "carry": (False, False, True, B),
     "batch_of_one": (True, False, True, 1),
+    # The GRU hoists its input matmul up to B = 2 (gru_batched.HOIST_MAX_BATCH)
+    "pair_reversed": (False, True, False, 2),
+    "pair_masked_reversed_carry": (True, True, True, 2),
 }
 
 
@@ -101,12 +104,13 @@ def test_kernel_matches_vmapped_scan(kind, scenario):
 
 @pytest.mark.parametrize("kind", KERNELS)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_kernel_matches_numpy_oracle(kind, reverse):
-  cell, params, xs, mask, _ = setup(kind=kind)
+@pytest.mark.parametrize("batch", [B, 2])      # the GRU hoists its input matmul at 2
+def test_kernel_matches_numpy_oracle(kind, reverse, batch):
+  cell, params, xs, mask, _ = setup(kind=kind, batch=batch)
   final, ys = jaxrnn.scan_batch(cell, params, xs, mask=mask, reverse=reverse)
   ref, p = numpy_oracle.oracle(kind), as_numpy(params)
   finals = final._asdict() if kind == "lstm" else {"h": final}
-  for b in range(B):
+  for b in range(batch):
     carry, want = numpy_oracle.scan(ref, p, np.asarray(xs[b]), mask=np.asarray(mask[b]),
                                     reverse=reverse)
     np.testing.assert_allclose(ys[b], want, atol=1e-5)
@@ -116,9 +120,10 @@ def test_kernel_matches_numpy_oracle(kind, reverse):
 
 @pytest.mark.parametrize("kind", KERNELS)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_kernel_gradients_match_finite_differences(kind, reverse):
+@pytest.mark.parametrize("batch", [B, 2])
+def test_kernel_gradients_match_finite_differences(kind, reverse, batch):
   with jax.enable_x64(True):
-    cell, params, xs, mask, carry = setup(dtype=jnp.float64, kind=kind)
+    cell, params, xs, mask, carry = setup(dtype=jnp.float64, kind=kind, batch=batch)
     xs = xs.astype(jnp.float64)
 
     @jax.jit

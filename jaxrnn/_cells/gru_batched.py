@@ -9,7 +9,10 @@ Measured and dropped (interleaved in one process, 2 CPU cores): the two
 changes that sped up the LSTM's kernel, the sigmoid as ``(1 + tanh(x/2)) /
 2`` and ``h_{t-1}`` taken from the outputs instead of saved, were level
 here (0.95-1.03x at B = 1, 16 and 32); the GRU's sigmoid gates r, z are
-already contiguous.
+already contiguous. So was a backward that writes one ``[d_pre_n, d_rz,
+d_u_n]`` buffer per step, with one concatenation instead of three and
+the recurrent product on a contiguous slice of it (0.99-1.03x at B = 1,
+16 and 32, AMD EPYC).
 """
 
 from __future__ import annotations
@@ -32,10 +35,9 @@ def _parts(gx: Array, u: Array, b_hn: Array, H: int):
   return r, z, u_n
 
 
-def _step(w_h, bias, bias_hn, h, xw, keep):
-  """One step from ``xw = x_t W``: ``h_t, y_t, gx_t = x_t W + b, u_t = h_{t-1} U``."""
+def _step(w_h, bias_hn, h, gx, keep):
+  """One step from ``gx = x_t W + b``: ``h_t, y_t, u_t = h_{t-1} U``."""
   H = h.shape[-1]
-  gx = xw + bias
   u = matmul(h, w_h)
   r, z, u_n = _parts(gx, u, bias_hn, H)
   n = jnp.tanh(gx[:, 2 * H:] + r * u_n)
@@ -45,37 +47,65 @@ def _step(w_h, bias, bias_hn, h, xw, keep):
     keep = keep[:, None]
     y = jnp.where(keep, h_new, jnp.zeros_like(h_new))
     h_new = jnp.where(keep, h_new, h)
-  return h_new, y, gx, u
+  return h_new, y, u
+
+
+# A batch this small hoists the input matmul out of the loop; a larger one
+# keeps it inside (see `_loop`).
+HOIST_MAX_BATCH = 2
 
 
 def _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save: bool):
-  """The forward loop; with ``save``, each step's ``gx_t``, ``u_t`` and ``h_{t-1}``.
+  """The forward loop; with ``save``, also every ``gx_t = x_t W + b``, ``u_t`` and ``h_{t-1}``.
 
-  Unlike the LSTM's, it keeps the input matmul in the loop: hoisted, it was
-  1.1-1.4x slower, forward and forward+backward, at B = 1-32 (2 CPU cores,
-  T = 128-512, H = 128-256; one CPU device and 2), and also when the
-  backward re-read the hoisted product instead of a saved ``gx_t``.
-  Hoisted per chunk of 16-32 steps, the forward alone was 1.11-1.24x
-  slower at B = 32 (one device and 2) and 1.17-1.19x at B = 1.
+  Unlike the LSTM's, it keeps the input matmul in the loop from B = 3 on:
+  hoisted, it was 1.1-1.4x slower, forward and forward+backward, at
+  B = 4-32 (2 CPU cores, T = 128-512, H = 128-256; one CPU device and 2),
+  and also when the backward re-read the hoisted product instead of a
+  saved ``gx_t``; hoisted per chunk of 16-32 steps, the forward alone was
+  1.11-1.24x slower at B = 32 (one device and 2) and 1.17-1.19x at B = 1.
+  Up to `HOIST_MAX_BATCH` it is hoisted: there each step's input product
+  is a matrix-vector product, and one matmul for all steps beats T of
+  them. Forward 0.58-0.75x the time at B = 1 and 0.83-0.89x at B = 2,
+  forward+backward 0.78-0.99x and 0.91-0.95x (AMD EPYC, 2 cores, one CPU
+  device, T = 128-512, H = 128-256, interleaved medians; at B = 4 the
+  forward took 0.89x but training 1.04x, at B = 32 1.09x and 1.37x). The
+  step reads the hoisted ``gx_t`` from a carry filled one step ahead, not
+  from the ``[B, T, 3H]`` array: with that slice fused into the step's
+  element-wise work, XLA CPU compiled the work without vector
+  instructions (the forward took 2x as long at B = 16).
   """
   dtype = carry_dtype(w_h.dtype)
   bias, bias_hn = b.astype(dtype), b_hn.astype(dtype)
   B, T = xs.shape[:2]
   ys = jnp.zeros((B, T) + h0.shape[1:], h0.dtype)
   G = w_h.shape[-1]
-  saved = ((jnp.zeros((B, T, G), dtype), jnp.zeros((B, T, G), dtype),
-            jnp.zeros(ys.shape, h0.dtype)) if save else ())
+  hoisted = B <= HOIST_MAX_BATCH
+  gxs = matmul(xs, w_x) + bias if hoisted else None       # [B, T, 3H]
+  ahead = at(gxs, T - 1 if reverse else 0) if hoisted else None
+  saved = ()
+  if save:
+    saved = (jnp.zeros((B, T, G), dtype), jnp.zeros(ys.shape, h0.dtype))
+    if not hoisted:
+      saved += (jnp.zeros((B, T, G), dtype),)
 
   def body(t, state):
-    h, ys, saved = state
+    h, ahead, ys, saved = state
     keep = None if valid is None else at(valid, t)
-    h_new, y, gx, u = _step(w_h, bias, bias_hn, h, matmul(at(xs, t), w_x), keep)
+    if hoisted:
+      gx, ahead = ahead, at(gxs, jnp.clip(t - 1 if reverse else t + 1, 0, T - 1))
+    else:
+      gx = matmul(at(xs, t), w_x) + bias
+    h_new, y, u = _step(w_h, bias_hn, h, gx, keep)
     if save:
-      saved = tuple(put(a, t, v) for a, v in zip(saved, (gx, u, h)))
-    return h_new, put(ys, t, y), saved
+      saved = tuple(put(a, t, v) for a, v in zip(saved, (u, h, gx)))
+    return h_new, ahead, put(ys, t, y), saved
 
-  final, ys, saved = over_time(body, T, reverse, unroll, (h0, ys, saved))
-  return final, ((ys, *saved) if save else ys)
+  final, _, ys, saved = over_time(body, T, reverse, unroll, (h0, ahead, ys, saved))
+  if not save:
+    return final, ys
+  us, hs_prev, *gx_saved = saved
+  return final, (ys, gxs if hoisted else gx_saved[0], us, hs_prev)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(7, 8))

@@ -48,12 +48,15 @@ activations ``[i, f, o, tanh g]`` computed by one tanh over all 4H columns
 (forward 0.84x the time of one loop, far behind 2 devices); the forward
 loop unrolled by 2 when ``unroll=1`` (forward 0.94-0.95x, training level
 at B = 32 and 0.97x at B = 1: not worth a hidden default and its compile
-time). Also measured and dropped (same setting, ratios of interleaved
-medians): ``dW_x`` and ``dW_h`` as one matmul over the
-concatenated ``[x_t, h_{t-1}]`` (0.99-1.01x); the backward in chunks of
-16-32 steps, each chunk's weight gradients and ``dx`` computed while its
-``dz`` is in cache (1.00-1.07x); the input matmul computed per chunk of
-16-32 steps inside the loop (training 0.90-0.99x at B = 32 but 0.97-1.03x
+time); each step's ``x_t W`` read from a carry filled one step ahead,
+as the GRU's hoisted path does (AMD EPYC, one device: 1.00-1.05x
+training at B = 1, 16 and 32, forward 0.97-1.11x). Also measured and
+dropped (same setting, ratios of interleaved medians): ``dW_x`` and
+``dW_h`` as one matmul over the concatenated ``[x_t, h_{t-1}]``
+(0.99-1.01x); the backward in chunks of 16-32 steps, each chunk's
+weight gradients and ``dx`` computed while its ``dz`` is in cache
+(1.00-1.07x); the input matmul computed per chunk of 16-32 steps inside
+the loop (training 0.90-0.99x at B = 32 but 0.97-1.03x
 at B = 16, T = 256; forward alone 0.84-0.95x on 2 devices at B = 32 and
 level on one, but 1.08-1.19x slower on one device at B = 16, T = 256:
 no chunk size wins everywhere); and the XLA CPU options that route dots
