@@ -21,6 +21,7 @@ value says why the row cannot run here) or "error".
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import subprocess
 import sys
@@ -77,13 +78,21 @@ class _State:
     self.calls: dict[int, Any] = {}
 
 
+def _tune_malloc() -> str:
+  """The C allocator settings of the parent's JAX side (``import jaxrnn``
+  sets glibc's malloc there; see jaxrnn._malloc), so that the two sides
+  differ in their kernels, not in their allocators. The module is loaded
+  from its file: ``import jaxrnn`` would bring JAX into torch's process."""
+  spec = importlib.util.spec_from_file_location("_jaxrnn_malloc",
+                                                ROOT / "jaxrnn" / "_malloc.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.tune_malloc()
+
+
 def _setup(state, threads):
   import torch
-  # The same C allocator settings as the parent's JAX side (``import
-  # jaxrnn`` tunes glibc's malloc there; see jaxrnn._malloc), so that the
-  # two sides differ in their kernels, not in their allocators.
-  from jaxrnn._malloc import tune_malloc
-  malloc = tune_malloc()
+  malloc = _tune_malloc()
   torch.set_num_threads(threads)
   # Start the runtime so that no first-call figure pays for it.
   torch.ones(8, 8) @ torch.ones(8, 8)

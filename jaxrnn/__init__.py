@@ -8,6 +8,11 @@ runs one over a batch on that path);
 `attention` and `attention_decoder` let a decoder look at every encoder state
 (`jaxrnn.seq2seq` builds the whole model). Batches come from `jax.vmap`,
 training from optax (`jaxrnn.train`).
+
+Importing jaxrnn sets glibc's malloc for the whole process so that XLA's
+CPU calls reuse their large buffers instead of mapping them afresh
+(`tune_malloc`; ``JAXRNN_TUNE_MALLOC=0`` opts out; `malloc_tuning` says
+what was done).
 """
 
 from jaxrnn import io as io

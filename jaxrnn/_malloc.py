@@ -5,31 +5,41 @@ Lives here: `tune_malloc`, which ``import jaxrnn`` runs once, and
 
 Why: XLA's CPU runtime allocates each call's temporary buffers as one block
 and frees it when the call returns (a training step of the LSTM at B = 32,
-T = 128, H = 256: 56 MiB; at B = 128, T = 64, H = 512: 227 MiB). glibc's
-malloc serves a block above its mmap threshold, which adapts upwards to
-at most 32 MiB, with a fresh ``mmap``, so the kernel maps and zero-fills
-every page of it again on each call: about 15,000 page faults per call at
-B = 32. Raising the mmap threshold keeps such blocks in the heap, and
-raising the trim threshold with it stops glibc from handing the freed top
-of the heap back to the kernel. Measured (2 CPU cores, AMD EPYC, one CPU
-device, medians of 20 calls, forward+backward): that LSTM step from 70 to
-57 ms, with 830 page faults per call instead of 15,000; the GRU's from
-52-56 to 39 ms; shapes whose buffers stay under 32 MiB (B = 1: 3.5 MiB)
-do not change. PyTorch's CPU tuning guide makes the same point by
-recommending jemalloc or tcmalloc, and torch's own backward gains as much
-from this setting (``benchmarks/speed.py`` gives its worker the same).
+T = 128, H = 256: 56 MiB; at B = 128, T = 64, H = 512: 227 MiB), on a
+thread of its own. glibc's malloc serves a block above its mmap
+threshold, which adapts upwards to at most 32 MiB, with a fresh ``mmap``,
+so the kernel maps and zero-fills every page of it again on each call;
+and a thread other than the main one allocates from a secondary arena,
+whose heaps hold at most 64 MiB, so a larger block is mapped afresh
+whatever the threshold. Hence three settings: the mmap threshold raised
+to 1 GiB keeps such blocks in the heap, the trim threshold raised with it
+stops glibc from handing the freed top of the heap back to the kernel,
+and one arena (``M_ARENA_MAX = 1``) puts every thread's blocks in the main
+heap, which has no such cap. Measured (2 CPU cores, AMD EPYC, one CPU
+device, medians of 20 calls, forward+backward, separate processes
+alternated): the LSTM step at B = 32 from 70 to 57 ms, 15,000 page faults
+per call to 830; the GRU's from 52-56 to 39 ms; the LSTM at B = 128 from
+349-419 to 292-328 ms, 58,500 page faults to 5,900 (the thresholds alone:
+349-405 ms, no fewer faults). Shapes whose buffers stay under 32 MiB
+(B = 1: 3.5 MiB) do not change. PyTorch's CPU tuning guide makes the
+same point by recommending jemalloc or tcmalloc, and torch gains as much
+from these settings (``benchmarks/speed.py`` gives its worker the same).
 
-The price: up to a gigabyte of freed memory stays with the process instead
-of going back to the kernel, as with those allocators. Opt out with
-``JAXRNN_TUNE_MALLOC=0`` in the environment; glibc's own
-``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or a
-``glibc.malloc`` entry in ``GLIBC_TUNABLES`` also leave it alone (your
-setting wins).
+The price: freed memory up to the thresholds stays with the process
+instead of going back to the kernel, as with those allocators, and
+threads that allocate heavily at the same time share one arena's lock
+(XLA's calls make a few large allocations each). One arena takes full
+effect for threads that start after the import: import jaxrnn before JAX
+first runs. Opt out with ``JAXRNN_TUNE_MALLOC=0`` in the environment;
+glibc's own ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_ARENA_MAX`` or a ``glibc.malloc`` entry in ``GLIBC_TUNABLES``
+also leave it alone (your setting wins). Nothing changes where the C library is not glibc, where
+``LD_PRELOAD`` puts another allocator in its place, or where an older
+glibc refuses a threshold above 32 MiB.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 from typing import Mapping
@@ -37,23 +47,36 @@ from typing import Mapping
 # mallopt's parameter numbers, from glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-THRESHOLD = 1 << 30      # 1 GiB: above any temporary block of the benchmarks' shapes
+M_ARENA_MAX = -8
+THRESHOLD = 1 << 30      # 1 GiB; mallopt takes a C int
+OPT_OUT = ("0", "false", "no", "off")
 
 _status = "not tuned yet"
 
 
 def tune_malloc(environ: Mapping[str, str] = os.environ,
                 threshold: int = THRESHOLD) -> str:
-  """Raises glibc's mmap and trim thresholds to ``threshold`` bytes; says what it did.
+  """Raises glibc's mmap and trim thresholds to ``threshold`` bytes, keeps
+  every thread in one arena, and says what it did.
 
-  Does nothing, and says why, when ``JAXRNN_TUNE_MALLOC=0``, when the
-  environment already sets glibc's malloc thresholds, or when the C library
-  is not glibc. Setting them disables glibc's own adaptation of both
-  thresholds, for the whole process. ``import jaxrnn`` calls it; what it
-  said is `malloc_tuning`.
+  Leaves malloc alone, and says why, when ``JAXRNN_TUNE_MALLOC`` is ``0``
+  (or ``false``, ``no``, ``off``), when the environment already sets
+  glibc's malloc thresholds, when the C library is not glibc or another
+  allocator replaces its malloc (``LD_PRELOAD``), or when this glibc
+  refuses the value. Setting the thresholds disables glibc's own
+  adaptation of both, for the whole process. ``import jaxrnn`` calls it;
+  what it said is `malloc_tuning`.
   """
+  if not (isinstance(threshold, int) and 0 < threshold < 2**31):
+    raise ValueError(
+        f"jaxrnn.tune_malloc: threshold={threshold!r}; expected a positive "
+        f"number of bytes below 2**31 (glibc's mallopt takes a C int). Fix: "
+        f"pass, e.g., 1 << 30.")
   global _status
-  _status = _tune(environ, threshold)
+  try:
+    _status = _tune(environ, threshold)
+  except (ImportError, OSError, AttributeError) as e:   # no ctypes, no symbol
+    _status = f"malloc untouched: {type(e).__name__}: {e}"
   return _status
 
 
@@ -61,28 +84,34 @@ def malloc_tuning() -> str:
   """What ``import jaxrnn`` did to the C allocator, in words.
 
   >>> import jaxrnn
-  >>> jaxrnn.malloc_tuning().startswith(("glibc", "not glibc"))
+  >>> jaxrnn.malloc_tuning().startswith(("glibc mmap and trim", "malloc untouched"))
   True
   """
   return _status
 
 
 def _tune(environ: Mapping[str, str], threshold: int) -> str:
-  if environ.get("JAXRNN_TUNE_MALLOC", "1") == "0":
-    return "glibc defaults (JAXRNN_TUNE_MALLOC=0)"
-  own = [name for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-         if name in environ]
+  if environ.get("JAXRNN_TUNE_MALLOC", "1").strip().lower() in OPT_OUT:
+    return "malloc untouched: JAXRNN_TUNE_MALLOC=" + environ["JAXRNN_TUNE_MALLOC"]
+  own = [name for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                           "MALLOC_ARENA_MAX") if name in environ]
   if "glibc.malloc" in environ.get("GLIBC_TUNABLES", ""):
     own.append("GLIBC_TUNABLES")
   if own:
-    return f"glibc defaults (the environment sets {', '.join(own)})"
+    return f"malloc untouched: the environment sets {', '.join(own)}"
   if not _glibc():
-    return f"not glibc ({platform.system()}): untouched"
-  mallopt = ctypes.CDLL(None).mallopt
+    return f"malloc untouched: the C library is not glibc ({platform.system()})"
+  import ctypes
+  process, libc = ctypes.CDLL(None), ctypes.CDLL("libc.so.6")
+  address = lambda f: ctypes.cast(f, ctypes.c_void_p).value
+  if address(process.malloc) != address(libc.malloc):
+    return "malloc untouched: another allocator replaces glibc's malloc (LD_PRELOAD)"
+  mallopt = libc.mallopt
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
   if not (mallopt(M_MMAP_THRESHOLD, threshold) and mallopt(M_TRIM_THRESHOLD, threshold)):
-    return "glibc defaults (mallopt refused the thresholds)"
-  return f"glibc mmap and trim thresholds {threshold >> 20} MiB"
+    return "malloc untouched: this glibc refuses a threshold of that size"
+  mallopt(M_ARENA_MAX, 1)
+  return f"glibc mmap and trim thresholds {threshold >> 20} MiB, one arena"
 
 
 def _glibc() -> bool:

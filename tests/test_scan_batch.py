@@ -35,7 +35,7 @@ def setup(cell=None, batch=B, dtype=jnp.float32, kind="lstm"):
   cell = cell or KERNELS[kind](H, param_dtype=dtype)
   params = randomised(cell.init(jax.random.key(0), I), jax.random.key(1))
   xs = jax.random.normal(jax.random.key(2), (batch, T, I))
-  lengths = jnp.arange(batch) % (T + 1)            # 0 .. T: empty and full rows
+  lengths = (T - jnp.arange(batch)) % (T + 1)      # T, T-1, .., 0: full and empty rows
   mask = jnp.arange(T)[None, :] < lengths[:, None]
   leaves, tree = jax.tree.flatten(cell.initial_carry(params))   # h and c differ
   carry = jax.tree.unflatten(tree, [
@@ -71,6 +71,8 @@ SCENARIOS = {                       # name: (masked, reversed, given carry, batc
     "carry": (False, False, True, B),
     "batch_of_one": (True, False, True, 1),
     # The GRU hoists its input matmul up to B = 2 (gru_batched.HOIST_MAX_BATCH)
+    "one_plain": (False, False, False, 1),
+    "pair_carry": (False, False, True, 2),
     "pair_reversed": (False, True, False, 2),
     "pair_masked_reversed_carry": (True, True, True, 2),
 }
