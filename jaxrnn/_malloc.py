@@ -33,9 +33,9 @@ effect for threads that start after the import: import jaxrnn before JAX
 first runs. Opt out with ``JAXRNN_TUNE_MALLOC=0`` in the environment;
 glibc's own ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
 ``MALLOC_ARENA_MAX`` or a ``glibc.malloc`` entry in ``GLIBC_TUNABLES``
-also leave it alone (your setting wins). Nothing changes where the C library is not glibc, where
-``LD_PRELOAD`` puts another allocator in its place, or where an older
-glibc refuses a threshold above 32 MiB.
+also leave it alone (your setting wins). Nothing changes where the C
+library is not glibc, where ``LD_PRELOAD`` puts another allocator in its
+place, or where an older glibc refuses a threshold above 32 MiB.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def tune_malloc(environ: Mapping[str, str] = os.environ,
 
   Leaves malloc alone, and says why, when ``JAXRNN_TUNE_MALLOC`` is ``0``
   (or ``false``, ``no``, ``off``), when the environment already sets
-  glibc's malloc thresholds, when the C library is not glibc or another
+  glibc's malloc options, when the C library is not glibc or another
   allocator replaces its malloc (``LD_PRELOAD``), or when this glibc
   refuses the value. Setting the thresholds disables glibc's own
   adaptation of both, for the whole process. ``import jaxrnn`` calls it;
