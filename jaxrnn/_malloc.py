@@ -10,28 +10,33 @@ thread of its own. glibc's malloc serves a block above its mmap
 threshold, which adapts upwards to at most 32 MiB, with a fresh ``mmap``,
 so the kernel maps and zero-fills every page of it again on each call;
 and a thread other than the main one allocates from a secondary arena,
-whose heaps hold at most 64 MiB, so a larger block is mapped afresh
-whatever the threshold. Hence three settings: the mmap threshold raised
-to 1 GiB keeps such blocks in the heap, the trim threshold raised with it
-stops glibc from handing the freed top of the heap back to the kernel,
-and one arena (``M_ARENA_MAX = 1``) puts every thread's blocks in the main
-heap, which has no such cap. Measured (2 CPU cores, AMD EPYC, one CPU
-device, medians of 20 calls, forward+backward, separate processes
-alternated): the LSTM step at B = 32 from 70 to 57 ms, 15,000 page faults
-per call to 830; the GRU's from 52-56 to 39 ms; the LSTM at B = 128 from
-349-419 to 292-328 ms, 58,500 page faults to 5,900 (the thresholds alone:
-349-405 ms, no fewer faults). Shapes whose buffers stay under 32 MiB
-(B = 1: 3.5 MiB) do not change. PyTorch's CPU tuning guide makes the
+whose heaps hold at most 64 MiB, so a larger block made there is mapped
+afresh whatever the threshold. Raising the mmap threshold to 1 GiB keeps
+the other blocks in the heap, and raising the trim threshold with it
+stops glibc from handing the freed top of the heap back to the kernel.
+Measured (2 CPU cores, AMD EPYC, one CPU device, medians of 20 calls,
+forward+backward, separate processes alternated): the LSTM step at
+B = 32 from 70 to 57 ms, 15,000 page faults per call to 830; the GRU's
+from 52-56 to 39 ms. Shapes whose buffers stay under 32 MiB (B = 1:
+3.5 MiB) do not change, nor does the long-term-dependency job
+(``--quick``: 53-54 s, against 56-66 s untuned). PyTorch's CPU tuning guide makes the
 same point by recommending jemalloc or tcmalloc, and torch gains as much
-from these settings (``benchmarks/speed.py`` gives its worker the same).
+from this setting (``benchmarks/speed.py`` gives its worker the same).
+
+At B = 128, H = 512 the 227 MiB block is made on one of XLA's threads,
+so the thresholds alone change nothing there (58,500 page faults per
+call either way). One arena for all threads (``M_ARENA_MAX = 1``) puts
+it in the main heap: 349-419 to 292-328 ms, 5,900 page faults. But one
+arena serialises the many small allocations of XLA's threads, and the
+long-term-dependency job took 68-81 s instead of 53-66 s (``--quick``),
+so it is an option, not the default: ``JAXRNN_TUNE_MALLOC=one_arena`` in
+the environment, or ``jaxrnn.tune_malloc(one_arena=True)`` before JAX
+first runs.
 
 The price: freed memory up to the thresholds stays with the process
-instead of going back to the kernel, as with those allocators, and
-threads that allocate heavily at the same time share one arena's lock
-(XLA's calls make a few large allocations each). One arena takes full
-effect for threads that start after the import: import jaxrnn before JAX
-first runs. Opt out with ``JAXRNN_TUNE_MALLOC=0`` in the environment;
-glibc's own ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+instead of going back to the kernel, as with those allocators. Opt out
+with ``JAXRNN_TUNE_MALLOC=0`` in the environment; glibc's own
+``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
 ``MALLOC_ARENA_MAX`` or a ``glibc.malloc`` entry in ``GLIBC_TUNABLES``
 also leave it alone (your setting wins). Nothing changes where the C
 library is not glibc, where ``LD_PRELOAD`` puts another allocator in its
@@ -55,9 +60,15 @@ _status = "not tuned yet"
 
 
 def tune_malloc(environ: Mapping[str, str] = os.environ,
-                threshold: int = THRESHOLD) -> str:
-  """Raises glibc's mmap and trim thresholds to ``threshold`` bytes, keeps
-  every thread in one arena, and says what it did.
+                threshold: int = THRESHOLD, one_arena: bool = False) -> str:
+  """Raises glibc's mmap and trim thresholds to ``threshold`` bytes and says what it did.
+
+  With ``one_arena``, every thread also allocates from the main heap
+  (``M_ARENA_MAX = 1``): blocks above 64 MiB made on XLA's threads are then
+  kept too (the LSTM at B = 128, H = 512 trains in 0.81-0.85x the time),
+  but small programs slow down (the long-term-dependency job took
+  1.25-1.3x as long), so it is not the default. Call it before JAX first
+  runs, or set ``JAXRNN_TUNE_MALLOC=one_arena`` for ``import jaxrnn``.
 
   Leaves malloc alone, and says why, when ``JAXRNN_TUNE_MALLOC`` is ``0``
   (or ``false``, ``no``, ``off``), when the environment already sets
@@ -74,7 +85,7 @@ def tune_malloc(environ: Mapping[str, str] = os.environ,
         f"pass, e.g., 1 << 30.")
   global _status
   try:
-    _status = _tune(environ, threshold)
+    _status = _tune(environ, threshold, one_arena)
   except (ImportError, OSError, AttributeError) as e:   # no ctypes, no symbol
     _status = f"malloc untouched: {type(e).__name__}: {e}"
   return _status
@@ -90,8 +101,9 @@ def malloc_tuning() -> str:
   return _status
 
 
-def _tune(environ: Mapping[str, str], threshold: int) -> str:
-  if environ.get("JAXRNN_TUNE_MALLOC", "1").strip().lower() in OPT_OUT:
+def _tune(environ: Mapping[str, str], threshold: int, one_arena: bool = False) -> str:
+  setting = environ.get("JAXRNN_TUNE_MALLOC", "1").strip().lower()
+  if setting in OPT_OUT:
     return "malloc untouched: JAXRNN_TUNE_MALLOC=" + environ["JAXRNN_TUNE_MALLOC"]
   own = [name for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
                            "MALLOC_ARENA_MAX") if name in environ]
@@ -110,8 +122,10 @@ def _tune(environ: Mapping[str, str], threshold: int) -> str:
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
   if not (mallopt(M_MMAP_THRESHOLD, threshold) and mallopt(M_TRIM_THRESHOLD, threshold)):
     return "malloc untouched: this glibc refuses a threshold of that size"
-  mallopt(M_ARENA_MAX, 1)
-  return f"glibc mmap and trim thresholds {threshold >> 20} MiB, one arena"
+  status = f"glibc mmap and trim thresholds {threshold >> 20} MiB"
+  if (one_arena or setting == "one_arena") and mallopt(M_ARENA_MAX, 1):
+    status += ", one arena"
+  return status
 
 
 def _glibc() -> bool:
