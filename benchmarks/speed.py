@@ -5,8 +5,8 @@ Run ``python benchmarks/speed.py`` (about 5 minutes on 2 CPU cores) or
 (B,T,I,H each), ``--dtype f32|bf16``, ``--sweep-t 16,64,256,1024,4096``
 (how cost grows with T at ``--sweep-base B,I,H``), ``--cells lstm,gru``,
 ``--cpu-devices 2`` (every JAX row also run data-parallel over 2 CPU
-devices), ``--repeats``, ``--out results/speed.json`` (the PNG goes beside
-it).
+devices), ``--sync-dispatch`` (JAX's CPU calls run on the calling thread),
+``--repeats``, ``--out results/speed.json`` (the PNG goes beside it).
 
 Lives here: the timing harness, the equality check, the figures, the table,
 the JSON and the plot. Not here: the peers and their weight mappings
@@ -450,7 +450,8 @@ def render(report: dict) -> str:
          f"Medians of interleaved repeats; JAX on {m['threads']['xla']} "
          f"threads, torch on {m['threads']['torch']}. Load average at start "
          f"{m['loadavg_start']}, at end {m['loadavg_end']}. malloc: "
-         f"{m['malloc']['jax']}; in torch's worker: {m['malloc']['torch']}.",
+         f"{m['malloc']['jax']}; in torch's worker: {m['malloc']['torch']}. "
+         f"JAX's CPU dispatch: {m.get('dispatch', 'asynchronous')}.",
          ""]
   for group in report["groups"]:
     out += [group_table(group), ""]
@@ -561,6 +562,11 @@ def parse_args(argv):
   p.add_argument("--cpu-devices", type=int, default=1,
                  help="split the CPU into this many JAX devices and run every JAX "
                       "row data-parallel over them (batches that divide)")
+  p.add_argument("--sync-dispatch", action="store_true",
+                 help="run each JAX CPU call on the calling thread "
+                      "(jax_cpu_enable_async_dispatch=False), whose heap keeps "
+                      "XLA's large temporary buffers; see the README's \"The C "
+                      "allocator\"")
   p.add_argument("--no-memory", action="store_true", help="skip the memory figures")
   p.add_argument("--out", type=Path, default=Path("results/speed.json"))
   p.add_argument("--plot", type=Path, help="PNG path (default: --out with .png)")
@@ -635,6 +641,33 @@ def start_torch(args) -> tuple[Optional[TorchWorker], dict]:
   return worker, threads
 
 
+def set_sync_dispatch() -> None:
+  """Runs JAX's CPU calls on the calling thread from now on (``--sync-dispatch``).
+
+  XLA makes a call's temporary buffers as one block on the thread that runs
+  the call. On XLA's own threads glibc serves a block over 64 MiB from a
+  fresh mapping every call; on the main thread its heap keeps it (see
+  `jaxrnn.tune_malloc`). JAX applies the option to computations on one
+  device (its help says so), so the "[N CPU devices]" rows may not gain.
+  JAX reads it once, when it starts its CPU client: it must be set before
+  JAX first runs.
+  """
+  from jax._src import xla_bridge        # no public way to ask whether JAX started
+  if xla_bridge.backends_are_initialized():
+    raise SystemExit(
+        "speed.py: --sync-dispatch must be set before JAX first runs, and JAX ran "
+        "already in this process. Fix: run the script in a process of its own "
+        "(python benchmarks/speed.py ...).")
+  jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+def dispatch_mode() -> str:
+  """How JAX's CPU calls were dispatched in this run, for the table and the JSON."""
+  if jax.config.read("jax_cpu_enable_async_dispatch"):
+    return "asynchronous (XLA's threads)"
+  return "synchronous (the calling thread)"
+
+
 def malloc_settings(worker: Optional[TorchWorker]) -> dict:
   """What ``import jaxrnn`` did to glibc's malloc here and in torch's worker."""
   return {"jax": jaxrnn.malloc_tuning(),
@@ -653,6 +686,8 @@ def warm_up_runtimes() -> None:
 def main(argv=None) -> dict:
   """Runs the benchmark; prints the table, writes the JSON and PNG; returns the report."""
   args = parse_args(argv)
+  if args.sync_dispatch:
+    set_sync_dispatch()
   if args.cpu_devices > 1:
     try:
       jax.config.update("jax_num_cpu_devices", args.cpu_devices)
@@ -700,6 +735,7 @@ def main(argv=None) -> dict:
           "cpu_devices": args.cpu_devices,
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),   # torch's worker inherits it
           "malloc": malloc_settings(worker),
+          "dispatch": dispatch_mode(),
           "dtype": args.dtype,
           "versions": versions(),
           "loadavg_start": [round(v, 2) for v in loadavg_start] if loadavg_start else None,

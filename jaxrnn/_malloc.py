@@ -31,7 +31,10 @@ arena serialises the many small allocations of XLA's threads, and the
 long-term-dependency job took 68-81 s instead of 53-66 s (``--quick``),
 so it is an option, not the default: ``JAXRNN_TUNE_MALLOC=one_arena`` in
 the environment, or ``jaxrnn.tune_malloc(one_arena=True)`` before JAX
-first runs.
+first runs. The other way to keep that block, outside this module:
+``jax.config.update("jax_cpu_enable_async_dispatch", False)`` runs each
+call on the calling thread, whose main heap keeps it (LSTM step 414-435
+to 318-359 ms; the README's "The C allocator" gives its cost).
 
 The price: freed memory up to the thresholds stays with the process
 instead of going back to the kernel, as with those allocators. Opt out

@@ -48,6 +48,7 @@ def test_every_row_that_ran_is_checked(quick_run):
   if importlib.util.find_spec("torch") is not None:
     assert malloc["torch"] == malloc["jax"]
   assert f"malloc: {malloc['jax']}" in stdout
+  assert report["meta"]["dispatch"] == "asynchronous (XLA's threads)"   # JAX's default
   ran = 0
   for group in report["groups"]:
     rows = {r["impl"]: r for r in group["rows"]}
@@ -147,3 +148,23 @@ def test_cpu_devices_adds_a_data_parallel_twin_of_every_jax_row(tmp_path):
   for name in twins:
     assert rows[name]["devices"] == 2
     assert rows[name]["check"]["fwd"]["ok"] and rows[name]["check"]["fwd_bwd"]["ok"]
+
+
+def test_sync_dispatch_is_set_and_reported(tmp_path):
+  out = tmp_path / "speed.json"
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--cells", "rnn",
+       "--impls", "none", "--no-memory", "--sync-dispatch", "--out", str(out)],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads(out.read_text())["meta"]["dispatch"] == "synchronous (the calling thread)"
+  assert "JAX's CPU dispatch: synchronous (the calling thread)." in proc.stdout
+
+
+def test_sync_dispatch_after_jax_ran_says_how_to_fix():
+  import jax
+  from benchmarks import speed
+  jax.block_until_ready(jax.numpy.ones(2) + 1)       # JAX's CPU client now exists
+  with pytest.raises(SystemExit, match="must be set before JAX first runs"):
+    speed.main(["--quick", "--sync-dispatch", "--cells", "rnn", "--impls", "none"])
+  assert jax.config.read("jax_cpu_enable_async_dispatch")     # left as it was
