@@ -451,7 +451,7 @@ def render(report: dict) -> str:
          f"threads, torch on {m['threads']['torch']}. Load average at start "
          f"{m['loadavg_start']}, at end {m['loadavg_end']}. malloc: "
          f"{m['malloc']['jax']}; in torch's worker: {m['malloc']['torch']}. "
-         f"JAX's CPU dispatch: {m.get('dispatch', 'asynchronous')}.",
+         f"JAX's CPU dispatch: {m['dispatch']}.",
          ""]
   for group in report["groups"]:
     out += [group_table(group), ""]
@@ -652,8 +652,11 @@ def set_sync_dispatch() -> None:
   JAX reads it once, when it starts its CPU client: it must be set before
   JAX first runs.
   """
-  from jax._src import xla_bridge        # no public way to ask whether JAX started
-  if xla_bridge.backends_are_initialized():
+  try:                                  # no public way to ask whether JAX started
+    from jax._src.xla_bridge import backends_are_initialized
+  except ImportError:                   # a later JAX: set it and hope
+    backends_are_initialized = lambda: False
+  if backends_are_initialized():
     raise SystemExit(
         "speed.py: --sync-dispatch must be set before JAX first runs, and JAX ran "
         "already in this process. Fix: run the script in a process of its own "
@@ -665,7 +668,7 @@ def dispatch_mode() -> str:
   """How JAX's CPU calls were dispatched in this run, for the table and the JSON."""
   if jax.config.read("jax_cpu_enable_async_dispatch"):
     return "asynchronous (XLA's threads)"
-  return "synchronous (the calling thread)"
+  return "synchronous (one-device calls on the calling thread)"
 
 
 def malloc_settings(worker: Optional[TorchWorker]) -> dict:

@@ -28,13 +28,15 @@ so the thresholds alone change nothing there (58,500 page faults per
 call either way). One arena for all threads (``M_ARENA_MAX = 1``) puts
 it in the main heap: 349-419 to 292-328 ms, 5,900 page faults. But one
 arena serialises the many small allocations of XLA's threads, and the
-long-term-dependency job took 68-81 s instead of 53-66 s (``--quick``),
-so it is an option, not the default: ``JAXRNN_TUNE_MALLOC=one_arena`` in
+long-term-dependency job took 68-81 s instead of 53-66 s (``--quick``;
+0.92-1.72x as long in three later rounds), so it is an option, not the
+default: ``JAXRNN_TUNE_MALLOC=one_arena`` in
 the environment, or ``jaxrnn.tune_malloc(one_arena=True)`` before JAX
 first runs. The other way to keep that block, outside this module:
 ``jax.config.update("jax_cpu_enable_async_dispatch", False)`` runs each
-call on the calling thread, whose main heap keeps it (LSTM step 414-435
-to 318-359 ms; the README's "The C allocator" gives its cost).
+call on the calling thread, and called from the main thread the block
+comes from the main heap (LSTM step 414-435 to 318-359 ms; the README's
+"The C allocator" gives its cost).
 
 The price: freed memory up to the thresholds stays with the process
 instead of going back to the kernel, as with those allocators. Opt out
@@ -69,8 +71,8 @@ def tune_malloc(environ: Mapping[str, str] = os.environ,
   With ``one_arena``, every thread also allocates from the main heap
   (``M_ARENA_MAX = 1``): blocks above 64 MiB made on XLA's threads are then
   kept too (the LSTM at B = 128, H = 512 trains in 0.81-0.85x the time),
-  but small programs slow down (the long-term-dependency job took
-  1.25-1.3x as long), so it is not the default. Call it before JAX first
+  but small programs can slow down (the long-term-dependency job took
+  0.92-1.72x as long, 1.25-1.3x in most runs), so it is not the default. Call it before JAX first
   runs, or set ``JAXRNN_TUNE_MALLOC=one_arena`` for ``import jaxrnn``.
 
   Leaves malloc alone, and says why, when ``JAXRNN_TUNE_MALLOC`` is ``0``

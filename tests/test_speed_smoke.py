@@ -157,8 +157,9 @@ def test_sync_dispatch_is_set_and_reported(tmp_path):
        "--impls", "none", "--no-memory", "--sync-dispatch", "--out", str(out)],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert json.loads(out.read_text())["meta"]["dispatch"] == "synchronous (the calling thread)"
-  assert "JAX's CPU dispatch: synchronous (the calling thread)." in proc.stdout
+  mode = "synchronous (one-device calls on the calling thread)"
+  assert json.loads(out.read_text())["meta"]["dispatch"] == mode
+  assert f"JAX's CPU dispatch: {mode}." in proc.stdout
 
 
 def test_sync_dispatch_after_jax_ran_says_how_to_fix():

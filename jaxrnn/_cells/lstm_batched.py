@@ -74,20 +74,22 @@ time on 2 devices and the same on one (B = 32, T = 128, H = 256; 0.99x
 at B = 128, T = 64, H = 512), so the matmuls and the memory traffic, not
 the element-wise work, set the time.
 
-Measured and dropped on the AMD EPYC host (interleaved medians in one
-process): at B = 1 (T = 512, H = 128), where the steps' products with
-``R`` (about 2 us each, forward and backward) take half the training
-time, the forward's product written as a broadcast multiply and sum (48x
-slower), saving the gate activations instead of ``z_t`` (1.04-1.06x
-slower), the backward on one tanh over all 4H columns (level) and, in
-separate processes, single-threaded dots (level). Routing the loop's
-matmuls past YNNPACK, which XLA CPU uses for them, to Eigen: on one core
-the forward's ``[16, 256] x [256, 1024]`` product took 0.81-0.90x the
-time and the backward's 0.95-0.97x, but on 2 threads at B = 32 the
-forward's took 1.2x; the whole program compiled without YNNPACK on 2
-devices ran the forward in 0.93x the time and trained in 1.08x, and XLA
-has no switch per matmul (it leaves a product with a transposed operand
-to Eigen, and those ran 1.2-1.8x slower).
+Measured on the AMD EPYC host with jaxlib 0.10.2 (interleaved medians in
+one process) and dropped. At B = 1 (T = 512, H = 128), where the steps'
+products with ``R`` (about 2 us each, forward and backward) take about
+half the training time: the forward's product written as a broadcast
+multiply and sum (48x slower forward, 80x training), and, as at B = 32
+above, saving the gate activations instead of ``z_t`` (1.04-1.06x
+slower) and a backward on one tanh over all 4H columns (level);
+single-threaded dots, in separate processes, were level too. Eigen in
+place of YNNPACK, which this XLA CPU uses for the loop's matmuls by
+default: on one core Eigen ran the forward's ``[16, 256] x [256, 1024]``
+product in 0.81-0.90x YNNPACK's time and the backward's in 0.94-0.98x,
+but on 2 threads at B = 32 the forward's in 1.2x; the whole program
+compiled without YNNPACK on 2 devices ran the forward in 0.93x the time
+and trained in 1.08x. XLA has no switch per matmul (written with a
+transposed operand, the product still went to YNNPACK, and ran 1.2-1.8x
+slower).
 
 It is a `jax.custom_vjp`, so it has no forward mode; `jaxrnn.scan` under
 `jax.vmap` keeps every transformation.
