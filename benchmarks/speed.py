@@ -654,7 +654,7 @@ def set_sync_dispatch() -> None:
   """
   try:                                  # no public way to ask whether JAX started
     from jax._src.xla_bridge import backends_are_initialized
-  except ImportError:                   # a later JAX: set it and hope
+  except ImportError:                   # moved in a later JAX: skip the check
     backends_are_initialized = lambda: False
   if backends_are_initialized():
     raise SystemExit(
