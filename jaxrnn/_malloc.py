@@ -30,9 +30,9 @@ it in the main heap: 349-419 to 292-328 ms, 5,900 page faults. But one
 arena serialises the many small allocations of XLA's threads, and the
 long-term-dependency job took 68-81 s instead of 53-66 s (``--quick``;
 0.92-1.72x as long in three later rounds), so it is an option, not the
-default: ``JAXRNN_TUNE_MALLOC=one_arena`` in
-the environment, or ``jaxrnn.tune_malloc(one_arena=True)`` before JAX
-first runs. The other way to keep that block, outside this module:
+default: ``JAXRNN_TUNE_MALLOC=one_arena`` in the environment, or
+``jaxrnn.tune_malloc(one_arena=True)`` before JAX first runs. The other
+way to keep that block, outside this module:
 ``jax.config.update("jax_cpu_enable_async_dispatch", False)`` runs each
 call on the calling thread, and called from the main thread the block
 comes from the main heap (LSTM step 414-435 to 318-359 ms; the README's
@@ -70,10 +70,11 @@ def tune_malloc(environ: Mapping[str, str] = os.environ,
 
   With ``one_arena``, every thread also allocates from the main heap
   (``M_ARENA_MAX = 1``): blocks above 64 MiB made on XLA's threads are then
-  kept too (the LSTM at B = 128, H = 512 trains in 0.81-0.85x the time),
-  but small programs can slow down (the long-term-dependency job took
-  0.92-1.72x as long, 1.25-1.3x in most runs), so it is not the default. Call it before JAX first
-  runs, or set ``JAXRNN_TUNE_MALLOC=one_arena`` for ``import jaxrnn``.
+  kept too (the LSTM at B = 128, H = 512 trains in 0.81-0.85x the time), but
+  small programs can slow down (the long-term-dependency job took 0.92-1.72x
+  as long, 1.25-1.3x in earlier runs), so it is not the default. Call it
+  before JAX first runs, or set ``JAXRNN_TUNE_MALLOC=one_arena`` for
+  ``import jaxrnn``.
 
   Leaves malloc alone, and says why, when ``JAXRNN_TUNE_MALLOC`` is ``0``
   (or ``false``, ``no``, ``off``), when the environment already sets
