@@ -641,27 +641,39 @@ def start_torch(args) -> tuple[Optional[TorchWorker], dict]:
   return worker, threads
 
 
-def set_sync_dispatch() -> None:
-  """Runs JAX's CPU calls on the calling thread from now on (``--sync-dispatch``).
+def configure_jax(args) -> None:
+  """Applies ``--cpu-devices`` and ``--sync-dispatch``, which JAX reads once,
+  when it starts its CPU client: they must be set before JAX first runs.
 
-  XLA makes a call's temporary buffers as one block on the thread that runs
-  the call. On XLA's own threads glibc serves a block over 64 MiB from a
-  fresh mapping every call; on the main thread its heap keeps it (see
+  ``--sync-dispatch`` runs JAX's CPU calls on the calling thread. XLA makes
+  a call's temporary buffers as one block on the thread that runs the call.
+  On XLA's own threads glibc serves a block over 64 MiB from a fresh
+  mapping every call; on the main thread its heap keeps it (see
   `jaxrnn.tune_malloc`). JAX applies the option to computations on one
   device (its help says so), so the "[N CPU devices]" rows may not gain.
-  JAX reads it once, when it starts its CPU client: it must be set before
-  JAX first runs.
   """
+  options = ([f"--cpu-devices {args.cpu_devices}"] if args.cpu_devices > 1 else []) + (
+      ["--sync-dispatch"] if args.sync_dispatch else [])
+  if not options:
+    return
   try:                                  # no public way to ask whether JAX started
     from jax._src.xla_bridge import backends_are_initialized
   except ImportError:                   # moved in a later JAX: skip the check
     backends_are_initialized = lambda: False
   if backends_are_initialized():
     raise SystemExit(
-        "speed.py: --sync-dispatch must be set before JAX first runs, and JAX ran "
-        "already in this process. Fix: run the script in a process of its own "
-        "(python benchmarks/speed.py ...).")
-  jax.config.update("jax_cpu_enable_async_dispatch", False)
+        f"speed.py: {' and '.join(options)} must be set before JAX first runs, and "
+        f"JAX ran already in this process. Fix: run the script in a process of "
+        f"its own (python benchmarks/speed.py ...).")
+  if args.sync_dispatch:
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+  if args.cpu_devices > 1:
+    try:
+      jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+    except AttributeError:
+      raise SystemExit(
+          f"speed.py: --cpu-devices needs the jax_num_cpu_devices option, which JAX "
+          f"{jax.__version__} lacks. Fix: pip install -U jax jaxlib.") from None
 
 
 def dispatch_mode() -> str:
@@ -689,20 +701,7 @@ def warm_up_runtimes() -> None:
 def main(argv=None) -> dict:
   """Runs the benchmark; prints the table, writes the JSON and PNG; returns the report."""
   args = parse_args(argv)
-  if args.sync_dispatch:
-    set_sync_dispatch()
-  if args.cpu_devices > 1:
-    try:
-      jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-    except RuntimeError:
-      raise SystemExit(
-          f"speed.py: --cpu-devices {args.cpu_devices} must be set before JAX first "
-          f"runs, and JAX ran already in this process. Fix: run the script in a "
-          f"process of its own (python benchmarks/speed.py ...).") from None
-    except AttributeError:
-      raise SystemExit(
-          f"speed.py: --cpu-devices needs the jax_num_cpu_devices option, which JAX "
-          f"{jax.__version__} lacks. Fix: pip install -U jax jaxlib.") from None
+  configure_jax(args)
   started = time.perf_counter()
   worker, threads = start_torch(args)
   loadavg_start = os.getloadavg() if hasattr(os, "getloadavg") else None
