@@ -22,6 +22,7 @@ value says why the row cannot run here) or "error".
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import subprocess
 import sys
@@ -44,9 +45,12 @@ class TorchWorker:
 
   def __init__(self, threads: int):
     # stdout carries the protocol; the child's own prints go to stderr.
+    # torch's profiler (the memory column) logs two lines per use at
+    # kineto's top level; 6 is above it. Your own KINETO_LOG_LEVEL wins.
+    env = {"KINETO_LOG_LEVEL": "6", **os.environ}
     self.proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.torch_worker"], cwd=ROOT,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     self.info = self.request("setup", threads)
 
   def request(self, op: str, *args) -> Any:

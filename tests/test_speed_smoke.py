@@ -32,11 +32,11 @@ def quick_run(tmp_path_factory):
        "--out", str(out)],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc.stdout, json.loads(out.read_text()), out.with_suffix(".png")
+  return proc.stdout, json.loads(out.read_text()), out.with_suffix(".png"), proc.stderr
 
 
 def test_every_row_that_ran_is_checked(quick_run):
-  stdout, report, _ = quick_run
+  stdout, report, _, _ = quick_run
   kinds = {g["kind"] for g in report["groups"]}
   assert kinds == set(peers.KINDS)
   assert f"; {report['meta']['cpu']})" in stdout    # rankings differ by CPU
@@ -73,7 +73,7 @@ def test_every_row_that_ran_is_checked(quick_run):
 
 
 def test_absent_peers_are_listed(quick_run):
-  stdout, report, _ = quick_run
+  stdout, report, _, _ = quick_run
   for peer in peers.PEERS:
     if peer.package not in IMPORT_NAMES:
       continue
@@ -94,10 +94,20 @@ def test_absent_peers_are_listed(quick_run):
 
 
 def test_json_and_png_are_written(quick_run):
-  stdout, report, png = quick_run
+  stdout, report, png, _ = quick_run
   assert "x jaxrnn = peer time / jaxrnn time" in stdout
   assert report["meta"]["threads"]["xla"] >= 1
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_torch_profiler_logs_stay_out_of_the_output(quick_run):
+  # torch's profiler, which measures its memory column, printed two
+  # "USDT: ... profiler_start/stop" lines per torch row before the worker
+  # set KINETO_LOG_LEVEL.
+  stdout, _, _, stderr = quick_run
+  if importlib.util.find_spec("torch") is None:
+    pytest.fail("torch is part of the [test] extra; install it to run this test")
+  assert "USDT" not in stdout + stderr
 
 
 def test_torch_worker_answers_and_reports_what_it_cannot_run():
