@@ -102,8 +102,8 @@ def test_json_and_png_are_written(quick_run):
 
 def test_torch_profiler_logs_stay_out_of_the_output(quick_run):
   # torch's profiler, which measures its memory column, printed two
-  # "USDT: ... profiler_start/stop" lines per torch row before the worker
-  # set KINETO_LOG_LEVEL.
+  # "USDT: ... profiler_start/stop" lines per use (four per torch row)
+  # before the worker set KINETO_LOG_LEVEL.
   stdout, _, _, stderr = quick_run
   if importlib.util.find_spec("torch") is None:
     pytest.fail("torch is part of the [test] extra; install it to run this test")

@@ -91,35 +91,38 @@ and trained in 1.08x. XLA has no switch per matmul (written with a
 transposed operand, the product still went to YNNPACK, and ran 1.2-1.8x
 slower).
 
-Measured on the same host later (interleaved medians in one process) and
-dropped. A profile on one device at B = 32, H = 256 shows XLA running each
-step's ``[32, 256] x [256, 1024]`` product on one thread while the other
-core idles (at H = 384 and 512 it uses both). Three variants give each step
-more independent products for that core; they win at that shape (the input
-matmul in the loop also at B = 128 on one device) and tie or lose at the
-others. The hidden units in 2 groups, each with its own slices of ``W`` and
-``R`` and its own product and gate algebra per step, forward and backward:
-on one device forward 0.60-0.68x the time, training 0.95-0.96x; on 2
-devices, the benchmark's faster placement, forward 0.85-0.94x and training
-0.94-1.02x; elsewhere level or slower (H = 128, B = 1 to 32: forward
-1.04-1.22x, training 1.12-1.16x, as XLA ran the two groups one after the
-other; H = 192 0.93-1.04x; H = 384 1.05x; B = 128, H = 512 1.04-1.07x); 4
-groups worse than 2. The input matmul inside the loop, re-measured here:
-one device, B = 32, forward 0.76x and training 0.96x, B = 128, H = 512
-0.85x and 0.97x; but 1.28-1.41x slower at B = 1, 1.02-1.11x at B = 16, and
-1.02-1.14x on 2 devices. The step's product split into 4, one per gate, as
-Flax linen's cells compute it: forward 0.88-0.90x at B = 32 (one device and
-2), but 1.04-1.11x slower at H = 128 and at B = 16, H = 256, level at B =
-128. At B = 1: time split into 2, 4 or 8 chunks, so that XLA could run one
-chunk's input matmul or weight gradients beside another chunk's loop
-(training 0.97-1.00x, 1.13-1.16x and 1.03-1.10x: XLA ran them before or
-between the loops, also with
-``xla_cpu_enable_concurrency_optimized_scheduler``); and XLA's
+Measured on the same host later (interleaved medians in one process, the
+XLA option below in alternating processes) and dropped. A profile on one
+device at B = 32, H = 256 shows XLA running each step's
+``[32, 256] x [256, 1024]`` product on one thread, with nothing on XLA's
+other thread (at H = 384 and 512 it uses both). Three variants give each
+step more independent products for that core; they win at that shape (the
+input matmul in the loop also at B = 128 on one device) and tie or lose at
+the others. The hidden units in 2 groups, each with its own slices of ``W``
+and ``R`` and its own product and gate algebra per step, forward and
+backward: on one device forward 0.60-0.68x the time, training 0.95-0.96x;
+on 2 devices, the benchmark's faster placement, forward 0.85-0.94x and
+training 0.94-1.02x; forward 0.78x at B = 16, H = 256 on one device;
+elsewhere level or slower (H = 128, B = 1 to 32: forward 1.04-1.22x,
+training 1.12-1.16x, as XLA ran the two groups one after the other; H = 192
+0.93-1.04x; H = 384 1.05x; B = 128, H = 512 1.04-1.07x); 4 groups worse
+than 2. The input matmul inside the loop, re-measured here: one device,
+B = 32, forward 0.76x and training 0.96x, B = 128, H = 512 0.85x and 0.97x;
+but 1.28-1.41x slower at B = 1, 1.02-1.11x at B = 16, and 1.02-1.14x on 2
+devices. The step's product split into 4, one per gate, as Flax linen's
+cells compute it: forward 0.88-0.90x at B = 32 (one device and 2), but
+1.04-1.11x slower at H = 128 and at B = 16, H = 256, level at B = 128. At
+B = 1, time split into 2, 4 or 8 chunks, so that XLA could run one chunk's
+input matmul or weight gradients beside another chunk's loop (training
+0.97-1.00x, 1.13-1.16x and 1.03-1.10x: XLA ran them before or between the
+loops, also with ``xla_cpu_enable_concurrency_optimized_scheduler``). XLA's
 ``xla_cpu_small_while_loop_byte_threshold`` (an
 ``--xla_backend_extra_options`` key, settable only process-wide through
-``XLA_FLAGS``), which compiles a whole loop into one function: training
-alone in 0.88-0.93x the time, but in the benchmark the LSTM was level and
-the JAX peers gained more than jaxrnn (Flax linen's ``GRUCell`` 3x).
+``XLA_FLAGS``), which compiles a whole loop into one function, trained the
+LSTM at B = 1 alone in 0.88-0.93x the time, but in the benchmark jaxrnn's
+LSTM was level, its GRU gained about as much as the NNX and Equinox GRUs
+(0.78-0.91x against 0.79-0.83x), and the LSTM peers and Flax linen's
+``GRUCell`` (3x) gained more.
 
 It is a `jax.custom_vjp`, so it has no forward mode; `jaxrnn.scan` under
 `jax.vmap` keeps every transformation.
