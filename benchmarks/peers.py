@@ -281,8 +281,9 @@ PEERS = [
     Peer("jaxrnn", tuple(KINDS), build_jaxrnn, None),
     Peer("jaxrnn unroll=4", ("lstm", "gru"), partial(build_jaxrnn, unroll=4), None),
     Peer("jaxrnn.unfused", ("lstm", "gru", "rnn"), partial(build_jaxrnn, fused=False), None),
-    # The LSTM and GRU have batched kernels; elsewhere scan_batch is vmap(scan).
-    Peer("jaxrnn.scan_batch", ("lstm", "gru"), build_jaxrnn_batch, None),
+    # Batched kernels: the LSTM's and GRU's hand-written ones, the simple
+    # RNN's generic one; Cho's GRU has none (scan_batch is vmap(scan) there).
+    Peer("jaxrnn.scan_batch", ("lstm", "gru", "rnn", "rnn_relu"), build_jaxrnn_batch, None),
     Peer("jaxrnn.scan_batch cuDNN", ("lstm",), partial(build_jaxrnn_batch, use_cudnn=True),
          None),
     Peer("flax.linen OptimizedLSTMCell", ("lstm",), linen_builder("OptimizedLSTMCell"), "flax"),

@@ -43,7 +43,9 @@ class Cell(NamedTuple):
       ``bool[B, T]`` or None batched along their first axis) that
       `jaxrnn.scan_batch` uses; it must compute what `jaxrnn.scan` computes
       under `jax.vmap`. Optional; the standard `jaxrnn.lstm` and
-      `jaxrnn.gru` (``reset_after=True``) have one.
+      `jaxrnn.gru` (``reset_after=True``) have hand-written ones, and every
+      `jaxrnn.fused_cell` declared ``additive`` (the LSTM variants, the
+      simple RNN, your own) gets the generic one of `jaxrnn._fused_batch`.
 
   A cell works on one example; batch with `jax.vmap`. A Cell holds
   functions, so it is not a `jax.jit` argument: build it once and close over

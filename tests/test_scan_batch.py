@@ -1,12 +1,16 @@
 """`jaxrnn.scan_batch` equals `jaxrnn.scan` under `jax.vmap`, kernel or not.
 
-The standard LSTM and GRU run their batched kernels (`Cell.batched`, custom
-VJPs with hand-written backwards) whenever there are no resets. Here
-each is held to the independent NumPy loop, to the vmapped per-example path
-(outputs, final carries, gradients for params, inputs and the initial
-carry, masked and reversed), and to finite differences in float64; every
-other case must be the vmapped `jaxrnn.scan` itself.
+Cells with a batched kernel (`Cell.batched`, a custom VJP) run it whenever
+there are no resets: the standard LSTM and GRU their hand-written ones,
+every additive `jaxrnn.fused_cell` (the LSTM variants, the simple RNN, a
+cell of your own) the kernel of `jaxrnn._fused_batch`. Here each is held
+to the independent NumPy loop, to the vmapped per-example path (outputs,
+final carries, gradients for params, inputs and the initial carry, masked
+and reversed), and to finite differences in float64; every other case must
+be the vmapped `jaxrnn.scan` itself.
 """
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +28,20 @@ B, T, I, H = 9, 7, 4, 5
 def randomised(params, key, scale=0.5):
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
-  return jax.tree.unflatten(tree, [l + scale * jax.random.normal(k, l.shape, l.dtype)
-                                   for l, k in zip(leaves, keys)])
+  return jax.tree.unflatten(tree, [
+      l + scale * jax.random.normal(k, l.shape, l.dtype)
+      if jnp.issubdtype(l.dtype, jnp.inexact) else l for l, k in zip(leaves, keys)])
 
 
-KERNELS = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}   # cells with Cell.batched
+# Cells with Cell.batched, named as in numpy_oracle.VARIANTS: the hand-written
+# kernels, then additive fused cells on the generic one, chosen so that its
+# finish reads vectors (peepholes), a matrix (the projection) and a carried
+# gate vector (full_gate_recurrence).
+# The generic kernel's cases are fewer: its code is the same for every cell.
+HAND = ("lstm", "gru")
+GENERIC = ("peephole_proj", "peephole_cifg_fgr", "rnn_tanh")
+KERNELS = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
+KERNELS.update({name: partial(numpy_oracle.library_cell, name) for name in GENERIC})
 
 
 def setup(cell=None, batch=B, dtype=jnp.float32, kind="lstm"):
@@ -78,8 +91,11 @@ SCENARIOS = {                       # name: (masked, reversed, given carry, batc
 }
 
 
-@pytest.mark.parametrize("kind", KERNELS)
-@pytest.mark.parametrize("scenario", SCENARIOS)
+GENERIC_SCENARIOS = ("masked_reversed_carry", "batch_of_one")
+
+
+@pytest.mark.parametrize("kind, scenario", [(k, s) for k in HAND for s in SCENARIOS] +
+                         [(k, s) for k in GENERIC for s in GENERIC_SCENARIOS])
 def test_kernel_matches_vmapped_scan(kind, scenario):
   masked, reverse, given, batch = SCENARIOS[scenario]
   cell, params, xs, mask, carry = setup(kind=kind, batch=batch)
@@ -104,14 +120,17 @@ def test_kernel_matches_vmapped_scan(kind, scenario):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kind", KERNELS)
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("batch", [B, 2])      # the GRU hoists its input matmul at 2
+# The GRU hoists its input matmul at B = 2.
+HAND_CASES = [(k, r, b) for k in HAND for r in (False, True) for b in (B, 2)]
+
+
+@pytest.mark.parametrize("kind, reverse, batch", HAND_CASES + [
+    (k, r, B) for k in GENERIC for r in (False, True)])
 def test_kernel_matches_numpy_oracle(kind, reverse, batch):
   cell, params, xs, mask, _ = setup(kind=kind, batch=batch)
   final, ys = jaxrnn.scan_batch(cell, params, xs, mask=mask, reverse=reverse)
   ref, p = numpy_oracle.oracle(kind), as_numpy(params)
-  finals = final._asdict() if kind == "lstm" else {"h": final}
+  finals = {"h": final} if isinstance(final, jax.Array) else final._asdict()
   for b in range(batch):
     carry, want = numpy_oracle.scan(ref, p, np.asarray(xs[b]), mask=np.asarray(mask[b]),
                                     reverse=reverse)
@@ -120,9 +139,7 @@ def test_kernel_matches_numpy_oracle(kind, reverse, batch):
       np.testing.assert_allclose(finals[name][b], value, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", KERNELS)
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("batch", [B, 2])
+@pytest.mark.parametrize("kind, reverse, batch", HAND_CASES + [(k, True, B) for k in GENERIC])
 def test_kernel_gradients_match_finite_differences(kind, reverse, batch):
   with jax.enable_x64(True):
     cell, params, xs, mask, carry = setup(dtype=jnp.float64, kind=kind, batch=batch)
@@ -136,7 +153,7 @@ def test_kernel_gradients_match_finite_differences(kind, reverse, batch):
     check_grads(f, (params, xs, carry), order=1, modes=("rev",))
 
 
-@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("kind", HAND + ("peephole_proj",))
 def test_bfloat16_params_keep_float32_carry_and_their_gradient_dtypes(kind):
   cell, params, xs, mask, _ = setup(dtype=jnp.bfloat16, kind=kind)
   final, ys = jaxrnn.scan_batch(cell, params, xs, mask=mask)
@@ -152,10 +169,23 @@ def test_bfloat16_params_keep_float32_carry_and_their_gradient_dtypes(kind):
                                rtol=5e-2, atol=5e-2 * float(jnp.abs(w).max()))
 
 
+def elman(additive: bool, hidden_size: int = H):
+  """A custom fused cell, ``h' = tanh(gx + u) * leak`` with a learnable leak
+  (so finish reads params) and an integer leaf it ignores."""
+  return jaxrnn.fused_cell(
+      init=lambda key, n: dict(w_x=jax.random.normal(key, (n, hidden_size)) / n,
+                               w_h=jnp.eye(hidden_size) / 2, b=jnp.zeros(hidden_size),
+                               leak=jnp.full(hidden_size, 0.9), steps=jnp.int32(3)),
+      initial_carry=lambda p: jnp.zeros(hidden_size),
+      project=lambda p, xs: xs @ p["w_x"] + p["b"],
+      recurrent_input=lambda h: h,
+      finish=lambda p, h, gx, u: (jnp.tanh(gx + u) * p["leak"],) * 2,
+      output_size=hidden_size, additive=additive)
+
+
 FALLBACKS = {
-    "peephole_lstm": lambda: (jaxrnn.peephole_lstm(H), B, False),
-    "lstmp": lambda: (jaxrnn.lstm(H, proj_size=3), B, False),
     "gru_reset_before": lambda: (jaxrnn.gru(H, reset_after=False), B, False),
+    "non_additive_fused_cell": lambda: (elman(additive=False), B, False),
     "resets": lambda: (jaxrnn.lstm(H), B, True),
     "unfused_lstm": lambda: (jaxrnn.unfused(jaxrnn.lstm(H)), B, False),
 }
@@ -186,8 +216,8 @@ def test_kernel_is_reverse_mode_only_as_documented(kind):
     jax.jvp(lambda x: jaxrnn.scan_batch(cell, params, x)[1], (xs,), (jnp.ones_like(xs),))
 
 
-@pytest.mark.parametrize("kind", KERNELS)
-@pytest.mark.parametrize("unroll", [3, True])    # 3 does not divide T = 7
+@pytest.mark.parametrize("kind, unroll", [(k, u) for k in HAND for u in (3, True)] +
+                         [("peephole_cifg_fgr", 3)])    # 3 does not divide T = 7
 def test_unroll_and_zero_length_sequences(kind, unroll):
   cell, params, xs, mask, carry = setup(kind=kind)
 
@@ -203,7 +233,9 @@ def test_unroll_and_zero_length_sequences(kind, unroll):
   for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
     np.testing.assert_allclose(a, b, atol=1e-5)
   final, ys = jaxrnn.scan_batch(cell, params, xs[:, :0])
-  assert ys.shape == (B, 0, H) and jax.tree.leaves(final)[0].shape == (B, H)
+  assert ys.shape == (B, 0, cell.output_size)
+  assert [a.shape for a in jax.tree.leaves(final)] == [
+      (B,) + a.shape for a in jax.tree.leaves(cell.initial_carry(params))]
 
 
 def test_bad_input_is_explained():
@@ -238,3 +270,26 @@ def test_kernel_refuses_params_of_another_variant(kind, other):
   params = KERNELS[kind](H, **other).init(jax.random.key(0), I)
   with pytest.raises(ValueError, match="made by"):
     jaxrnn.scan_batch(cell, params, xs)
+
+
+def test_a_custom_additive_cell_runs_the_generic_kernel():
+  cell = elman(additive=True)
+  _, params, xs, mask, carry = setup(cell)
+
+  def batched(p, x, c):
+    return jaxrnn.scan_batch(cell, p, x, carry=c, mask=mask, reverse=True)
+
+  def reference(p, x, c):
+    return vmapped(cell, p, x, c, mask, reverse=True)
+
+  assert uses_kernel(batched, params, xs, carry)
+  for a, b in zip(jax.tree.leaves(batched(params, xs, carry)),
+                  jax.tree.leaves(reference(params, xs, carry))):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  grads = [jax.grad(lambda p, x, c: loss(run, p, x, c), (0, 1, 2), allow_int=True)(
+      params, xs, carry) for run in (batched, reference)]
+  assert grads[0][0]["steps"].dtype == jax.dtypes.float0    # an integer leaf: no gradient
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    if a.dtype != jax.dtypes.float0:
+      np.testing.assert_allclose(a, b, atol=1e-5)
+  assert float(jnp.abs(grads[0][0]["leak"]).max()) > 0

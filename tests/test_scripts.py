@@ -1,6 +1,7 @@
 """Smoke tests of the task scripts: `benchmarks/long_term_dependency.py
 --smoke` and `benchmarks/char_lm.py --smoke` run, print their tables and
-write their JSON and PNGs.
+write their JSON and PNGs; `benchmarks/batched_kernels.py --quick` prints
+its table.
 
 No score is asserted for the long-term dependency grid (a few dozen steps
 decide nothing); the tests check that the script runs end to end, that
@@ -59,3 +60,13 @@ def test_char_lm_smoke(tmp_path):
   assert len(report["sample"]) == report["settings"]["sample_length"]
   assert "bits per character" in stdout
   assert (tmp_path / "char_lm.png").stat().st_size > 10_000
+
+
+def test_batched_kernels_quick():
+  stdout = run("batched_kernels.py", "--quick", "--forward")
+  assert "forward ms, medians of 3 interleaved rounds; B,T,I,H = (4, 8, 8, 8)" in stdout
+  rows = [line.split() for line in stdout.splitlines()[1:]]
+  assert [r[0] for r in rows] == ["lstm", "peephole", "cifg", "lstmp", "rnn"]
+  for r in rows:
+    assert r[1:8:3] == ["batched", "per-example", "unfused"] and r[3] == "(1.00x)"
+  assert rows[0][-3] == "hand"

@@ -1,0 +1,111 @@
+"""`jaxrnn.scan_batch`'s kernels against the per-example kernel and the plain step.
+
+For each cell, times one jitted program per form, interleaved call by call
+in one process, and prints medians and their ratios to the first form:
+
+* ``batched``: `jaxrnn.scan_batch` as it runs, on the cell's batched kernel
+  (the generic one of `jaxrnn._fused_batch` for the LSTM variants and the
+  simple RNN);
+* ``per-example``: the same cell without ``Cell.batched``, so `scan_batch`
+  runs `jaxrnn.scan` under `jax.vmap` on the per-example fused kernel;
+* ``unfused``: `jaxrnn.unfused(cell)`, the plain `lax.scan` of the step;
+* ``hand`` (the ``lstm`` row only): the standard LSTM's hand-written kernel.
+  That row's cell is the standard LSTM built with an input activation that
+  is ``tanh`` but not ``jnp.tanh`` itself, so it runs the generic kernel on
+  the same equations: the two kernels side by side.
+
+Run: ``python benchmarks/batched_kernels.py`` (a few minutes on 2 cores);
+``--shape B,T,I,H``, ``--cells lstm,peephole,cifg,lstmp,rnn``, ``--rounds``,
+``--forward`` (no gradient), ``--cpu-devices 2`` (the batch split over 2 CPU
+devices, as `jaxrnn.train.shard_batch` does), ``--quick`` (tiny, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+CELLS = ("lstm", "peephole", "cifg", "lstmp", "rnn")
+
+
+def cell_forms(name: str, H: int) -> dict:
+  import jax.numpy as jnp
+  import jaxrnn
+  cell = {
+      "lstm": lambda: jaxrnn.lstm(H, input_activation=lambda z: jnp.tanh(z)),
+      "peephole": lambda: jaxrnn.peephole_lstm(H),
+      "cifg": lambda: jaxrnn.cifg_lstm(H),
+      "lstmp": lambda: jaxrnn.lstm(H, proj_size=H // 2),
+      "rnn": lambda: jaxrnn.simple_rnn(H),
+  }[name]()
+  forms = {"batched": cell, "per-example": cell._replace(batched=None),
+           "unfused": jaxrnn.unfused(cell)}
+  if name == "lstm":
+    forms["hand"] = jaxrnn.lstm(H)
+  return forms
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--shape", default="32,128,256,256", help="B,T,I,H")
+  p.add_argument("--cells", default=",".join(CELLS))
+  p.add_argument("--rounds", type=int, default=21)
+  p.add_argument("--forward", action="store_true", help="time the forward pass alone")
+  p.add_argument("--cpu-devices", type=int, default=1)
+  p.add_argument("--quick", action="store_true", help="B,T,I,H = 4,8,8,8 and 3 rounds")
+  args = p.parse_args(argv)
+  shape = (4, 8, 8, 8) if args.quick else tuple(int(v) for v in args.shape.split(","))
+  rounds = 3 if args.quick else args.rounds
+  cells = args.cells.split(",")
+  unknown = set(cells) - set(CELLS)
+  if len(shape) != 4 or unknown:
+    p.error(f"expected --shape B,T,I,H and --cells from {','.join(CELLS)}; "
+            f"got {args.shape!r} and {sorted(unknown)}")
+
+  import jax                                   # after the device option is set
+  if args.cpu_devices > 1:
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+  from jaxrnn.train.parallel import data_mesh, replicate, shard_batch
+
+  B, T, I, H = shape
+  xs = jax.random.normal(jax.random.key(1), (B, T, I))
+  mesh = data_mesh() if args.cpu_devices > 1 else None
+  if mesh is not None:
+    xs = shard_batch(xs, mesh)
+
+  programs = {}
+  for name in cells:
+    for form, cell in cell_forms(name, H).items():
+      params = cell.init(jax.random.key(0), I)
+      if mesh is not None:
+        params = replicate(params, mesh)
+
+      def loss(params, xs, cell=cell):
+        import jaxrnn
+        return (jaxrnn.scan_batch(cell, params, xs)[1] ** 2).mean()
+      f = jax.jit(loss if args.forward else jax.value_and_grad(loss))
+      jax.block_until_ready(f(params, xs))        # compile
+      jax.block_until_ready(f(params, xs))        # warm
+      programs[name, form] = (f, params)
+
+  times = {key: [] for key in programs}
+  for _ in range(rounds):                        # interleaved, call by call
+    for key, (f, params) in programs.items():
+      start = time.perf_counter()
+      jax.block_until_ready(f(params, xs))
+      times[key].append(time.perf_counter() - start)
+
+  what = "forward" if args.forward else "forward+backward"
+  print(f"{what} ms, medians of {rounds} interleaved rounds; B,T,I,H = {shape}; "
+        f"{args.cpu_devices} CPU device(s); (x) = time / batched's time")
+  for name in cells:
+    row = {form: 1e3 * statistics.median(ts) for (n, form), ts in times.items()
+           if n == name}
+    base = row["batched"]
+    print(f"  {name:9s}" + "  ".join(f"{form} {ms:8.2f} ({ms / base:.2f}x)"
+                                      for form, ms in row.items()))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,257 @@
+"""The batched kernel of an additive `fused_cell`: one loop for the whole batch.
+
+Lives here: `fused_batch_kernel`, which `jaxrnn.fused_cell` attaches as
+``Cell.batched`` to cells declared ``additive`` (the LSTM variants, the
+simple RNN, your own), and `jaxrnn.scan_batch` runs. Not here: the
+per-example kernel (`_fused.py`); the hand-written batched kernels of the
+standard LSTM and GRU (`_cells/lstm_batched.py`, `_cells/gru_batched.py`),
+whose structure this follows with JAX's VJP of ``finish`` in place of a
+hand-written one.
+
+Why: `jaxrnn.scan` under `jax.vmap` runs the per-example kernel, whose
+``[B, T, G]`` projected inputs and their gradient are transposed around its
+time-major loop (see `lstm_batched`). On one CPU device at B = 32 and 128
+that made it slower than the plain step (`jaxrnn.unfused`). Seeing the
+whole batch, this kernel loops over the time axis of batch-major arrays,
+saves each step's carry and pre-activation ``s_t = gx_t + u_t`` (and
+nothing when not differentiated), recomputes the step in the backward loop
+(as the hand-written kernels recompute their gates), and computes the
+weight gradients after the loop: the recurrent weight's as one matmul, the
+other params' that ``finish`` reads (peepholes, a projection) as one sum
+over batch and time, so data-parallel every gradient is all-reduced once.
+
+Measured on 2 cores of an AMD EPYC (Zen 4), f32, interleaved medians of 7
+to 31 rounds in one process (``python benchmarks/batched_kernels.py``:
+the LSTM, peephole, CIFG and projected (P = H/2) LSTMs and the simple RNN,
+I = H), the per-example kernel's training time over this
+kernel's: on one CPU device 1.06-2.14x at B = 1, T = 512, H = 128 (the
+simple RNN 0.95x), 1.28-1.64x at B = 4, T = 256, 1.12-1.36x at B = 16,
+T = 64, 1.09-1.36x at B = 32, T = 128, H = 256 and at B = 128, T = 64,
+H = 512; on 2 CPU devices 1.04-1.60x at B = 32, but 0.81-1.13x at B = 16
+(8 per device; the LSTM 0.83x, the peephole LSTM 0.89x, the simple RNN
+0.81x). The plain step (`jaxrnn.unfused`) took 1.02-1.39x this kernel's
+time at B = 32, 1.03-1.11x at B = 128, 1.32-3.10x at B = 1 to 16, and on 2
+devices 2.4-5.1x. Forward alone it is level with the per-example kernel
+(0.97-1.07x at B = 32 on one device, 0.93-1.23x on 2, 0.82-1.00x at B = 1),
+and the plain step's forward was faster for the LSTM, peephole and
+projected LSTMs at B = 32 (0.69-0.94x the time). On the standard LSTM's
+equations the hand-written kernel took 0.86-0.95x this kernel's time on
+one device and 0.78-0.90x on 2.
+
+Measured and dropped: the other params' gradients summed over the batch
+inside the loop, step by step (data-parallel, an all-reduce at every step:
+the peephole LSTM on 2 devices at B = 16 trained in 2.2x the per-example
+kernel's time); the same kernel for cells that are not additive, saving
+``u_t`` and returning ``gx_t``'s gradient apart (on the GRU's form the
+per-example kernel took 0.74-1.06x its time at B = 1, 16 and 32, one
+device and 2), so those keep the per-example kernel.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Array, Carry, Params, matmul, time_batch_matmul
+from jaxrnn._cells.batch_loop import at, over_time, put
+
+
+def _step(finish, params, carry, s, keep):
+  """One example's step from its pre-activation ``s = gx + u``.
+
+  A masked step (``keep`` False) passes the carry on and outputs zeros,
+  as `jaxrnn.scan` does.
+  """
+  new, y = finish(params, carry, s, jnp.zeros_like(s))   # finish reads gx + u only
+  if keep is not None:
+    new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, carry)
+    y = jax.tree.map(lambda a: jnp.where(keep, a, jnp.zeros_like(a)), y)
+  return new, y
+
+
+def _batch_step(finish, params, carry, s, keep):
+  """`_step` for a batch: carry leaves ``[B, ...]``, ``s [B, G]``, ``keep`` bool[B] or None."""
+  keep_axis = None if keep is None else 0
+  return jax.vmap(_step, in_axes=(None, None, 0, 0, keep_axis))(
+      finish, params, carry, s, keep)
+
+
+def _time_buffers(tree, T: int):
+  """Zeros ``[B, T, ...]`` for every ``[B, ...]`` leaf of ``tree``."""
+  return jax.tree.map(lambda a: jnp.zeros(a.shape[:1] + (T,) + a.shape[1:], a.dtype), tree)
+
+
+def _put_all(buffers, t, values):
+  return jax.tree.map(lambda buf, v: put(buf, t, v), buffers, values)
+
+
+def _at_all(buffers, t):
+  return jax.tree.map(lambda buf: at(buf, t), buffers)
+
+
+def _loop(finish, read, reverse, unroll, params, w, carry, gxs, mask, save: bool):
+  """The forward loop: ``final, ys`` and, with ``save``, every step's input carry and ``s_t``."""
+  read_batch = jax.vmap(read)
+  T = gxs.shape[1]
+
+  def pre_activation(carry, t):
+    return at(gxs, t) + matmul(read_batch(carry), w)
+
+  y_shape = jax.eval_shape(
+      lambda c: _batch_step(finish, params, c, pre_activation(c, 0), None)[1], carry)
+  ys = _time_buffers(y_shape, T)
+  saved = ((_time_buffers(carry, T), jnp.zeros(gxs.shape, gxs.dtype)) if save else ())
+
+  def body(t, state):
+    carry, ys, saved = state
+    s = pre_activation(carry, t)
+    new, y = _batch_step(finish, params, carry, s, None if mask is None else at(mask, t))
+    if save:
+      carries, ss = saved
+      saved = (_put_all(carries, t, carry), put(ss, t, s))
+    return new, _put_all(ys, t, y), saved
+
+  return over_time(body, T, reverse, unroll, (carry, ys, saved))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _recurrence(finish, read, reverse, unroll, params, w, carry, gxs, mask):
+  """``final, ys`` of ``finish(params, c, gx_t, read(c) @ w)`` over batch-major ``gxs [B, T, G]``.
+
+  Not differentiated, nothing is saved for a backward.
+  """
+  final, ys, _ = _loop(finish, read, reverse, unroll, params, w, carry, gxs, mask,
+                       save=False)
+  return final, ys
+
+
+def _forward(finish, read, reverse, unroll, params, w, carry, gxs, mask):
+  final, ys, saved = _loop(finish, read, reverse, unroll, params, w, carry, gxs, mask,
+                           save=True)
+  return (final, ys), (params, w, mask, saved)
+
+
+def _leaves_read(fn: Callable[[Params], object], params: Params) -> list[bool]:
+  """For each leaf of ``params``: does ``fn(params)`` read it? Traced once, not run."""
+  leaves, tree = jax.tree.flatten(params)
+  jaxpr = jax.make_jaxpr(lambda *ls: fn(jax.tree.unflatten(tree, ls)))(*leaves).jaxpr
+  read = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
+  return [id(v) in read for v in jaxpr.invars]
+
+
+def _backward(finish, read, reverse, unroll, residuals, cotangents):
+  params, w, mask, (carries, ss) = residuals
+  d_final, d_ys = cotangents
+  read_batch = jax.vmap(read)
+  w_t = jnp.transpose(w)     # ds W^T as a plain product (see lstm_batched)
+  T = ss.shape[1]
+  leaves, tree = jax.tree.flatten(params)
+  reads = [r and jnp.issubdtype(l.dtype, jnp.inexact) for l, r in zip(leaves, _leaves_read(
+      lambda p: _batch_step(finish, p, _at_all(carries, 0), at(ss, 0), None), params))]
+  # finish's params (other than W, which it reaches only through u) get
+  # their gradient after the loop, from each step's incoming gradient.
+  keep_d_new = any(reads)
+
+  def body(t, state):
+    d_carry, d_news, d_ss = state       # d_carry: the gradient reaching step t's new carry
+    carry = _at_all(carries, t)
+    keep = None if mask is None else at(mask, t)
+    if keep_d_new:
+      d_news = _put_all(d_news, t, d_carry)
+    _, step_vjp = jax.vjp(lambda c, s: _batch_step(finish, params, c, s, keep),
+                          carry, at(ss, t))
+    d_carry, d_s = step_vjp((d_carry, _at_all(d_ys, t)))
+    _, read_vjp = jax.vjp(read_batch, carry)          # read is linear: its transpose
+    (d_read,) = read_vjp(matmul(d_s, w_t))
+    return jax.tree.map(jnp.add, d_carry, d_read), d_news, put(d_ss, t, d_s)
+
+  d_news = _time_buffers(d_final, T) if keep_d_new else ()
+  d_carry, d_news, d_ss = over_time(body, T, not reverse, unroll,
+                                    (d_final, d_news, jnp.zeros_like(ss)))
+  a_all = jax.vmap(read_batch, in_axes=1, out_axes=1)(carries)       # [B, T, K]
+  d_w = time_batch_matmul(a_all, d_ss, w)
+  d_leaves = [jnp.zeros_like(l) if jnp.issubdtype(l.dtype, jnp.inexact) else None
+              for l in leaves]             # None: an integer leaf has no gradient
+  if keep_d_new:
+    used = [l for l, r in zip(leaves, reads) if r]
+
+    def all_steps(used):              # every (b, t) step at once, params as given
+      it = iter(used)
+      p = jax.tree.unflatten(tree, [next(it) if r else l for l, r in zip(leaves, reads)])
+      keep_axis = None if mask is None else 0
+      one = jax.vmap(_step, in_axes=(None, None, 0, 0, keep_axis))      # over T
+      return jax.vmap(one, in_axes=(None, None, 0, 0, keep_axis))(     # over B
+          finish, p, carries, ss, mask)
+
+    _, all_vjp = jax.vjp(all_steps, used)
+    it = iter(all_vjp((d_news, d_ys))[0])
+    d_leaves = [next(it) if r else d for d, r in zip(d_leaves, reads)]
+  return (jax.tree.unflatten(tree, d_leaves), d_w, d_carry, d_ss, None)
+
+
+_recurrence.defvjp(_forward, _backward)
+
+
+def fused_batch_kernel(
+    finish: Callable[[Params, Carry, Array, Array], tuple[Carry, Array]],
+    recurrent_input: Callable[[Carry], Array],
+    project: Callable[[Params, Array], Array],
+    weight: Callable[[Params], Array],
+) -> Callable[..., tuple[Carry, Array]]:
+  r"""A ``Cell.batched`` kernel for the additive cell ``finish(params, c, gx, u)``.
+
+  With ``gx = project(params, xs)`` and ``W = weight(params)``, for each
+  sequence of the batch and steps t:
+
+  .. math::
+
+    s_t = gx_t + a_t W, \quad a_t = \mathrm{read}(c_{t-1}), \qquad
+    (c_t, y_t) = \mathrm{finish}(\theta, c_{t-1}, s_t, 0)
+
+  and the backward, with :math:`\delta c_t` the gradient reaching
+  :math:`c_t` (from step t+1 and the final carry) and :math:`\delta y_t`
+  the output's: :math:`(\delta c_{t-1}', \delta s_t)` from the VJP of
+  finish at step t (recomputed from the saved :math:`c_{t-1}, s_t`), then
+
+  .. math::
+
+    \delta c_{t-1} = \delta c_{t-1}' + \mathrm{read}^\top(\delta s_t W^\top),
+    \qquad dW = \sum_{b, t} a_t^\top \delta s_t, \qquad
+    d\theta = \sum_{b, t} \partial_\theta \mathrm{finish}^\top
+              (\delta c_t, \delta y_t)
+
+  ``dW`` is one matmul and ``dθ`` (what finish reads of the params) one
+  pass over all steps, both after the loop; ``δs`` is ``gx``'s gradient,
+  which `project`'s VJP turns into the input weight's gradient and the
+  inputs' over all rows at once.
+
+  The kernel's signature is ``Cell.batched``'s: ``(params, carry, xs [B,
+  T, I], mask bool[B, T] or None, reverse, unroll) -> (carry, ys [B, T,
+  O])``, carry leaves with a leading B. Same numbers as `jaxrnn.scan`
+  under `jax.vmap`, to float rounding. A `jax.custom_vjp`: reverse mode
+  only.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> cell = jaxrnn.peephole_lstm(8)               # an additive fused_cell
+  >>> params = cell.init(jax.random.key(0), 3)
+  >>> xs = jnp.ones((4, 5, 3))                      # [B, T, I]
+  >>> carry, ys = jaxrnn.scan_batch(cell, params, xs)   # runs this kernel
+  >>> same = jax.vmap(lambda x: jaxrnn.scan(cell, params, x))(xs)[1]
+  >>> bool(jnp.allclose(ys, same, atol=1e-6))
+  True
+  """
+
+  def batched(params, carry, xs, mask, reverse, unroll):
+    B, T, I = xs.shape
+    jax.eval_shape(project, params, xs[0])   # project's own input checks, on [T, I]
+    # project maps each row on its own (`jaxrnn.unfused` relies on that
+    # too), so one call over all B * T rows is one matmul.
+    gxs = project(params, xs.reshape(B * T, I))
+    gxs = gxs.reshape((B, T) + gxs.shape[1:])
+    return _recurrence(finish, recurrent_input, reverse, unroll, params, weight(params),
+                       carry, gxs, mask)
+
+  return batched
