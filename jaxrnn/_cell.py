@@ -33,7 +33,10 @@ class Cell(NamedTuple):
       input ``x_t`` when ``project`` is None.
     output_size: the size of ``y_t``.
     project: ``(params, xs[T, I]) -> gxs[T, G]``, the input matmul for all
-      steps at once, hoisted out of the time loop. Optional.
+      steps at once, hoisted out of the time loop. Optional. Row by row:
+      ``gxs[t]`` depends on ``xs[t]`` alone, so any number of rows may be
+      passed (`jaxrnn.unfused` and decoding pass one, `jaxrnn.scan_batch`'s
+      kernels all ``B * T``); put anything that mixes steps before the cell.
     sequence: ``(params, carry, gxs, *, mask, resets, reverse, unroll) ->
       (carry, ys)``, a fused kernel for the whole loop that `jaxrnn.scan`
       uses in place of stepping ``step``; it must compute the same numbers.
@@ -44,8 +47,9 @@ class Cell(NamedTuple):
       `jaxrnn.scan_batch` uses; it must compute what `jaxrnn.scan` computes
       under `jax.vmap`. Optional; the standard `jaxrnn.lstm` and
       `jaxrnn.gru` (``reset_after=True``) have hand-written ones, and every
-      `jaxrnn.fused_cell` declared ``additive`` (the LSTM variants, the
-      simple RNN, your own) gets the generic one of `jaxrnn._fused_batch`.
+      `jaxrnn.fused_cell` declared ``additive`` with a ``project`` (the
+      LSTM variants, the simple RNN, your own) gets the generic one of
+      `jaxrnn._fused_batch`.
 
   A cell works on one example; batch with `jax.vmap`. A Cell holds
   functions, so it is not a `jax.jit` argument: build it once and close over

@@ -181,12 +181,14 @@ def fused_cell(
   backward pass then carries one per-step gradient instead of two
   (forward+backward at B = 1 and 32 on 2 CPU cores: simple RNN 1.1-1.35x,
   LSTM 1.05-1.09x). Declaring it for a cell where it is false gives wrong
-  gradients. An additive cell with a ``project`` also gets ``Cell.batched``,
+  gradients here and wrong outputs in `jaxrnn.scan_batch`, whose kernel
+  calls ``finish(params, carry, gx + u, 0)``. An additive cell with a
+  ``project`` also gets ``Cell.batched``,
   the batched kernel of `jaxrnn._fused_batch` that `jaxrnn.scan_batch` (and
   so ``apply_batch`` of the layers) runs: one loop for the whole batch,
   1.1-1.6x faster to train than this kernel under `jax.vmap` on one CPU
-  device (2 cores) at B = 4 to 128 (see there for the rest). A cell that is not additive runs this
-  kernel under `jax.vmap` in `jaxrnn.scan_batch`.
+  device (2 cores) at B = 4 to 128 (see there for the rest). A cell that
+  is not additive runs this kernel under `jax.vmap` in `jaxrnn.scan_batch`.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> def elman(hidden_size):                   # h' = tanh(W x + b + U h)
@@ -214,7 +216,10 @@ def fused_cell(
                       _get(params, weight), carry, gxs, mask, resets, init_carry)
 
   batched = None
-  if additive and project is not None:   # the batched kernel needs both (see its notes)
+  # The batched kernel is written for gx = project(params, xs); a cell
+  # without project (gx is the raw input, in no built-in cell) keeps the
+  # per-example kernel under vmap.
+  if additive and project is not None:
     batched = fused_batch_kernel(finish, recurrent_input, project,
                                  lambda params: _get(params, weight))
   return Cell(init=init, initial_carry=initial_carry, step=step,

@@ -54,9 +54,11 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxrnn._cell import Array, Carry, Params, matmul, time_batch_matmul
+from jaxrnn._cell import Array, Carry, Params, carry_dtype, matmul, time_batch_matmul
 from jaxrnn._cells.batch_loop import at, over_time, put
+from jaxrnn._scan import check_step_carry
 
 
 def _step(finish, params, carry, s, keep):
@@ -66,6 +68,7 @@ def _step(finish, params, carry, s, keep):
   as `jaxrnn.scan` does.
   """
   new, y = finish(params, carry, s, jnp.zeros_like(s))   # finish reads gx + u only
+  check_step_carry(new, carry)         # jaxrnn.scan's message, not the loop's
   if keep is not None:
     new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, carry)
     y = jax.tree.map(lambda a: jnp.where(keep, a, jnp.zeros_like(a)), y)
@@ -100,10 +103,11 @@ def _loop(finish, read, reverse, unroll, params, w, carry, gxs, mask, save: bool
   def pre_activation(carry, t):
     return at(gxs, t) + matmul(read_batch(carry), w)
 
+  s_shape = jax.eval_shape(pre_activation, carry, 0)
   y_shape = jax.eval_shape(
-      lambda c: _batch_step(finish, params, c, pre_activation(c, 0), None)[1], carry)
+      lambda c, s: _batch_step(finish, params, c, s, None)[1], carry, s_shape)
   ys = _time_buffers(y_shape, T)
-  saved = ((_time_buffers(carry, T), jnp.zeros(gxs.shape, gxs.dtype)) if save else ())
+  saved = ((_time_buffers(carry, T), _time_buffers(s_shape, T)) if save else ())
 
   def body(t, state):
     carry, ys, saved = state
@@ -142,12 +146,32 @@ def _leaves_read(fn: Callable[[Params], object], params: Params) -> list[bool]:
   return [id(v) in read for v in jaxpr.invars]
 
 
+def _float0_zeros(shape) -> np.ndarray:
+  """Float0 zeros of ``shape``: the cotangent JAX expects for an integer array."""
+  return np.zeros(shape, jax.dtypes.float0)
+
+
 def _backward(finish, read, reverse, unroll, residuals, cotangents):
   params, w, mask, (carries, ss) = residuals
   d_final, d_ys = cotangents
   read_batch = jax.vmap(read)
   w_t = jnp.transpose(w)     # ds W^T as a plain product (see lstm_batched)
   T = ss.shape[1]
+
+  # The loop carries the gradients of the carry's float leaves only; an
+  # integer leaf (a step counter) has float0 zeros, which no op accepts.
+  final_leaves, carry_tree = jax.tree.flatten(d_final)
+  carried = [l.dtype != jax.dtypes.float0 for l in final_leaves]
+
+  def floats(tree):
+    return [l for l, c in zip(jax.tree.leaves(tree), carried) if c]
+
+  def whole(float_leaves, time_axis: bool):   # float0 zeros back in, [B, (T,) ...]
+    it = iter(float_leaves)
+    return jax.tree.unflatten(carry_tree, [
+        next(it) if c else _float0_zeros(l.shape[:1] + (T,) * time_axis + l.shape[1:])
+        for l, c in zip(final_leaves, carried)])
+
   leaves, tree = jax.tree.flatten(params)
   reads = [r and jnp.issubdtype(l.dtype, jnp.inexact) for l, r in zip(leaves, _leaves_read(
       lambda p: _batch_step(finish, p, _at_all(carries, 0), at(ss, 0), None), params))]
@@ -160,21 +184,23 @@ def _backward(finish, read, reverse, unroll, residuals, cotangents):
     carry = _at_all(carries, t)
     keep = None if mask is None else at(mask, t)
     if keep_d_new:
-      d_news = _put_all(d_news, t, d_carry)
+      d_news = [put(buf, t, d) for buf, d in zip(d_news, d_carry)]
     _, step_vjp = jax.vjp(lambda c, s: _batch_step(finish, params, c, s, keep),
                           carry, at(ss, t))
-    d_carry, d_s = step_vjp((d_carry, _at_all(d_ys, t)))
+    d_prev, d_s = step_vjp((whole(d_carry, False), _at_all(d_ys, t)))
     _, read_vjp = jax.vjp(read_batch, carry)          # read is linear: its transpose
     (d_read,) = read_vjp(matmul(d_s, w_t))
-    return jax.tree.map(jnp.add, d_carry, d_read), d_news, put(d_ss, t, d_s)
+    d_carry = [a + b for a, b in zip(floats(d_prev), floats(d_read))]
+    return d_carry, d_news, put(d_ss, t, d_s)
 
-  d_news = _time_buffers(d_final, T) if keep_d_new else ()
+  d_carry = floats(d_final)
+  d_news = [jnp.zeros(d.shape[:1] + (T,) + d.shape[1:], d.dtype)
+            for d in d_carry] if keep_d_new else ()
   d_carry, d_news, d_ss = over_time(body, T, not reverse, unroll,
-                                    (d_final, d_news, jnp.zeros_like(ss)))
+                                    (d_carry, d_news, jnp.zeros_like(ss)))
   a_all = jax.vmap(read_batch, in_axes=1, out_axes=1)(carries)       # [B, T, K]
   d_w = time_batch_matmul(a_all, d_ss, w)
-  d_leaves = [jnp.zeros_like(l) if jnp.issubdtype(l.dtype, jnp.inexact) else None
-              for l in leaves]             # None: an integer leaf has no gradient
+  d_leaves = [None] * len(leaves)     # None: a zero gradient (unread or integer leaves)
   if keep_d_new:
     used = [l for l, r in zip(leaves, reads) if r]
 
@@ -187,9 +213,11 @@ def _backward(finish, read, reverse, unroll, residuals, cotangents):
           finish, p, carries, ss, mask)
 
     _, all_vjp = jax.vjp(all_steps, used)
-    it = iter(all_vjp((d_news, d_ys))[0])
-    d_leaves = [next(it) if r else d for d, r in zip(d_leaves, reads)]
-  return (jax.tree.unflatten(tree, d_leaves), d_w, d_carry, d_ss, None)
+    it = iter(all_vjp((whole(d_news, True), d_ys))[0])
+    d_leaves = [next(it) if r else None for r in reads]
+  it = iter(d_carry)
+  d_carry0 = jax.tree.unflatten(carry_tree, [next(it) if c else None for c in carried])
+  return (jax.tree.unflatten(tree, d_leaves), d_w, d_carry0, d_ss, None)
 
 
 _recurrence.defvjp(_forward, _backward)
@@ -226,7 +254,9 @@ def fused_batch_kernel(
   ``dW`` is one matmul and ``dθ`` (what finish reads of the params) one
   pass over all steps, both after the loop; ``δs`` is ``gx``'s gradient,
   which `project`'s VJP turns into the input weight's gradient and the
-  inputs' over all rows at once.
+  inputs' over all rows at once. ``project`` runs once on all ``B * T``
+  rows, which the `Cell` contract allows (each row on its own); integer
+  leaves of the params and the carry get no gradient.
 
   The kernel's signature is ``Cell.batched``'s: ``(params, carry, xs [B,
   T, I], mask bool[B, T] or None, reverse, unroll) -> (carry, ys [B, T,
@@ -247,11 +277,18 @@ def fused_batch_kernel(
   def batched(params, carry, xs, mask, reverse, unroll):
     B, T, I = xs.shape
     jax.eval_shape(project, params, xs[0])   # project's own input checks, on [T, I]
-    # project maps each row on its own (`jaxrnn.unfused` relies on that
-    # too), so one call over all B * T rows is one matmul.
+    # project maps each row on its own (the Cell contract), so one call
+    # over all B * T rows is one matmul. Under jax.vmap instead, its weight
+    # gradient contracts two axes, which XLA CPU ran with a layout copy:
+    # the peephole LSTM trained 1.15x slower (B = 32, T = 128, H = 256).
     gxs = project(params, xs.reshape(B * T, I))
     gxs = gxs.reshape((B, T) + gxs.shape[1:])
-    return _recurrence(finish, recurrent_input, reverse, unroll, params, weight(params),
+    w = weight(params)
+    # In the dtype of s = gx + u (float32 for bfloat16 params), so the
+    # saved s_t and gx's gradient are not rounded; the cast's own VJP
+    # returns that gradient in gx's dtype.
+    gxs = gxs.astype(jnp.promote_types(gxs.dtype, carry_dtype(w.dtype)))
+    return _recurrence(finish, recurrent_input, reverse, unroll, params, w,
                        carry, gxs, mask)
 
   return batched

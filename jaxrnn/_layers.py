@@ -42,7 +42,8 @@ class Seq(NamedTuple):
       resets=None, key=None) -> (carry, ys [B, T, O])``, ``apply`` over a
       batch: the carry has a leading B, ``mask`` and ``resets`` are
       ``bool[B, T]``. The layers built here run `jaxrnn.scan_batch` (the
-      batched kernels of the LSTM and GRU); None (a Seq written by hand)
+      batched kernels of the LSTM and its variants, the GRU and the simple
+      RNN); None (a Seq written by hand)
       means ``jax.vmap(apply)``, which `apply_batch` falls back to. A
       ``_replace`` of ``apply`` keeps the old ``apply_batch``: replace both,
       or set it to None.

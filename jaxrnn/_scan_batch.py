@@ -42,12 +42,13 @@ def scan_batch(
   ones (forward+backward 1.4-1.7x faster than the per-example path at
   B = 16 and 32 on 2 CPU cores, 1.5-1.7x at B = 2 and 4, as fast or 1.15x
   faster at B = 1; see `jaxrnn._cells.lstm_batched`); every other
-  `jaxrnn.fused_cell` declared ``additive`` (the LSTM variants, the simple
-  RNN, your own) has a generic one (1.1-1.6x faster than the per-example
+  `jaxrnn.fused_cell` declared ``additive`` with a ``project`` (the LSTM
+  variants, the simple RNN, your own) has a generic one (1.1-1.6x faster than the per-example
   path at B = 4 to 128 on one CPU device; see `jaxrnn._fused_batch`).
   Either kernel is a `jax.custom_vjp`: `jax.grad`, `jax.vjp` and
   `jax.jit` work, forward mode (`jax.jvp`, `jax.hessian`) does not; use
-  `jaxrnn.scan` under `jax.vmap` for it. Every other case runs exactly the vmapped `jaxrnn.scan`.
+  `jaxrnn.scan` under `jax.vmap` for it. Every other case runs exactly
+  the vmapped `jaxrnn.scan`.
   Data-parallel (the batch split over devices by
   `jaxrnn.train.shard_batch`), the kernel's weight gradients are
   all-reduced once, after the loop; on 2 CPU cores split into 2 devices it

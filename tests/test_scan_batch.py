@@ -53,6 +53,7 @@ def setup(cell=None, batch=B, dtype=jnp.float32, kind="lstm"):
   leaves, tree = jax.tree.flatten(cell.initial_carry(params))   # h and c differ
   carry = jax.tree.unflatten(tree, [
       jax.random.normal(k, (batch,) + a.shape, a.dtype)
+      if jnp.issubdtype(a.dtype, jnp.inexact) else jnp.full((batch,) + a.shape, 2, a.dtype)
       for a, k in zip(leaves, jax.random.split(jax.random.key(3), len(leaves)))])
   return cell, params, xs, mask, carry
 
@@ -75,11 +76,12 @@ def uses_kernel(fn, *args) -> bool:
   return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
 
 
-# Each flag has its own code path in the kernels, and every path runs in the
-# combined scenarios: masked, reversed and given carry together (h0 enters
-# dW_h at the last step; row 0 is full length, the last one empty).
+# Each flag switches code in the kernels; the scenarios run each switch
+# both ways without listing every combination. Row 0 is full length, the
+# last one empty; reversed with a given carry, h0 enters dW_h at the last step.
 SCENARIOS = {                       # name: (masked, reversed, given carry, batch)
     "plain": (False, False, False, B),
+    "reversed_carry": (False, True, True, B),
     "masked_reversed_carry": (True, True, True, B),
     "batch_of_one": (True, False, True, 1),
     # The GRU hoists its input matmul up to B = 2 (gru_batched.HOIST_MAX_BATCH)
@@ -88,7 +90,7 @@ SCENARIOS = {                       # name: (masked, reversed, given carry, batc
 }
 
 
-GENERIC_SCENARIOS = ("masked_reversed_carry", "batch_of_one")
+GENERIC_SCENARIOS = ("reversed_carry", "masked_reversed_carry", "batch_of_one")
 
 
 @pytest.mark.parametrize("kind, scenario", [(k, s) for k in HAND for s in SCENARIOS] +
@@ -168,18 +170,24 @@ def test_bfloat16_params_keep_float32_carry_and_their_gradient_dtypes(kind):
                                rtol=5e-2, atol=5e-2 * float(jnp.abs(w).max()))
 
 
-def elman(additive: bool, hidden_size: int = H):
+def elman(additive: bool, counter: bool = False, dtype=jnp.float32, hidden_size: int = H):
   """A custom fused cell, ``h' = tanh(gx + u) * leak`` with a learnable leak
-  (so finish reads params) and an integer leaf it ignores."""
+  (so finish reads params) and an integer leaf it ignores; with ``counter``
+  the carry is ``(h, steps)``, an integer step count beside h."""
+  def finish(p, carry, gx, u):
+    h = (jnp.tanh(gx + u) * p["leak"]).astype(jnp.float32)
+    return ((h, carry[1] + 1) if counter else h), h
+
   return jaxrnn.fused_cell(
-      init=lambda key, n: dict(w_x=jax.random.normal(key, (n, hidden_size)) / n,
-                               w_h=jnp.eye(hidden_size) / 2, b=jnp.zeros(hidden_size),
-                               leak=jnp.full(hidden_size, 0.9), steps=jnp.int32(3)),
-      initial_carry=lambda p: jnp.zeros(hidden_size),
+      init=lambda key, n: jax.tree.map(lambda a: a.astype(dtype), dict(
+          w_x=jax.random.normal(key, (n, hidden_size)) / n, w_h=jnp.eye(hidden_size) / 2,
+          b=jnp.zeros(hidden_size), leak=jnp.full(hidden_size, 0.9))) | dict(
+              steps=jnp.int32(3)),
+      initial_carry=lambda p: ((jnp.zeros(hidden_size), jnp.int32(0)) if counter
+                               else jnp.zeros(hidden_size)),
       project=lambda p, xs: xs @ p["w_x"] + p["b"],
-      recurrent_input=lambda h: h,
-      finish=lambda p, h, gx, u: (jnp.tanh(gx + u) * p["leak"],) * 2,
-      output_size=hidden_size, additive=additive)
+      recurrent_input=lambda c: c[0] if counter else c,
+      finish=finish, output_size=hidden_size, additive=additive)
 
 
 FALLBACKS = {
@@ -271,9 +279,21 @@ def test_kernel_refuses_params_of_another_variant(kind, other):
     jaxrnn.scan_batch(cell, params, xs)
 
 
-def test_a_custom_additive_cell_runs_the_generic_kernel():
-  cell = elman(additive=True)
+CUSTOM = {                          # name: (cell, masked, input dtype, tolerance)
+    "masked": (lambda: elman(additive=True), True, jnp.float32, 1e-5),
+    "integer_carry_leaf": (lambda: elman(additive=True, counter=True), False,
+                           jnp.float32, 1e-5),
+    # bfloat16 params and inputs: project's gx is bfloat16, s = gx + u float32
+    "bfloat16": (lambda: elman(additive=True, dtype=jnp.bfloat16), True, jnp.bfloat16, 3e-2),
+}
+
+
+@pytest.mark.parametrize("name", CUSTOM)
+def test_a_custom_additive_cell_runs_the_generic_kernel(name):
+  make, masked, x_dtype, tol = CUSTOM[name]
+  cell = make()
   _, params, xs, mask, carry = setup(cell)
+  xs, mask = xs.astype(x_dtype), mask if masked else None
 
   def batched(p, x, c):
     return jaxrnn.scan_batch(cell, p, x, carry=c, mask=mask, reverse=True)
@@ -282,13 +302,16 @@ def test_a_custom_additive_cell_runs_the_generic_kernel():
     return vmapped(cell, p, x, c, mask, reverse=True)
 
   assert uses_kernel(batched, params, xs, carry)
-  for a, b in zip(jax.tree.leaves(batched(params, xs, carry)),
-                  jax.tree.leaves(reference(params, xs, carry))):
-    np.testing.assert_allclose(a, b, atol=1e-6)
-  grads = [jax.grad(lambda p, x, c: loss(run, p, x, c), (0, 1, 2), allow_int=True)(
+  for a, b in zip(jax.tree.leaves(jax.jit(batched)(params, xs, carry)),
+                  jax.tree.leaves(jax.jit(reference)(params, xs, carry))):
+    np.testing.assert_allclose(a, b, atol=tol, rtol=tol)
+  grads = [jax.jit(jax.grad(lambda p, x, c: loss(run, p, x, c), (0, 1, 2), allow_int=True))(
       params, xs, carry) for run in (batched, reference)]
   assert grads[0][0]["steps"].dtype == jax.dtypes.float0    # an integer leaf: no gradient
   for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    assert a.dtype == b.dtype
     if a.dtype != jax.dtypes.float0:
-      np.testing.assert_allclose(a, b, atol=1e-5)
+      scale = float(jnp.abs(b.astype(jnp.float32)).max())
+      np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32),
+                                 atol=tol * max(scale, 1), rtol=tol)
   assert float(jnp.abs(grads[0][0]["leak"]).max()) > 0

@@ -50,7 +50,8 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
   layer's final carry and the readout ``o_t`` at every step; a mask or an
   initial carry goes to the layer (for TBPTT pass the carry back in).
   ``apply_batch`` does the same for a batch ``[B, T, I]`` through
-  `jaxrnn.apply_batch`, so the LSTM and GRU train on their batched kernels.
+  `jaxrnn.apply_batch`, so the cells with batched kernels (the LSTM and its
+  variants, the GRU, the simple RNN) train on them.
   ``step`` continues one step at a time from a carry. The
   readout starts at ``W_out ~ N(0, 1/H)``, ``b_out = 0``.
 
