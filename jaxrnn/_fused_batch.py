@@ -27,11 +27,16 @@ I = H), the per-example kernel's training time over this
 kernel's: on one CPU device 1.06-2.14x at B = 1, T = 512, H = 128 (the
 simple RNN 0.95x), 1.28-1.64x at B = 4, T = 256, 1.12-1.36x at B = 16,
 T = 64, 1.09-1.36x at B = 32, T = 128, H = 256 and at B = 128, T = 64,
-H = 512; on 2 CPU devices 1.04-1.60x at B = 32, but 0.81-1.13x at B = 16
-(8 per device; the LSTM 0.83x, the peephole LSTM 0.89x, the simple RNN
-0.81x). The plain step (`jaxrnn.unfused`) took 1.02-1.39x this kernel's
-time at B = 32, 1.03-1.11x at B = 128, 1.32-3.10x at B = 1 to 16, and on 2
-devices 2.4-5.1x. Forward alone it is level with the per-example kernel
+H = 512; on 2 CPU devices 1.04-1.60x at B = 32, and at B = 16 (8 per
+device, T = 64) 1.09-1.10x for the LSTM and peephole LSTM at H = 256 but
+0.76-0.95x at H = 128 (the simple RNN 0.93x and 0.76x): where a step's
+work is smallest, this kernel's loops cost more per step, about 1 ms in
+all there. The plain step (`jaxrnn.unfused`) took 0.93-1.39x this
+kernel's time at B = 32 (the LSTMs level with it in one of the runs),
+1.03-1.11x at B = 128, 1.32-3.10x at B = 1 to 16, and on 2 devices
+2.4-5.7x. Compiling the training step (B = 32, medians of 3) took
+0.24-0.67 s, against 0.32-0.71 s for the per-example kernel and 0.39-0.79
+s for the plain step. Forward alone it is level with the per-example kernel
 (0.97-1.07x at B = 32 on one device, 0.93-1.23x on 2, 0.82-1.00x at B = 1),
 and the plain step's forward was faster for the LSTM, peephole and
 projected LSTMs at B = 32 (0.69-0.94x the time). On the standard LSTM's

@@ -43,8 +43,9 @@ def scan_batch(
   B = 16 and 32 on 2 CPU cores, 1.5-1.7x at B = 2 and 4, as fast or 1.15x
   faster at B = 1; see `jaxrnn._cells.lstm_batched`); every other
   `jaxrnn.fused_cell` declared ``additive`` with a ``project`` (the LSTM
-  variants, the simple RNN, your own) has a generic one (1.1-1.6x faster than the per-example
-  path at B = 4 to 128 on one CPU device; see `jaxrnn._fused_batch`).
+  variants, the simple RNN, your own) has a generic one (1.1-1.6x faster
+  than the per-example path at B = 4 to 128 on one CPU device; see
+  `jaxrnn._fused_batch`).
   Either kernel is a `jax.custom_vjp`: `jax.grad`, `jax.vjp` and
   `jax.jit` work, forward mode (`jax.jvp`, `jax.hessian`) does not; use
   `jaxrnn.scan` under `jax.vmap` for it. Every other case runs exactly
