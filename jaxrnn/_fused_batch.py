@@ -108,11 +108,11 @@ def _loop(finish, read, reverse, unroll, params, w, carry, gxs, mask, save: bool
   def pre_activation(carry, t):
     return at(gxs, t) + matmul(read_batch(carry), w)
 
-  s_shape = jax.eval_shape(pre_activation, carry, 0)
   y_shape = jax.eval_shape(
-      lambda c, s: _batch_step(finish, params, c, s, None)[1], carry, s_shape)
+      lambda c: _batch_step(finish, params, c, pre_activation(c, 0), None)[1], carry)
   ys = _time_buffers(y_shape, T)
-  saved = ((_time_buffers(carry, T), _time_buffers(s_shape, T)) if save else ())
+  # gxs is already in s_t's dtype (see fused_batch_kernel)
+  saved = ((_time_buffers(carry, T), jnp.zeros(gxs.shape, gxs.dtype)) if save else ())
 
   def body(t, state):
     carry, ys, saved = state
