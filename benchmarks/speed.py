@@ -565,8 +565,8 @@ def parse_args(argv):
   p.add_argument("--sync-dispatch", action="store_true",
                  help="run each JAX CPU call on the calling thread "
                       "(jax_cpu_enable_async_dispatch=False), whose heap keeps "
-                      "XLA's large temporary buffers; see the README's \"The C "
-                      "allocator\"")
+                      "XLA's large temporary buffers; see benchmarks/SPEED.md, "
+                      "\"The C allocator\"")
   p.add_argument("--no-memory", action="store_true", help="skip the memory figures")
   p.add_argument("--out", type=Path, default=Path("results/speed.json"))
   p.add_argument("--plot", type=Path, help="PNG path (default: --out with .png)")

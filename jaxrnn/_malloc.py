@@ -35,8 +35,8 @@ default: ``JAXRNN_TUNE_MALLOC=one_arena`` in the environment, or
 way to keep that block, outside this module:
 ``jax.config.update("jax_cpu_enable_async_dispatch", False)`` runs each
 call on the calling thread, and called from the main thread the block
-comes from the main heap (LSTM step 414-435 to 318-359 ms; the README's
-"The C allocator" gives its cost).
+comes from the main heap (LSTM step 414-435 to 318-359 ms;
+``benchmarks/SPEED.md``, "The C allocator", gives its cost).
 
 The price: freed memory up to the thresholds stays with the process
 instead of going back to the kernel, as with those allocators. Opt out

@@ -71,3 +71,16 @@ def test_batched_kernels_quick():
   for r in rows:
     assert r[1:8:3] == ["batched", "per-example", "unfused"] and r[3] == "(1.00x)"
   assert rows[0][-3] == "hand"
+
+
+def test_compile_time_quick():
+  stdout = run("compile_time.py", "--quick", "--cells", "rnn")
+  assert "medians of 2 alternating rounds; B,T,I,H = (2, 4, 4, 4)" in stdout
+  rows = [line.split(" | ") for line in stdout.splitlines() if line.startswith("| rnn |")]
+  names = [r[1] for r in rows]
+  assert {"jaxrnn", "jaxrnn.unfused", "jaxrnn.scan_batch"} <= set(names)
+  assert not any(n.startswith("torch") for n in names)       # JAX programs only
+  for r in rows:
+    lower, compile_, total = map(float, r[2:5])
+    assert lower > 0 and compile_ > 0 and abs(total - (lower + compile_)) < 0.01
+  assert dict(zip(names, (r[5] for r in rows)))["jaxrnn.scan_batch"] == "1.00 |"
