@@ -37,7 +37,12 @@ Method, per shape and cell:
   of them in turn, round-robin with the order rotated each round, for
   ``--repeats`` rounds (fewer for slow groups, never under 3, so that the
   default grid fits its time). Each call ends in ``block_until_ready`` (or
-  a CUDA sync). Reported: the median, with every raw time in the JSON.
+  a CUDA sync). A sample is one call, or for a call under 20 ms
+  (``BURST_S``) the mean of a burst of back-to-back calls lasting about
+  20 ms after one untimed call: a short call that follows idle time runs
+  slower, torch's far more than JAX's (`benchmarks.timing`), and a
+  training loop calls back to back. Reported: the median sample, with
+  every sample and its number of calls in the JSON.
 * Memory: JAX, ``compiled.memory_analysis()``: the temporary plus output
   buffers XLA allocates for one call (arguments excluded). torch on CPU:
   the peak of bytes allocated through torch's allocator during one call,
@@ -77,6 +82,7 @@ import gc
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -97,6 +103,7 @@ from jax.sharding import Mesh
 
 from benchmarks import peers
 from benchmarks.peers import Absent, JaxProgram, TorchProgram
+from benchmarks.timing import burst
 from benchmarks.torch_worker import TorchAbsent, TorchWorker
 import jaxrnn
 from jaxrnn._cell import _row_major_transpose
@@ -114,7 +121,7 @@ PACKAGES = ["jax", "jaxlib", "flax", "equinox", "dm-haiku", "torch", "numpy"]
 
 class Runner(NamedTuple):
   """One implementation in one mode, compiled and called once."""
-  call: Callable[[], float]      # one call, blocked until done: its seconds
+  call: Callable[[int], float]   # a sample of n calls (see `burst`): seconds per call
   first_call_s: float            # the first call, compile included
   output: np.ndarray             # ys (fwd) or dL/dxs (fwd_bwd), float32
   memory_bytes: Optional[int]
@@ -123,13 +130,9 @@ class Runner(NamedTuple):
   compile_s: Optional[float] = None  # JAX: lower + compile, no run; torch: None
 
 
-def timed(fn: Callable[[], Any]) -> Callable[[], float]:
-  """``fn`` as a call that returns its own seconds."""
-  def call():
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-  return call
+def timed(fn: Callable[[], Any]) -> Callable[[int], float]:
+  """``fn`` as a sample of ``n`` calls that returns seconds per call (`burst`)."""
+  return lambda n: burst(fn, n)
 
 
 # ------------------------------------------------------------------ runners
@@ -178,7 +181,7 @@ def torch_runner(worker: TorchWorker, program: TorchProgram, xs_np, mode: str,
                           program.dtype, program.device)
   key, first, out, memory, how = worker.request("runner", module, xs_np, mode,
                                                 measure_memory)
-  return Runner(lambda: worker.request("call", key), first, out, memory, how, "torch")
+  return Runner(lambda n: worker.request("call", key, n), first, out, memory, how, "torch")
 
 
 class Matmul(NamedTuple):
@@ -212,7 +215,7 @@ def matmul_runner(spec: Matmul, shape, gates: int, dtype: str, mode: str,
                   compile_s=compile_s)
   device = "cuda" if spec.framework == "torch cuda" else "cpu"
   key, first = worker.request("matmul", a, w, g, dtype, mode, device)
-  return Runner(lambda: worker.request("call", key), first, np.zeros(()), None, "",
+  return Runner(lambda n: worker.request("call", key, n), first, np.zeros(()), None, "",
                 "torch")
 
 
@@ -346,13 +349,23 @@ def selected(name: str, impls: Optional[list[str]]) -> bool:
 # Idle time between a call in one process and a call in the other, so that
 # threads still spin-waiting after one call do not run beside the next.
 SWITCH_PAUSE_S = 0.01
+# A call shorter than this is timed as a burst of back-to-back calls lasting
+# about this long, after one untimed call; see the module docstring's "Timing".
+BURST_S = 0.02
+
+
+def calls_per_sample(call_s: float) -> int:
+  """How many back-to-back calls one timed sample of a ``call_s`` call makes."""
+  return max(1, math.ceil(BURST_S / max(call_s, 1e-6)))
 
 
 def time_round_robin(live, mode: str, args) -> None:
   """Warm-up, then ``repeats`` rounds over all runners in rotating order."""
   if not live:
     return
-  round_s = sum(runner.call() for _, runner in live)
+  call_s = [runner.call(1) for _, runner in live]
+  burst_n = [calls_per_sample(s) for s in call_s]
+  round_s = sum(s * (n + (n > 1)) for s, n in zip(call_s, burst_n))
   repeats = args.repeats
   if args.budget and round_s * repeats > args.budget:
     repeats = max(3, int(args.budget / round_s))
@@ -368,12 +381,12 @@ def time_round_robin(live, mode: str, args) -> None:
         runner = live[k][1]
         if last is not None and runner.process != last:
           time.sleep(SWITCH_PAUSE_S)
-        times[k].append(runner.call())
+        times[k].append(runner.call(burst_n[k]))
         last = runner.process
   finally:
     gc.enable()
-  for (row, _), ts in zip(live, times):
-    row[mode].update(times_s=ts, median_s=statistics.median(ts))
+  for (row, _), ts, n in zip(live, times, burst_n):
+    row[mode].update(times_s=ts, median_s=statistics.median(ts), calls_per_sample=n)
 
 
 # ------------------------------------------------------------------ output

@@ -2,8 +2,9 @@
 
 Lives here: `TorchWorker` (the parent's handle) and `serve` (the child's
 loop), which build torch's modules and roofline matmuls, run their first
-calls and time single calls on request. Not here: the round-robin timing,
-the checks and the tables (`speed.py`), the weight mappings (`peers.py`).
+calls and time samples of calls on request (`benchmarks.timing`). Not
+here: the round-robin timing, the checks and the tables (`speed.py`), the
+weight mappings (`peers.py`).
 
 Why a second process: torch's OpenMP threads spin-wait between parallel
 regions, and that is how torch's CPU RNNs run fast (one region per step).
@@ -11,7 +12,7 @@ In one process beside XLA's thread pool the two slow each other; the
 earlier cure, ``OMP_WAIT_POLICY=PASSIVE``, made torch itself 1.6x slower
 at B = 32 and 15-19x slower at B = 1 than torch alone (LSTM fwd+bwd on 2
 cores: 136 vs 83 ms, 157 vs 8.2 ms). Here torch keeps its defaults, the
-parent asks for one call at a time in the same round-robin as the JAX
+parent asks for one sample at a time in the same round-robin as the JAX
 implementations, and each side is idle while the other runs.
 
 The protocol is pickled ``(op, args)`` requests on the child's stdin and
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.timing import burst
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_MODULES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
@@ -202,11 +205,10 @@ def _reset(state):
   state.calls.clear()
 
 
-def _call(state, key):
-  """Seconds of one call, measured here so that the pipe is not counted."""
-  start = time.perf_counter()
-  state.calls[key]()
-  return time.perf_counter() - start
+def _call(state, key, n=1):
+  """Seconds per call of a sample of ``n`` calls (`benchmarks.timing.burst`),
+  measured here so that the pipe is not counted."""
+  return burst(state.calls[key], n)
 
 
 OPS = {"setup": _setup, "module": _module, "runner": _runner, "matmul": _matmul,

@@ -84,3 +84,13 @@ def test_compile_time_quick():
     lower, compile_, total = map(float, r[2:5])
     assert lower > 0 and compile_ > 0 and abs(total - (lower + compile_)) < 0.01
   assert dict(zip(names, (r[5] for r in rows)))["jaxrnn.scan_batch"] == "1.00 |"
+
+
+def test_idle_penalty_runs_for_both_frameworks():
+  for framework in ("jax", "torch"):
+    stdout = run("idle_penalty.py", "--framework", framework, "--shape", "1,4,2,2",
+                 "--mode", "fwd_bwd", "--calls", "2")
+    assert f"{framework} LSTM fwd_bwd, B,T,I,H = (1, 4, 2, 2)" in stdout
+    medians = [float(line.split("median")[1].split()[0]) for line in stdout.splitlines()
+               if "idle: median" in line]
+    assert len(medians) == 4 and all(m > 0 for m in medians)

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_every_row_that_ran_is_checked(quick_run):
     assert malloc["torch"] == malloc["jax"]
   assert f"malloc: {malloc['jax']}" in stdout
   assert report["meta"]["dispatch"] == "asynchronous (XLA's threads)"   # JAX's default
-  ran = 0
+  ran = bursts = samples = 0
   for group in report["groups"]:
     rows = {r["impl"]: r for r in group["rows"]}
     assert rows["jaxrnn"]["status"] == "ok", rows["jaxrnn"]
@@ -60,12 +61,18 @@ def test_every_row_that_ran_is_checked(quick_run):
       for mode in ("fwd", "fwd_bwd"):
         assert row[mode]["median_s"] > 0
         assert len(row[mode]["times_s"]) == 2
+        assert row[mode]["calls_per_sample"] >= 1
+        # the quick shapes' calls take well under BURST_S: samples are bursts
+        # (a call slowed past it by a busy host may still be timed alone)
+        bursts += row[mode]["calls_per_sample"] > 1
+        samples += 1
       if not row.get("roofline"):
         ran += 1
         assert row["check"]["fwd"]["ok"] and row["check"]["fwd_bwd"]["ok"], row
         assert row["check"]["fwd"]["max_abs_err"] <= report["meta"]["tolerance"]
   # jaxrnn's 5 kinds x 1 shape at least, whatever else is installed.
   assert ran >= len(peers.KINDS)
+  assert bursts >= samples / 2
   table_rows = [l for l in stdout.splitlines() if l.startswith("| ")
                 and not l.startswith("| implementation")]
   for line in table_rows:
@@ -127,6 +134,7 @@ def test_torch_worker_answers_and_reports_what_it_cannot_run():
     # c_t = (c_{t-1} + tanh 0) / 2 = 0, so h_t = 0.
     np.testing.assert_allclose(out, np.zeros((1, 4, 2)), atol=1e-7)
     assert first > 0 and worker.request("call", key) > 0
+    assert worker.request("call", key, 5) > 0           # a burst of 5 calls
     if not worker.info["cuda"]:
       with pytest.raises(TorchAbsent, match="no CUDA device"):
         worker.request("module", "lstm", weights, (1, 4, 3, 2), "f32", "cuda")
@@ -135,6 +143,18 @@ def test_torch_worker_answers_and_reports_what_it_cannot_run():
   finally:
     worker.close()
   assert worker.proc.returncode == 0
+
+
+def test_a_sample_of_a_short_call_is_a_burst_after_an_untimed_call():
+  from benchmarks.speed import BURST_S, calls_per_sample
+  from benchmarks.timing import burst
+  calls = []
+  assert burst(lambda: calls.append(1), 1) >= 0 and len(calls) == 1
+  assert burst(lambda: calls.append(1), 4) >= 0 and len(calls) == 1 + 5
+  assert calls_per_sample(BURST_S / 10) == 10
+  assert calls_per_sample(BURST_S) == calls_per_sample(1.0) == 1
+  slow = burst(lambda: time.sleep(0.01), 3)       # seconds per call, not per burst
+  assert 0.009 < slow < 0.05
 
 
 def test_cpu_devices_adds_a_data_parallel_twin_of_every_jax_row(tmp_path):
