@@ -5,8 +5,10 @@ single compile on a shared host moves by 0.1-0.2 s between runs. This
 script compiles each JAX implementation's training step (``jax.grad`` of
 the summed outputs, with respect to params and inputs, as in `speed.py`)
 ``--rounds`` times, the implementations alternating round by round, and
-prints medians of the trace-and-lower time, the compile time and their sum,
-with each sum over ``jaxrnn.scan_batch``'s (above 1: jaxrnn compiles faster).
+prints medians of the trace-and-lower time, the compile time and their
+sum in each round (so the total need not be the sum of the two medians),
+with each total over ``jaxrnn.scan_batch``'s (above 1: jaxrnn compiles
+faster).
 Each round jits a new function, so nothing comes from JAX's caches.
 
 Run: ``python benchmarks/compile_time.py`` (about a minute on 2 cores);

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # jaxrnn from this checkout
 
 PAUSES_S = (0.0, 0.001, 0.01, 0.05)
 

@@ -37,12 +37,12 @@ Method, per shape and cell:
   of them in turn, round-robin with the order rotated each round, for
   ``--repeats`` rounds (fewer for slow groups, never under 3, so that the
   default grid fits its time). Each call ends in ``block_until_ready`` (or
-  a CUDA sync). A sample is one call, or for a call under 20 ms
-  (``BURST_S``) the mean of a burst of back-to-back calls lasting about
-  20 ms after one untimed call: a short call that follows idle time runs
-  slower, torch's far more than JAX's (`benchmarks.timing`), and a
-  training loop calls back to back. Reported: the median sample, with
-  every sample and its number of calls in the JSON.
+  a CUDA sync). A sample is one call; a call under 50 ms (``WARM_S``)
+  comes after one untimed call, and one under 20 ms (``BURST_S``) is the
+  mean of a burst of back-to-back calls lasting about 20 ms: a short call
+  that follows idle time runs slower, torch's far more than JAX's
+  (`benchmarks.timing`), and a training loop calls back to back.
+  Reported: the median sample, with every sample and its plan in the JSON.
 * Memory: JAX, ``compiled.memory_analysis()``: the temporary plus output
   buffers XLA allocates for one call (arguments excluded). torch on CPU:
   the peak of bytes allocated through torch's allocator during one call,
@@ -58,8 +58,8 @@ Method, per shape and cell:
 * Threads: JAX on CPU uses XLA's thread pool over every core it can see;
   torch gets ``torch.set_num_threads`` of the same count and runs in a
   process of its own with its default OpenMP settings
-  (`benchmarks.torch_worker`), called one call at a time in the same
-  round-robin; its own clock times each call. In one process torch's
+  (`benchmarks.torch_worker`), asked for one sample at a time in the same
+  round-robin; its own clock times each sample. In one process torch's
   spinning threads and XLA's pool slow each other, and the cure used
   before (``OMP_WAIT_POLICY=PASSIVE``) made torch 1.6-19x slower than
   torch alone.
@@ -82,7 +82,6 @@ import gc
 import importlib.metadata
 import importlib.util
 import json
-import math
 import os
 import platform
 import statistics
@@ -103,7 +102,7 @@ from jax.sharding import Mesh
 
 from benchmarks import peers
 from benchmarks.peers import Absent, JaxProgram, TorchProgram
-from benchmarks.timing import burst
+from benchmarks.timing import WARM_S, burst, sample_plan
 from benchmarks.torch_worker import TorchAbsent, TorchWorker
 import jaxrnn
 from jaxrnn._cell import _row_major_transpose
@@ -121,7 +120,7 @@ PACKAGES = ["jax", "jaxlib", "flax", "equinox", "dm-haiku", "torch", "numpy"]
 
 class Runner(NamedTuple):
   """One implementation in one mode, compiled and called once."""
-  call: Callable[[int], float]   # a sample of n calls (see `burst`): seconds per call
+  call: Callable[[int, bool], float]   # a sample (n, warm) (see `burst`): seconds per call
   first_call_s: float            # the first call, compile included
   output: np.ndarray             # ys (fwd) or dL/dxs (fwd_bwd), float32
   memory_bytes: Optional[int]
@@ -130,9 +129,9 @@ class Runner(NamedTuple):
   compile_s: Optional[float] = None  # JAX: lower + compile, no run; torch: None
 
 
-def timed(fn: Callable[[], Any]) -> Callable[[int], float]:
+def timed(fn: Callable[[], Any]) -> Callable[[int, bool], float]:
   """``fn`` as a sample of ``n`` calls that returns seconds per call (`burst`)."""
-  return lambda n: burst(fn, n)
+  return lambda n, warm: burst(fn, n, warm)
 
 
 # ------------------------------------------------------------------ runners
@@ -181,7 +180,7 @@ def torch_runner(worker: TorchWorker, program: TorchProgram, xs_np, mode: str,
                           program.dtype, program.device)
   key, first, out, memory, how = worker.request("runner", module, xs_np, mode,
                                                 measure_memory)
-  return Runner(lambda n: worker.request("call", key, n), first, out, memory, how, "torch")
+  return Runner(lambda n, warm: worker.request("call", key, n, warm), first, out, memory, how, "torch")
 
 
 class Matmul(NamedTuple):
@@ -215,7 +214,7 @@ def matmul_runner(spec: Matmul, shape, gates: int, dtype: str, mode: str,
                   compile_s=compile_s)
   device = "cuda" if spec.framework == "torch cuda" else "cpu"
   key, first = worker.request("matmul", a, w, g, dtype, mode, device)
-  return Runner(lambda n: worker.request("call", key, n), first, np.zeros(()), None, "",
+  return Runner(lambda n, warm: worker.request("call", key, n, warm), first, np.zeros(()), None, "",
                 "torch")
 
 
@@ -349,26 +348,25 @@ def selected(name: str, impls: Optional[list[str]]) -> bool:
 # Idle time between a call in one process and a call in the other, so that
 # threads still spin-waiting after one call do not run beside the next.
 SWITCH_PAUSE_S = 0.01
-# A call shorter than this is timed as a burst of back-to-back calls lasting
-# about this long, after one untimed call; see the module docstring's "Timing".
-BURST_S = 0.02
-
-
-def calls_per_sample(call_s: float) -> int:
-  """How many back-to-back calls one timed sample of a ``call_s`` call makes."""
-  return max(1, math.ceil(BURST_S / max(call_s, 1e-6)))
 
 
 def time_round_robin(live, mode: str, args) -> None:
-  """Warm-up, then ``repeats`` rounds over all runners in rotating order."""
+  """Warm-up, then ``repeats`` rounds of one sample per runner, in rotating order.
+
+  Each runner's sample plan (`benchmarks.timing.sample_plan`) comes from a
+  warm call: a call timed after idle time is the slow one it corrects for.
+  """
   if not live:
     return
-  call_s = [runner.call(1) for _, runner in live]
-  burst_n = [calls_per_sample(s) for s in call_s]
-  round_s = sum(s * (n + (n > 1)) for s, n in zip(call_s, burst_n))
+  cold_s = [runner.call(1, False) for _, runner in live]
+  call_s = [runner.call(1, True) if s < WARM_S else s for s, (_, runner) in zip(cold_s, live)]
+  plans = [sample_plan(s) for s in call_s]
+  switches = 2 * sum(runner.process != "jax" for _, runner in live)
+  round_s = (sum(s * (n + warm) for s, (n, warm) in zip(call_s, plans))
+             + switches * SWITCH_PAUSE_S)
   repeats = args.repeats
   if args.budget and round_s * repeats > args.budget:
-    repeats = max(3, int(args.budget / round_s))
+    repeats = max(min(3, repeats), int(args.budget / round_s))
   times = [[] for _ in live]
   gc.collect()
   gc.disable()
@@ -381,12 +379,13 @@ def time_round_robin(live, mode: str, args) -> None:
         runner = live[k][1]
         if last is not None and runner.process != last:
           time.sleep(SWITCH_PAUSE_S)
-        times[k].append(runner.call(burst_n[k]))
+        times[k].append(runner.call(*plans[k]))
         last = runner.process
   finally:
     gc.enable()
-  for (row, _), ts, n in zip(live, times, burst_n):
-    row[mode].update(times_s=ts, median_s=statistics.median(ts), calls_per_sample=n)
+  for (row, _), ts, (n, warm) in zip(live, times, plans):
+    row[mode].update(times_s=ts, median_s=statistics.median(ts), calls_per_sample=n,
+                     warm_call=warm)
 
 
 # ------------------------------------------------------------------ output
@@ -568,7 +567,7 @@ def parse_args(argv):
   p.add_argument("--impls", type=lambda s: s.split(","),
                  help="only peers whose name contains one of these (jaxrnn always runs)")
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--budget", type=float, default=2.0,
+  p.add_argument("--budget", type=float, default=4.0,
                  help="seconds of timed rounds per group and mode; slow groups "
                       "get fewer repeats (never under 3); 0 = no cap")
   p.add_argument("--threads", type=int, help="torch threads (default: the cores JAX sees)")

@@ -205,10 +205,10 @@ def _reset(state):
   state.calls.clear()
 
 
-def _call(state, key, n=1):
+def _call(state, key, n=1, warm=False):
   """Seconds per call of a sample of ``n`` calls (`benchmarks.timing.burst`),
   measured here so that the pipe is not counted."""
-  return burst(state.calls[key], n)
+  return burst(state.calls[key], n, warm)
 
 
 OPS = {"setup": _setup, "module": _module, "runner": _runner, "matmul": _matmul,

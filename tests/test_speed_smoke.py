@@ -134,7 +134,7 @@ def test_torch_worker_answers_and_reports_what_it_cannot_run():
     # c_t = (c_{t-1} + tanh 0) / 2 = 0, so h_t = 0.
     np.testing.assert_allclose(out, np.zeros((1, 4, 2)), atol=1e-7)
     assert first > 0 and worker.request("call", key) > 0
-    assert worker.request("call", key, 5) > 0           # a burst of 5 calls
+    assert worker.request("call", key, 5, True) > 0     # a burst of 5 calls
     if not worker.info["cuda"]:
       with pytest.raises(TorchAbsent, match="no CUDA device"):
         worker.request("module", "lstm", weights, (1, 4, 3, 2), "f32", "cuda")
@@ -145,16 +145,58 @@ def test_torch_worker_answers_and_reports_what_it_cannot_run():
   assert worker.proc.returncode == 0
 
 
-def test_a_sample_of_a_short_call_is_a_burst_after_an_untimed_call():
-  from benchmarks.speed import BURST_S, calls_per_sample
-  from benchmarks.timing import burst
+def test_a_sample_is_a_burst_of_calls_after_an_untimed_one():
+  from benchmarks.timing import BURST_S, WARM_S, burst, sample_plan
   calls = []
-  assert burst(lambda: calls.append(1), 1) >= 0 and len(calls) == 1
-  assert burst(lambda: calls.append(1), 4) >= 0 and len(calls) == 1 + 5
-  assert calls_per_sample(BURST_S / 10) == 10
-  assert calls_per_sample(BURST_S) == calls_per_sample(1.0) == 1
-  slow = burst(lambda: time.sleep(0.01), 3)       # seconds per call, not per burst
-  assert 0.009 < slow < 0.05
+  assert burst(lambda: calls.append(1), 1, warm=False) >= 0 and len(calls) == 1
+  assert burst(lambda: calls.append(1), 4, warm=True) >= 0 and len(calls) == 1 + 5
+  assert sample_plan(BURST_S / 10) == (10, True)
+  assert sample_plan(BURST_S) == (1, True)
+  assert sample_plan(WARM_S) == (1, False)
+  per_call = burst(lambda: time.sleep(0.01), 5, warm=True)   # per call, not per burst
+  assert 0.009 < per_call < 0.02
+
+
+def test_torch_worker_times_a_sample_as_speed_asks():
+  from benchmarks import torch_worker
+
+  class State:
+    calls = {0: lambda: counted.append(1)}
+  counted = []
+  assert torch_worker._call(State, 0, 5, True) >= 0 and len(counted) == 6
+  assert torch_worker._call(State, 0) >= 0 and len(counted) == 7     # default: one call
+
+
+def test_round_robin_plans_samples_from_warm_calls_and_keeps_its_budget():
+  from argparse import Namespace
+  from benchmarks import speed
+
+  class Fake:
+    """A runner whose calls take ``warm_s``, or ``cold_s`` when not warmed."""
+    def __init__(self, warm_s, cold_s, process="jax"):
+      self.warm_s, self.cold_s, self.process, self.asked = warm_s, cold_s, process, []
+
+    def call(self, n, warm):
+      self.asked.append((n, warm))
+      return self.warm_s if warm else self.cold_s
+
+  short = Fake(0.002, 0.02, "torch")       # 2 ms back to back, 20 ms after idle
+  long = Fake(0.5, 0.5)
+  rows = [{"fwd": {}}, {"fwd": {}}]
+  speed.time_round_robin([(rows[0], short), (rows[1], long)], "fwd",
+                         Namespace(repeats=5, budget=0))
+  # the short call's plan comes from its warm probe (2 ms: 10 calls), not its cold one
+  assert short.asked[:2] == [(1, False), (1, True)] and long.asked[:1] == [(1, False)]
+  assert short.asked[2:] == [(10, True)] * 5 and long.asked[1:] == [(1, False)] * 5
+  assert rows[0]["fwd"]["calls_per_sample"] == 10 and rows[0]["fwd"]["warm_call"]
+  assert rows[0]["fwd"]["median_s"] == 0.002 and rows[1]["fwd"]["times_s"] == [0.5] * 5
+  # A 2 s budget over a round of about 0.55 s: 3 rounds, never more than --repeats.
+  rows = [{"fwd": {}}, {"fwd": {}}]
+  speed.time_round_robin([(rows[0], Fake(0.002, 0.002)), (rows[1], Fake(0.5, 0.5))], "fwd",
+                         Namespace(repeats=5, budget=2.0))
+  assert len(rows[0]["fwd"]["times_s"]) == 3
+  speed.time_round_robin([(rows[0], Fake(0.5, 0.5))], "fwd", Namespace(repeats=2, budget=0.1))
+  assert len(rows[0]["fwd"]["times_s"]) == 2
 
 
 def test_cpu_devices_adds_a_data_parallel_twin_of_every_jax_row(tmp_path):
