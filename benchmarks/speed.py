@@ -1,6 +1,6 @@
 """Is jaxrnn fast? Its LSTM, GRU and simple RNN timed beside every peer, on this machine.
 
-Run ``python benchmarks/speed.py`` (about 5 minutes on 2 CPU cores) or
+Run ``python benchmarks/speed.py`` (about 6 minutes on 2 CPU cores) or
 ``--quick`` (seconds). Options: ``--shapes 32,128,256,256 1,512,128,128``
 (B,T,I,H each), ``--dtype f32|bf16``, ``--sweep-t 16,64,256,1024,4096``
 (how cost grows with T at ``--sweep-base B,I,H``), ``--cells lstm,gru``,
