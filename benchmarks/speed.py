@@ -180,7 +180,8 @@ def torch_runner(worker: TorchWorker, program: TorchProgram, xs_np, mode: str,
                           program.dtype, program.device)
   key, first, out, memory, how = worker.request("runner", module, xs_np, mode,
                                                 measure_memory)
-  return Runner(lambda n, warm: worker.request("call", key, n, warm), first, out, memory, how, "torch")
+  return Runner(lambda n, warm: worker.request("call", key, n, warm), first, out, memory,
+                how, "torch")
 
 
 class Matmul(NamedTuple):
@@ -214,8 +215,8 @@ def matmul_runner(spec: Matmul, shape, gates: int, dtype: str, mode: str,
                   compile_s=compile_s)
   device = "cuda" if spec.framework == "torch cuda" else "cpu"
   key, first = worker.request("matmul", a, w, g, dtype, mode, device)
-  return Runner(lambda n, warm: worker.request("call", key, n, warm), first, np.zeros(()), None, "",
-                "torch")
+  return Runner(lambda n, warm: worker.request("call", key, n, warm), first, np.zeros(()),
+                None, "", "torch")
 
 
 # ------------------------------------------------------------------ one group
@@ -569,7 +570,8 @@ def parse_args(argv):
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--budget", type=float, default=4.0,
                  help="seconds of timed rounds per group and mode; slow groups "
-                      "get fewer repeats (never under 3); 0 = no cap")
+                      "get fewer repeats (never under 3, or --repeats if fewer); "
+                      "0 = no cap")
   p.add_argument("--threads", type=int, help="torch threads (default: the cores JAX sees)")
   p.add_argument("--cpu-devices", type=int, default=1,
                  help="split the CPU into this many JAX devices and run every JAX "

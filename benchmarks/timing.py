@@ -11,10 +11,11 @@ back, 2.6-4.9 ms after 10 ms idle and 13.7 ms after 50 ms; jaxrnn's took
 2.3-2.9, 3.1-3.3 and 3.3-3.5 ms. The penalty shrinks as calls grow: at
 B=16, T=256, H=128 torch's 8 ms forward took 1.64x as long after 50 ms
 idle and its 24 ms training step 1.08x (jaxrnn's 1.11x and 1.02x), and at
-B=32, H=256 (70-100 ms calls) idle time changed neither (0.96-1.02x). A training or inference loop calls back
-to back, so a call shorter than ``WARM_S`` is timed after one untimed call
-that wakes the threads, and one shorter than ``BURST_S`` as the mean of a
-burst of back-to-back calls lasting about ``BURST_S``.
+B=32, H=256 (70-100 ms calls) idle time changed neither (0.96-1.02x). A
+training or inference loop calls back to back, so a call shorter than
+``WARM_S`` is timed after one untimed call that wakes the threads, and one
+shorter than ``BURST_S`` as the mean of a burst of back-to-back calls
+lasting about ``BURST_S``.
 """
 
 from __future__ import annotations
