@@ -15,13 +15,15 @@
 # absent); jaxrnn runs from this checkout, not installed. Writes the logs
 # and the benchmark's JSON and PNG to OUT_DIR (default results/gpu). Options
 # after it go to speed.py (--quick: the benchmark part in seconds).
+# TEST_WORKERS (default 4) test processes share the GPU; TEST_TIMEOUT_S
+# (default 1800) stops the tests so that the benchmark still runs.
 set -uo pipefail
 out=results/gpu
 if [[ $# -gt 0 && $1 != -* ]]; then out=$1; shift; fi
 mkdir -p "$out" && out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-# Four test processes share the GPU: none may take most of its memory up front.
+# The test processes share the GPU: none may take most of its memory up front.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 unset JAX_PLATFORMS               # the tests' cuDNN stand-in runs on the CPU beside the GPU
 python=${PYTHON:-python3}
@@ -29,7 +31,8 @@ python=${PYTHON:-python3}
 "$python" -c "import jax; from jaxrnn._cells import lstm_cudnn
 print(jax.__version__, jax.devices(), 'cuDNN path:', lstm_cudnn.platform_reason() or 'runs')" \
     2>&1 | tee "$out/devices.txt"
-"$python" -m pytest -q -n 4 -p no:cacheprovider tests/test_cudnn.py tests/test_scan_batch.py \
+timeout "${TEST_TIMEOUT_S:-1800}" "$python" -m pytest -q -n "${TEST_WORKERS:-4}" \
+    -p no:cacheprovider tests/test_cudnn.py tests/test_scan_batch.py \
     tests/test_fused.py tests/test_cells.py 2>&1 | tee "$out/tests.txt"
 tests=${PIPESTATUS[0]}
 "$python" benchmarks/speed.py --cells lstm,gru \

@@ -119,7 +119,7 @@ def cast(tree, dtype):
 
 # ---------------------------------------------------------------- jaxrnn
 
-def build_jaxrnn(kind, params, dtype, shape, unroll=1, fused=True):
+def build_jaxrnn(kind, params, dtype, shape, unroll=None, fused=True):
   cell = KINDS[kind].make(shape[3], dtype)
   cell = cell if fused else jaxrnn.unfused(cell)
 
@@ -128,7 +128,7 @@ def build_jaxrnn(kind, params, dtype, shape, unroll=1, fused=True):
   return JaxProgram(apply, cast(params, dtype))
 
 
-def build_jaxrnn_batch(kind, params, dtype, shape, use_cudnn=False):
+def build_jaxrnn_batch(kind, params, dtype, shape, use_cudnn=False, unroll=None):
   cell = KINDS[kind].make(shape[3], dtype)
   if use_cudnn:
     reason = lstm_cudnn.platform_reason()
@@ -137,7 +137,7 @@ def build_jaxrnn_batch(kind, params, dtype, shape, use_cudnn=False):
     cell = jaxrnn.lstm(shape[3], use_cudnn=True)     # raises where cuDNN cannot run
 
   def apply(p, xs):
-    return jaxrnn.scan_batch(cell, p, xs)[1]
+    return jaxrnn.scan_batch(cell, p, xs, unroll=unroll)[1]
   return JaxProgram(apply, cast(params, dtype))
 
 
@@ -297,3 +297,14 @@ PEERS = [
     Peer("torch (cuda, cuDNN)", ("lstm", "gru", "rnn"), torch_builder("cuda"), "torch"),
     Peer("jax.experimental.rnn (cuDNN)", ("lstm",), build_jax_cudnn, None),
 ]
+
+
+def unrolled(unrolls) -> list[Peer]:
+  """jaxrnn's ``scan`` and ``scan_batch`` rows at each of ``unrolls`` (speed.py's
+  ``--unroll``): on a GPU each loop iteration costs a few microseconds of
+  launches whatever its size, and unrolling amortises it."""
+  rows = [Peer(f"jaxrnn unroll={n}", ("lstm", "gru", "rnn"), partial(build_jaxrnn, unroll=n),
+               None) for n in unrolls]
+  rows += [Peer(f"jaxrnn.scan_batch unroll={n}", ("lstm", "gru", "rnn", "rnn_relu"),
+                partial(build_jaxrnn_batch, unroll=n), None) for n in unrolls]
+  return [peer for peer in rows if peer.name not in {p.name for p in PEERS}]

@@ -5,7 +5,8 @@ Run ``python benchmarks/speed.py`` (about 6 minutes on 2 CPU cores) or
 (B,T,I,H each), ``--dtype f32|bf16``, ``--sweep-t 16,64,256,1024,4096``
 (how cost grows with T at ``--sweep-base B,I,H``), ``--cells lstm,gru``,
 ``--cpu-devices 2`` (every JAX row also run data-parallel over 2 CPU
-devices), ``--sync-dispatch`` (JAX's CPU calls run on the calling thread),
+devices), ``--unroll 8,16`` (jaxrnn's loops also unrolled 8 and 16 times),
+``--sync-dispatch`` (JAX's CPU calls run on the calling thread),
 ``--repeats``, ``--out results/speed.json`` (the PNG goes beside it).
 
 Lives here: the timing harness, the equality check, the figures, the table,
@@ -20,13 +21,14 @@ Method, per shape and cell:
   max abs error <= 1e-4 (f32; gradients relative to their largest entry) or
   5e-2 (bf16, where jaxrnn keeps a float32 carry and the peers do not).
   On a GPU, float32 gets 1e-2: XLA's matmuls and cuDNN's RNNs (JAX's and
-  torch's) multiply float32 in TF32 there by default (a first guess, not
-  yet set by a GPU run; the JSON keeps every error). The table's "check"
-  column says which passed.
+  torch's) multiply float32 in TF32 there by default (the largest error
+  seen on an H200 was 2.3e-3; the JSON keeps every error). The table's
+  "check" column says which passed.
 * Forward: ``ys = f(params, xs [B, T, I])``. jaxrnn's is
-  ``jax.jit(jax.vmap(lambda x: jaxrnn.scan(cell, params, x)))``, the row
-  every ratio is taken against; "jaxrnn unroll=4" passes ``unroll=4`` and
-  "jaxrnn.unfused" runs ``jaxrnn.unfused(cell)`` (input matmul inside the
+  ``jax.jit(jax.vmap(lambda x: jaxrnn.scan(cell, params, x)))`` at the
+  default unroll (1 on CPU, 8 on a GPU), the row every ratio is taken
+  against; "jaxrnn unroll=4" passes ``unroll=4`` (``--unroll`` adds
+  more) and "jaxrnn.unfused" runs ``jaxrnn.unfused(cell)`` (input matmul inside the
   step, no fused kernel), so a user sees which form suits the shape; torch runs
   under ``torch.no_grad()``. Forward+backward: the gradient of
   ``L = sum(ys)`` with respect to the params and the inputs
@@ -265,7 +267,7 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
   n = args.cpu_devices
   mesh = data_mesh(jax.devices("cpu")[:n]) if n > 1 and B % n == 0 else None
   rows, programs = [], []
-  for peer in peers.PEERS:
+  for peer in peers.PEERS + peers.unrolled(args.unroll):
     if kind not in peer.kinds or not selected(peer.name, args.impls):
       continue
     row = {"impl": peer.name, "status": "ok", "reason": ""}
@@ -567,6 +569,10 @@ def parse_args(argv):
                  help=f"cell kinds, from {','.join(peers.KINDS)} (default all)")
   p.add_argument("--impls", type=lambda s: s.split(","),
                  help="only peers whose name contains one of these (jaxrnn always runs)")
+  p.add_argument("--unroll", type=parse_ints, default=(),
+                 help="also time jaxrnn's scan and scan_batch at these unroll "
+                      "factors, e.g. 8,16 (rows 'jaxrnn unroll=N' and "
+                      "'jaxrnn.scan_batch unroll=N'; 'jaxrnn unroll=4' is a row already)")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--budget", type=float, default=4.0,
                  help="seconds of timed rounds per group and mode; slow groups "
@@ -648,7 +654,9 @@ def start_torch(args) -> tuple[Optional[TorchWorker], dict]:
   """torch's worker process, if torch is installed and selected; and the threads."""
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   threads = {"xla": cores, "torch": None}
-  if importlib.util.find_spec("torch") is None or not selected("torch", args.impls):
+  wanted = any(selected(peer.name, args.impls) for peer in peers.PEERS
+               if peer.package == "torch")
+  if importlib.util.find_spec("torch") is None or not wanted:
     return None, threads
   worker = TorchWorker(args.threads or cores)
   threads["torch"] = worker.info["threads"]

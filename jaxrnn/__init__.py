@@ -43,6 +43,7 @@ from jaxrnn._layers import rnn as rnn
 from jaxrnn._layers import stack as stack
 from jaxrnn._malloc import malloc_tuning as malloc_tuning
 from jaxrnn._malloc import tune_malloc as tune_malloc
+from jaxrnn._scan import default_unroll as default_unroll
 from jaxrnn._scan import scan as scan
 from jaxrnn._scan_batch import scan_batch as scan_batch
 from jaxrnn._trace import record as record

@@ -96,8 +96,9 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
 Layer = Union[Cell, Seq]
 
 
-def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool = 1) -> Seq:
-  """A `Seq` that runs ``cell`` over the sequence with `jaxrnn.scan`.
+def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None) -> Seq:
+  """A `Seq` that runs ``cell`` over the sequence with `jaxrnn.scan`
+  (`jaxrnn.scan_batch` in `apply_batch`); ``unroll`` as there.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> layer = jaxrnn.rnn(jaxrnn.gru(8))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
-from jaxrnn._scan import _describe, scan
+from jaxrnn._scan import _describe, default_unroll, scan
 
 def scan_batch(
     cell: Cell,
@@ -24,7 +24,7 @@ def scan_batch(
     mask: Optional[Array] = None,
     resets: Optional[Array] = None,
     reverse: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
 ) -> tuple[Carry, Array]:
   """Runs ``cell`` over a batch ``xs [B, T, I]``: ``(carry, ys [B, T, O])``.
 
@@ -35,7 +35,8 @@ def scan_batch(
                                             unroll=unroll))(xs, carry, mask, resets)
 
   with ``carry``, ``mask`` (bool[B, T]) and ``resets`` (bool[B, T]) batched
-  along their first axis, or None. A cell with a batched kernel
+  along their first axis, or None, and ``unroll`` as there (None: 8 on a
+  GPU, 1 elsewhere, `jaxrnn.default_unroll`). A cell with a batched kernel
   (``cell.batched``) runs it whenever there are no resets: one loop for
   the whole batch whose backward computes the weight gradients as single
   matmuls. The standard `jaxrnn.lstm` and `jaxrnn.gru` have hand-written
@@ -76,6 +77,7 @@ def scan_batch(
         f"sequences [B, T, I] (rank 3). Fix: for one sequence use "
         f"jaxrnn.scan, or xs[None] for a batch of one.")
   B, T = shape[:2]
+  unroll = default_unroll() if unroll is None else unroll
   mask = _check_batch_flags("mask", mask, B, T)
   resets = _check_batch_flags("resets", resets, B, T)
   if carry is not None:

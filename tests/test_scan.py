@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
+from jaxprs import equations
 
 T, I, H = 7, 3, 4
 
@@ -165,6 +166,27 @@ def test_unroll_gives_the_same_result():
     unrolled = scan(unroll=unroll, reverse=reverse)(PARAMS, XS, mask=mask, resets=resets)
     rolled = (RUN_REVERSE if reverse else RUN)(PARAMS, XS, mask=mask, resets=resets)
     assert_trees_close(unrolled, rolled)
+
+
+def test_unroll_defaults_to_8_on_a_gpu_and_1_elsewhere(monkeypatch):
+  lstm = jaxrnn.lstm(H)
+  cells = {"fused": (CELL, PARAMS), "plain loop": (jaxrnn.unfused(CELL), PARAMS),
+           "hand-written batched": (lstm, random_params(lstm, I, seed=1))}
+  xs = jnp.ones((4, T, I))
+  runs = {"scan": lambda cell, p: jax.vmap(lambda x: jaxrnn.scan(cell, p, x))(xs),
+          "scan_batch": lambda cell, p: jaxrnn.scan_batch(cell, p, xs)}
+
+  def unrolls(run, cell, params):
+    jaxpr = jax.make_jaxpr(lambda p: run(cell, p))(params)
+    return {eqn.params["unroll"] for eqn in equations(jaxpr) if eqn.primitive.name == "scan"}
+
+  for backend, want in (("cpu", {1}), ("gpu", {8})):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    for run_name, run in runs.items():
+      for cell_name, (cell, params) in cells.items():
+        assert unrolls(run, cell, params) == want, (backend, run_name, cell_name)
+    explicit = lambda cell, p: jaxrnn.scan_batch(cell, p, xs, unroll=2)
+    assert unrolls(explicit, CELL, PARAMS) == {2}
 
 
 def test_a_jitted_function_over_a_cell_traces_once():

@@ -30,7 +30,7 @@ def quick_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("speed") / "speed.json"
   proc = subprocess.run(
       [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick",
-       "--out", str(out)],
+       "--unroll", "2", "--out", str(out)],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout, json.loads(out.read_text()), out.with_suffix(".png"), proc.stderr
@@ -77,6 +77,14 @@ def test_every_row_that_ran_is_checked(quick_run):
                 and not l.startswith("| implementation")]
   for line in table_rows:
     assert "| checked |" in line or "| n/a |" in line or "absent:" in line, line
+
+
+def test_unroll_adds_jaxrnn_rows(quick_run):
+  _, report, _, _ = quick_run
+  for group in report["groups"]:
+    names = {r["impl"] for r in group["rows"]}
+    assert ("jaxrnn unroll=2" in names) == (group["kind"] in ("lstm", "gru", "rnn"))
+    assert ("jaxrnn.scan_batch unroll=2" in names) == (group["kind"] != "gru_reset_before")
 
 
 def test_absent_peers_are_listed(quick_run):
