@@ -280,7 +280,9 @@ def build_jax_cudnn(kind, params, dtype, shape):
 PEERS = [
     Peer("jaxrnn", tuple(KINDS), build_jaxrnn, None),
     Peer("jaxrnn unroll=4", ("lstm", "gru"), partial(build_jaxrnn, unroll=4), None),
-    Peer("jaxrnn.unfused", ("lstm", "gru", "rnn"), partial(build_jaxrnn, fused=False), None),
+    # A plain lax.scan of the step, as one writes it by hand: unroll=1 everywhere.
+    Peer("jaxrnn.unfused", ("lstm", "gru", "rnn"), partial(build_jaxrnn, unroll=1, fused=False),
+         None),
     # Batched kernels: the LSTM's and GRU's hand-written ones, the simple
     # RNN's generic one; Cho's GRU has none (scan_batch is vmap(scan) there).
     Peer("jaxrnn.scan_batch", ("lstm", "gru", "rnn", "rnn_relu"), build_jaxrnn_batch, None),
@@ -303,8 +305,8 @@ def unrolled(unrolls) -> list[Peer]:
   """jaxrnn's ``scan`` and ``scan_batch`` rows at each of ``unrolls`` (speed.py's
   ``--unroll``): on a GPU each loop iteration costs a few microseconds of
   launches whatever its size, and unrolling amortises it."""
-  rows = [Peer(f"jaxrnn unroll={n}", ("lstm", "gru", "rnn"), partial(build_jaxrnn, unroll=n),
-               None) for n in unrolls]
+  rows = [Peer(f"jaxrnn unroll={n}", tuple(KINDS), partial(build_jaxrnn, unroll=n), None)
+          for n in unrolls]
   rows += [Peer(f"jaxrnn.scan_batch unroll={n}", ("lstm", "gru", "rnn", "rnn_relu"),
                 partial(build_jaxrnn_batch, unroll=n), None) for n in unrolls]
   return [peer for peer in rows if peer.name not in {p.name for p in PEERS}]

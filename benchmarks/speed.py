@@ -28,9 +28,10 @@ Method, per shape and cell:
   ``jax.jit(jax.vmap(lambda x: jaxrnn.scan(cell, params, x)))`` at the
   default unroll (1 on CPU, 8 on a GPU), the row every ratio is taken
   against; "jaxrnn unroll=4" passes ``unroll=4`` (``--unroll`` adds
-  more) and "jaxrnn.unfused" runs ``jaxrnn.unfused(cell)`` (input matmul inside the
-  step, no fused kernel), so a user sees which form suits the shape; torch runs
-  under ``torch.no_grad()``. Forward+backward: the gradient of
+  more) and "jaxrnn.unfused" runs ``jaxrnn.unfused(cell)`` at unroll=1
+  (input matmul inside the step, no fused kernel: a plain ``lax.scan``),
+  so a user sees which form suits the shape; torch runs under
+  ``torch.no_grad()``. Forward+backward: the gradient of
   ``L = sum(ys)`` with respect to the params and the inputs
   (``jax.jit(jax.grad(L, argnums=(0, 1)))``; ``torch.autograd.grad``).
 * Timing: every implementation is called once (the first call, compile
@@ -267,8 +268,9 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
   n = args.cpu_devices
   mesh = data_mesh(jax.devices("cpu")[:n]) if n > 1 and B % n == 0 else None
   rows, programs = [], []
-  for peer in peers.PEERS + peers.unrolled(args.unroll):
-    if kind not in peer.kinds or not selected(peer.name, args.impls):
+  unrolled = peers.unrolled(args.unroll)      # asked for by name: --impls does not apply
+  for peer in peers.PEERS + unrolled:
+    if kind not in peer.kinds or not (peer in unrolled or selected(peer.name, args.impls)):
       continue
     row = {"impl": peer.name, "status": "ok", "reason": ""}
     rows.append(row)
@@ -572,7 +574,8 @@ def parse_args(argv):
   p.add_argument("--unroll", type=parse_ints, default=(),
                  help="also time jaxrnn's scan and scan_batch at these unroll "
                       "factors, e.g. 8,16 (rows 'jaxrnn unroll=N' and "
-                      "'jaxrnn.scan_batch unroll=N'; 'jaxrnn unroll=4' is a row already)")
+                      "'jaxrnn.scan_batch unroll=N', whatever --impls says; "
+                      "'jaxrnn unroll=4' is a row already)")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--budget", type=float, default=4.0,
                  help="seconds of timed rounds per group and mode; slow groups "

@@ -65,7 +65,7 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   ``mask`` and ``resets`` (``bool[B, T]``) batched, or None. Layers built by
   `rnn`, `stack` and `bidirectional` run their ``apply_batch``, which reaches
   the batched kernels of `jaxrnn.scan_batch` (for training, the faster
-  path); a hand-written Seq without one is vmapped.
+  path on CPU); a hand-written Seq without one is vmapped.
   With a ``key``, dropout draws every example's mask from that one key, so
   the draws differ from a vmap over per-example keys (same distribution).
   Where a kernel runs (no resets) it is reverse mode only, as in

@@ -59,7 +59,8 @@ def scan(
       ``cell.initial_carry(params)`` before the step (episode bounds).
     reverse: run from ``t = T-1`` down to 0; ``ys`` stays in input order.
     unroll: steps per loop iteration, passed to `jax.lax.scan`; None (the
-      default) is `default_unroll()`: 8 on a GPU, 1 elsewhere.
+      default) is `default_unroll()`: 8 where JAX's default backend is a
+      GPU, 1 elsewhere.
 
   Raises:
     ValueError: at trace time, for a batched ``xs``, a mask or resets of the
@@ -120,9 +121,12 @@ def scan(
 
 # On a GPU each iteration of XLA's loop costs a fixed few microseconds of
 # kernel launches, however little it computes: unrolled 8 times, training
-# took 0.35-0.57x the time of unroll=1 at B = 1 and 32 and 0.65-0.79x at
-# B = 128 (H200, f32, LSTM and GRU, `benchmarks/SPEED.md`, "On a GPU"),
-# and 16 gained little more. On CPU the iteration costs little, unroll=4
+# took 0.35-0.57x the time of unroll=1 at B = 1 and 32 and 0.72-0.76x at
+# B = 128 (H200, f32, LSTM and GRU, one run side by side;
+# `benchmarks/SPEED.md`, "On a GPU"), and 16 gained little more. Read from
+# the default backend: a program jitted for the CPU of a GPU host gets 8
+# too, which there mostly costs compile time (unroll=4 did not slow CPU
+# training). On CPU the iteration costs little, unroll=4
 # did not help training, and it doubles compile time: 1 stays.
 GPU_UNROLL = 8
 

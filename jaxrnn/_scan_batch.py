@@ -35,17 +35,17 @@ def scan_batch(
                                             unroll=unroll))(xs, carry, mask, resets)
 
   with ``carry``, ``mask`` (bool[B, T]) and ``resets`` (bool[B, T]) batched
-  along their first axis, or None, and ``unroll`` as there (None: 8 on a
-  GPU, 1 elsewhere, `jaxrnn.default_unroll`). A cell with a batched kernel
-  (``cell.batched``) runs it whenever there are no resets: one loop for
-  the whole batch whose backward computes the weight gradients as single
-  matmuls. The standard `jaxrnn.lstm` and `jaxrnn.gru` have hand-written
-  ones (forward+backward 1.4-1.7x faster than the per-example path at
-  B = 16 and 32 on 2 CPU cores, 1.5-1.7x at B = 2 and 4, as fast or 1.15x
-  faster at B = 1; see `jaxrnn._cells.lstm_batched`); every other
-  `jaxrnn.fused_cell` declared ``additive`` with a ``project`` (the LSTM
-  variants, the simple RNN, your own) has a generic one (1.1-1.6x faster
-  than the per-example path at B = 4 to 128 on one CPU device; see
+  along their first axis, or None, and ``unroll`` as there (None: 8 where
+  JAX's default backend is a GPU, 1 elsewhere; `jaxrnn.default_unroll`). A
+  cell with a batched kernel (``cell.batched``) runs it whenever there are
+  no resets: one loop for the whole batch whose backward computes the weight
+  gradients as single matmuls. The standard `jaxrnn.lstm` and `jaxrnn.gru`
+  have hand-written ones (forward+backward 1.4-1.7x faster than the
+  per-example path at B = 16 and 32 on 2 CPU cores, 1.5-1.7x at B = 2 and 4,
+  as fast or 1.15x faster at B = 1; see `jaxrnn._cells.lstm_batched`); every
+  other `jaxrnn.fused_cell` declared ``additive`` with a ``project`` (the
+  LSTM variants, the simple RNN, your own) has a generic one (1.1-1.6x
+  faster than the per-example path at B = 4 to 128 on one CPU device; see
   `jaxrnn._fused_batch`).
   Either kernel is a `jax.custom_vjp`: `jax.grad`, `jax.vjp` and
   `jax.jit` work, forward mode (`jax.jvp`, `jax.hessian`) does not; use

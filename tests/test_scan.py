@@ -174,7 +174,12 @@ def test_unroll_defaults_to_8_on_a_gpu_and_1_elsewhere(monkeypatch):
            "hand-written batched": (lstm, random_params(lstm, I, seed=1))}
   xs = jnp.ones((4, T, I))
   runs = {"scan": lambda cell, p: jax.vmap(lambda x: jaxrnn.scan(cell, p, x))(xs),
-          "scan_batch": lambda cell, p: jaxrnn.scan_batch(cell, p, xs)}
+          "scan_batch": lambda cell, p: jaxrnn.scan_batch(cell, p, xs),
+          # the layers, and the backward loops of the gradient
+          "rnn layer": lambda cell, p: jaxrnn.rnn(cell).apply(p, xs[0]),
+          "rnn layer, batch": lambda cell, p: jaxrnn.apply_batch(jaxrnn.rnn(cell), p, xs),
+          "grad": lambda cell, p: jax.grad(
+              lambda p: jaxrnn.scan_batch(cell, p, xs)[1].sum())(p)}
 
   def unrolls(run, cell, params):
     jaxpr = jax.make_jaxpr(lambda p: run(cell, p))(params)

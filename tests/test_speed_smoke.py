@@ -82,9 +82,41 @@ def test_every_row_that_ran_is_checked(quick_run):
 def test_unroll_adds_jaxrnn_rows(quick_run):
   _, report, _, _ = quick_run
   for group in report["groups"]:
-    names = {r["impl"] for r in group["rows"]}
-    assert ("jaxrnn unroll=2" in names) == (group["kind"] in ("lstm", "gru", "rnn"))
-    assert ("jaxrnn.scan_batch unroll=2" in names) == (group["kind"] != "gru_reset_before")
+    rows = {r["impl"]: r for r in group["rows"]}
+    assert rows["jaxrnn unroll=2"]["status"] == "ok"          # every kind
+    assert ("jaxrnn.scan_batch unroll=2" in rows) == (group["kind"] != "gru_reset_before")
+
+
+def test_unrolled_rows_run_their_unroll():
+  import jax
+  import jax.numpy as jnp
+  from jaxprs import equations
+  B, T, I, H = shape = (2, 8, 3, 4)
+  params = peers.KINDS["lstm"].make(H, jnp.float32).init(jax.random.key(0), I)
+  xs = jnp.ones((B, T, I))
+  for peer in peers.unrolled((2, 3)):
+    program = peer.build("lstm", params, jnp.float32, shape)
+    jaxpr = jax.make_jaxpr(program.apply)(program.params, xs)
+    unrolls = {e.params["unroll"] for e in equations(jaxpr) if e.primitive.name == "scan"}
+    assert unrolls == {int(peer.name[-1])}, (peer.name, unrolls)
+
+
+def test_torch_starts_when_any_torch_row_is_asked_for(monkeypatch):
+  from benchmarks import speed
+  started = []
+
+  class Worker:
+    def __init__(self, threads):
+      started.append(threads)
+      self.info = {"threads": threads}
+  monkeypatch.setattr(speed, "TorchWorker", Worker)
+  monkeypatch.setattr(speed.importlib.util, "find_spec", lambda name: object())
+  for impls, wanted in ((None, True), (["torch (cuda"], True), (["torch"], True),
+                        (["unroll="], False), (["flax"], False)):
+    started.clear()
+    args = speed.parse_args([] if impls is None else ["--impls", ",".join(impls)])
+    worker, _ = speed.start_torch(args)
+    assert (worker is not None) == wanted == bool(started), impls
 
 
 def test_absent_peers_are_listed(quick_run):

@@ -83,8 +83,8 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
   ``loss_fn(params, example)`` is written for one example (a slice of
   ``batch`` along its leading axis) and returns ``(loss_sum, count,
   metric_sums)``; see `batch_loss`. With ``batched=True`` it takes the
-  whole batch, which lets it run `jaxrnn.scan_batch`, the faster path for
-  training the LSTM, its variants, the GRU and the simple RNN. Build the
+  whole batch, which lets it run `jaxrnn.scan_batch`, the faster path on
+  CPU for training the LSTM, its variants, the GRU and the simple RNN. Build the
   step once
   and call it in a loop: it compiles once. With a batch sharded across
   devices and the state replicated (`jaxrnn.train.shard_batch`,
