@@ -123,11 +123,10 @@ def scan(
 # kernel launches, however little it computes: unrolled 8 times, training
 # took 0.35-0.57x the time of unroll=1 at B = 1 and 32 and 0.72-0.76x at
 # B = 128 (H200, f32, LSTM and GRU, one run side by side;
-# `benchmarks/SPEED.md`, "On a GPU"), and 16 gained little more. Read from
-# the default backend: a program jitted for the CPU of a GPU host gets 8
-# too, which there mostly costs compile time (unroll=4 did not slow CPU
-# training). On CPU the iteration costs little, unroll=4
-# did not help training, and it doubles compile time: 1 stays.
+# `benchmarks/SPEED.md`, "On a GPU"), and 16 gained little more. On CPU the
+# iteration costs little, unroll=4 did not help training, and it doubles
+# compile time: 1 stays. Read from the default backend, so a program jitted
+# for the CPU of a GPU host gets 8 too, which there costs compile time.
 GPU_UNROLL = 8
 
 

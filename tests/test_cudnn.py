@@ -296,4 +296,3 @@ def test_layers_reach_the_cudnn_path(cudnn):
   # the forward and the reversed direction
   jaxpr = jax.make_jaxpr(run(layer(use_cudnn=True)))(params)
   assert sum(eqn.primitive.name == "rnn_fwd" for eqn in equations(jaxpr)) == 2
-

@@ -8,8 +8,9 @@ XLA kernel it falls back to (`lstm_batched.py`), the LSTM's definition
 
 Why: on an NVIDIA GPU, cuDNN's LSTM is the standard to meet (PyTorch and
 Keras run it by default), and a well-kept library often beats a
-hand-written kernel (not here, as measured below). JAX calls it in `jax.experimental.rnn`. This module maps jaxrnn's
-params to its flat weight vector (`cudnn_weights`: a few transposes and a
+hand-written kernel (not here, as measured below). JAX calls it in
+`jax.experimental.rnn`. This module maps jaxrnn's params to its flat
+weight vector (`cudnn_weights`: a few transposes and a
 concatenation, differentiated by JAX, so the gradients come back in
 jaxrnn's layout) and makes the call compose with `jax.vmap`: JAX's cuDNN
 primitive has no batching rule, so under `vmap` each member runs as its own
@@ -44,8 +45,8 @@ along the batch.
 Status: run on one H200 (2026-12-04, jax 0.11.2): `tests/test_cudnn.py`'s
 `test_cudnn_on_this_machine` passes (cuDNN's kernels equal the XLA kernel
 to 1e-5, values and gradients, both directions), and so does the
-benchmark's check. It is slower than jaxrnn's XLA kernel at every shape
-measured: the training step took 1.5-2.6x the time of ``scan_batch`` at
+benchmark's check. It trains slower than jaxrnn's XLA kernel at every
+shape measured: the training step took 1.5-2.6x the time of ``scan_batch`` at
 its GPU default unroll=8, and at B = 1 7-9x torch's own cuDNN LSTM, so the
 cost is in JAX's binding (``benchmarks/SPEED.md``, "On a GPU"). Hence
 ``use_cudnn=False`` by default. On CPU, `tests/test_cudnn.py` runs the path
