@@ -302,11 +302,15 @@ PEERS = [
 
 
 def unrolled(unrolls) -> list[Peer]:
-  """jaxrnn's ``scan`` and ``scan_batch`` rows at each of ``unrolls`` (speed.py's
-  ``--unroll``): on a GPU each loop iteration costs a few microseconds of
-  launches whatever its size, and unrolling amortises it."""
+  """jaxrnn's ``scan``, ``scan_batch`` and ``unfused`` rows at each of
+  ``unrolls`` (speed.py's ``--unroll``): on a GPU each loop iteration costs a
+  few microseconds of launches whatever its size, and unrolling amortises
+  it. The unfused rows are a custom cell without `jaxrnn.fused_cell`, which
+  gets the unroll from `jaxrnn.scan` but no fused kernel."""
   rows = [Peer(f"jaxrnn unroll={n}", tuple(KINDS), partial(build_jaxrnn, unroll=n), None)
           for n in unrolls]
+  rows += [Peer(f"jaxrnn.unfused unroll={n}", ("lstm", "gru", "rnn"),
+                partial(build_jaxrnn, unroll=n, fused=False), None) for n in unrolls]
   rows += [Peer(f"jaxrnn.scan_batch unroll={n}", ("lstm", "gru", "rnn", "rnn_relu"),
                 partial(build_jaxrnn_batch, unroll=n), None) for n in unrolls]
   return [peer for peer in rows if peer.name not in {p.name for p in PEERS}]

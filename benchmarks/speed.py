@@ -5,9 +5,11 @@ Run ``python benchmarks/speed.py`` (about 6 minutes on 2 CPU cores) or
 (B,T,I,H each), ``--dtype f32|bf16``, ``--sweep-t 16,64,256,1024,4096``
 (how cost grows with T at ``--sweep-base B,I,H``), ``--cells lstm,gru``,
 ``--cpu-devices 2`` (every JAX row also run data-parallel over 2 CPU
-devices), ``--unroll 8,16`` (jaxrnn's loops also unrolled 8 and 16 times),
-``--sync-dispatch`` (JAX's CPU calls run on the calling thread),
-``--repeats``, ``--out results/speed.json`` (the PNG goes beside it).
+devices), ``--unroll 8,16`` (jaxrnn's loops, ``unfused``'s too, also
+unrolled 8 and 16 times), ``--sync-dispatch`` (JAX's CPU calls run on the
+calling thread), ``--xla-options "KEY=VALUE ..."`` (every JAX row also
+compiled with these XLA options, side by side), ``--repeats``, ``--out
+results/speed.json`` (the PNG goes beside it).
 
 Lives here: the timing harness, the equality check, the figures, the table,
 the JSON and the plot. Not here: the peers and their weight mappings
@@ -75,6 +77,12 @@ Method, per shape and cell:
   Each device's loop then does 1/N of each step's small matmuls, and on 2
   cores the two loops run side by side, where one loop's small matmuls
   keep XLA's thread pool waking and sleeping.
+* ``--xla-options "KEY=VALUE ..."`` (XLA_FLAGS' syntax, repeatable) adds,
+  beside every JAX row, the same program compiled with those XLA options
+  (``jax.jit(..., compiler_options=...)``, that program alone), named
+  "... [xla KEY=VALUE ...]": an XLA option measured in the same run as
+  the default instead of in a process of its own. An option XLA rejects
+  fails its rows, not the run.
 """
 
 from __future__ import annotations
@@ -144,8 +152,10 @@ def block(tree):
 
 
 def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool,
-               mesh: Optional[Mesh] = None) -> Runner:
-  """``program`` jitted, on one device or (``mesh``) split along the batch."""
+               mesh: Optional[Mesh] = None,
+               compiler_options: Optional[dict] = None) -> Runner:
+  """``program`` jitted, on one device or (``mesh``) split along the batch,
+  with XLA's default options or ``compiler_options``."""
   apply = program.apply
   params = program.params
   if mesh is not None:
@@ -158,7 +168,7 @@ def jax_runner(program: JaxProgram, xs, mode: str, measure_memory: bool,
       return jnp.sum(apply(p, x).astype(jnp.float32))
     fn = jax.grad(loss, argnums=(0, 1))
   start = time.perf_counter()
-  compiled = jax.jit(fn).lower(params, xs).compile()
+  compiled = jax.jit(fn, compiler_options=compiler_options).lower(params, xs).compile()
   compile_s = time.perf_counter() - start
   out = block(compiled(params, xs))
   first = time.perf_counter() - start
@@ -282,12 +292,25 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
     except Exception as e:  # noqa: BLE001 - a broken peer is a row, not a crash
       row.update(status="failed", reason=f"{type(e).__name__}: {e}")
       continue
-    programs.append((row, program, None))
-    if mesh is not None and isinstance(program, JaxProgram):
-      twin = {"impl": f"{peer.name} {data_parallel_label(mesh)}", "status": "ok",
-              "reason": "", "devices": mesh.devices.size}
-      rows.append(twin)
-      programs.append((twin, program, mesh))
+    programs.append((row, program, None, None))
+    if not isinstance(program, JaxProgram):
+      continue
+    # Twins of a JAX row: the same program data-parallel (--cpu-devices) and
+    # compiled with each --xla-options set, each placement with each set.
+    for placement in [None] + ([mesh] if mesh is not None else []):
+      for options in [None] + args.xla_options:
+        if placement is None and options is None:
+          continue                      # the row itself
+        label = " ".join(
+            ([data_parallel_label(placement)] if placement is not None else []) +
+            ([xla_options_label(options)] if options is not None else []))
+        twin = {"impl": f"{peer.name} {label}", "status": "ok", "reason": ""}
+        if placement is not None:
+          twin["devices"] = placement.devices.size
+        if options is not None:
+          twin["xla_options"] = options
+        rows.append(twin)
+        programs.append((twin, program, placement, options))
   matmuls = [Matmul("xla")]
   if worker is not None:
     matmuls.append(Matmul("torch"))
@@ -297,18 +320,18 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
     row = {"impl": f"matmul roofline ({spec.framework})", "status": "ok",
            "reason": "", "roofline": True}
     rows.append(row)
-    programs.append((row, spec, None))
+    programs.append((row, spec, None, None))
 
   for mode in ("fwd", "fwd_bwd"):
     live = []
-    for row, program, placement in programs:
+    for row, program, placement, options in programs:
       if row["status"] != "ok":
         continue
       try:
         if isinstance(program, Matmul):
           runner = matmul_runner(program, shape, gates, dtype, mode, worker)
         elif isinstance(program, JaxProgram):
-          runner = jax_runner(program, xs, mode, not args.no_memory, placement)
+          runner = jax_runner(program, xs, mode, not args.no_memory, placement, options)
         else:
           runner = torch_runner(worker, program, xs_np if dtype == "f32" else
                                 np.asarray(xs, np.float32), mode, not args.no_memory)
@@ -344,6 +367,11 @@ def run_group(kind: str, shape, args, worker: Optional[TorchWorker]) -> dict:
 
 def data_parallel_label(mesh: Mesh) -> str:
   return f"[{mesh.devices.size} CPU devices]"
+
+
+def xla_options_label(options: dict) -> str:
+  return "[xla " + " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                            for k, v in options.items()) + "]"
 
 
 def selected(name: str, impls: Optional[list[str]]) -> bool:
@@ -553,6 +581,22 @@ def parse_ints(text: str) -> tuple[int, ...]:
         f"{text!r}: expected comma-separated integers such as 16,64,256") from None
 
 
+def parse_xla_options(text: str) -> dict:
+  """``"KEY=VALUE ..."`` (XLA_FLAGS' syntax, the ``--`` optional) as the
+  ``compiler_options`` of `jax.jit`, which takes booleans as ``bool``."""
+  options = {}
+  for item in text.split():
+    key, eq, value = item.removeprefix("--").partition("=")
+    if not key or not eq:
+      raise argparse.ArgumentTypeError(
+          f"--xla-options {text!r}: {item!r} is not KEY=VALUE; expected XLA options "
+          f"separated by spaces, e.g. \"xla_cpu_prefer_vector_width=512\"")
+    options[key] = {"true": True, "false": False}.get(value.lower(), value)
+  if not options:
+    raise argparse.ArgumentTypeError("--xla-options: expected at least one KEY=VALUE")
+  return options
+
+
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -572,9 +616,10 @@ def parse_args(argv):
   p.add_argument("--impls", type=lambda s: s.split(","),
                  help="only peers whose name contains one of these (jaxrnn always runs)")
   p.add_argument("--unroll", type=parse_ints, default=(),
-                 help="also time jaxrnn's scan and scan_batch at these unroll "
-                      "factors, e.g. 8,16 (rows 'jaxrnn unroll=N' and "
-                      "'jaxrnn.scan_batch unroll=N', whatever --impls says; "
+                 help="also time jaxrnn's scan, scan_batch and unfused at these "
+                      "unroll factors, e.g. 8,16 (rows 'jaxrnn unroll=N', "
+                      "'jaxrnn.scan_batch unroll=N' and 'jaxrnn.unfused unroll=N', "
+                      "whatever --impls says; "
                       "'jaxrnn unroll=4' is a row already)")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--budget", type=float, default=4.0,
@@ -590,6 +635,12 @@ def parse_args(argv):
                       "(jax_cpu_enable_async_dispatch=False), whose heap keeps "
                       "XLA's large temporary buffers; see benchmarks/SPEED.md, "
                       "\"The C allocator\"")
+  p.add_argument("--xla-options", type=parse_xla_options, action="append", default=[],
+                 metavar='"KEY=VALUE ..."',
+                 help="also time every JAX row compiled with these XLA options "
+                      "(jit's compiler_options; XLA_FLAGS' syntax, so "
+                      "--xla-options=\"--KEY=VALUE\" works too), in rows "
+                      "'... [xla KEY=VALUE ...]'; repeat for more sets")
   p.add_argument("--no-memory", action="store_true", help="skip the memory figures")
   p.add_argument("--out", type=Path, default=Path("results/speed.json"))
   p.add_argument("--plot", type=Path, help="PNG path (default: --out with .png)")
@@ -760,6 +811,7 @@ def main(argv=None) -> dict:
           "cores": os.cpu_count(),
           "threads": threads,
           "cpu_devices": args.cpu_devices,
+          "xla_options": args.xla_options,
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),   # torch's worker inherits it
           "malloc": malloc_settings(worker),
           "dispatch": dispatch_mode(),

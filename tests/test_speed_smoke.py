@@ -5,6 +5,7 @@ are not installed are reported as absent rather than dropped.
 No timing is asserted: speed is the script's business, not the test suite's.
 """
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -85,6 +86,7 @@ def test_unroll_adds_jaxrnn_rows(quick_run):
     rows = {r["impl"]: r for r in group["rows"]}
     assert rows["jaxrnn unroll=2"]["status"] == "ok"          # every kind
     assert ("jaxrnn.scan_batch unroll=2" in rows) == (group["kind"] != "gru_reset_before")
+    assert ("jaxrnn.unfused unroll=2" in rows) == (group["kind"] in ("lstm", "gru", "rnn"))
 
 
 def test_unrolled_rows_run_their_unroll():
@@ -94,7 +96,10 @@ def test_unrolled_rows_run_their_unroll():
   B, T, I, H = shape = (2, 8, 3, 4)
   params = peers.KINDS["lstm"].make(H, jnp.float32).init(jax.random.key(0), I)
   xs = jnp.ones((B, T, I))
-  for peer in peers.unrolled((2, 3)):
+  rows = peers.unrolled((2, 3))
+  assert {"jaxrnn unroll=3", "jaxrnn.scan_batch unroll=3", "jaxrnn.unfused unroll=3"} <= {
+      peer.name for peer in rows}
+  for peer in rows:
     program = peer.build("lstm", params, jnp.float32, shape)
     jaxpr = jax.make_jaxpr(program.apply)(program.params, xs)
     unrolls = {e.params["unroll"] for e in equations(jaxpr) if e.primitive.name == "scan"}
@@ -239,27 +244,48 @@ def test_round_robin_plans_samples_from_warm_calls_and_keeps_its_budget():
   assert len(rows[0]["fwd"]["times_s"]) == 2
 
 
-def test_cpu_devices_adds_a_data_parallel_twin_of_every_jax_row(tmp_path):
+def test_cpu_devices_and_xla_options_add_twins_of_every_jax_row(tmp_path):
   out = tmp_path / "speed.json"
   proc = subprocess.run(
       [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--cells", "lstm",
        "--impls", "scan_batch,equinox", "--cpu-devices", "2", "--no-memory",
-       "--out", str(out)],
+       "--xla-options=--xla_cpu_prefer_vector_width=512",     # XLA_FLAGS' dashes
+       "--xla-options", "xla_no_such_option=1", "--out", str(out)],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(out.read_text())
   assert report["meta"]["cpu_devices"] == 2
+  assert report["meta"]["xla_options"] == [{"xla_cpu_prefer_vector_width": "512"},
+                                           {"xla_no_such_option": "1"}]
   rows = {r["impl"]: r for r in report["groups"][0]["rows"]}
-  twins = [name for name in rows if name.endswith("[2 CPU devices]")]
   single = [name for name, r in rows.items()
-            if r["status"] == "ok" and not r.get("roofline") and name not in twins
+            if r["status"] == "ok" and not r.get("roofline") and "[" not in name
             and not name.startswith("torch")]
   assert {"jaxrnn", "jaxrnn.scan_batch"} <= set(single)
-  # Every JAX row that ran has its twin, computing the same numbers.
-  assert sorted(twins) == sorted(f"{name} [2 CPU devices]" for name in single)
-  for name in twins:
-    assert rows[name]["devices"] == 2
-    assert rows[name]["check"]["fwd"]["ok"] and rows[name]["check"]["fwd_bwd"]["ok"]
+  # Every JAX row that ran has its twins, each computing the same numbers:
+  # data-parallel, with the XLA option, and both.
+  dp, xla = "[2 CPU devices]", "[xla xla_cpu_prefer_vector_width=512]"
+  for name in single:
+    for twin in (f"{name} {dp}", f"{name} {xla}", f"{name} {dp} {xla}"):
+      row = rows[twin]
+      assert row["check"]["fwd"]["ok"] and row["check"]["fwd_bwd"]["ok"], twin
+      assert row.get("devices") == (2 if dp in twin else None), twin
+      assert row.get("xla_options") == (
+          {"xla_cpu_prefer_vector_width": "512"} if xla in twin else None), twin
+    # An option XLA rejects reaches XLA and fails its rows, not the run.
+    for twin in (f"{name} [xla xla_no_such_option=1]",
+                 f"{name} {dp} [xla xla_no_such_option=1]"):
+      assert rows[twin]["status"] == "failed", twin
+      assert "xla_no_such_option" in rows[twin]["reason"], twin
+
+
+def test_xla_options_parse_as_xla_flags_and_reject_what_is_not_one():
+  from benchmarks import speed
+  assert speed.parse_xla_options("--xla_a=true xla_b=FUSION,WHILE xla_c=512") == {
+      "xla_a": True, "xla_b": "FUSION,WHILE", "xla_c": "512"}
+  for bad in ("xla_a", " ", "=1"):
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+      speed.parse_xla_options(bad)
 
 
 def test_sync_dispatch_is_set_and_reported(tmp_path):
