@@ -125,7 +125,7 @@ LSTM was level, its GRU gained about as much as the NNX and Equinox GRUs
 ``GRUCell`` (3x) gained more. Two options set per program
 (``speed.py --xla-options``, side by side with the default, two runs):
 ``xla_cpu_prefer_vector_width=512`` trained in 0.92-0.99x the time at
-B = 32, H = 256 (forward 0.92-1.00x), 1.04x at B = 1 and 0.97-1.00x at
+B = 32, H = 256 (forward 0.92-0.99x), 1.04x at B = 1 and 0.97-1.00x at
 B = 128, H = 512; ``xla_cpu_copy_insertion_use_region_analysis`` in
 0.98-1.00x.
 
