@@ -85,10 +85,10 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
   metric_sums)``; see `batch_loss`. With ``batched=True`` it takes the
   whole batch, which lets it run `jaxrnn.scan_batch`, the faster path on
   CPU for training the LSTM, its variants, the GRU and the simple RNN.
-  Build the step once and call it in a loop: it compiles once. With a batch sharded across
-  devices and the state replicated (`jaxrnn.train.shard_batch`,
-  `replicate`), the same step runs data-parallel: XLA partitions it and
-  all-reduces the gradients.
+  Build the step once and call it in a loop: it compiles once. With a
+  batch sharded across devices and the state replicated
+  (`jaxrnn.train.shard_batch`, `replicate`), the same step runs
+  data-parallel: XLA partitions it and all-reduces the gradients.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> from jaxrnn import train
