@@ -155,6 +155,8 @@ def test_kernel_gradients_match_finite_differences(kind, reverse, batch):
 @pytest.mark.parametrize("kind", HAND + ("peephole_proj",))
 def test_bfloat16_params_keep_float32_carry_and_their_gradient_dtypes(kind):
   cell, params, xs, mask, _ = setup(dtype=jnp.bfloat16, kind=kind)
+  # At this B the GRU's training loop hoists its input matmul in bfloat16
+  # (gru_batched.HOIST_MAX_BATCH_BF16_TRAINING) and its forward alone does not.
   # jit throughout: eager dispatch of the kernels' loops costs seconds here.
   final, ys = jax.jit(lambda p: jaxrnn.scan_batch(cell, p, xs, mask=mask))(params)
   _, want = jax.jit(lambda p: vmapped(cell, p, xs, None, mask))(params)

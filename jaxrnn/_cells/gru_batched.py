@@ -51,8 +51,10 @@ def _step(w_h, bias_hn, h, gx, keep):
 
 
 # A batch this small hoists the input matmul out of the loop; a larger one
-# keeps it inside (see `_loop`).
+# keeps it inside (see `_loop`). With bfloat16 params, the loop that saves
+# for the backward hoists it up to the second bound.
 HOIST_MAX_BATCH = 2
+HOIST_MAX_BATCH_BF16_TRAINING = 32
 
 
 def _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save: bool):
@@ -69,18 +71,26 @@ def _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save: bool):
   them. Forward 0.58-0.75x the time at B = 1 and 0.83-0.89x at B = 2,
   forward+backward 0.78-0.99x and 0.91-0.95x (AMD EPYC, 2 cores, one CPU
   device, T = 128-512, H = 128-256, interleaved medians; at B = 4 the
-  forward took 0.89x but training 1.04x, at B = 32 1.09x and 1.37x). The
-  step reads the hoisted ``gx_t`` from a carry filled one step ahead, not
-  from the ``[B, T, 3H]`` array: with that slice fused into the step's
-  element-wise work, XLA CPU compiled the work without vector
-  instructions (the forward took 2x as long at B = 16).
+  forward took 0.89x but training 1.04x, at B = 32 1.09x and 1.37x).
+  With bfloat16 params, the loop that saves for the backward hoists it up
+  to `HOIST_MAX_BATCH_BF16_TRAINING`: one bfloat16 matmul for all steps,
+  and no ``gx_t`` written per step. Training took 0.87-0.97x the time at
+  B = 4-32 on one CPU device (T = 64-256, H = 128-512) and 0.80-0.98x on
+  2, and 0.99-1.04x at B = 64 and 128; forward alone hoisting lost
+  (1.02-1.12x at B = 16-32 on 2 devices, 1.40x at B = 128), so there it
+  stays in the loop. The step reads the hoisted ``gx_t`` from a carry
+  filled one step ahead, not from the ``[B, T, 3H]`` array: with that
+  slice fused into the step's element-wise work, XLA CPU compiled the
+  work without vector instructions (the forward took 2x as long at
+  B = 16).
   """
   dtype = carry_dtype(w_h.dtype)
   bias, bias_hn = b.astype(dtype), b_hn.astype(dtype)
   B, T = xs.shape[:2]
   ys = jnp.zeros((B, T) + h0.shape[1:], h0.dtype)
   G = w_h.shape[-1]
-  hoisted = B <= HOIST_MAX_BATCH
+  bfloat16 = w_h.dtype != dtype                   # params narrower than the carry
+  hoisted = B <= (HOIST_MAX_BATCH_BF16_TRAINING if save and bfloat16 else HOIST_MAX_BATCH)
   gxs = matmul(xs, w_x) + bias if hoisted else None       # [B, T, 3H]
   ahead = at(gxs, T - 1 if reverse else 0) if hoisted else None
   saved = ()
