@@ -6,8 +6,10 @@ No timing is asserted: speed is the script's business, not the test suite's.
 """
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,15 +28,45 @@ IMPORT_NAMES = {"flax": "flax", "equinox": "equinox", "dm-haiku": "haiku",
                 "torch": "torch"}
 
 
+@contextlib.contextmanager
+def exclusive(lock_path: Path):
+  """Holds an exclusive lock on ``lock_path`` (POSIX; elsewhere no lock)."""
+  try:
+    import fcntl
+  except ImportError:         # Windows: each worker runs its own
+    yield
+    return
+  with open(lock_path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    yield
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-  out = tmp_path_factory.mktemp("speed") / "speed.json"
-  proc = subprocess.run(
-      [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick",
-       "--unroll", "2", "--out", str(out)],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc.stdout, json.loads(out.read_text()), out.with_suffix(".png"), proc.stderr
+  """One ``speed.py --quick`` run (about 45 s on 2 cores) for the whole session.
+
+  pytest-xdist spreads this module's tests over its workers, and each would
+  run the script for itself; the first one runs it in the workers' shared
+  temporary directory, under a lock, and the others read what it wrote.
+  """
+  shared = tmp_path_factory.getbasetemp()
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    shared = shared.parent
+  run = shared / "speed_quick_run"
+  out = run / "speed.json"
+  run.mkdir(exist_ok=True)
+  with exclusive(shared / "speed_quick_run.lock"):
+    if not (run / "returncode").exists():
+      proc = subprocess.run(
+          [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick",
+           "--unroll", "2", "--out", str(out)],
+          cwd=ROOT, capture_output=True, text=True, timeout=300)
+      (run / "stdout").write_text(proc.stdout)
+      (run / "stderr").write_text(proc.stderr)
+      (run / "returncode").write_text(str(proc.returncode))
+  stdout, stderr = (run / "stdout").read_text(), (run / "stderr").read_text()
+  assert (run / "returncode").read_text() == "0", stderr[-3000:]
+  return stdout, json.loads(out.read_text()), out.with_suffix(".png"), stderr
 
 
 def test_every_row_that_ran_is_checked(quick_run):
