@@ -18,6 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+try:
+  import fcntl
+except ImportError:           # Windows
+  fcntl = None
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -30,12 +35,7 @@ IMPORT_NAMES = {"flax": "flax", "equinox": "equinox", "dm-haiku": "haiku",
 
 @contextlib.contextmanager
 def exclusive(lock_path: Path):
-  """Holds an exclusive lock on ``lock_path`` (POSIX; elsewhere no lock)."""
-  try:
-    import fcntl
-  except ImportError:         # Windows: each worker runs its own
-    yield
-    return
+  """Holds an exclusive lock on ``lock_path`` while the block runs."""
   with open(lock_path, "w") as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     yield
@@ -47,15 +47,16 @@ def quick_run(tmp_path_factory):
 
   pytest-xdist spreads this module's tests over its workers, and each would
   run the script for itself; the first one runs it in the workers' shared
-  temporary directory, under a lock, and the others read what it wrote.
+  temporary directory, under a lock, and the others read what it wrote
+  (where there is no ``fcntl``, each worker runs its own).
   """
   shared = tmp_path_factory.getbasetemp()
-  if "PYTEST_XDIST_WORKER" in os.environ:
+  if "PYTEST_XDIST_WORKER" in os.environ and fcntl is not None:
     shared = shared.parent
   run = shared / "speed_quick_run"
   out = run / "speed.json"
   run.mkdir(exist_ok=True)
-  with exclusive(shared / "speed_quick_run.lock"):
+  with (exclusive(shared / "speed_quick_run.lock") if fcntl else contextlib.nullcontext()):
     if not (run / "returncode").exists():
       proc = subprocess.run(
           [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick",
