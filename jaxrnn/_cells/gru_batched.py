@@ -78,11 +78,11 @@ def _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save: bool):
   B = 4-32 on one CPU device (T = 64-256, H = 128-512) and 0.80-0.98x on
   2, and 0.99-1.04x at B = 64 and 128; forward alone hoisting lost
   (1.02-1.12x at B = 16-32 on 2 devices; on one 1.02x at B = 32 and 1.40x
-  at B = 128, 0.94x at B = 16), so there it stays in the loop. The step reads the hoisted ``gx_t`` from a carry
-  filled one step ahead, not from the ``[B, T, 3H]`` array: with that
-  slice fused into the step's element-wise work, XLA CPU compiled the
-  work without vector instructions (the forward took 2x as long at
-  B = 16).
+  at B = 128, 0.94x at B = 16), so there it stays in the loop. The step
+  reads the hoisted ``gx_t`` from a carry filled one step ahead, not from
+  the ``[B, T, 3H]`` array: with that slice fused into the step's
+  element-wise work, XLA CPU compiled the work without vector
+  instructions (the forward took 2x as long at B = 16).
   """
   dtype = carry_dtype(w_h.dtype)
   bias, bias_hn = b.astype(dtype), b_hn.astype(dtype)
