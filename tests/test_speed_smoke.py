@@ -56,7 +56,8 @@ def quick_run(tmp_path_factory):
   run = shared / "speed_quick_run"
   out = run / "speed.json"
   run.mkdir(exist_ok=True)
-  with (exclusive(shared / "speed_quick_run.lock") if fcntl else contextlib.nullcontext()):
+  lock = exclusive(shared / "speed_quick_run.lock") if fcntl else contextlib.nullcontext()
+  with lock:
     if not (run / "returncode").exists():
       proc = subprocess.run(
           [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick",
