@@ -12,6 +12,7 @@ Dimension legend used in every docstring:
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -167,12 +168,40 @@ def _row_major_transpose(a: Array) -> Array:
 
 
 def project_input(name: str, xs: Array, w_x: Array, b: Array) -> Array:
-  """The hoisted input projection ``xs @ w_x + b`` with an input-size check.
+  """The hoisted input projection ``xs @ w_x + b`` with input-size and dtype checks.
 
   Shapes: xs [T, I], w_x [I, G], b [G] -> [T, G] in the carry dtype.
   """
   check_input_size(name, xs, w_x.shape[0])
+  if not jnp.issubdtype(jnp.result_type(xs), jnp.floating):
+    raise TypeError(
+        f"jaxrnn.{name}: xs has dtype {jnp.result_type(xs)}; the cell multiplies "
+        f"its inputs by weights, so it takes real floating-point xs. Fix: for token "
+        f"ids, embed them first (embeddings[ids]); for numbers, pass "
+        f"xs.astype(jnp.float32).")
   return matmul(xs, w_x) + b.astype(carry_dtype(w_x.dtype))
+
+
+def check_size(where: str, name: str, value) -> int:
+  """``value`` as an int, or an error at construction unless it is a positive int.
+
+  >>> check_size("jaxrnn.lstm", "hidden_size", 8.0)
+  Traceback (most recent call last):
+  ...
+  TypeError: jaxrnn.lstm: hidden_size must be a positive int; got 8.0 (float). Fix: pass a positive int, e.g. hidden_size=8.
+  """
+  try:
+    size = operator.index(value) if not isinstance(value, bool) else None
+  except TypeError:
+    size = None
+  example = int(value) if isinstance(value, float) and value.is_integer() and value > 0 else 128
+  message = (f"{where}: {name} must be a positive int; got {value!r} "
+             f"({type(value).__name__}). Fix: pass a positive int, e.g. {name}={example}.")
+  if size is None:
+    raise TypeError(message)
+  if size < 1:
+    raise ValueError(message)
+  return size
 
 
 def check_input_size(name: str, xs: Array, input_size: int) -> None:

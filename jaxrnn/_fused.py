@@ -27,7 +27,7 @@ a single matmul, and it composes with `jax.grad`, `jax.vmap`,
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp

@@ -281,7 +281,6 @@ def fused_batch_kernel(
 
   def batched(params, carry, xs, mask, reverse, unroll):
     B, T, I = xs.shape
-    jax.eval_shape(project, params, xs[0])   # project's own input checks, on [T, I]
     # project maps each row on its own (the Cell contract), so one call
     # over all B * T rows is one matmul. Under jax.vmap instead, its weight
     # gradient contracts two axes, which XLA CPU ran with a layout copy:

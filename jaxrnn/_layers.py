@@ -35,8 +35,9 @@ class Seq(NamedTuple):
       layer has it (None means inference).
     initial_carry: ``(params) -> carry``.
     step: ``(params, carry, x_t [I]) -> (carry, y_t [O])``, one step for
-      decoding token by token; None for layers that need the future
-      (`bidirectional`).
+      decoding token by token. Layers that need the future (`bidirectional`,
+      ``rnn(..., reverse=True)``) have one that raises, saying so; a
+      hand-written Seq may have None.
     output_size: O.
     apply_batch: ``(params, xs [B, T, I], *, carry=None, mask=None,
       resets=None, key=None) -> (carry, ys [B, T, O])``, ``apply`` over a
@@ -189,6 +190,12 @@ def bidirectional(
     raise TypeError(
         f"jaxrnn.bidirectional: merge is a {type(merge).__name__}; expected "
         f"'concat', 'sum' or a function (fw [T, O_f], bw [T, O_b]) -> ys [T, O].")
+  if merge == "sum" and fw.output_size != bw.output_size:
+    raise ValueError(
+        f"jaxrnn.bidirectional: merge='sum' adds the two directions' outputs, "
+        f"but the forward layer puts out {fw.output_size} features and the "
+        f"backward one {bw.output_size}. Fix: give both layers the same "
+        f"output size, or use merge='concat'.")
   out = jax.eval_shape(merge_fn, jax.ShapeDtypeStruct((1, fw.output_size), jnp.float32),
                        jax.ShapeDtypeStruct((1, bw.output_size), jnp.float32))
 
@@ -223,7 +230,15 @@ def bidirectional(
     return run(partial(apply_batch, fw), partial(apply_batch, bw), jax.vmap(merge_fn),
                params, xs, carry, mask, resets, key)
 
-  return Seq(init=init, apply=apply, initial_carry=initial_carry, step=None,
+  def step(params, carry, x):
+    raise ValueError(
+        "jaxrnn.bidirectional(...).step: the backward direction reads the "
+        "sequence from its end, so a bidirectional layer (or a stack that holds "
+        "one) cannot decode one step at a time. Fix: use apply on the whole "
+        "sequence; to decode token by token, build the decoder from one-way "
+        "layers.")
+
+  return Seq(init=init, apply=apply, initial_carry=initial_carry, step=step,
              output_size=out.shape[-1], apply_batch=apply_batch_)
 
 
@@ -329,8 +344,7 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
       x = y
     return tuple(new_carries), x
 
-  # A bidirectional layer needs the whole sequence, so neither does a
-  # stack that holds one step token by token.
+  # A hand-written layer without a step leaves the stack without one.
   return Seq(init=init, apply=apply, initial_carry=initial_carry,
              step=step if all(s.step is not None for s in seqs) else None,
              output_size=seqs[-1].output_size, apply_batch=apply_batch_)

@@ -7,6 +7,7 @@ layers built on it (`_layers.py`).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import jax
@@ -63,8 +64,10 @@ def scan(
       GPU, 1 elsewhere.
 
   Raises:
-    ValueError: at trace time, for a batched ``xs``, a mask or resets of the
-      wrong shape or dtype, or a carry unlike ``cell.initial_carry(params)``.
+    ValueError: at trace time, for a batched ``xs``, params unlike those
+      ``cell.init(key, I)`` makes (another cell, variant or size), a mask or
+      resets of the wrong shape or dtype, or a carry unlike
+      ``cell.initial_carry(params)``.
     TypeError: when ``cell.step`` returns a carry unlike the one it got.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
@@ -78,7 +81,9 @@ def scan(
   >>> batched(jnp.ones((32, 6, 3)))[1].shape
   (32, 6, 4)
   """
+  xs = jnp.asarray(xs)
   check_xs(xs)
+  check_params("scan", cell, params, xs.shape)
   unroll = default_unroll() if unroll is None else unroll
   T = xs.shape[0]
   mask = check_flags("mask", mask, T)
@@ -179,6 +184,66 @@ def check_flags(name: str, flags, T: int):
         f"jaxrnn.scan: {name} has dtype {flags.dtype}; expected bool. Fix: "
         f"pass {name}.astype(bool), or build it as {build}.")
   return flags
+
+
+def _init_shapes(cell: Cell, input_size: int):
+  """The shapes ``cell.init(key, input_size)`` makes, or None where its init
+  cannot be traced abstractly (a custom cell's; then nothing is checked)."""
+  try:
+    return jax.eval_shape(partial(cell.init, input_size=input_size), jax.random.key(0))
+  except Exception:   # noqa: BLE001 - the check is a diagnosis, never a new failure
+    return None
+
+
+def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple) -> None:
+  """Checks ``params`` against what ``cell.init(key, I)`` makes for xs ``[..., I]``.
+
+  Params of another variant would otherwise be read in part (a standard
+  LSTM ignores a peephole LSTM's ``p_i``) or fail deep inside XLA. Shapes
+  are compared, not dtypes (bfloat16 copies of float32 params are fine).
+  """
+  input_size = xs_shape[-1]
+  expected = _init_shapes(cell, input_size)
+  if expected is None:
+    return
+  fix = (f"Fix: build the cell with the constructor, sizes and switches that "
+         f"made the params, or make params for this cell with "
+         f"cell.init(key, {input_size}).")
+  got_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  want_leaves = jax.tree_util.tree_flatten_with_path(expected)[0]
+  if jax.tree.structure(params) != jax.tree.structure(expected):
+    got = {jax.tree_util.keystr(k) for k, _ in got_leaves}
+    want = {jax.tree_util.keystr(k) for k, _ in want_leaves}
+    extra, missing = sorted(got - want), sorted(want - got)
+    detail = "".join([f"; they have {', '.join(extra)}, which this cell does not read"
+                      if extra else "",
+                      f"; they lack {', '.join(missing)}, which it needs"
+                      if missing else ""])
+    raise ValueError(
+        f"jaxrnn.{name}: params are {_describe(params)}, but this cell's init "
+        f"makes {_describe(expected)}{detail}: they were made by another cell "
+        f"or variant. {fix}")
+  wrong = [(jax.tree_util.keystr(k), jnp.shape(a), b.shape)
+           for (k, a), (_, b) in zip(got_leaves, want_leaves) if jnp.shape(a) != b.shape]
+  if not wrong:
+    return
+  # The common case: the right cell, inputs of another size.
+  for size in {g for _, got, want in wrong for g, w in zip(got, want) if g != w}:
+    other = _init_shapes(cell, size)
+    if other is not None and all(jnp.shape(a) == b.shape for a, b in
+                                 zip(jax.tree.leaves(params), jax.tree.leaves(other))):
+      layout = "[T, " if len(xs_shape) == 2 else "[B, T, "
+      raise ValueError(
+          f"jaxrnn.{name}: xs has shape {tuple(xs_shape)}; these params were "
+          f"initialised for input size {size}, so xs must be {layout}{size}]. "
+          f"Fix: pass inputs with {size} features, or re-run "
+          f"init(key, input_size={input_size}).")
+  listed = "; ".join(f"{path} is {list(got)} where it makes {list(want)}"
+                     for path, got, want in wrong)
+  raise ValueError(
+      f"jaxrnn.{name}: params do not fit this cell for inputs of size "
+      f"{input_size}: {listed}. They were made by a cell of another size or "
+      f"variant. {fix}")
 
 
 def _describe(tree) -> str:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
-from jaxrnn._scan import _describe, default_unroll, scan
+from jaxrnn._scan import _describe, check_params, default_unroll, scan
 
 def scan_batch(
     cell: Cell,
@@ -70,13 +70,17 @@ def scan_batch(
   >>> bool(jnp.allclose(ys, same[1], atol=1e-5))
   True
   """
-  shape = jnp.shape(xs)
+  xs = jnp.asarray(xs)
+  shape = xs.shape
   if len(shape) != 3:
     raise ValueError(
         f"jaxrnn.scan_batch: xs has shape {shape}; expected a batch of "
         f"sequences [B, T, I] (rank 3). Fix: for one sequence use "
         f"jaxrnn.scan, or xs[None] for a batch of one.")
   B, T = shape[:2]
+  check_params("scan_batch", cell, params, shape)
+  if cell.project is not None:    # its own input checks (size, dtype), on one sequence
+    jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(shape[1:], xs.dtype))
   unroll = default_unroll() if unroll is None else unroll
   mask = _check_batch_flags("mask", mask, B, T)
   resets = _check_batch_flags("resets", resets, B, T)

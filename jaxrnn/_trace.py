@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextvars
 from typing import Optional
 
-import jax
-
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._scan import scan
 

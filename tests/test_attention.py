@@ -92,6 +92,12 @@ def test_bad_arguments_raise_clear_errors():
   att, params, memory, _ = setup("general")
   with pytest.raises(ValueError, match="bool\\[5\\]"):
     att.prepare(params, memory, jnp.ones(4, bool))
+  dec = jaxrnn.attention_decoder(jaxrnn.gru(4), att, 10, 6)
+  dec_params = dec.init(jax.random.key(0), 3)
+  for shape, fix in [((10, 32), "memory_size=32"), ((7, 6), "pad the memory to 10 rows"),
+                     ((12, 6), "memory_length=12"), ((2, 10, 6), "jax.vmap")]:
+    with pytest.raises(ValueError, match=f"memory has shape .*Fix: .*{fix}"):
+      dec.decoder_carry(dec_params, jnp.ones(shape))
 
 
 @pytest.mark.parametrize("score", ["additive", "general"])

@@ -3,6 +3,7 @@ was expected, what came, and the fix; eagerly and under `jax.jit` alike."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxrnn
@@ -39,13 +40,42 @@ def test_rank_one_xs_says_how_to_add_the_feature_axis():
                says=["xs has shape (5,)", "[T, I]", "Fix", "xs[:, None]"])
 
 
-@pytest.mark.parametrize("name,cell", [("lstm", jaxrnn.lstm(H)), ("gru", jaxrnn.gru(H)),
-                                       ("simple_rnn", jaxrnn.simple_rnn(H))])
-def test_wrong_input_size_names_the_expected_size(name, cell):
+def leaky(hidden_size):
+  """A custom cell whose project does not check the input size itself."""
+  def init(key, input_size):
+    return dict(w=jax.random.normal(key, (input_size, hidden_size)), b=jnp.zeros(hidden_size))
+  return jaxrnn.Cell(init=init, initial_carry=lambda p: jnp.zeros_like(p["b"]),
+                     step=lambda p, h, gx: (jnp.tanh(gx + h), jnp.tanh(gx + h)),
+                     output_size=hidden_size, project=lambda p, xs: xs @ p["w"] + p["b"])
+
+
+@pytest.mark.parametrize("cell", [jaxrnn.lstm(H), jaxrnn.gru(H), jaxrnn.simple_rnn(H), leaky(H)])
+def test_wrong_input_size_names_the_expected_size(cell):
   params = cell.init(jax.random.key(0), I)
   assert_fails(ValueError, lambda xs: jaxrnn.scan(cell, params, xs), jnp.ones((T, 2)),
-               says=[f"jaxrnn.{name}", "xs has shape (5, 2)", "input size 3",
+               says=["jaxrnn.scan", "xs has shape (5, 2)", "input size 3",
                      "[T, 3]", "Fix", "input_size=2"])
+  assert_fails(ValueError, lambda xs: jaxrnn.scan_batch(cell, params, xs), jnp.ones((2, T, 2)),
+               says=["jaxrnn.scan_batch", "(2, 5, 2)", "input size 3", "[B, T, 3]"])
+
+
+@pytest.mark.parametrize("cell, made_by, says", [
+    (jaxrnn.lstm(H), jaxrnn.peephole_lstm(H), [".p_f, .p_i, .p_o, which this cell does not read"]),
+    (jaxrnn.peephole_lstm(H), jaxrnn.lstm(H), ["lack .p_f, .p_i, .p_o"]),
+    (jaxrnn.gru(H), jaxrnn.gru(H, reset_after=False), ["lack .b_hn"]),
+    (jaxrnn.gru(H, reset_after=False), jaxrnn.gru(H), [".b_hn, which this cell does not read"]),
+    (jaxrnn.lstm(H), jaxrnn.gru(H), ["params are GRUParams", "makes LSTMParams"]),
+    (jaxrnn.lstm(H), jaxrnn.cifg_lstm(H), [f".w_x is [{I}, {3 * H}] where it makes [{I}, {4 * H}]"]),
+    (jaxrnn.lstm(H), jaxrnn.lstm(2 * H), [f".w_h is [{2 * H}, {8 * H}] where it makes [{H}, {4 * H}]"]),
+])
+def test_params_of_another_variant_or_size(cell, made_by, says):
+  # Read as they are, the first two would run a plain LSTM on a peephole
+  # LSTM's params and the reverse, with no error.
+  params = made_by.init(jax.random.key(0), I)
+  for run in (jaxrnn.scan, jaxrnn.scan_batch):
+    xs = XS if run is jaxrnn.scan else XS[None]
+    assert_fails(ValueError, lambda xs: run(cell, params, xs), xs,
+                 says=[f"jaxrnn.{run.__name__}", *says, "Fix", f"cell.init(key, {I})"])
 
 
 def test_wrong_input_size_in_a_layer_step():
@@ -159,6 +189,8 @@ def test_bidirectional_bad_merge():
     assert part in str(info.value)
   with pytest.raises(TypeError, match="merge is a int"):
     jaxrnn.bidirectional(CELL, CELL, merge=3)
+  with pytest.raises(ValueError, match="forward layer puts out 4 features and the backward one 5"):
+    jaxrnn.bidirectional(CELL, jaxrnn.lstm(5), merge="sum")
 
 
 def test_reversed_layer_has_no_step():
@@ -176,3 +208,25 @@ def test_lstm_invalid_switch_combination(switches):
     assert part in str(info.value)
   with pytest.raises(ValueError, match="proj_size"):
     jaxrnn.lstm(H, proj_size=0)
+
+
+@pytest.mark.parametrize("make", [jaxrnn.lstm, jaxrnn.gru, jaxrnn.simple_rnn])
+@pytest.mark.parametrize("size, error", [(0, ValueError), (-1, ValueError), (8.5, TypeError),
+                                         ("8", TypeError), (True, TypeError)])
+def test_constructors_take_a_positive_int_size(make, size, error):
+  with pytest.raises(error, match=f"hidden_size must be a positive int; got {size!r}.*Fix"):
+    make(size)
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_, jnp.complex64])
+def test_xs_that_are_not_real_floats_are_refused(dtype):
+  for run, xs in ((jaxrnn.scan, XS), (jaxrnn.scan_batch, XS[None])):
+    assert_fails(TypeError, lambda x: run(CELL, PARAMS, x), xs.astype(dtype),
+                 says=[f"xs has dtype {jnp.dtype(dtype).name}", "embed them first", "Fix"])
+
+
+def test_xs_as_a_nested_list_is_an_array():
+  want = jaxrnn.scan(CELL, PARAMS, XS)[1]
+  np.testing.assert_array_equal(jaxrnn.scan(CELL, PARAMS, XS.tolist())[1], want)
+  np.testing.assert_array_equal(jaxrnn.scan_batch(CELL, PARAMS, [XS.tolist()])[1],
+                                jaxrnn.scan_batch(CELL, PARAMS, XS[None])[1])

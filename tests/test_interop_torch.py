@@ -269,6 +269,24 @@ def test_to_torch_errors_for_params_torch_cannot_hold():
       jt.to_torch(params, **kwargs)
 
 
+def test_to_torch_tells_a_bidirectional_layer_from_two_layers_by_their_sizes():
+  # Both are a tuple of two LSTMParams; read the wrong way, torch would hold
+  # another network (and load it without a word when I == H).
+  bi, two = (jt.layer("lstm", H, num_layers=n, bidirectional=b).init(jax.random.key(0), I)
+             for n, b in ((1, True), (2, False)))
+  assert I != H
+  assert "weight_ih_l0_reverse" in jt.to_torch(bi) and "weight_ih_l1" not in jt.to_torch(bi)
+  assert "weight_ih_l1" in jt.to_torch(two) and "weight_ih_l0_reverse" not in jt.to_torch(two)
+  with pytest.raises(ValueError, match=r"layer l1 takes inputs of size 3 but layer l0 puts out 5"):
+    jt.to_torch(bi, bidirectional=False)
+  with pytest.raises(ValueError, match=r"two directions take inputs of sizes \[3, 5\]"):
+    jt.to_torch(two, bidirectional=True)
+  square = jt.layer("lstm", H, bidirectional=True).init(jax.random.key(0), H)
+  with pytest.raises(ValueError, match="bidirectional=True or bidirectional=False"):
+    jt.to_torch(square)
+  assert "weight_ih_l0_reverse" in jt.to_torch(square, bidirectional=True)
+
+
 def test_layer_errors_name_the_argument():
   for kwargs, match in [
       (dict(kind="gru", hidden_size=4, proj_size=2), r"proj_size=2 is an LSTM option"),

@@ -120,7 +120,8 @@ def test_bidirectional_takes_seqs_and_a_given_carry():
   bw_run = bw.apply(params[1], XS, carry=carry[1])
   assert_trees_close(got, ((fw_run[0], bw_run[0]),
                            jnp.concatenate([fw_run[1], bw_run[1]], -1)))
-  assert layer.step is None   # it needs the future
+  with pytest.raises(ValueError, match="bidirectional.*cannot decode one step at a time"):
+    layer.step(params, carry, XS[0])   # it needs the future
 
 
 # stack
@@ -140,7 +141,8 @@ def test_stack_equals_its_layers_chained_by_hand():
     carries.append(c)
   assert_trees_close(ys, xs)
   assert_trees_close(carry, tuple(carries))
-  assert net.step is None   # it holds a bidirectional layer
+  with pytest.raises(ValueError, match="one step at a time.*Fix: use apply"):
+    net.step(params, net.initial_carry(params), XS[0])   # it holds layers that read backward
 
 
 def test_stack_initial_carry_is_each_layers():

@@ -227,7 +227,7 @@ def test_kernel_is_reverse_mode_only_as_documented(kind):
 
 @pytest.mark.parametrize("kind, unroll", [(k, u) for k in HAND for u in (3, True)] +
                          [("peephole_cifg_fgr", 3)])    # 3 does not divide T = 7
-def test_unroll_and_zero_length_sequences(kind, unroll):
+def test_unroll_and_empty_inputs(kind, unroll):
   cell, params, xs, mask, carry = setup(kind=kind)
 
   def run(unroll):
@@ -241,10 +241,13 @@ def test_unroll_and_zero_length_sequences(kind, unroll):
            for f in (plain, unrolled)]
   for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
     np.testing.assert_allclose(a, b, atol=1e-5)
-  final, ys = jaxrnn.scan_batch(cell, params, xs[:, :0])
-  assert ys.shape == (B, 0, cell.output_size)
-  assert [a.shape for a in jax.tree.leaves(final)] == [
-      (B,) + a.shape for a in jax.tree.leaves(cell.initial_carry(params))]
+  for b, t in ((B, 0), (0, T)):     # no steps; no sequences (as vmap and torch allow)
+    final, ys = jaxrnn.scan_batch(cell, params, xs[:b, :t])
+    assert ys.shape == (b, t, cell.output_size)
+    assert [a.shape for a in jax.tree.leaves(final)] == [
+        (b,) + a.shape for a in jax.tree.leaves(cell.initial_carry(params))]
+  grads = jax.grad(lambda p: jaxrnn.scan_batch(cell, p, xs[:0], mask=mask[:0])[1].sum())(params)
+  assert all(not jnp.any(g) for g in jax.tree.leaves(grads))
 
 
 def test_bad_input_is_explained():

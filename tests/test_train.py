@@ -105,6 +105,23 @@ def test_masked_mean_counts_valid_steps_only():
   np.testing.assert_allclose(loss, (1 + 1 + 1 + 9) / 4)   # not the mean of means
 
 
+def test_last_valid_is_the_last_true_step_wherever_the_padding_is():
+  ys = jnp.arange(5.0) + 10
+  masks = {"right": [1, 1, 1, 0, 0], "left": [0, 0, 1, 1, 1], "gap": [1, 1, 0, 1, 0],
+           "none valid": [0, 0, 0, 0, 0]}
+  for name, m in masks.items():
+    m = np.array(m, bool)
+    want = ys[np.flatnonzero(m)[-1]] if m.any() else ys[0]
+    got = jax.jit(train.last_valid)(ys, jnp.asarray(m))
+    assert float(got) == float(want), name
+  logits = jnp.array([[0.0, 5.0], [5.0, 0.0], [0.0, 0.0]])
+  total, count = train.last_step_cross_entropy(logits, 0, jnp.array([False, True, False]))
+  np.testing.assert_allclose(total, -jax.nn.log_softmax(logits[1])[0], rtol=1e-6)
+  assert float(count) == 1.0
+  total, count = train.last_step_cross_entropy(logits, 0, jnp.zeros(3, bool))
+  assert (float(total), float(count)) == (0.0, 0.0)   # a padding row adds nothing
+
+
 def test_tbptt_windows_continue_each_stream_and_carry_passes():
   stream = np.arange(1000) % 7
   xs, ys = train.windows(stream, batch_size=4, window=10)
@@ -131,6 +148,37 @@ def test_tbptt_windows_continue_each_stream_and_carry_passes():
   assert carry.c.shape == (4, 16) and np.any(np.asarray(carry.c) != 0)
   # The stream is periodic: with the carry passed on, it becomes predictable.
   assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
+
+
+def test_tbptt_step_on_the_whole_batch_equals_the_per_example_one():
+  cell, V, B = jaxrnn.lstm(8), 5, 3
+  xs, ys = train.windows(np.arange(200) % V, batch_size=B, window=6)
+
+  def per_example(params, carry, example):
+    carry, hs = jaxrnn.scan(cell, params["rnn"], jax.nn.one_hot(example[0], V), carry=carry)
+    return (*train.cross_entropy(hs @ params["out"], example[1]), {}, carry)
+
+  def whole_batch(params, carry, batch):
+    carry, hs = jaxrnn.scan_batch(cell, params["rnn"], jax.nn.one_hot(batch[0], V), carry=carry)
+    return (*jax.vmap(train.cross_entropy)(hs @ params["out"], batch[1]), {}, carry)
+
+  params = {"rnn": cell.init(jax.random.key(0), V),
+            "out": jax.random.normal(jax.random.key(1), (8, V)) * 0.1}
+  opt = train.optimizer(1e-2)
+  runs = []
+  for loss_fn, batched in ((per_example, False), (whole_batch, True)):
+    step = train.make_tbptt_step(loss_fn, opt, batched=batched)
+    state = train.init_state(jax.tree.map(jnp.copy, params), opt)   # the step donates it
+    carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
+                         cell.initial_carry(params["rnn"]))
+    losses = []
+    for k in range(3):                       # the carry crosses two windows
+      state, carry, metrics = step(state, carry, (xs[k], ys[k]))
+      losses.append(metrics["loss"])
+    runs.append((losses, carry, state.params))
+  np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(runs[1][1:]), jax.tree.leaves(runs[0][1:])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):

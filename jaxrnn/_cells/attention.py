@@ -259,11 +259,7 @@ def attention_decoder(cell: Cell, att: Attention, memory_length: int,
     """The carry that starts decoding over ``memory [S, D]`` (mask bool[S])."""
     memory = jnp.asarray(memory)
     if memory.shape != (S, D):
-      raise ValueError(
-          f"jaxrnn.attention_decoder: memory has shape {memory.shape}; this "
-          f"decoder was built for memory [{S}, {D}]. Fix: pad the memory to "
-          f"{S} rows with a mask, or build the decoder with memory_length="
-          f"{memory.shape[0] if memory.ndim else '?'}. Batch with jax.vmap.")
+      raise ValueError(memory_error(memory.shape, S, D))
     dtype = carry_dtype(params.w_c.dtype)
     inner = cell.initial_carry(params.cell) if cell_carry is None else cell_carry
     return DecoderCarry(cell=inner, context=jnp.zeros((D,), dtype),
@@ -286,6 +282,28 @@ def attention_decoder(cell: Cell, att: Attention, memory_length: int,
                          output_size=H)
   dec.decoder_carry = decoder_carry
   return dec
+
+
+def memory_error(shape: tuple, S: int, D: int) -> str:
+  """What is wrong with a memory of ``shape`` for a decoder built for ``[S, D]``, and the fix."""
+  what = (f"jaxrnn.attention_decoder: memory has shape {shape}; this decoder "
+          f"was built for memory [{S}, {D}] (memory_length, memory_size).")
+  if len(shape) == 3 and shape[1:] == (S, D):
+    fix = (f"decoder_carry takes one sequence's memory; for a batch of "
+           f"{shape[0]}: jax.vmap(lambda m, k: dec.decoder_carry(params, m, k))"
+           f"(memory, mask).")
+  elif len(shape) != 2:
+    fix = f"pass one sequence's memory, [{S}, {D}]."
+  elif shape[1] != D:
+    fix = (f"build the decoder with memory_size={shape[1]}, the encoder's "
+           f"output size.")
+  elif shape[0] < S:
+    fix = (f"pad the memory to {S} rows and pass a mask, True at the "
+           f"{shape[0]} real rows, or build the decoder with memory_length="
+           f"{shape[0]}.")
+  else:
+    fix = f"build the decoder with memory_length={shape[0]} or more."
+  return f"{what} Fix: {fix}"
 
 
 class AttentionDecoder(Cell):

@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, matmul, project_input,
+from jaxrnn._cell import (Cell, carry_dtype, check_size, matmul, project_input,
                           split_gates, stacked_init)
 from jaxrnn._cells.gru_batched import gru_batch_kernel
 from jaxrnn._fused import fused_cell
@@ -78,7 +78,7 @@ def gru(
   >>> ys.shape
   (5, 16)
   """
-  H = hidden_size
+  H = hidden_size = check_size("jaxrnn.gru", "hidden_size", hidden_size)
 
   def init(key, input_size):
     kx, kh, kb, kbh = jax.random.split(key, 4)

@@ -23,8 +23,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Array, carry_dtype, check_input_size, matmul,
-                          time_batch_matmul)
+from jaxrnn._cell import Array, carry_dtype, matmul, time_batch_matmul
 from jaxrnn._cells.batch_loop import at, over_time, put
 
 
@@ -204,11 +203,5 @@ def gru_batch_kernel(params, carry: Array, xs: Array, mask: Optional[Array],
   carry h [B, H]; xs [B, T, I]; mask bool[B, T] or None. Same numbers as
   `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
-  if params.b_hn is None:
-    raise ValueError(
-        "jaxrnn.scan_batch: the cell is the GRU with reset_after=True but its "
-        "params have no b_hn, so they were made by jaxrnn.gru(H, "
-        "reset_after=False). Fix: build the cell with the same reset_after.")
-  check_input_size("gru", xs[0], params.w_x.shape[0])
   return _gru_loop(params.w_x, params.w_h, params.b, params.b_hn, carry, xs, mask,
                    reverse, unroll)

@@ -14,8 +14,8 @@ from typing import Callable, Literal, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, in_dtype, matmul, project_input,
-                          split_gates, stacked_init)
+from jaxrnn._cell import (Cell, carry_dtype, check_size, in_dtype, matmul,
+                          project_input, split_gates, stacked_init)
 from jaxrnn._cells.lstm_batched import lstm_batch_kernel
 from jaxrnn._cells.lstm_cudnn import lstm_cudnn_kernel
 from jaxrnn._fused import fused_cell
@@ -157,9 +157,9 @@ def lstm(
   if not (isinstance(use_cudnn, bool) or (isinstance(use_cudnn, str) and use_cudnn == "auto")):
     raise ValueError(f"jaxrnn.lstm: use_cudnn must be False, True or 'auto'; "
                      f"got {use_cudnn!r}.")
-  if proj_size is not None and not 0 < proj_size:
-    raise ValueError(f"jaxrnn.lstm: proj_size must be a positive int or None; "
-                     f"got {proj_size!r}.")
+  hidden_size = check_size("jaxrnn.lstm", "hidden_size", hidden_size)
+  if proj_size is not None:
+    proj_size = check_size("jaxrnn.lstm", "proj_size", proj_size)
 
   # Gates with their own weights, in the fused order i, f, g, o.
   has_i = input_gate and not coupled_input_forget

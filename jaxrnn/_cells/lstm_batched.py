@@ -109,7 +109,15 @@ training 1.12-1.16x, as XLA ran the two groups one after the other; H = 192
 than 2. The input matmul inside the loop, re-measured here: one device,
 B = 32, forward 0.76x and training 0.96x, B = 128, H = 512 0.85x and 0.97x;
 but 1.28-1.41x slower at B = 1, 1.02-1.11x at B = 16, and 1.02-1.14x on 2
-devices. The step's product split into 4, one per gate, as Flax linen's
+devices. Forward alone once more (2026-12-04, one or two runs a shape):
+one device 0.81-0.83x at B = 32, H = 256 and 0.92-0.95x at B = 128,
+H = 512, but 0.98x at B = 64, H = 256, 1.02-1.05x at B = 32 and 64 with
+H = 512 and 1.27-1.43x at B = 1 and 16 (H = 128); 2 devices 0.87-0.91x at
+H = 256, 1.09x at B = 128: no batch threshold separates the wins from the
+losses, so inference keeps the hoisted product. The step's two products
+as one, ``[x_t, h_{t-1}] [W; R]``: 0.90-1.42x the hoisted form's forward
+time, clearly ahead of the two products only at B = 16 (1.06x against
+1.27x). The step's product split into 4, one per gate, as Flax linen's
 cells compute it: forward 0.88-0.90x at B = 32 (one device and 2), but
 1.04-1.11x slower at H = 128 and at B = 16, H = 256, level at B = 128. At
 B = 1, time split into 2, 4 or 8 chunks, so that XLA could run one chunk's
@@ -141,8 +149,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Array, carry_dtype, check_input_size, matmul,
-                          time_batch_matmul)
+from jaxrnn._cell import Array, carry_dtype, matmul, time_batch_matmul
 from jaxrnn._cells.batch_loop import at, over_time, put
 
 
@@ -320,20 +327,7 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   ``LSTMCarry(h [B, H], c [B, H])``; xs [B, T, I]; mask bool[B, T] or None.
   Same numbers as `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
-  check_standard_params(params, xs)
   (h, c), ys = _lstm_loop(params.w_x, params.w_h, params.b, carry.h, carry.c,
                           xs, mask, reverse, unroll)
   return carry._replace(h=h, c=c), ys
 
-
-def check_standard_params(params, xs: Array) -> None:
-  """Raises at trace time unless ``params`` are the standard LSTM's, for ``xs [B, T, I]``."""
-  extra = [name for name in ("p_i", "p_f", "p_o", "w_gates", "w_proj")
-           if getattr(params, name) is not None]
-  if extra:
-    raise ValueError(
-        f"jaxrnn.scan_batch: the cell is the standard LSTM but its params have "
-        f"{', '.join(extra)} (peepholes, full_gate_recurrence or proj_size), so "
-        f"they were made by another variant. Fix: build the cell with the "
-        f"switches that made the params, e.g. jaxrnn.lstm(H, peephole=True).")
-  check_input_size("lstm", xs[0], params.w_x.shape[0])

@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Cell, carry_dtype, in_dtype, project_input
+from jaxrnn._cell import Cell, carry_dtype, check_size, in_dtype, project_input
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -60,6 +60,7 @@ def simple_rnn(
   >>> h.shape, ys.shape
   ((8,), (10, 8))
   """
+  hidden_size = check_size("jaxrnn.simple_rnn", "hidden_size", hidden_size)
 
   def init(key, input_size):
     kx, kh, kb = jax.random.split(key, 3)

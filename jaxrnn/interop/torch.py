@@ -274,17 +274,22 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
   return layers[0] if L == 1 else layers
 
 
-def to_torch(params: Any, *, bidirectional: bool = False, bias: bool = True,
+def to_torch(params: Any, *, bidirectional: Optional[bool] = None, bias: bool = True,
              prefix: str = "") -> dict[str, np.ndarray]:
   """A torch state dict of NumPy arrays from jaxrnn params.
 
   ``params`` has the structure `from_torch` returns: a cell's params
   (``LSTMParams``, ``GRUParams``, ``RNNParams``) or a tuple of them, one
-  per layer; with ``bidirectional=True`` a ``(forward, backward)`` pair or
-  a tuple of pairs. The whole bias goes into ``bias_ih`` and ``bias_hh`` is
-  zero (GRU: its n part is ``b_hn``). With ``bias=False`` (a module built
-  with ``bias=False``) the bias keys are left out and the biases must be
-  zero. Keys come in torch's order, with ``prefix`` in front. Load with
+  per layer; for a bidirectional module a ``(forward, backward)`` pair or
+  a tuple of pairs. A pair of cell params is also two layers of a
+  one-way module: ``bidirectional=None`` (the default) tells them apart by
+  their sizes (each layer takes what the one before puts out; both
+  directions take the same input) and raises when both fit (input size
+  equal to hidden size); pass ``bidirectional=`` then. The whole bias goes
+  into ``bias_ih`` and ``bias_hh`` is zero (GRU: its n part is ``b_hn``).
+  With ``bias=False`` (a module built with ``bias=False``) the bias keys
+  are left out and the biases must be zero. Keys come in torch's order,
+  with ``prefix`` in front. Load with
   ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
   (bfloat16 params come out as ``ml_dtypes.bfloat16`` arrays, which
   ``torch.from_numpy`` refuses: pass ``torch.from_numpy(v.view(np.int16))
@@ -293,8 +298,9 @@ def to_torch(params: Any, *, bidirectional: bool = False, bias: bool = True,
   Raises:
     ValueError: for params torch cannot hold (peepholes, a missing gate,
       ``full_gate_recurrence``, GRU ``reset_after=False``), nonzero biases
-      with ``bias=False``, or a structure unlike the above, naming the
-      field and layer.
+      with ``bias=False``, a structure unlike the above or layers whose
+      sizes do not chain, naming the field and layer; for a pair that fits
+      both layouts when ``bidirectional`` is None.
 
   >>> import jax, jaxrnn, jaxrnn.interop.torch as jt
   >>> params = jaxrnn.gru(4).init(jax.random.key(0), 3)
@@ -302,22 +308,19 @@ def to_torch(params: Any, *, bidirectional: bool = False, bias: bool = True,
   {'weight_ih_l0': (12, 3), 'weight_hh_l0': (12, 4), 'bias_ih_l0': (12,), 'bias_hh_l0': (12,)}
   """
   where = "jaxrnn.interop.torch.to_torch"
-  is_cell = lambda p: type(p) in PARAMS_KIND
-  is_pair = lambda p: (isinstance(p, tuple) and not is_cell(p) and len(p) == 2
-                       and all(is_cell(q) for q in p))
-  one_layer = is_pair(params) if bidirectional else is_cell(params)
-  layers = (params,) if one_layer else params
-  ok = isinstance(layers, tuple) and layers and all(
-      (is_pair if bidirectional else is_cell)(p) for p in layers)
-  if not ok:
-    what = ("a (forward, backward) pair of cell params or a tuple of such "
-            "pairs" if bidirectional else
-            "cell params (LSTMParams, GRUParams, RNNParams) or a tuple of "
-            "them, one per layer")
-    raise ValueError(
-        f"{where}: params is a {type(params).__name__}; with bidirectional="
-        f"{bidirectional} expected {what}, as made by jaxrnn.interop.torch."
-        f"layer(...).init. Fix: set bidirectional= to match the params.")
+  if bidirectional is None:
+    fits = [b for b in (False, True) if layout_problem(params, b) is None]
+    if len(fits) == 2:
+      raise ValueError(
+          f"{where}: params are a pair of cell params that fit both two "
+          f"layers of a one-way module and one bidirectional layer (their "
+          f"input size equals their hidden size). Fix: say which, "
+          f"bidirectional=True or bidirectional=False.")
+    bidirectional = fits[0] if fits else False
+  problem = layout_problem(params, bidirectional)
+  if problem is not None:
+    raise ValueError(f"{where}: {problem}")
+  layers = (params,) if (is_pair if bidirectional else is_cell)(params) else params
   kinds = {PARAMS_KIND[type(p)] for lay in layers
            for p in (lay if bidirectional else (lay,))}
   if len(kinds) != 1:
@@ -329,6 +332,48 @@ def to_torch(params: Any, *, bidirectional: bool = False, bias: bool = True,
     for s, p in zip(("", "_reverse"), lay if bidirectional else (lay,)):
       out.update(export_cell(kind, p, f"l{k}{s}", bias, prefix, where))
   return out
+
+
+def is_cell(p: Any) -> bool:
+  return type(p) in PARAMS_KIND
+
+
+def is_pair(p: Any) -> bool:
+  """A ``(forward, backward)`` pair of cell params."""
+  return (isinstance(p, tuple) and not is_cell(p) and len(p) == 2
+          and all(is_cell(q) for q in p))
+
+
+def layout_problem(params: Any, bidirectional: bool) -> Optional[str]:
+  """Why ``params`` are not one torch module's layers (with ``bidirectional``), or None."""
+  one_layer = is_pair(params) if bidirectional else is_cell(params)
+  layers = (params,) if one_layer else params
+  if not (isinstance(layers, tuple) and layers and all(
+      (is_pair if bidirectional else is_cell)(p) for p in layers)):
+    what = ("a (forward, backward) pair of cell params or a tuple of such "
+            "pairs" if bidirectional else
+            "cell params (LSTMParams, GRUParams, RNNParams) or a tuple of "
+            "them, one per layer")
+    return (f"params is a {type(params).__name__}; with bidirectional="
+            f"{bidirectional} expected {what}, as made by jaxrnn.interop.torch."
+            f"layer(...).init. Fix: set bidirectional= to match the params.")
+  takes = None        # what layer k must take: what layer k - 1 puts out
+  for k, lay in enumerate(layers):
+    directions = lay if bidirectional else (lay,)
+    ins = {p.w_x.shape[0] for p in directions}
+    outs = {p.w_h.shape[0] for p in directions}   # H, or proj_size
+    if len(ins) > 1 or len(outs) > 1:
+      return (f"layer l{k}'s two directions take inputs of sizes {sorted(ins)} "
+              f"and put out {sorted(outs)}; torch's directions share both. Fix: "
+              f"pass the (forward, backward) params of one bidirectional layer.")
+    if takes is not None and ins != {takes}:
+      return (f"layer l{k} takes inputs of size {ins.pop()} but layer l{k - 1} "
+              f"puts out {takes}{' (both directions)' if bidirectional else ''}, "
+              f"so these are not one torch module's layers (bidirectional="
+              f"{bidirectional}). Fix: pass the params of one module's layers "
+              f"in order, with bidirectional= set to match them.")
+    takes = outs.pop() * len(directions)
+  return None
 
 
 def export_cell(kind: str, p: Any, suffix: str, bias: bool, prefix: str,

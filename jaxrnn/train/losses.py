@@ -69,26 +69,39 @@ def accuracy(logits: Array, labels: Array, mask: Optional[Array] = None
 
 
 def last_valid(ys: Array, mask: Optional[Array] = None) -> Array:
-  """``ys`` at the last valid step (the last step when ``mask`` is None).
+  """``ys`` at the last step where ``mask`` is True (the last step when it is None).
+
+  Padding may sit on either side (Keras' ``pad_sequences`` pads on the left)
+  or in gaps; a row with no valid step gives ``ys[0]``.
 
   >>> import jax.numpy as jnp
   >>> float(last_valid(jnp.arange(4.0), jnp.array([True, True, False, False])))
   1.0
+  >>> float(last_valid(jnp.arange(4.0), jnp.array([False, True, True, False])))
+  2.0
   """
   if mask is None:
     return ys[-1]
-  return ys[jnp.maximum(jnp.sum(jnp.asarray(mask, jnp.int32)) - 1, 0)]
+  mask = jnp.asarray(mask, bool)
+  last = mask.shape[0] - 1 - jnp.argmax(mask[::-1])   # argmax: the first True
+  return ys[jnp.where(jnp.any(mask), last, 0)]
 
 
 def last_step_cross_entropy(logits: Array, label: Array, mask: Optional[Array] = None
                             ) -> tuple[Array, Array]:
-  """Cross-entropy of the prediction at the last valid step; count 1.
+  """Cross-entropy of the prediction at the last valid step (`last_valid`);
+  count 1, or 0 for a row with no valid step (which then adds nothing).
 
-  Shapes: logits [T, C], label an int. For sequence classification.
+  Shapes: logits [T, C], label an int, mask bool[T]. For sequence
+  classification.
 
   >>> import jax.numpy as jnp
   >>> total, count = last_step_cross_entropy(jnp.array([[9.0, 0.0], [0.0, 9.0]]), 1)
   >>> round(float(total), 4), float(count)
   (0.0001, 1.0)
   """
-  return -jax.nn.log_softmax(last_valid(logits, mask))[label], jnp.float32(1.0)
+  nll = -jax.nn.log_softmax(last_valid(logits, mask))[label]
+  if mask is None:
+    return nll, jnp.float32(1.0)
+  valid = jnp.any(jnp.asarray(mask, bool))
+  return jnp.where(valid, nll, 0.0), valid.astype(jnp.float32)

@@ -8,7 +8,7 @@ the previous window. Not here: the plain train step (`step.py`).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -48,20 +48,25 @@ def windows(stream: np.ndarray, batch_size: int, window: int
   return xs, ys
 
 
-def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation):
+def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation, *,
+                    batched: bool = False):
   """``step(state, carry, batch) -> (state, carry, metrics)`` for one window.
 
   ``loss_fn(params, carry, example) -> (loss_sum, count, metric_sums,
   new_carry)`` is written for one example and its carry; the step vmaps it
-  over the batch. The incoming carry is wrapped in `jax.lax.stop_gradient`:
-  gradients flow within the window only (truncation), while the state
-  itself flows on across windows. Jitted, the state donated.
+  over the batch. With ``batched=True``, ``loss_fn(params, carry, batch)``
+  sees the whole batch and its batched carry (to run `jaxrnn.scan_batch`,
+  the faster path for training) and returns the same sums, per example or
+  already summed, and the new batched carry. The incoming carry is wrapped
+  in `jax.lax.stop_gradient`: gradients flow within the window only
+  (truncation), while the state itself flows on across windows. Jitted,
+  the state donated.
   """
 
   def batch_loss(params, carry, batch):
     carry = jax.lax.stop_gradient(carry)
-    sums, counts, metric_sums, new_carry = jax.vmap(
-        loss_fn, in_axes=(None, 0, 0))(params, carry, batch)
+    per_batch = loss_fn if batched else jax.vmap(loss_fn, in_axes=(None, 0, 0))
+    sums, counts, metric_sums, new_carry = per_batch(params, carry, batch)
     count = jnp.sum(counts)
     loss = jnp.sum(sums) / count
     metrics = {"loss": loss, **{k: jnp.sum(v) / count for k, v in metric_sums.items()}}
