@@ -47,6 +47,8 @@ def scan(
 
   So the final carry is the last valid one, and a right-padded sequence
   with ``reverse=True`` runs backward over its valid part without a flip.
+  Padding may hold anything, NaN included: masked inputs are zeroed before
+  the projection, so nothing of them reaches a gradient.
   A cell that brings a fused kernel (``cell.sequence``, see
   `jaxrnn.fused_cell`) runs that instead of the loop, with the same result.
 
@@ -96,6 +98,8 @@ def scan(
   if resets is not None and mask is not None:
     # A masked step is a no-op, the reset included.
     resets = resets & mask
+  if mask is not None:
+    xs = zero_padding(xs, mask)
   gxs = cell.project(params, xs) if cell.project is not None else xs
   if T == 0:
     # lax.scan traces its body even for no steps, and there is no gxs[0] to
@@ -144,6 +148,18 @@ def default_unroll() -> int:
   True
   """
   return GPU_UNROLL if jax.default_backend() == "gpu" else 1
+
+
+def zero_padding(xs: Array, mask: Array) -> Array:
+  """``xs`` with zeros at masked steps (``mask`` bool[..., T] over xs [..., T, I]).
+
+  The loop discards what a masked step computes, but not its gradient's
+  products: a NaN or inf in padding would reach the weight gradients as
+  ``0 * nan``. Zeroed, padding can hold anything. It costs nothing
+  measurable: `jaxrnn.scan_batch`'s masked LSTM and GRU training steps took
+  0.99-1.01x the time without it (B = 16 and 32, 2 CPU cores).
+  """
+  return jnp.where(mask[..., None], xs, jnp.zeros((), xs.dtype))
 
 
 def where(flag: Array, on_true: Carry, on_false: Carry) -> Carry:

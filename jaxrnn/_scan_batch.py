@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
-from jaxrnn._scan import _describe, check_params, default_unroll, scan
+from jaxrnn._scan import _describe, check_params, default_unroll, scan, zero_padding
 
 def scan_batch(
     cell: Cell,
@@ -48,7 +48,9 @@ def scan_batch(
   faster than the per-example path at B = 4 to 128 on one CPU device; see
   `jaxrnn._fused_batch`).
   Either kernel is a `jax.custom_vjp`: `jax.grad`, `jax.vjp` and
-  `jax.jit` work, forward mode (`jax.jvp`, `jax.hessian`) does not; use
+  `jax.jit` work, and `jax.hessian` (forward over reverse: jit it, as eagerly
+  with a mask jaxlib 0.10.2's CPU compiler fails on the LSTM kernel's
+  program); forward mode (`jax.jvp`, `jax.jacfwd`) does not; use
   `jaxrnn.scan` under `jax.vmap` for it. Every other case runs exactly
   the vmapped `jaxrnn.scan`.
   Data-parallel (the batch split over devices by
@@ -87,6 +89,8 @@ def scan_batch(
   if carry is not None:
     _check_batch_carry(carry, cell.initial_carry(params), B)
   if cell.batched is not None and resets is None and T > 0:
+    if mask is not None:
+      xs = zero_padding(xs, mask)
     if carry is None:
       carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
                            cell.initial_carry(params))

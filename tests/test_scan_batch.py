@@ -219,10 +219,32 @@ def test_other_cases_run_the_vmapped_scan(name):
 
 
 @pytest.mark.parametrize("kind", KERNELS)
+def test_nan_in_padding_reaches_no_gradient(kind):
+  # A masked step's result is discarded; its gradient products must not
+  # turn 0 * nan into nan in the weight gradients.
+  cell, params, xs, mask, _ = setup(kind=kind)
+  padded = jnp.where(mask[..., None], xs, jnp.nan)
+  for run in (lambda p, x: jaxrnn.scan_batch(cell, p, x, mask=mask),
+              lambda p, x: vmapped(cell, p, x, None, mask),
+              lambda p, x: vmapped(jaxrnn.unfused(cell), p, x, None, mask)):
+    grads = jax.grad(lambda p, x: loss(lambda p, x, c: run(p, x), p, x, None), (0, 1))
+    for got, want in zip(jax.tree.leaves(grads(params, padded)), jax.tree.leaves(grads(params, xs))):
+      np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
 def test_kernel_is_reverse_mode_only_as_documented(kind):
-  cell, params, xs, _, _ = setup(kind=kind)
+  cell, params, xs, mask, _ = setup(kind=kind)
   with pytest.raises(TypeError, match="custom_vjp"):
     jax.jvp(lambda x: jaxrnn.scan_batch(cell, params, x)[1], (xs,), (jnp.ones_like(xs),))
+  # Forward over reverse differentiates the backward, which is plain JAX.
+  if kind in HAND:
+    xs, mask = xs[:2, :3], mask[:2, :3]
+    runs = (lambda p: jaxrnn.scan_batch(cell, p, xs, mask=mask),
+            lambda p: vmapped(cell, p, xs, None, mask))
+    hessians = [jax.jit(jax.hessian(lambda b: jnp.sum(run(params._replace(b=b))[1] ** 2)))(params.b)
+                for run in runs]
+    np.testing.assert_allclose(hessians[0], hessians[1], atol=1e-5)
 
 
 @pytest.mark.parametrize("kind, unroll", [(k, u) for k in HAND for u in (3, True)] +
@@ -275,9 +297,9 @@ def test_wrong_input_size_is_explained_on_both_paths(with_resets):
 @pytest.mark.parametrize("kind, other", [
     ("lstm", dict(full_gate_recurrence=True)), ("lstm", dict(proj_size=H)),
     ("lstm", dict(peephole=True)), ("gru", dict(reset_after=False))])
-def test_kernel_refuses_params_of_another_variant(kind, other):
-  # The per-example step reads optional params when present; the kernel
-  # would ignore them, so it says so instead of computing something else.
+def test_scan_batch_refuses_params_of_another_variant(kind, other):
+  # Read as they are, some would be ignored (a peephole LSTM's p_i by the
+  # standard LSTM), so scan_batch says so instead of computing something else.
   cell, _, xs, _, _ = setup(kind=kind)
   params = KERNELS[kind](H, **other).init(jax.random.key(0), I)
   with pytest.raises(ValueError, match="made by"):
