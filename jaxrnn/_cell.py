@@ -27,7 +27,10 @@ class Cell(NamedTuple):
   """One recurrent time step as pure functions: ``c -> x -> (c, y)``.
 
   Fields:
-    init: ``(key, input_size) -> params``.
+    init: ``(key, input_size) -> params``. `jaxrnn.scan` and
+      `jaxrnn.scan_batch` trace it abstractly (`jax.eval_shape`, once per
+      cell and input size) and check the params they get against it: the
+      same leaves (by path) with the same shapes.
     initial_carry: ``(params) -> carry``; sizes and dtype come from params.
     step: ``(params, carry, gx_t) -> (carry, y_t)``, in `jax.lax.scan` order.
       ``gx_t`` is the projected input (``project(params, xs)[t]``), or the raw
@@ -168,40 +171,47 @@ def _row_major_transpose(a: Array) -> Array:
 
 
 def project_input(name: str, xs: Array, w_x: Array, b: Array) -> Array:
-  """The hoisted input projection ``xs @ w_x + b`` with input-size and dtype checks.
+  """The hoisted input projection ``xs @ w_x + b``, checked at trace time.
 
   Shapes: xs [T, I], w_x [I, G], b [G] -> [T, G] in the carry dtype.
+  Integer and bool xs (a one-hot as ``ids[:, None] == jnp.arange(V)``) are
+  cast by the product; complex xs are refused.
   """
   check_input_size(name, xs, w_x.shape[0])
-  if not jnp.issubdtype(jnp.result_type(xs), jnp.floating):
+  if jnp.issubdtype(jnp.result_type(xs), jnp.complexfloating):
     raise TypeError(
-        f"jaxrnn.{name}: xs has dtype {jnp.result_type(xs)}; the cell multiplies "
-        f"its inputs by weights, so it takes real floating-point xs. Fix: for token "
-        f"ids, embed them first (embeddings[ids]); for numbers, pass "
-        f"xs.astype(jnp.float32).")
+        f"jaxrnn.{name}: xs has dtype {jnp.result_type(xs)}; the cell's weights "
+        f"are real, and the product would drop the imaginary part. Fix: pass "
+        f"real inputs, e.g. jnp.concatenate([xs.real, xs.imag], -1) with twice "
+        f"the input size.")
   return matmul(xs, w_x) + b.astype(carry_dtype(w_x.dtype))
 
 
-def check_size(where: str, name: str, value) -> int:
-  """``value`` as an int, or an error at construction unless it is a positive int.
+def check_size(where: str, name: str, value, *, optional: bool = False) -> int:
+  """``value`` as an int; raises at construction unless it is a positive int
+  (or None, when ``optional``: then the caller passes None on).
 
   >>> check_size("jaxrnn.lstm", "hidden_size", 8.0)
   Traceback (most recent call last):
   ...
-  TypeError: jaxrnn.lstm: hidden_size must be a positive int; got 8.0 (float). Fix: pass a positive int, e.g. hidden_size=8.
+  TypeError: jaxrnn.lstm: hidden_size must be a positive int; got 8.0 (float). Fix: pass hidden_size=8.
   """
   try:
-    size = operator.index(value) if not isinstance(value, bool) else None
+    size = None if isinstance(value, bool) else operator.index(value)
   except TypeError:
     size = None
-  example = int(value) if isinstance(value, float) and value.is_integer() and value > 0 else 128
-  message = (f"{where}: {name} must be a positive int; got {value!r} "
-             f"({type(value).__name__}). Fix: pass a positive int, e.g. {name}={example}.")
-  if size is None:
-    raise TypeError(message)
-  if size < 1:
-    raise ValueError(message)
-  return size
+  if size is not None and size >= 1:
+    return size
+  try:                      # 8.0 or "8": say the int meant
+    number = None if isinstance(value, bool) else float(value)
+  except (TypeError, ValueError):
+    number = None
+  what = "a positive int or None" if optional else "a positive int"
+  fix = (f"pass {name}={int(number)}" if number is not None and number.is_integer()
+         and number >= 1 else f"pass {what}")
+  message = (f"{where}: {name} must be {what}; got {value!r} "
+             f"({type(value).__name__}). Fix: {fix}.")
+  raise TypeError(message) if size is None else ValueError(message)
 
 
 def check_input_size(name: str, xs: Array, input_size: int) -> None:

@@ -7,7 +7,7 @@ layers built on it (`_layers.py`).
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache
 from typing import Optional
 
 import jax
@@ -203,20 +203,37 @@ def check_flags(name: str, flags, T: int):
 
 
 def _init_shapes(cell: Cell, input_size: int):
-  """The shapes ``cell.init(key, input_size)`` makes, or None where its init
-  cannot be traced abstractly (a custom cell's; then nothing is checked)."""
+  """The shapes ``cell.init(key, input_size)`` makes, traced abstractly once
+  per cell and input size; None where init cannot be traced so (then
+  nothing is checked)."""
   try:
-    return jax.eval_shape(partial(cell.init, input_size=input_size), jax.random.key(0))
-  except Exception:   # noqa: BLE001 - the check is a diagnosis, never a new failure
+    return _cached_init_shapes(cell, input_size)
+  except TypeError:   # a Cell with an unhashable field: not cached
+    return _trace_init(cell, input_size)
+
+
+def _trace_init(cell: Cell, input_size: int):
+  try:
+    return jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size))
+  except Exception:   # noqa: BLE001 - an init that needs concrete values goes unchecked
     return None
+
+
+_cached_init_shapes = lru_cache(maxsize=256)(_trace_init)
+
+
+def _shapes_by_path(tree) -> dict[str, tuple]:
+  return {jax.tree_util.keystr(k): tuple(jnp.shape(a))
+          for k, a in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple) -> None:
   """Checks ``params`` against what ``cell.init(key, I)`` makes for xs ``[..., I]``.
 
   Params of another variant would otherwise be read in part (a standard
-  LSTM ignores a peephole LSTM's ``p_i``) or fail deep inside XLA. Shapes
-  are compared, not dtypes (bfloat16 copies of float32 params are fine).
+  LSTM ignores a peephole LSTM's ``p_i``) or fail deep inside XLA. The
+  leaves' paths and shapes are compared, not their containers (a list for
+  a tuple) or dtypes (bfloat16 copies of float32 params are fine).
   """
   input_size = xs_shape[-1]
   expected = _init_shapes(cell, input_size)
@@ -225,37 +242,32 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple) -> None
   fix = (f"Fix: build the cell with the constructor, sizes and switches that "
          f"made the params, or make params for this cell with "
          f"cell.init(key, {input_size}).")
-  got_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  want_leaves = jax.tree_util.tree_flatten_with_path(expected)[0]
-  if jax.tree.structure(params) != jax.tree.structure(expected):
-    got = {jax.tree_util.keystr(k) for k, _ in got_leaves}
-    want = {jax.tree_util.keystr(k) for k, _ in want_leaves}
-    extra, missing = sorted(got - want), sorted(want - got)
-    detail = "".join([f"; they have {', '.join(extra)}, which this cell does not read"
-                      if extra else "",
-                      f"; they lack {', '.join(missing)}, which it needs"
+  got, want = _shapes_by_path(params), _shapes_by_path(expected)
+  if got.keys() != want.keys():
+    extra, missing = sorted(got.keys() - want.keys()), sorted(want.keys() - got.keys())
+    detail = "".join([f"; they have {', '.join(extra)}, which this cell's init "
+                      f"does not make" if extra else "",
+                      f"; they lack {', '.join(missing)}, which it makes"
                       if missing else ""])
     raise ValueError(
         f"jaxrnn.{name}: params are {_describe(params)}, but this cell's init "
         f"makes {_describe(expected)}{detail}: they were made by another cell "
         f"or variant. {fix}")
-  wrong = [(jax.tree_util.keystr(k), jnp.shape(a), b.shape)
-           for (k, a), (_, b) in zip(got_leaves, want_leaves) if jnp.shape(a) != b.shape]
+  wrong = [(path, got[path], want[path]) for path in want if got[path] != want[path]]
   if not wrong:
     return
   # The common case: the right cell, inputs of another size.
-  for size in {g for _, got, want in wrong for g, w in zip(got, want) if g != w}:
+  for size in {g for _, shape, made in wrong for g, w in zip(shape, made) if g != w}:
     other = _init_shapes(cell, size)
-    if other is not None and all(jnp.shape(a) == b.shape for a, b in
-                                 zip(jax.tree.leaves(params), jax.tree.leaves(other))):
+    if other is not None and _shapes_by_path(other) == got:
       layout = "[T, " if len(xs_shape) == 2 else "[B, T, "
       raise ValueError(
           f"jaxrnn.{name}: xs has shape {tuple(xs_shape)}; these params were "
           f"initialised for input size {size}, so xs must be {layout}{size}]. "
           f"Fix: pass inputs with {size} features, or re-run "
           f"init(key, input_size={input_size}).")
-  listed = "; ".join(f"{path} is {list(got)} where it makes {list(want)}"
-                     for path, got, want in wrong)
+  listed = "; ".join(f"{path} is {list(shape)} where it makes {list(made)}"
+                     for path, shape, made in wrong)
   raise ValueError(
       f"jaxrnn.{name}: params do not fit this cell for inputs of size "
       f"{input_size}: {listed}. They were made by a cell of another size or "

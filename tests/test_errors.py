@@ -60,10 +60,10 @@ def test_wrong_input_size_names_the_expected_size(cell):
 
 
 @pytest.mark.parametrize("cell, made_by, says", [
-    (jaxrnn.lstm(H), jaxrnn.peephole_lstm(H), [".p_f, .p_i, .p_o, which this cell does not read"]),
-    (jaxrnn.peephole_lstm(H), jaxrnn.lstm(H), ["lack .p_f, .p_i, .p_o"]),
+    (jaxrnn.lstm(H), jaxrnn.peephole_lstm(H), [".p_f, .p_i, .p_o, which this cell's init does not make"]),
+    (jaxrnn.peephole_lstm(H), jaxrnn.lstm(H), ["lack .p_f, .p_i, .p_o, which it makes"]),
     (jaxrnn.gru(H), jaxrnn.gru(H, reset_after=False), ["lack .b_hn"]),
-    (jaxrnn.gru(H, reset_after=False), jaxrnn.gru(H), [".b_hn, which this cell does not read"]),
+    (jaxrnn.gru(H, reset_after=False), jaxrnn.gru(H), [".b_hn, which this cell's init does not make"]),
     (jaxrnn.lstm(H), jaxrnn.gru(H), ["params are GRUParams", "makes LSTMParams"]),
     (jaxrnn.lstm(H), jaxrnn.cifg_lstm(H), [f".w_x is [{I}, {3 * H}] where it makes [{I}, {4 * H}]"]),
     (jaxrnn.lstm(H), jaxrnn.lstm(2 * H), [f".w_h is [{2 * H}, {8 * H}] where it makes [{H}, {4 * H}]"]),
@@ -76,6 +76,17 @@ def test_params_of_another_variant_or_size(cell, made_by, says):
     xs = XS if run is jaxrnn.scan else XS[None]
     assert_fails(ValueError, lambda xs: run(cell, params, xs), xs,
                  says=[f"jaxrnn.{run.__name__}", *says, "Fix", f"cell.init(key, {I})"])
+
+
+def test_params_in_another_container_with_the_same_leaves_are_fine():
+  cell = leaky(H)
+  init = cell.init
+  cell = cell._replace(init=lambda key, n: tuple(init(key, n).values()),
+                       initial_carry=lambda p: jnp.zeros_like(p[1]),
+                       project=lambda p, xs: xs @ p[0] + p[1])
+  params = cell.init(jax.random.key(0), I)
+  want = jaxrnn.scan(cell, params, XS)[1]
+  np.testing.assert_array_equal(jaxrnn.scan(cell, list(params), XS)[1], want)
 
 
 def test_wrong_input_size_in_a_layer_step():
@@ -218,11 +229,13 @@ def test_constructors_take_a_positive_int_size(make, size, error):
     make(size)
 
 
-@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_, jnp.complex64])
-def test_xs_that_are_not_real_floats_are_refused(dtype):
+def test_complex_xs_are_refused_and_int_or_bool_xs_cast():
   for run, xs in ((jaxrnn.scan, XS), (jaxrnn.scan_batch, XS[None])):
-    assert_fails(TypeError, lambda x: run(CELL, PARAMS, x), xs.astype(dtype),
-                 says=[f"xs has dtype {jnp.dtype(dtype).name}", "embed them first", "Fix"])
+    assert_fails(TypeError, lambda x: run(CELL, PARAMS, x), xs.astype(jnp.complex64),
+                 says=["xs has dtype complex64", "imaginary part", "Fix"])
+    one_hot = xs > 0.5
+    np.testing.assert_array_equal(run(CELL, PARAMS, one_hot)[1],
+                                  run(CELL, PARAMS, one_hot.astype(jnp.float32))[1])
 
 
 def test_xs_as_a_nested_list_is_an_array():

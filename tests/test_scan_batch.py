@@ -304,6 +304,14 @@ def test_scan_batch_refuses_params_of_another_variant(kind, other):
   params = KERNELS[kind](H, **other).init(jax.random.key(0), I)
   with pytest.raises(ValueError, match="made by"):
     jaxrnn.scan_batch(cell, params, xs)
+  # The kernel's own backstop, for a cell whose init scan_batch cannot trace
+  # abstractly to compare (an initializer that needs a concrete key).
+  def concrete_init(key, shape, dtype):
+    seed = int(jax.random.key_data(key).ravel()[-1])
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape) / 10, dtype)
+  untraceable = KERNELS[kind](H, kernel_init=concrete_init)
+  with pytest.raises(ValueError, match="made by"):
+    jaxrnn.scan_batch(untraceable, params, xs)
 
 
 F32_TOL = (1e-6, 1e-5)      # atol of outputs, of gradients

@@ -203,5 +203,10 @@ def gru_batch_kernel(params, carry: Array, xs: Array, mask: Optional[Array],
   carry h [B, H]; xs [B, T, I]; mask bool[B, T] or None. Same numbers as
   `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
+  if params.b_hn is None:   # a backstop, as in lstm_batched.check_standard_params
+    raise ValueError(
+        "jaxrnn.scan_batch: the cell is the GRU with reset_after=True but its "
+        "params have no b_hn, so they were made by jaxrnn.gru(H, "
+        "reset_after=False). Fix: build the cell with the same reset_after.")
   return _gru_loop(params.w_x, params.w_h, params.b, params.b_hn, carry, xs, mask,
                    reverse, unroll)

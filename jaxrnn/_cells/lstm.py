@@ -159,7 +159,7 @@ def lstm(
                      f"got {use_cudnn!r}.")
   hidden_size = check_size("jaxrnn.lstm", "hidden_size", hidden_size)
   if proj_size is not None:
-    proj_size = check_size("jaxrnn.lstm", "proj_size", proj_size)
+    proj_size = check_size("jaxrnn.lstm", "proj_size", proj_size, optional=True)
 
   # Gates with their own weights, in the fused order i, f, g, o.
   has_i = input_gate and not coupled_input_forget

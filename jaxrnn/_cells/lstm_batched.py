@@ -327,7 +327,25 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   ``LSTMCarry(h [B, H], c [B, H])``; xs [B, T, I]; mask bool[B, T] or None.
   Same numbers as `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
+  check_standard_params(params)
   (h, c), ys = _lstm_loop(params.w_x, params.w_h, params.b, carry.h, carry.c,
                           xs, mask, reverse, unroll)
   return carry._replace(h=h, c=c), ys
 
+
+def check_standard_params(params) -> None:
+  """Raises at trace time unless ``params`` are the standard LSTM's.
+
+  `jaxrnn.scan_batch` checks params against the cell's init first; this
+  backstop covers an init it could not trace abstractly (a custom
+  initializer that needs concrete values), where the kernel would
+  otherwise ignore peepholes or a projection.
+  """
+  extra = [name for name in ("p_i", "p_f", "p_o", "w_gates", "w_proj")
+           if getattr(params, name) is not None]
+  if extra:
+    raise ValueError(
+        f"jaxrnn.scan_batch: the cell is the standard LSTM but its params have "
+        f"{', '.join(extra)} (peepholes, full_gate_recurrence or proj_size), so "
+        f"they were made by another variant. Fix: build the cell with the "
+        f"switches that made the params, e.g. jaxrnn.lstm(H, peephole=True).")

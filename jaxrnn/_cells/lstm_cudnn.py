@@ -71,7 +71,7 @@ except ImportError:   # a JAX without it: the XLA kernel everywhere
   jax_rnn = None
 
 from jaxrnn._cell import Array
-from jaxrnn._cells.lstm_batched import lstm_batch_kernel
+from jaxrnn._cells.lstm_batched import check_standard_params, lstm_batch_kernel
 
 
 def cudnn_weights(params) -> Array:
@@ -139,6 +139,7 @@ def lstm_cudnn_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   (see the module's notes), ``required`` raises and otherwise the XLA
   kernel runs.
   """
+  check_standard_params(params)
   reason = why_not_cudnn(params, carry, xs, mask)
   if reason is not None:
     if required:

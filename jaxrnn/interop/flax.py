@@ -430,9 +430,10 @@ def run(layer: Seq, params, xs, mask, carry, key):
   `jaxrnn.scan_batch`: the LSTM's and GRU's training steps through
   `LinenRecurrent` at B = 32, T = 64 and B = 16, T = 128 (H = 128) took
   0.69-0.74x the time of ``jax.vmap(layer.apply)`` (2 CPU cores, one
-  device, interleaved medians, 2026-12-04). Like
-  those kernels it is reverse mode only; for `jax.jvp` vmap the wrapper
-  over ``[T, I]`` sequences.
+  device, interleaved medians, 2026-12-04). Where a kernel runs it is
+  reverse mode only (for `jax.jvp`, vmap the wrapper over ``[T, I]``
+  sequences), and a stack's dropout draws every example's mask from the
+  one ``key`` (same distribution as a key per example, other draws).
   """
   xs = jnp.asarray(xs)
   if xs.ndim == 2:
@@ -452,8 +453,9 @@ class Recurrent(nnx.Module):
   ``nnx.state``, ``nnx.Optimizer``, ``nnx.jit`` and ``nnx.grad`` see them.
   ``module(xs, *, mask=None, carry=None, key=None) -> (carry, ys)`` runs
   ``layer.apply`` on ``xs [T, I]``, or `jaxrnn.apply_batch` on ``[B, T, I]``
-  (mask ``[B, T]``, carry batched; the batched kernels, reverse mode only);
-  ``key`` turns on a stack's dropout.
+  (mask ``[B, T]``, carry batched; the batched kernels, which are reverse
+  mode only, and one dropout draw for the batch); ``key`` turns on a stack's
+  dropout.
   ``module.params_tree()`` gives the plain jaxrnn params.
 
   >>> import jax, jax.numpy as jnp, jaxrnn

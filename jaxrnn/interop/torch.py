@@ -314,9 +314,12 @@ def to_torch(params: Any, *, bidirectional: Optional[bool] = None, bias: bool = 
       raise ValueError(
           f"{where}: params are a pair of cell params that fit both two "
           f"layers of a one-way module and one bidirectional layer (their "
-          f"input size equals their hidden size). Fix: say which, "
-          f"bidirectional=True or bidirectional=False.")
-    bidirectional = fits[0] if fits else False
+          f"input size equals their output size: the hidden size, or "
+          f"proj_size). Fix: say which, bidirectional=True or "
+          f"bidirectional=False.")
+    # Neither fits: explain the layout the structure suggests.
+    bidirectional = fits[0] if fits else is_pair(params) or (
+        isinstance(params, tuple) and bool(params) and all(is_pair(p) for p in params))
   problem = layout_problem(params, bidirectional)
   if problem is not None:
     raise ValueError(f"{where}: {problem}")
