@@ -92,6 +92,12 @@ def scan(
   resets = check_flags("resets", resets, T)
   init = cell.initial_carry(params)
   if carry is None:
+    if getattr(cell, "decoder_carry", None) is not None:
+      raise ValueError(
+          "jaxrnn.scan: the cell is an attention decoder, whose carry holds "
+          "the memory it attends over; from cell.initial_carry(params) it "
+          "would attend over nothing. Fix: pass "
+          "carry=cell.decoder_carry(params, memory, mask).")
     carry = init
   else:
     check_carry(carry, init)

@@ -98,6 +98,8 @@ def test_bad_arguments_raise_clear_errors():
                      ((12, 6), "memory_length=12"), ((2, 10, 6), "jax.vmap")]:
     with pytest.raises(ValueError, match=f"memory has shape .*Fix: .*{fix}"):
       dec.decoder_carry(dec_params, jnp.ones(shape))
+  with pytest.raises(ValueError, match=r"attend over nothing.*carry=cell.decoder_carry"):
+    jaxrnn.scan(dec, dec_params, jnp.ones((4, 3)))     # no memory given
 
 
 @pytest.mark.parametrize("score", ["additive", "general"])

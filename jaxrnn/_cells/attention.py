@@ -224,12 +224,12 @@ def attention_decoder(cell: Cell, att: Attention, memory_length: int,
 
   The memory is put in the carry by ``decoder_carry(params, memory, mask)``,
   which runs the key projection once, outside the time loop; pass it as
-  ``jaxrnn.scan(dec, params, xs, carry=...)``. ``initial_carry(params)`` is an
-  all-masked zero memory (context stays zero), for shapes only; for the same
-  reason ``resets`` in `jaxrnn.scan` would restart with an empty memory: a new
-  memory is a new ``decoder_carry`` and a new scan. The step sees
-  the raw input ``x_t`` (no hoisted ``project``: the cell's input depends on
-  the previous context).
+  ``jaxrnn.scan(dec, params, xs, carry=...)`` (without it, scan raises).
+  ``initial_carry(params)`` is an all-masked zero memory (context stays
+  zero), for shapes only; for the same reason ``resets`` in `jaxrnn.scan`
+  would restart with an empty memory: a new memory is a new
+  ``decoder_carry`` and a new scan. The step sees the raw input ``x_t`` (no
+  hoisted ``project``: the cell's input depends on the previous context).
 
   Shapes: params ``DecoderParams(cell, attention, w_c [H+D, H], b_c [H])``;
   carry ``DecoderCarry(cell carry, context [D], Prepared)``; memory
