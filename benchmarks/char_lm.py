@@ -150,13 +150,14 @@ def train_tbptt(model, params, train_ids, vocab_size, args, valid_ids,
   inputs, targets = train.windows(train_ids, args.batch, args.window)
   opt = train.optimizer(args.lr, clip_norm=1.0)
 
-  def loss_fn(params, carry, example):   # one stream's window and its carry
-    x, y = example
-    carry, logits = model.apply(params, jax.nn.one_hot(x, V), carry=carry)
-    total, count = train.cross_entropy(logits, y)
+  def loss_fn(params, carry, batch):   # every stream's window and carry
+    x, y = batch
+    carry, logits = model.apply_batch(params, jax.nn.one_hot(x, V), carry=carry)
+    total, count = jax.vmap(train.cross_entropy)(logits, y)
     return total, count, {}, carry
 
-  tbptt_step = train.make_tbptt_step(loss_fn, opt)
+  # The whole batch at once, for the batched kernels (jaxrnn.apply_batch).
+  tbptt_step = train.make_tbptt_step(loss_fn, opt, batched=True)
   zeros = jax.vmap(lambda _: model.initial_carry(params))(jnp.arange(args.batch))
 
   def step(state_and_carry, batch):
