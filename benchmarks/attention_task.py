@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from jaxrnn import seq2seq, train  # noqa: E402
 from benchmarks.plots import pyplot  # noqa: E402
+from benchmarks.cli import at_least, positive  # noqa: E402
 
 SYMBOLS = 8
 VOCAB = SYMBOLS + 2   # 0 pad, 1 BOS
@@ -159,22 +160,27 @@ def heat_map(record, path):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--quick", action="store_true")
-  p.add_argument("--steps", type=int, default=1500)
-  p.add_argument("--batch", type=int, default=64)
-  p.add_argument("--hidden", type=int, default=64)
+  p.add_argument("--quick", action="store_true",
+                 help="300 steps of smaller models on lengths 3-10 (options given win)")
+  p.add_argument("--steps", type=positive, help="default 1500 (--quick: 300)")
+  p.add_argument("--batch", type=positive, help="default 64 (--quick: 32)")
+  p.add_argument("--hidden", type=positive, help="default 64 (--quick: 32)")
   p.add_argument("--lr", type=float, default=3e-3)
-  p.add_argument("--min-len", type=int, default=4)
-  p.add_argument("--max-len", type=int, default=20)
-  p.add_argument("--score", default="general")
-  p.add_argument("--beam", type=int, default=4, help="beam width (0: greedy only)")
+  p.add_argument("--min-len", type=positive, help="default 4 (--quick: 3)")
+  p.add_argument("--max-len", type=positive, help="default 20 (--quick: 10)")
+  p.add_argument("--score", default="general", choices=("general", "dot", "additive", "scaled_dot"))
+  p.add_argument("--beam", type=at_least(0), default=4, help="beam width (0: greedy only)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="results")
   p.add_argument("--quiet", action="store_true")
   args = p.parse_args(argv)
-  if args.quick:
-    args.steps, args.batch, args.hidden = 300, 32, 32
-    args.min_len, args.max_len = 3, 10
+  preset = (dict(steps=300, batch=32, hidden=32, min_len=3, max_len=10) if args.quick else
+            dict(steps=1500, batch=64, hidden=64, min_len=4, max_len=20))
+  for name, value in preset.items():
+    if getattr(args, name) is None:
+      setattr(args, name, value)
+  if args.min_len > args.max_len:
+    p.error(f"--min-len {args.min_len} is above --max-len {args.max_len}")
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.time()

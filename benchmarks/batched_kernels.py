@@ -24,7 +24,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+  sys.path.insert(0, str(ROOT))
+
+from benchmarks.cli import positive, shape_bthi  # noqa: E402
 
 CELLS = ("lstm", "peephole", "cifg", "lstmp", "rnn")
 
@@ -48,20 +56,23 @@ def cell_forms(name: str, H: int) -> dict:
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--shape", default="32,128,256,256", help="B,T,I,H")
+  p.add_argument("--shape", type=shape_bthi,
+                 help="B,T,I,H (default 32,128,256,256; --quick: 4,8,8,8)")
   p.add_argument("--cells", default=",".join(CELLS))
-  p.add_argument("--rounds", type=int, default=21)
+  p.add_argument("--rounds", type=positive, help="default 21 (--quick: 3)")
   p.add_argument("--forward", action="store_true", help="time the forward pass alone")
-  p.add_argument("--cpu-devices", type=int, default=1)
-  p.add_argument("--quick", action="store_true", help="B,T,I,H = 4,8,8,8 and 3 rounds")
+  p.add_argument("--cpu-devices", type=positive, default=1)
+  p.add_argument("--quick", action="store_true",
+                 help="B,T,I,H = 4,8,8,8 and 3 rounds (options given win)")
   args = p.parse_args(argv)
-  shape = (4, 8, 8, 8) if args.quick else tuple(int(v) for v in args.shape.split(","))
-  rounds = 3 if args.quick else args.rounds
+  shape = args.shape or ((4, 8, 8, 8) if args.quick else (32, 128, 256, 256))
+  rounds = args.rounds or (3 if args.quick else 21)
   cells = args.cells.split(",")
   unknown = set(cells) - set(CELLS)
-  if len(shape) != 4 or unknown:
-    p.error(f"expected --shape B,T,I,H and --cells from {','.join(CELLS)}; "
-            f"got {args.shape!r} and {sorted(unknown)}")
+  if unknown:
+    p.error(f"--cells: unknown {sorted(unknown)}; expected some of {','.join(CELLS)}")
+  if shape[0] % args.cpu_devices:
+    p.error(f"--shape: B = {shape[0]} does not split over --cpu-devices {args.cpu_devices}")
 
   import jax                                   # after the device option is set
   if args.cpu_devices > 1:

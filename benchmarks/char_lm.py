@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import jaxrnn  # noqa: E402
 from jaxrnn import train  # noqa: E402
+from benchmarks.cli import positive  # noqa: E402
 from jaxrnn.tasks import (Vocab, param_count, readout_model,  # noqa: E402
                           reference_text, split_tokens)
 
@@ -213,14 +214,15 @@ def parse_args(argv=None):
   size.add_argument("--quick", action="store_true", help="under a minute")
   size.add_argument("--smoke", action="store_true", help="seconds, for tests")
   p.add_argument("--cell", choices=tuple(CELLS), default="lstm")
-  p.add_argument("--hidden", type=int)
-  p.add_argument("--batch", type=int, help="parallel streams")
-  p.add_argument("--window", type=int, help="TBPTT window (steps)")
-  p.add_argument("--steps", type=int)
+  p.add_argument("--hidden", type=positive)
+  p.add_argument("--batch", type=positive, help="parallel streams")
+  p.add_argument("--window", type=positive, help="TBPTT window (steps)")
+  p.add_argument("--steps", type=positive)
   p.add_argument("--lr", type=float)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--temperature", type=float, default=0.7)
-  p.add_argument("--sample-length", type=int, default=400)
+  p.add_argument("--sample-length", type=positive,
+                 help="characters to sample (default 400; 100 with --smoke)")
   p.add_argument("--prompt", default="The ")
   p.add_argument("--out", default=str(ROOT / "results"))
   p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -230,8 +232,8 @@ def parse_args(argv=None):
   for name, value in preset.items():
     if getattr(args, name) is None:
       setattr(args, name, value)
-  if args.smoke and args.sample_length == 400:
-    args.sample_length = 100
+  if args.sample_length is None:
+    args.sample_length = 100 if args.smoke else 400
   return args
 
 
@@ -243,6 +245,12 @@ def main(argv=None) -> dict:
   vocab = Vocab.from_text(text)
   V = len(vocab)
   train_ids, valid_ids, test_ids = split_tokens(vocab.encode(text), 0.05, 0.05)
+  try:                          # before training, not after it
+    if not vocab.encode(args.prompt).size:
+      raise ValueError("it is empty; sampling starts from at least one character")
+  except ValueError as e:       # as argparse reports a bad option: exit status 2
+    print(f"char_lm.py: error: --prompt {args.prompt!r}: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
   if args.smoke:
     valid_ids, test_ids = valid_ids[:SMOKE_EVAL_CHARS], test_ids[:SMOKE_EVAL_CHARS]
   eval_batch = 8 if args.smoke else 32

@@ -29,6 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import peers  # noqa: E402
+from benchmarks.cli import positive, shape_bthi  # noqa: E402
 
 BASELINE = "jaxrnn.scan_batch"
 
@@ -64,13 +65,19 @@ def time_compile(program: peers.JaxProgram, xs) -> tuple[float, float]:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--shape", default="32,128,256,256", help="B,T,I,H")
-  parser.add_argument("--cells", default="lstm,gru,rnn")
-  parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--quick", action="store_true", help="tiny shape, 2 rounds: seconds")
+  parser.add_argument("--shape", type=shape_bthi,
+                      help="B,T,I,H (default 32,128,256,256; --quick: 2,4,4,4)")
+  parser.add_argument("--cells", default="lstm,gru,rnn",
+                      help=f"comma-separated, from {','.join(peers.KINDS)}")
+  parser.add_argument("--rounds", type=positive, help="default 7 (--quick: 2)")
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny shape, 2 rounds: seconds (options given win)")
   args = parser.parse_args(argv)
-  shape = (2, 4, 4, 4) if args.quick else tuple(int(s) for s in args.shape.split(","))
-  rounds = 2 if args.quick else args.rounds
+  unknown = [k for k in args.cells.split(",") if k not in peers.KINDS]
+  if unknown:
+    parser.error(f"--cells: unknown {unknown}; expected some of {','.join(peers.KINDS)}")
+  shape = args.shape or ((2, 4, 4, 4) if args.quick else (32, 128, 256, 256))
+  rounds = args.rounds or (2 if args.quick else 7)
   print(f"Training-step compile time, medians of {rounds} alternating rounds; "
         f"B,T,I,H = {shape}; {jax.default_backend()}\n")
   print(f"| cell | implementation | trace+lower s | compile s | total s | total / {BASELINE}'s |")
@@ -86,8 +93,8 @@ def main(argv=None) -> None:
     for name, ts in times.items():
       lower = statistics.median(a for a, _ in ts)
       compile_ = statistics.median(b for _, b in ts)
-      print(f"| {kind} | {name} | {lower:.3f} | {compile_:.3f} | {total[name]:.3f} | "
-            f"{total[name] / total[BASELINE]:.2f} |")
+      ratio = f"{total[name] / total[BASELINE]:.2f}" if BASELINE in total else "-"
+      print(f"| {kind} | {name} | {lower:.3f} | {compile_:.3f} | {total[name]:.3f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ timeout "${TEST_TIMEOUT_S:-1800}" "$python" -m pytest -q -n "${TEST_WORKERS:-4}"
     -p no:cacheprovider tests/test_cudnn.py tests/test_scan_batch.py \
     tests/test_fused.py tests/test_cells.py 2>&1 | tee "$out/tests.txt"
 tests=${PIPESTATUS[0]}
-"$python" benchmarks/speed.py --cells lstm,gru \
-    --shapes 32,128,256,256 1,512,128,128 128,64,512,512 \
+shapes=(--shapes 32,128,256,256 1,512,128,128 128,64,512,512)
+for arg in "$@"; do [[ $arg == --quick ]] && shapes=(); done   # --quick sets its own
+"$python" benchmarks/speed.py --cells lstm,gru "${shapes[@]}" \
     --out "$out/speed.json" "$@" 2>&1 | tee "$out/speed.txt"
 speed=${PIPESTATUS[0]}
 if [[ $speed == 0 ]]; then

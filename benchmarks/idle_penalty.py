@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # jaxrnn from this checkout
 
+from benchmarks.cli import positive, shape_bthi  # noqa: E402
+
 PAUSES_S = (0.0, 0.001, 0.01, 0.05)
 
 
@@ -60,12 +62,13 @@ def jax_call(shape, mode: str):
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--framework", choices=("torch", "jax"), required=True)
-  parser.add_argument("--shape", default="1,512,128,128", help="B,T,I,H")
+  parser.add_argument("--shape", type=shape_bthi, default=(1, 512, 128, 128),
+                      help="B,T,I,H (default 1,512,128,128)")
   parser.add_argument("--mode", choices=("fwd", "fwd_bwd"), default="fwd")
-  parser.add_argument("--threads", type=int, default=2, help="torch threads")
-  parser.add_argument("--calls", type=int, default=41)
+  parser.add_argument("--threads", type=positive, default=2, help="torch threads")
+  parser.add_argument("--calls", type=positive, default=41)
   args = parser.parse_args(argv)
-  shape = tuple(int(s) for s in args.shape.split(","))
+  shape = args.shape
   call = (torch_call(shape, args.mode, args.threads) if args.framework == "torch"
           else jax_call(shape, args.mode))
   for _ in range(5):

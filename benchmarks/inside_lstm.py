@@ -68,6 +68,7 @@ import jaxrnn  # noqa: E402
 from jaxrnn import train  # noqa: E402
 from jaxrnn.tasks import (ModelParams, Vocab, param_count,  # noqa: E402
                           readout_model, reference_text, split_tokens)
+from benchmarks.cli import positive  # noqa: E402
 from benchmarks.plots import colored_text, signal_heatmaps  # noqa: E402
 
 CELLS = dict(lstm=jaxrnn.lstm, peephole=jaxrnn.peephole_lstm, gru=jaxrnn.gru)
@@ -234,17 +235,20 @@ def parse_args(argv=None):
   parser.add_argument("--quick", action="store_true",
                       help="a tiny model, a few steps (seconds; the tests)")
   parser.add_argument("--cell", choices=sorted(CELLS), default="lstm")
-  for name, kind in (("hidden", int), ("steps", int), ("window", int),
-                     ("batch", int), ("lr", float), ("chars", int)):
+  for name, kind in (("hidden", positive), ("steps", positive), ("window", positive),
+                     ("batch", positive), ("lr", float), ("chars", positive)):
     parser.add_argument(f"--{name}", type=kind)
-  parser.add_argument("--params", help="a params file (jaxrnn.io) to look "
+  source = parser.add_mutually_exclusive_group()   # a loaded model is not saved again
+  source.add_argument("--params", help="a params file (jaxrnn.io) to look "
                       "inside instead of training; needs the same --cell and "
                       "--hidden")
-  parser.add_argument("--save-params", help="save the trained params here")
+  source.add_argument("--save-params", help="save the trained params here")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=str(ROOT / "results"))
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   args = parser.parse_args(argv)
+  if args.params and not Path(args.params).is_file():
+    parser.error(f"--params {args.params}: no such file")
   for key, value in PRESETS["quick" if args.quick else "default"].items():
     if getattr(args, key) is None:
       setattr(args, key, value)

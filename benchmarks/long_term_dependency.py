@@ -88,6 +88,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import jaxrnn  # noqa: E402
 from jaxrnn import train  # noqa: E402
+from benchmarks.cli import positive, positive_list  # noqa: E402
 from jaxrnn.tasks import (ADDING_BASELINE_MSE, ADDING_SOLVED_MSE,  # noqa: E402
                           adding, last_step_classification_loss, param_count,
                           readout_model, recall)
@@ -316,10 +317,10 @@ def parse_args(argv=None):
                  default="both")
   p.add_argument("--cells", default=",".join(CELLS),
                  help=f"comma-separated, from {', '.join(CELLS)}")
-  p.add_argument("--lengths", help="comma-separated T values")
-  p.add_argument("--steps", type=int, help="training steps per run (maximum)")
-  p.add_argument("--batch", type=int)
-  p.add_argument("--hidden", type=int)
+  p.add_argument("--lengths", type=positive_list, help="comma-separated T values")
+  p.add_argument("--steps", type=positive, help="training steps per run (maximum)")
+  p.add_argument("--batch", type=positive)
+  p.add_argument("--hidden", type=positive)
   p.add_argument("--lr", type=float)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--forget-bias", type=float, default=1.0,
@@ -327,21 +328,21 @@ def parse_args(argv=None):
                       "library's default 1.0; try 3 on recall)")
   p.add_argument("--out", default=str(ROOT / "results"),
                  help="folder for the JSON and the PNGs")
-  p.add_argument("--cpu-devices", type=int, default=2,
+  p.add_argument("--cpu-devices", type=positive, default=2,
                  help="split the CPU into this many JAX devices and train "
                       "data-parallel over them (default 2; 1: one device)")
   p.add_argument("--quiet", action="store_true", help="no progress bars")
   args = p.parse_args(argv)
-  if args.cpu_devices < 1:
-    p.error(f"--cpu-devices: expected a positive integer, got {args.cpu_devices}")
   preset = PRESETS["quick" if args.quick else "smoke" if args.smoke
                    else "default"]
   for name, value in preset.items():
     if getattr(args, name, None) is None:
       setattr(args, name, value)
-  if isinstance(args.lengths, str):   # --lengths applies to every task
-    lengths = tuple(int(t) for t in args.lengths.split(","))
-    args.lengths = {name: lengths for name in TASKS}
+  if isinstance(args.lengths, tuple):   # --lengths applies to every task
+    if min(args.lengths) < 2:
+      p.error(f"--lengths: the tasks put their two markers in different "
+              f"halves, so T must be 2 or more; got {min(args.lengths)}")
+    args.lengths = {name: args.lengths for name in TASKS}
   args.cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
   unknown = [c for c in args.cells if c not in CELLS]
   if unknown:

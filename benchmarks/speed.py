@@ -112,6 +112,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from benchmarks import peers
+from benchmarks.cli import positive, positive_list
 from benchmarks.peers import Absent, JaxProgram, TorchProgram
 from benchmarks.timing import WARM_S, burst, sample_plan
 from benchmarks.torch_worker import TorchAbsent, TorchWorker
@@ -604,15 +605,16 @@ def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--quick", action="store_true",
-                 help="tiny shapes and 2 repeats: a smoke test in seconds")
+                 help="tiny shapes and 2 repeats: a smoke test in seconds (sets "
+                      "--shapes, --sweep-t, --repeats and --budget itself)")
   p.add_argument("--shapes", nargs="+", type=parse_shape,
                  help="B,T,I,H shapes (default: 32,128,256,256 1,512,128,128 "
                       "128,64,512,512)")
   p.add_argument("--dtype", choices=sorted(DTYPES), default="f32")
-  p.add_argument("--sweep-t", type=parse_ints,
+  p.add_argument("--sweep-t", type=positive_list,
                  help="sequence lengths for a sweep at --sweep-base "
                       f"(default {','.join(map(str, DEFAULT_SWEEP))} on lstm)")
-  p.add_argument("--sweep-base", type=parse_ints, default=DEFAULT_SWEEP_BASE,
+  p.add_argument("--sweep-base", type=positive_list, default=DEFAULT_SWEEP_BASE,
                  help="B,I,H of the sweep (default 16,128,128)")
   p.add_argument("--cells", type=lambda s: s.split(","),
                  help=f"cell kinds, from {','.join(peers.KINDS)} (default all)")
@@ -624,11 +626,11 @@ def parse_args(argv):
                       "'jaxrnn.scan_batch unroll=N' and 'jaxrnn.unfused unroll=N', "
                       "whatever --impls says; "
                       "'jaxrnn unroll=4' is a row already)")
-  p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--budget", type=float, default=4.0,
+  p.add_argument("--repeats", type=positive, help="timed rounds per group (default 5)")
+  p.add_argument("--budget", type=float,
                  help="seconds of timed rounds per group and mode; slow groups "
                       "get fewer repeats (never under 3, or --repeats if fewer); "
-                      "0 = no cap")
+                      "0 = no cap (default 4)")
   p.add_argument("--threads", type=int, help="torch threads (default: the cores JAX sees)")
   p.add_argument("--cpu-devices", type=int, default=1,
                  help="split the CPU into this many JAX devices and run every JAX "
@@ -656,6 +658,13 @@ def parse_args(argv):
     p.error(f"--cells {','.join(bad)}: unknown; choose from {','.join(peers.KINDS)}")
   if len(args.sweep_base) != 3:
     p.error("--sweep-base: expected B,I,H, three integers")
+  given = [f"--{name.replace('_', '-')}" for name in ("shapes", "sweep_t", "repeats", "budget")
+           if getattr(args, name) is not None]
+  if args.quick and given:
+    p.error(f"--quick sets its own shapes, repeats and budget; drop {' '.join(given)} "
+            f"or --quick")
+  args.repeats = 5 if args.repeats is None else args.repeats
+  args.budget = 4.0 if args.budget is None else args.budget
   return args
 
 

@@ -83,6 +83,7 @@ from jaxrnn.tasks import (DIGITS_CLASSES, Vocab,  # noqa: E402
                           readout_model, reference_text, sequential_digits,
                           split_tokens)
 from benchmarks.inside_lstm import next_character_loss  # noqa: E402
+from benchmarks.cli import at_least, positive  # noqa: E402
 from benchmarks.plots import score_boxplot  # noqa: E402
 
 # Greff's names. "vanilla" is the peephole LSTM and every LSTM variant
@@ -298,11 +299,12 @@ def parse_args(argv=None):
                       help="a few steps of tiny models (seconds; the tests)")
   parser.add_argument("--tasks", default="digits,char")
   parser.add_argument("--variants", default=",".join(VARIANTS))
-  parser.add_argument("--seeds", type=int)
-  parser.add_argument("--steps", type=int, help="steps for every task")
-  parser.add_argument("--hidden", type=int, help="H for every task")
-  parser.add_argument("--batch", type=int, help="examples per seed per step")
-  parser.add_argument("--window", type=int, help="char task window length")
+  parser.add_argument("--seeds", type=at_least(2),
+                      help="2 or more: the test compares the seeds' spread")
+  parser.add_argument("--steps", type=positive, help="steps for every task")
+  parser.add_argument("--hidden", type=positive, help="H for every task")
+  parser.add_argument("--batch", type=positive, help="examples per seed per step")
+  parser.add_argument("--window", type=positive, help="char task window length")
   parser.add_argument("--lr", type=float, help="Adam learning rate")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=str(ROOT / "results"))
@@ -310,6 +312,8 @@ def parse_args(argv=None):
   args = parser.parse_args(argv)
   preset = PRESETS["quick" if args.quick else "default"]
   tasks = [t for t in args.tasks.split(",") if t]
+  if not tasks:
+    parser.error("--tasks: expected digits and/or char, got none")
   for t in tasks:
     if t not in ("digits", "char"):
       parser.error(f"--tasks: unknown task {t!r}; expected digits and/or char.")

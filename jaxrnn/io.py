@@ -17,7 +17,8 @@ params file does not need.
 The pytree's structure is stored next to the arrays, so `load` needs no
 template: a NamedTuple is written as its class's qualified name and field
 names and comes back as the same class, a None field as None, a tuple as a
-tuple. Only classes `load` knows are rebuilt (jaxrnn's own, and those
+tuple. Only classes `load` knows are rebuilt (jaxrnn's own, those of
+`jaxrnn.train`, `jaxrnn.tasks` and `jaxrnn.seq2seq` included, and those
 passed as ``namedtuples=``): a file names classes but never makes Python
 import one.
 
@@ -85,9 +86,14 @@ def encode(node: Any, path: str) -> Any:
 
 
 def known_namedtuples(extra: Iterable[type]) -> dict[str, type]:
-  """jaxrnn's public NamedTuples and ``extra``, by qualified name."""
+  """jaxrnn's public NamedTuples (the package's, `jaxrnn.train`'s,
+  `jaxrnn.tasks`' and `jaxrnn.seq2seq`'s) and ``extra``, by qualified name."""
   import jaxrnn  # the package imports this module's siblings, not this one
-  found = [v for v in vars(jaxrnn).values()
+  import jaxrnn.seq2seq
+  import jaxrnn.tasks
+  import jaxrnn.train
+  found = [v for module in (jaxrnn, jaxrnn.train, jaxrnn.tasks, jaxrnn.seq2seq)
+           for v in vars(module).values()
            if isinstance(v, type) and issubclass(v, tuple) and hasattr(v, "_fields")]
   extra = list(extra)
   for cls in extra:
@@ -141,6 +147,8 @@ def save(path: str | os.PathLike, tree: Any) -> None:
   Raises:
     TypeError: naming the path in the tree of a leaf that is not an array
       (or a typed PRNG key: save ``jax.random.key_data(key)``).
+    FileNotFoundError: when ``path``'s directory does not exist, or ``path``
+      is a directory.
 
   >>> import os, tempfile, jax, jaxrnn, jaxrnn.io
   >>> params = jaxrnn.lstm(4).init(jax.random.key(0), 3)
@@ -159,6 +167,11 @@ def save(path: str | os.PathLike, tree: Any) -> None:
 def write_atomic(path: str, data: bytes) -> None:
   """Writes ``data`` to ``path`` through a fsynced temporary file and ``os.replace``."""
   directory = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path) or not os.path.isdir(directory):
+    what = "is a directory" if os.path.isdir(path) else f"is in {directory}, which does not exist"
+    raise FileNotFoundError(
+        f"jaxrnn.io.save: {path} {what}. Fix: a file path in an existing "
+        f"directory (os.makedirs(directory, exist_ok=True) first).")
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
                              suffix=".tmp", dir=directory)
   try:

@@ -34,6 +34,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._cell import check_size
 from jaxrnn._cells.attention import attention as make_attention
 from jaxrnn._cells.attention import attention_decoder
 from jaxrnn._cells.gru import gru
@@ -129,11 +130,15 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
 
   def encode(params, src, src_mask):
     if src.shape != (S,) or src_mask.shape != (S,):
+      batched = src.ndim == 2 and src.shape[1] == S
+      fix = ("its functions take one example; for a batch, jax.vmap them (or "
+             "use jaxrnn.train.make_train_step)" if batched else
+             f"pad the source to {S} tokens with a mask, or build the model "
+             f"with src_length={src.shape[0] if src.ndim else '?'}")
       raise ValueError(
           f"jaxrnn.seq2seq: src is {src.shape} and src_mask {src_mask.shape}; "
           f"this model was built for src_length={S}, so both must be ({S},). "
-          f"Fix: pad the source to {S} tokens with a mask, or build the model "
-          f"with src_length={src.shape[0] if src.ndim else '?'}.")
+          f"Fix: {fix}.")
     (fw, bw), memory = encoder.apply(params.encoder, params.embed[src], mask=src_mask)
     s0 = jnp.tanh(jnp.concatenate([fw, bw]) @ params.bridge)
     return memory, s0
@@ -183,7 +188,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     return tokens, weights
 
   def beam(params, src, src_mask, steps, width=4):
-    K = width
+    K = check_size("jaxrnn.seq2seq: beam", "width", width)   # 1 is greedy decoding
     # K copies of the start carry; only beam 0 is live at first (the others
     # score -inf), so the first expansion does not pick K copies of one token.
     carries = jax.tree.map(lambda a: jnp.broadcast_to(a, (K,) + a.shape),

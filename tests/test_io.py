@@ -148,3 +148,25 @@ def test_load_errors(tmp_path):
     jaxrnn.io.load(tmp_path / "odd")
   with pytest.raises(FileNotFoundError):
     jaxrnn.io.load(tmp_path / "missing")
+
+
+def test_the_namedtuples_of_train_tasks_and_seq2seq_come_back_without_being_named(tmp_path):
+  from jaxrnn import seq2seq, tasks, train
+  model = tasks.readout_model(jaxrnn.lstm(4), 2)
+  params = model.init(jax.random.key(0), 3)
+  translator = seq2seq.seq2seq(vocab_size=5, hidden_size=4, src_length=3)
+  trees = {"model": params, "seq2seq": translator.init(jax.random.key(0)),
+           "state": train.TrainState(params, (), jnp.zeros((), jnp.int32))}
+  for name, tree in trees.items():
+    jaxrnn.io.save(tmp_path / f"{name}.msgpack", tree)
+    back = jaxrnn.io.load(tmp_path / f"{name}.msgpack")
+    assert jax.tree.structure(back) == jax.tree.structure(tree), name
+
+
+def test_save_into_a_missing_directory_names_it(tmp_path):
+  params = jaxrnn.lstm(2).init(jax.random.key(0), 2)
+  with pytest.raises(FileNotFoundError, match=r"which does not exist.*os.makedirs"):
+    jaxrnn.io.save(tmp_path / "missing" / "p.msgpack", params)
+  with pytest.raises(FileNotFoundError, match="is a directory"):
+    jaxrnn.io.save(tmp_path, params)
+  assert list(tmp_path.iterdir()) == []

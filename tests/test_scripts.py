@@ -94,3 +94,24 @@ def test_idle_penalty_runs_for_both_frameworks():
     medians = [float(line.split("median")[1].split()[0]) for line in stdout.splitlines()
                if "idle: median" in line]
     assert len(medians) == 4 and all(m > 0 for m in medians)
+
+
+BAD_OPTIONS = [   # each refused by argparse before any work, naming the option
+    ("variant_study.py", ["--seeds", "1"], "--seeds: expected 2 or more"),
+    ("long_term_dependency.py", ["--batch", "0"], "--batch: expected 1 or more"),
+    ("long_term_dependency.py", ["--lengths", "10,abc"], "--lengths: expected an int"),
+    ("attention_task.py", ["--min-len", "5", "--max-len", "3"], "--min-len 5 is above --max-len 3"),
+    ("char_lm.py", ["--smoke", "--prompt", ""], "--prompt '': it is empty"),
+    ("compile_time.py", ["--cells", "foo"], "--cells: unknown ['foo']"),
+    ("batched_kernels.py", ["--shape", "3,6,4,8", "--cpu-devices", "2"], "does not split"),
+    ("speed.py", ["--quick", "--shapes", "2,4,4,4"], "--quick sets its own shapes"),
+    ("inside_lstm.py", ["--params", "a", "--save-params", "b"], "not allowed with argument"),
+]
+
+
+def test_bad_options_are_argparse_errors():
+  for script, args, says in BAD_OPTIONS:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, (script, proc.stderr[-2000:])
+    assert says in proc.stderr, (script, proc.stderr[-500:])

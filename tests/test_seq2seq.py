@@ -106,6 +106,10 @@ def test_beam_width_one_is_greedy_and_scores_are_log_probs():
     np.testing.assert_allclose(log_prob, log_prob_of(model, params, src, mask, tokens),
                                rtol=1e-4)
   assert float(log_prob) >= log_prob_of(model, params, src, mask, greedy) - 1e-5
+  with pytest.raises(ValueError, match="width must be a positive int; got 0"):
+    model.beam(params, src, mask, 5, width=0)
+  with pytest.raises(ValueError, match="for a batch, jax.vmap"):
+    model.greedy(params, jnp.stack([src, src]), jnp.stack([mask, mask]), 5)
 
 
 def test_wide_beam_equals_exhaustive_search():

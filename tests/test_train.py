@@ -128,6 +128,9 @@ def test_tbptt_windows_continue_each_stream_and_carry_passes():
   assert xs.shape == ys.shape and xs.shape[1:] == (4, 10)
   np.testing.assert_array_equal(ys[:, :, :-1], xs[:, :, 1:])
   np.testing.assert_array_equal(xs[1, :, 0], ys[0, :, -1])     # window k+1 continues k
+  for bad in (dict(batch_size=0, window=10), dict(batch_size=4, window=0)):
+    with pytest.raises(ValueError, match="both must be 1 or more"):
+      train.windows(stream, **bad)
   cell = jaxrnn.lstm(16)
   V = 7
   def loss_fn(params, carry, example):
@@ -200,6 +203,10 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
   assert jax.tree.structure(restored) == jax.tree.structure(state)
   with pytest.raises(ValueError, match="template"):
     ckpts.restore({"something": "else"})
+  # A new run in this directory would have its saves pruned: refused.
+  with pytest.raises(ValueError, match=r"holds checkpoints at positions \[2, 3\], past this save's 1"):
+    ckpts.save(state, position=1)
+  assert ckpts.positions() == [2, 3]
 
 
 RUN = textwrap.dedent("""

@@ -56,7 +56,22 @@ class Checkpoints:
     return self.directory / f"checkpoint_{position:09d}.msgpack"
 
   def save(self, state: Any, position: int) -> Path:
-    """Writes ``state`` (any pytree) and ``position`` atomically; prunes old ones."""
+    """Writes ``state`` (any pytree) and ``position`` atomically; prunes old ones.
+
+    Raises:
+      ValueError: when the directory holds a checkpoint past ``position``
+        (another run's, or a later point of this one): pruning by position
+        would delete this save, and a resume would take the other one.
+    """
+    later = [p for p in self.positions() if p > position]
+    if later:
+      raise ValueError(
+          f"jaxrnn.train.Checkpoints.save: {self.directory} holds checkpoints "
+          f"at positions {later}, past this save's {position}: another run's, "
+          f"or a later point of this one. Saved, this one would be pruned and "
+          f"a resume would take the other. Fix: a directory of its own for "
+          f"this run, resume from the latest (restore, then go on), or move "
+          f"those files away.")
     self.directory.mkdir(parents=True, exist_ok=True)
     leaves = [np.asarray(leaf) for leaf in jax.device_get(jax.tree.leaves(state))]
     path = self.path(position)

@@ -33,6 +33,10 @@ def windows(stream: np.ndarray, batch_size: int, window: int
   ((2, 2, 4), [9, 10, 11, 12], [10, 11, 12, 13], [13, 14, 15, 16])
   """
   stream = np.asarray(stream)
+  if batch_size < 1 or window < 1:
+    raise ValueError(
+        f"jaxrnn.train.windows: batch_size={batch_size} and window={window}; "
+        f"both must be 1 or more.")
   per_stream = (len(stream) - 1) // batch_size
   num_windows = per_stream // window
   if num_windows < 1:

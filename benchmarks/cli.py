@@ -1,0 +1,54 @@
+"""Argument types the scripts share, so a bad size is an argparse error, not a traceback.
+
+>>> import argparse
+>>> parser = argparse.ArgumentParser()
+>>> _ = parser.add_argument("--steps", type=positive)
+>>> parser.parse_args(["--steps", "3"]).steps
+3
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+  """An argparse ``type``: an int of ``minimum`` or more.
+
+  >>> at_least(2)("5")
+  5
+  """
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if value < minimum:
+      raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {value}")
+    return value
+  return parse
+
+
+positive = at_least(1)
+
+
+def positive_list(text: str) -> tuple[int, ...]:
+  """An argparse ``type``: comma-separated positive ints, ``"10,25"``.
+
+  >>> positive_list("10,25")
+  (10, 25)
+  """
+  return tuple(positive(part) for part in text.split(","))
+
+
+def shape_bthi(text: str) -> tuple[int, int, int, int]:
+  """An argparse ``type``: a shape ``B,T,I,H`` of positive ints.
+
+  >>> shape_bthi("32,128,256,256")
+  (32, 128, 256, 256)
+  """
+  shape = positive_list(text)
+  if len(shape) != 4:
+    raise argparse.ArgumentTypeError(f"expected B,T,I,H (4 ints), got {text!r}")
+  return shape
