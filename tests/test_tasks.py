@@ -111,6 +111,10 @@ def test_corpus_round_trip_and_split():
   train, valid, test = tasks.split_tokens(ids, 0.1, 0.1)
   np.testing.assert_array_equal(np.concatenate([train, valid, test]), ids)
   assert len(valid) == len(test) == 2000
+  with pytest.raises(ValueError, match="id -1 is outside"):
+    vocab.decode([-1])
+  with pytest.raises(ValueError, match="together under 1"):
+    tasks.split_tokens(ids, 0.6, 0.6)      # the pieces would overlap
 
 
 # A short run of each task lowers its loss. Tiny models, fixed keys; each

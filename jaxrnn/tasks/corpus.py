@@ -63,8 +63,15 @@ class Vocab(NamedTuple):
           f"from a text that contains it (Vocab.from_text).") from None
 
   def decode(self, ids) -> str:
-    """The text of a sequence of ids."""
-    return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
+    """The text of a sequence of ids; raises on an id outside ``[0, len(self))``."""
+    ids = np.asarray(ids).reshape(-1)
+    bad = ids[(ids < 0) | (ids >= len(self))]
+    if bad.size:
+      raise ValueError(
+          f"jaxrnn.tasks.Vocab.decode: id {int(bad[0])} is outside this "
+          f"vocabulary's 0..{len(self) - 1}. Fix: decode ids this vocabulary "
+          f"made (a model's output size must be len(vocab)).")
+    return "".join(self.chars[int(i)] for i in ids)
 
 
 def split_tokens(tokens: np.ndarray, valid_fraction: float = 0.05,
@@ -76,6 +83,12 @@ def split_tokens(tokens: np.ndarray, valid_fraction: float = 0.05,
   >>> len(train), int(valid[0]), int(test[0])
   (70, 70, 80)
   """
+  if not (0 <= valid_fraction and 0 <= test_fraction and valid_fraction + test_fraction < 1):
+    raise ValueError(
+        f"jaxrnn.tasks.split_tokens: valid_fraction={valid_fraction} and "
+        f"test_fraction={test_fraction}; each must be 0 or more and together "
+        f"under 1, so that the pieces do not overlap and some text is left "
+        f"to train on.")
   n = len(tokens)
   n_valid, n_test = int(n * valid_fraction), int(n * test_fraction)
   n_train = n - n_valid - n_test
