@@ -112,7 +112,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from benchmarks import peers
-from benchmarks.cli import positive, positive_list
+from benchmarks.cli import positive, positive_list, shape_bthi
 from benchmarks.peers import Absent, JaxProgram, TorchProgram
 from benchmarks.timing import WARM_S, burst, sample_plan
 from benchmarks.torch_worker import TorchAbsent, TorchWorker
@@ -565,26 +565,6 @@ def plot(report: dict, path: Path) -> None:
 
 # ------------------------------------------------------------------ main
 
-def parse_shape(text: str) -> tuple[int, ...]:
-  try:
-    shape = tuple(int(v) for v in text.replace("x", ",").split(","))
-  except ValueError:
-    shape = ()
-  if len(shape) != 4 or min(shape) < 1:
-    raise argparse.ArgumentTypeError(
-        f"shape {text!r}: expected four positive integers B,T,I,H such as "
-        f"32,128,256,256")
-  return shape
-
-
-def parse_ints(text: str) -> tuple[int, ...]:
-  try:
-    return tuple(int(v) for v in text.split(",") if v)
-  except ValueError:
-    raise argparse.ArgumentTypeError(
-        f"{text!r}: expected comma-separated integers such as 16,64,256") from None
-
-
 def parse_xla_options(text: str) -> dict:
   """``"KEY=VALUE ..."`` (XLA_FLAGS' syntax, the ``--`` optional) as the
   ``compiler_options`` of `jax.jit`, which takes booleans as ``bool``."""
@@ -607,7 +587,7 @@ def parse_args(argv):
   p.add_argument("--quick", action="store_true",
                  help="tiny shapes and 2 repeats: a smoke test in seconds (sets "
                       "--shapes, --sweep-t, --repeats and --budget itself)")
-  p.add_argument("--shapes", nargs="+", type=parse_shape,
+  p.add_argument("--shapes", nargs="+", type=shape_bthi,
                  help="B,T,I,H shapes (default: 32,128,256,256 1,512,128,128 "
                       "128,64,512,512)")
   p.add_argument("--dtype", choices=sorted(DTYPES), default="f32")
@@ -620,7 +600,7 @@ def parse_args(argv):
                  help=f"cell kinds, from {','.join(peers.KINDS)} (default all)")
   p.add_argument("--impls", type=lambda s: s.split(","),
                  help="only peers whose name contains one of these (jaxrnn always runs)")
-  p.add_argument("--unroll", type=parse_ints, default=(),
+  p.add_argument("--unroll", type=positive_list, default=(),
                  help="also time jaxrnn's scan, scan_batch and unfused at these "
                       "unroll factors, e.g. 8,16 (rows 'jaxrnn unroll=N', "
                       "'jaxrnn.scan_batch unroll=N' and 'jaxrnn.unfused unroll=N', "
@@ -631,8 +611,8 @@ def parse_args(argv):
                  help="seconds of timed rounds per group and mode; slow groups "
                       "get fewer repeats (never under 3, or --repeats if fewer); "
                       "0 = no cap (default 4)")
-  p.add_argument("--threads", type=int, help="torch threads (default: the cores JAX sees)")
-  p.add_argument("--cpu-devices", type=int, default=1,
+  p.add_argument("--threads", type=positive, help="torch threads (default: the cores JAX sees)")
+  p.add_argument("--cpu-devices", type=positive, default=1,
                  help="split the CPU into this many JAX devices and run every JAX "
                       "row data-parallel over them (batches that divide)")
   p.add_argument("--sync-dispatch", action="store_true",
@@ -651,8 +631,6 @@ def parse_args(argv):
   p.add_argument("--plot", type=Path, help="PNG path (default: --out with .png)")
   p.add_argument("--verbose", action="store_true")
   args = p.parse_args(argv)
-  if args.cpu_devices < 1:
-    p.error(f"--cpu-devices: expected a positive integer, got {args.cpu_devices}")
   bad = [c for c in args.cells or () if c not in peers.KINDS]
   if bad:
     p.error(f"--cells {','.join(bad)}: unknown; choose from {','.join(peers.KINDS)}")
