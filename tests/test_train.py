@@ -105,6 +105,22 @@ def test_masked_mean_counts_valid_steps_only():
   np.testing.assert_allclose(loss, (1 + 1 + 1 + 9) / 4)   # not the mean of means
 
 
+def test_a_batch_with_nothing_valid_leaves_the_params_as_they_were():
+  # Its loss is 0 over a count of 0: 0 and a zero gradient, not NaN.
+  opt = train.optimizer(1e-2)
+  state = train.init_state(model_init(jax.random.key(0)), opt)
+  xs, mask, y = make_batch(jax.random.key(5), batch=4, T=6)
+  def every_step_loss(params, example):            # counts the valid steps only
+    xs, mask, target = example
+    _, ys = jaxrnn.scan(CELL, params["rnn"], xs, mask=mask)
+    return (*train.mse((ys @ params["head"])[:, 0], target, mask), {})
+  step = train.make_train_step(every_step_loss, opt, donate=False)
+  new_state, metrics = step(state, (xs, jnp.zeros_like(mask), y))
+  assert float(metrics["loss"]) == 0.0
+  for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_last_valid_is_the_last_true_step_wherever_the_padding_is():
   ys = jnp.arange(5.0) + 10
   masks = {"right": [1, 1, 1, 0, 0], "left": [0, 0, 1, 1, 1], "gap": [1, 1, 0, 1, 0],
@@ -201,8 +217,13 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     assert a.dtype == b.dtype
     np.testing.assert_array_equal(a, b)
   assert jax.tree.structure(restored) == jax.tree.structure(state)
-  with pytest.raises(ValueError, match="template"):
-    ckpts.restore({"something": "else"})
+  # A template of another structure or size: the leaves that differ are named.
+  with pytest.raises(ValueError, match=r"only in the file: \.params.*; only in the template: \['something'\]"):
+    ckpts.restore({"something": jnp.zeros(1)})
+  wider = jax.tree.map(lambda a: jnp.zeros(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype)
+                       if a.ndim else a, template)
+  with pytest.raises(ValueError, match=r"leaf \.params.* is float32\[\d+(, \d+)*\] in the file"):
+    ckpts.restore(wider)
   # A new run in this directory would have its saves pruned: refused.
   with pytest.raises(ValueError, match=r"holds checkpoints at positions \[2, 3\], past this save's 1"):
     ckpts.save(state, position=1)

@@ -75,9 +75,10 @@ class Checkpoints:
     self.directory.mkdir(parents=True, exist_ok=True)
     leaves = [np.asarray(leaf) for leaf in jax.device_get(jax.tree.leaves(state))]
     path = self.path(position)
-    structure = np.frombuffer(str(jax.tree.structure(state)).encode(), np.uint8)
     io.save(path, {"leaves": leaves, "position": np.int64(position),
-                   "structure": structure})
+                   "structure": _text_array(str(jax.tree.structure(state))),
+                   # The leaves' paths, so that a mismatch on restore can be named.
+                   "paths": _text_array("\n".join(_leaf_paths(state)))})
     for old in self.positions()[:-self.keep]:
       self.path(old).unlink(missing_ok=True)
     return path
@@ -97,22 +98,54 @@ class Checkpoints:
         return template, 0
       position = positions[-1]
     saved = io.load(self.path(position))
-    saved["structure"] = np.asarray(saved["structure"]).tobytes().decode()
     structure = jax.tree.structure(template)
     template_leaves = jax.tree.leaves(template)
-    if saved["structure"] != str(structure) or len(saved["leaves"]) != len(template_leaves):
+    paths = _leaf_paths(template)
+    if (_text(saved["structure"]) != str(structure)
+        or len(saved["leaves"]) != len(template_leaves)):
       raise ValueError(
           f"jaxrnn.train.Checkpoints.restore: {self.path(position)} holds a "
-          f"state of structure {saved['structure']}; the template is "
-          f"{structure}. Fix: restore into a state built the same way as the "
-          f"one saved (same model, optimizer and settings).")
+          f"state of another structure than the template: "
+          f"{_difference(saved, paths)}. Fix: restore into a state built the "
+          f"same way as the one saved (same model, optimizer and settings).")
     leaves = []
-    for i, (got, want) in enumerate(zip(saved["leaves"], template_leaves)):
+    for path, got, want in zip(paths, saved["leaves"], template_leaves):
       if got.shape != np.shape(want) or got.dtype != np.asarray(want).dtype:
         raise ValueError(
-            f"jaxrnn.train.Checkpoints.restore: leaf {i} is "
+            f"jaxrnn.train.Checkpoints.restore: leaf {path} is "
             f"{got.dtype}{list(got.shape)} in the file but "
             f"{np.asarray(want).dtype}{list(np.shape(want))} in the template. "
             f"Fix: build the template with the saved model's sizes and dtypes.")
       leaves.append(jax.numpy.asarray(got))
     return jax.tree.unflatten(structure, leaves), int(saved["position"])
+
+
+def _text_array(text: str) -> np.ndarray:
+  return np.frombuffer(text.encode(), np.uint8)
+
+
+def _text(array) -> str:
+  return np.asarray(array).tobytes().decode()
+
+
+def _leaf_paths(tree: Any) -> list[str]:
+  """Each leaf's path in ``tree``, as ``jax.tree_util.keystr`` writes it."""
+  return [jax.tree_util.keystr(path)
+          for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _difference(saved: dict, template_paths: list[str], most: int = 4) -> str:
+  """The leaf paths only the file or only the template has, a few of each."""
+  if "paths" not in saved:   # written before paths were saved
+    return (f"{len(saved['leaves'])} leaves in the file, "
+            f"{len(template_paths)} in the template")
+  saved_paths = _text(saved["paths"]).split("\n") if saved["leaves"] else []
+  only = lambda a, b: [p for p in a if p not in set(b)]
+  parts = []
+  for where, names in (("only in the file", only(saved_paths, template_paths)),
+                       ("only in the template", only(template_paths, saved_paths))):
+    if names:
+      more = f" and {len(names) - most} more" if len(names) > most else ""
+      parts.append(f"{where}: {', '.join(names[:most])}{more}")
+  return "; ".join(parts) or "the same leaf paths in other containers"
+

@@ -70,7 +70,24 @@ def batch_loss(loss_fn: LossFn, params: Params, batch: Any, *, batched: bool = F
     loss_sums, counts, metric_sums = loss_fn(params, batch)
   else:
     loss_sums, counts, metric_sums = jax.vmap(loss_fn, in_axes=(None, 0))(params, batch)
+  return means(loss_sums, counts, metric_sums)
+
+
+def means(loss_sums: jax.Array, counts: jax.Array, metric_sums: dict[str, jax.Array]
+          ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """``sum(loss_sums) / sum(counts)`` and each metric likewise.
+
+  A batch with nothing valid (a count of 0, so every sum is 0 too) gives 0
+  and a zero gradient, not 0/0 = NaN, which would reach the params and
+  stay there; Keras' masked losses do the same (``divide_no_nan``).
+
+  >>> import jax.numpy as jnp
+  >>> loss, metrics = means(jnp.zeros(2), jnp.zeros(2), {})
+  >>> float(loss)
+  0.0
+  """
   count = jnp.sum(counts)
+  count = jnp.where(count == 0, 1.0, count)
   loss = jnp.sum(loss_sums) / count
   metrics = {name: jnp.sum(v) / count for name, v in metric_sums.items()}
   return loss, {"loss": loss, **metrics}

@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn.train.step import TrainState
+from jaxrnn.train.step import TrainState, means
 
 
 def windows(stream: np.ndarray, batch_size: int, window: int
@@ -71,9 +70,7 @@ def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation, *,
     carry = jax.lax.stop_gradient(carry)
     per_batch = loss_fn if batched else jax.vmap(loss_fn, in_axes=(None, 0, 0))
     sums, counts, metric_sums, new_carry = per_batch(params, carry, batch)
-    count = jnp.sum(counts)
-    loss = jnp.sum(sums) / count
-    metrics = {"loss": loss, **{k: jnp.sum(v) / count for k, v in metric_sums.items()}}
+    loss, metrics = means(sums, counts, metric_sums)
     return loss, (metrics, new_carry)
 
   def step(state: TrainState, carry, batch):
