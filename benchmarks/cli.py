@@ -52,3 +52,9 @@ def shape_bthi(text: str) -> tuple[int, int, int, int]:
   if len(shape) != 4:
     raise argparse.ArgumentTypeError(f"expected B,T,I,H (4 ints), got {text!r}")
   return shape
+
+
+if __name__ == "__main__":
+  # Run on its own by mistake: say what it is and what to run instead.
+  raise SystemExit(f"{__doc__.splitlines()[0]}\nA module imported by every script in benchmarks/, "
+                   "not a script: run one of those (each takes --help).")

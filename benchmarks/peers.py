@@ -314,3 +314,29 @@ def unrolled(unrolls) -> list[Peer]:
   rows += [Peer(f"jaxrnn.scan_batch unroll={n}", ("lstm", "gru", "rnn", "rnn_relu"),
                 partial(build_jaxrnn_batch, unroll=n), None) for n in unrolls]
   return [peer for peer in rows if peer.name not in {p.name for p in PEERS}]
+
+
+def main() -> None:
+  """Lists every row `benchmarks/speed.py` knows and whether it can run here."""
+  import argparse
+  argparse.ArgumentParser(description=(
+      "The implementations benchmarks/speed.py times, with the cell kinds each "
+      "runs and whether it can run on this machine (built at a tiny shape). "
+      "speed.py --impls selects them by name.")).parse_args()
+  shape = (2, 3, 4, 5)
+  for peer in PEERS:
+    kind = peer.kinds[0]
+    params = KINDS[kind].make(shape[3], jnp.float32).init(jax.random.key(0), shape[2])
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+    try:
+      program = peer.build(kind, params, jnp.float32, shape)
+      ready = "ready"
+      if isinstance(program, TorchProgram) and program.device != "cpu":
+        ready = "ready if torch sees a CUDA GPU (its worker checks when it starts)"
+    except Absent as e:
+      ready = str(e)
+    print(f"{peer.name:30} {','.join(peer.kinds):34} {ready}")
+
+
+if __name__ == "__main__":
+  main()

@@ -168,3 +168,10 @@ def score_boxplot(scores: Mapping[str, Mapping[str, Sequence[float]]],
   fig.savefig(out, dpi=110)
   plt.close(fig)
   return Path(out)
+
+
+if __name__ == "__main__":
+  # Run on its own by mistake: say what it is and what to run instead.
+  raise SystemExit(f"{__doc__.splitlines()[0]}\nA module imported by "
+                   "benchmarks/attention_task.py, inside_lstm.py and variant_study.py, "
+                   "not a script: run one of those (each takes --help).")

@@ -50,3 +50,9 @@ def burst(fn: Callable[[], Any], n: int, warm: bool) -> float:
   for _ in range(n):
     fn()
   return (time.perf_counter() - start) / n
+
+
+if __name__ == "__main__":
+  # Run on its own by mistake: say what it is and what to run instead.
+  raise SystemExit(f"{__doc__.splitlines()[0]}\nA module imported by benchmarks/speed.py and benchmarks/torch_worker.py, "
+                   "not a script: run one of those (each takes --help).")

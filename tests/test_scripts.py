@@ -1,7 +1,8 @@
 """Smoke tests of the task scripts: `benchmarks/long_term_dependency.py
 --smoke` and `benchmarks/char_lm.py --smoke` run, print their tables and
 write their JSON and PNGs; `benchmarks/batched_kernels.py --quick` prints
-its table.
+its table; `benchmarks/peers.py` lists the peers, and the modules the
+scripts import say so when run.
 
 No score is asserted for the long-term dependency grid (a few dozen steps
 decide nothing); the tests check that the script runs end to end, that
@@ -115,3 +116,13 @@ def test_bad_options_are_argparse_errors():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, (script, proc.stderr[-2000:])
     assert says in proc.stderr, (script, proc.stderr[-500:])
+
+
+def test_peers_lists_what_can_run_and_modules_say_they_are_not_scripts():
+  listing = run("peers.py")
+  assert "jaxrnn.scan_batch" in listing and "ready" in listing
+  assert "torch (cpu)" in listing
+  for module in ("cli.py", "timing.py", "plots.py"):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / module), "--help"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "not a script: run one of those" in proc.stderr, module
