@@ -48,6 +48,10 @@ class Seq(NamedTuple):
       means ``jax.vmap(apply)``, which `apply_batch` falls back to. A
       ``_replace`` of ``apply`` keeps the old ``apply_batch``: replace both,
       or set it to None.
+    reverse: True when the layer reads the sequence from its end
+      (``rnn(..., reverse=True)``, or a stack of such layers), None for a
+      stack whose layers run both ways, False otherwise. `bidirectional`
+      reads it to run its backward layer from the end whatever it is given.
   """
 
   init: Callable[[Array, int], Params]
@@ -56,6 +60,7 @@ class Seq(NamedTuple):
   step: Optional[Callable[[Params, Carry, Array], tuple[Carry, Array]]]
   output_size: int
   apply_batch: Optional[Callable[..., tuple[Carry, Array]]] = None
+  reverse: Optional[bool] = False
 
 
 def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=None,
@@ -130,12 +135,56 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None) 
     return cell.step(params, carry, gx)
 
   return Seq(init=cell.init, apply=apply, initial_carry=cell.initial_carry,
-             step=step, output_size=cell.output_size, apply_batch=apply_batch_)
+             step=step, output_size=cell.output_size, apply_batch=apply_batch_,
+             reverse=reverse)
 
 
 def as_seq(layer: Layer) -> Seq:
   """A Cell becomes ``rnn(cell)``; a Seq stays as it is."""
   return rnn(layer) if isinstance(layer, Cell) else layer
+
+
+def run_from_the_end(layer: Layer) -> Seq:
+  """``layer`` reading the sequence from its end: the backward direction.
+
+  A Cell ``c`` becomes ``rnn(c, reverse=True)``, and a Seq that already
+  runs that way stays as it is. Any other Seq (a stack, your own) runs over
+  the sequence flipped in time, with its mask and resets, and its outputs
+  are flipped back: a masked step freezes the carry wherever it sits, so
+  this is ``reverse=True``'s result for any padding.
+  """
+  if isinstance(layer, Cell):
+    return rnn(layer, reverse=True)
+  if layer.reverse:
+    return layer
+  if layer.reverse is None:
+    raise ValueError(
+        "jaxrnn.bidirectional: the backward layer is a stack whose layers run "
+        "in both directions, so it has no one direction to reverse. Fix: "
+        "build it from one-way layers (cells, or rnn(c)): bidirectional runs "
+        "it from the sequence's end.")
+
+  def flipped(apply, time_axis, params, xs, carry, mask, resets, key):
+    flip = lambda a: None if a is None else jnp.flip(jnp.asarray(a), time_axis)
+    carry, ys = apply(params, flip(xs), carry=carry, mask=flip(mask),
+                      resets=flip(resets), key=key)
+    return carry, flip(ys)
+
+  def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    return flipped(layer.apply, 0, params, xs, carry, mask, resets, key)
+
+  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    return flipped(partial(apply_batch, layer), 1, params, xs, carry, mask, resets, key)
+
+  def step(params, carry, x):
+    raise ValueError(
+        "jaxrnn.bidirectional: its backward layer reads the sequence from its "
+        "end, so it cannot decode one step at a time. Fix: use apply on the "
+        "whole sequence.")
+
+  return Seq(init=layer.init, apply=apply, initial_carry=layer.initial_carry,
+             step=step, output_size=layer.output_size, apply_batch=apply_batch_,
+             reverse=True)
 
 
 def concat(fw: Array, bw: Array) -> Array:
@@ -158,13 +207,17 @@ def bidirectional(
   """Runs ``forward`` over the sequence and ``backward`` over it reversed.
 
   ``ys[t] = merge(forward_ys[t], backward_ys[t])``, where the backward layer
-  has read ``xs[T-1], ..., xs[t]``. With a right-padding mask the backward
-  layer starts at each sequence's last valid step (no flip needed; see
+  has read ``xs[T-1], ..., xs[t]``. Under a mask the backward layer starts
+  at each sequence's last valid step, wherever the padding is (see
   `jaxrnn.scan`). Params and carry are pairs ``(forward, backward)``.
 
   Args:
-    forward, backward: Cells or Seqs; a Cell ``c`` is ``rnn(c)`` and the
-      backward one ``rnn(c, reverse=True)``.
+    forward, backward: Cells or Seqs. The backward one always runs from the
+      sequence's end, as Flax's ``nn.Bidirectional`` runs its backward RNN:
+      a Cell ``c`` as ``rnn(c, reverse=True)``, a Seq made with
+      ``reverse=True`` as it is, any other Seq over the sequence flipped in
+      time, so ``bidirectional(stack(a, b), stack(c, d))`` is two deep
+      directions.
     merge: ``"concat"`` (output size O_f + O_b), ``"sum"``, or a function
       ``(fw [T, O_f], bw [T, O_b]) -> [T, O]``.
 
@@ -176,7 +229,7 @@ def bidirectional(
   (7, 8)
   """
   fw = as_seq(forward)
-  bw = rnn(backward, reverse=True) if isinstance(backward, Cell) else backward
+  bw = run_from_the_end(backward)
   if isinstance(merge, str):
     if merge not in MERGES:
       raise ValueError(
@@ -345,6 +398,8 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
     return tuple(new_carries), x
 
   # A hand-written layer without a step leaves the stack without one.
+  directions = {s.reverse for s in seqs}
   return Seq(init=init, apply=apply, initial_carry=initial_carry,
              step=step if all(s.step is not None for s in seqs) else None,
-             output_size=seqs[-1].output_size, apply_batch=apply_batch_)
+             output_size=seqs[-1].output_size, apply_batch=apply_batch_,
+             reverse=directions.pop() if len(directions) == 1 else None)

@@ -124,6 +124,36 @@ def test_bidirectional_takes_seqs_and_a_given_carry():
     layer.step(params, carry, XS[0])   # it needs the future
 
 
+def test_bidirectional_runs_any_backward_layer_from_the_end():
+  # A Seq passed as the backward layer used to run forward. Every form of it
+  # now reads the sequence from its end, as Flax's nn.Bidirectional does: a
+  # deep direction (a stack) run over the flipped sequence equals a stack of
+  # reversed layers, under left padding, a gap and resets, batched too.
+  a, b, c, d = jaxrnn.lstm(H), jaxrnn.gru(H), jaxrnn.lstm(H), jaxrnn.gru(H)
+  deep = jaxrnn.bidirectional(jaxrnn.stack(a, b), jaxrnn.stack(c, d))
+  by_hand = jaxrnn.bidirectional(
+      jaxrnn.stack(a, b), jaxrnn.stack(jaxrnn.rnn(c, reverse=True),
+                                       jaxrnn.rnn(d, reverse=True)))
+  params = random_params(deep, I)
+  xs = jnp.stack([XS, XS[::-1]])
+  mask = jnp.array([[0, 1, 1, 1, 1, 1], [1, 1, 0, 1, 1, 0]], bool)
+  resets = jnp.zeros((2, T), bool).at[1, 3].set(True)
+  for run in (lambda layer: jax.vmap(lambda x, m, r: layer.apply(params, x, mask=m, resets=r)),
+              lambda layer: lambda x, m, r: jaxrnn.apply_batch(layer, params, x, mask=m,
+                                                               resets=r)):
+    assert_trees_close(run(deep)(xs, mask, resets), run(by_hand)(xs, mask, resets))
+  loss = lambda layer: lambda p: jnp.sum(jaxrnn.apply_batch(layer, p, xs, mask=mask)[1] ** 2)
+  assert_trees_close(jax.grad(loss(deep))(params), jax.grad(loss(by_hand))(params))
+  # A cell, rnn(cell) and rnn(cell, reverse=True) are the same backward layer.
+  one_layer = (params[0][0], params[1][0])              # (a's params, c's params)
+  ys = [jaxrnn.bidirectional(a, bw).apply(one_layer, XS, mask=mask[1])[1]
+        for bw in (c, jaxrnn.rnn(c), jaxrnn.rnn(c, reverse=True))]
+  assert_trees_close(ys[1], ys[0])
+  assert_trees_close(ys[2], ys[0])
+  with pytest.raises(ValueError, match="layers run in both directions"):
+    jaxrnn.bidirectional(a, jaxrnn.stack(c, jaxrnn.rnn(d, reverse=True)))
+
+
 # stack
 
 
