@@ -214,6 +214,31 @@ def check_size(where: str, name: str, value, *, optional: bool = False) -> int:
   raise TypeError(message) if size is None else ValueError(message)
 
 
+# Activations a cell takes by name, as Keras' ``activation="relu"`` and
+# torch's ``nonlinearity="relu"`` do: the elementwise functions of `jax.nn`.
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "elu", "selu", "silu", "swish",
+               "softplus", "soft_sign", "relu6", "leaky_relu", "celu", "hard_tanh",
+               "hard_sigmoid", "log_sigmoid")
+
+
+def check_activation(where: str, name: str, value, *, optional: bool = False):
+  """``value`` as an elementwise function: a callable as it is, a name from
+  ``ACTIVATIONS`` as that `jax.nn` function, None when ``optional`` (the
+  caller reads None as the identity); raises at construction otherwise.
+
+  >>> check_activation("jaxrnn.simple_rnn", "activation", "relu") is jax.nn.relu
+  True
+  """
+  if callable(value) or (value is None and optional):
+    return value
+  if isinstance(value, str) and value in ACTIVATIONS:
+    return getattr(jax.nn, value)
+  expected = f"a function, {'None, ' if optional else ''}or one of {', '.join(ACTIVATIONS)}"
+  raise (ValueError if isinstance(value, str) else TypeError)(
+      f"{where}: {name}={value!r}; expected {expected}. Fix: pass "
+      f"{name}=jax.nn.relu or {name}='relu', for example.")
+
+
 def check_input_size(name: str, xs: Array, input_size: int) -> None:
   """Raises at trace time when xs is not ``[T, input_size]``."""
   xs_shape = jnp.shape(xs)

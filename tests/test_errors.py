@@ -221,6 +221,27 @@ def test_lstm_invalid_switch_combination(switches):
     jaxrnn.lstm(H, proj_size=0)
 
 
+def test_forget_bias_without_a_forget_gate_is_refused():
+  with pytest.raises(ValueError, match="forget_bias=2.0.*forget_gate=False.*Fix"):
+    jaxrnn.lstm(H, forget_gate=False, forget_bias=2.0)
+
+
+def test_activations_by_name_are_jax_nn_functions_and_typos_are_refused():
+  # Keras' activation="relu" and torch's nonlinearity="relu" spell it as a name.
+  params = jaxrnn.simple_rnn(H).init(jax.random.key(0), I)
+  xs = jax.random.normal(jax.random.key(1), (T, I))
+  by_name = jaxrnn.scan(jaxrnn.simple_rnn(H, "relu"), params, xs)
+  by_function = jaxrnn.scan(jaxrnn.simple_rnn(H, jax.nn.relu), params, xs)
+  np.testing.assert_array_equal(by_name[1], by_function[1])
+  assert float(jnp.min(by_name[1])) == 0.0            # relu, not the default tanh
+  with pytest.raises(ValueError, match="='rleu'; expected a function, or one of tanh, relu"):
+    jaxrnn.simple_rnn(H, "rleu")
+  with pytest.raises(TypeError, match="output_activation=3; expected a function, None, or"):
+    jaxrnn.lstm(H, output_activation=3)
+  sigmoid_g = jaxrnn.lstm(H, input_activation="sigmoid")
+  assert sigmoid_g.init(jax.random.key(0), I).w_x.shape == (I, 4 * H)
+
+
 @pytest.mark.parametrize("make", [jaxrnn.lstm, jaxrnn.gru, jaxrnn.simple_rnn])
 @pytest.mark.parametrize("size, error", [(0, ValueError), (-1, ValueError), (8.5, TypeError),
                                          ("8", TypeError), (True, TypeError)])

@@ -14,8 +14,8 @@ from typing import Callable, Literal, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, check_size, in_dtype, matmul,
-                          project_input, split_gates, stacked_init)
+from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, in_dtype,
+                          matmul, project_input, split_gates, stacked_init)
 from jaxrnn._cells.lstm_batched import lstm_batch_kernel
 from jaxrnn._cells.lstm_cudnn import lstm_cudnn_kernel
 from jaxrnn._fused import fused_cell
@@ -60,7 +60,7 @@ def lstm(
     coupled_input_forget: bool = False,
     full_gate_recurrence: bool = False,
     proj_size: Optional[int] = None,
-    forget_bias: float = 1.0,
+    forget_bias: Optional[float] = None,
     kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
     recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
     bias_init: Initializer = jax.nn.initializers.zeros,
@@ -133,7 +133,8 @@ def lstm(
       output_activation, coupled_input_forget, full_gate_recurrence: the
       variant switches above.
     proj_size: P for LSTMP, or None.
-    forget_bias: added to the forget gate's initial bias.
+    forget_bias: added to the forget gate's initial bias; None means 1.0.
+      Without a forget gate there is none to add to: giving it raises.
     kernel_init, recurrent_init, bias_init, peephole_init: initialisers.
     param_dtype: dtype of the params made by ``init``.
     use_cudnn: False, "auto" or True: whether `jaxrnn.scan_batch` runs the
@@ -157,6 +158,16 @@ def lstm(
   if not (isinstance(use_cudnn, bool) or (isinstance(use_cudnn, str) and use_cudnn == "auto")):
     raise ValueError(f"jaxrnn.lstm: use_cudnn must be False, True or 'auto'; "
                      f"got {use_cudnn!r}.")
+  if forget_bias is not None and not forget_gate:
+    raise ValueError(
+        f"jaxrnn.lstm: forget_bias={forget_bias} is added to the forget "
+        f"gate's bias, but forget_gate=False leaves no forget gate (f = 1). "
+        f"Fix: drop forget_bias, or keep the forget gate.")
+  forget_bias = 1.0 if forget_bias is None else forget_bias
+  input_activation = check_activation("jaxrnn.lstm", "input_activation",
+                                      input_activation, optional=True)
+  output_activation = check_activation("jaxrnn.lstm", "output_activation",
+                                       output_activation, optional=True)
   hidden_size = check_size("jaxrnn.lstm", "hidden_size", hidden_size)
   if proj_size is not None:
     proj_size = check_size("jaxrnn.lstm", "proj_size", proj_size, optional=True)

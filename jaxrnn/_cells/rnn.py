@@ -10,7 +10,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Cell, carry_dtype, check_size, in_dtype, project_input
+from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, in_dtype,
+                          project_input)
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -25,7 +26,7 @@ class RNNParams(NamedTuple):
 
 def simple_rnn(
     hidden_size: int,
-    activation: Callable[[jax.Array], jax.Array] = jnp.tanh,
+    activation: Callable[[jax.Array], jax.Array] | str = jnp.tanh,
     *,
     kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
     recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
@@ -48,7 +49,8 @@ def simple_rnn(
 
   Args:
     hidden_size: H.
-    activation: :math:`\phi`, an elementwise function.
+    activation: :math:`\phi`, an elementwise function or the name of one in
+      `jax.nn` (``"tanh"``, ``"relu"``, ...), as Keras and torch take it.
     kernel_init, recurrent_init, bias_init: `jax.nn.initializers`; defaults
       LeCun normal, orthogonal, zeros.
     param_dtype: dtype of the params made by ``init``.
@@ -61,6 +63,7 @@ def simple_rnn(
   ((8,), (10, 8))
   """
   hidden_size = check_size("jaxrnn.simple_rnn", "hidden_size", hidden_size)
+  activation = check_activation("jaxrnn.simple_rnn", "activation", activation)
 
   def init(key, input_size):
     kx, kh, kb = jax.random.split(key, 3)

@@ -103,8 +103,12 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
   a `Cell` (run it with `jaxrnn.scan` or `jaxrnn.rnn`); a bidirectional
   layer is ``jaxrnn.bidirectional(cell, cell)``; several layers are
   ``jaxrnn.stack(..., dropout=dropout)``. Its params have the structure
-  `from_torch` returns. ``batch_first`` does not matter: jaxrnn takes one
-  ``[T, I]`` sequence, batched with `jax.vmap`.
+  `from_torch` returns. jaxrnn's layout is fixed whatever the module's
+  ``batch_first``: ``apply`` takes one sequence ``[T, I]`` and
+  `jaxrnn.apply_batch` a batch ``[B, T, I]`` (torch's ``batch_first=True``),
+  so data laid out for a ``batch_first=False`` module, ``[T, B, I]``, goes
+  in as ``xs.swapaxes(0, 1)``: passed as it is, its time and batch axes
+  would be read the other way round, without an error when they fit.
 
   >>> import jax, jaxrnn.interop.torch as jt
   >>> net = jt.layer("lstm", 8, num_layers=2, bidirectional=True)
