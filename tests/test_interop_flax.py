@@ -189,7 +189,8 @@ def test_nnx_wrapper_holds_jaxrnn_params_and_trains():
   value, grads = train_step(model, opt)
   expected_value, expected = jax.jit(jax.value_and_grad(loss_jaxrnn))(params)
   np.testing.assert_allclose(value, expected_value, rtol=1e-6)
-  got = nnx.merge(nnx.graphdef(model), grads).params_tree()  # grads as jaxrnn params
+  rest = nnx.state(model, nnx.Not(nnx.Param))              # the dropout stream
+  got = nnx.merge(nnx.graphdef(model), grads, rest).params_tree()  # grads as jaxrnn params
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                got, expected)
   assert not np.array_equal(model.params_tree()[0].w_x, params[0].w_x)
@@ -220,6 +221,39 @@ def test_linen_wrapper_holds_jaxrnn_params_in_flax_state():
   np.testing.assert_allclose(y_one, layer.apply(params, XS[0, :2])[1], rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match=r"xs has shape \(3,\); expected \[T, I\] or \[B, T, I\]"):
     model.apply(variables, XS[0, 0])
+
+
+def test_wrappers_run_dropout_as_flax_dropout_does():
+  layer = jaxrnn.stack(jaxrnn.gru(H), jaxrnn.gru(H), dropout=0.5)
+  model = Recurrent(layer, I, rngs=nnx.Rngs(0, dropout=1))
+  params = model.params_tree()
+  without = jaxrnn.apply_batch(layer, params, XS, mask=MASK)[1]
+  first, second = model(XS, mask=MASK)[1], model(XS, mask=MASK)[1]   # train mode: on
+  assert not np.allclose(first, without) and not np.allclose(first, second)
+  key = jax.random.key(7)
+  np.testing.assert_allclose(model(XS, mask=MASK, key=key)[1],
+                             jaxrnn.apply_batch(layer, params, XS, mask=MASK, key=key)[1],
+                             rtol=1e-6, atol=1e-6)
+  for off in (lambda: nnx.view(model, deterministic=True)(XS, mask=MASK),
+              lambda: model(XS, mask=MASK, deterministic=True)):
+    np.testing.assert_allclose(off()[1], without, rtol=1e-6, atol=1e-6)
+  model.eval()
+  np.testing.assert_allclose(model(XS, mask=MASK, key=key)[1], without, rtol=1e-6, atol=1e-6)
+  model.train()
+  assert not np.allclose(model(XS, mask=MASK)[1], without)
+
+  linen = LinenRecurrent(layer)
+  variables = linen.init(jax.random.key(0), XS, MASK)
+  params = variables["params"]["layer"]
+  without = jaxrnn.apply_batch(layer, params, XS, mask=MASK)[1]
+  np.testing.assert_allclose(linen.apply(variables, XS, MASK)[1], without, rtol=1e-6, atol=1e-6)
+  train = lambda k: linen.apply(variables, XS, MASK, deterministic=False,
+                                rngs={"dropout": jax.random.key(k)})[1]
+  np.testing.assert_array_equal(train(1), train(1))
+  assert not np.allclose(train(1), without) and not np.allclose(train(1), train(2))
+  np.testing.assert_allclose(linen.apply(variables, XS, MASK, key=key)[1],
+                             jaxrnn.apply_batch(layer, params, XS, mask=MASK, key=key)[1],
+                             rtol=1e-6, atol=1e-6)
 
 
 # ------------------------------------------------------------------ errors

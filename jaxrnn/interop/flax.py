@@ -451,11 +451,15 @@ class Recurrent(nnx.Module):
   key from ``rngs.params()`` and keeps every leaf as an ``nnx.Param`` in
   the same pytree (a NamedTuple per cell, tuples for stacks), so
   ``nnx.state``, ``nnx.Optimizer``, ``nnx.jit`` and ``nnx.grad`` see them.
-  ``module(xs, *, mask=None, carry=None, key=None) -> (carry, ys)`` runs
-  ``layer.apply`` on ``xs [T, I]``, or `jaxrnn.apply_batch` on ``[B, T, I]``
-  (mask ``[B, T]``, carry batched; the batched kernels, which are reverse
-  mode only, and one dropout draw for the batch); ``key`` turns on a stack's
-  dropout.
+  ``module(xs, *, mask=None, carry=None, key=None, deterministic=None) ->
+  (carry, ys)`` runs ``layer.apply`` on ``xs [T, I]``, or
+  `jaxrnn.apply_batch` on ``[B, T, I]`` (mask ``[B, T]``, carry batched; the
+  batched kernels, which are reverse mode only, and one dropout draw for
+  the batch). A stack's dropout runs as ``nnx.Dropout`` does: on unless
+  ``deterministic`` (the constructor's, or the call's, which wins), so
+  ``model.eval()`` and ``nnx.view(model, deterministic=True)`` switch it
+  off and ``model.train()`` on; its key comes from the ``"dropout"`` stream
+  of ``rngs`` (``"default"`` when there is none), or from the call's ``key``.
   ``module.params_tree()`` gives the plain jaxrnn params.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
@@ -472,16 +476,28 @@ class Recurrent(nnx.Module):
   wrt=nnx.Param)`` and ``nnx.value_and_grad``.
   """
 
-  def __init__(self, layer: Any, input_size: int, *, rngs: nnx.Rngs):
+  def __init__(self, layer: Any, input_size: int, *, deterministic: bool = False,
+               rngs: nnx.Rngs):
     self.layer = nnx.static(as_seq(layer))
     params = self.layer.init(rngs.params(), input_size)
     self.params = nnx.data(jax.tree.map(nnx.Param, params))
+    self.deterministic = deterministic
+    self.rngs = rngs["dropout"].fork()      # as nnx.Dropout keeps its stream
+
+  def set_view(self, deterministic: Optional[bool] = None):
+    """What ``nnx.view(model, deterministic=...)`` sets, as on ``nnx.Dropout``."""
+    if deterministic is not None:
+      self.deterministic = deterministic
 
   def params_tree(self):
     """The jaxrnn params as plain arrays."""
     return jax.tree.map(lambda v: v[...], self.params, is_leaf=is_variable)
 
-  def __call__(self, xs, *, mask=None, carry=None, key=None):
+  def __call__(self, xs, *, mask=None, carry=None, key=None, deterministic=None):
+    if self.deterministic if deterministic is None else deterministic:
+      key = None
+    elif key is None:
+      key = self.rngs()
     return run(self.layer, self.params_tree(), xs, mask, carry, key)
 
 
@@ -491,9 +507,13 @@ class LinenRecurrent(nn.Module):
   ``LinenRecurrent(layer)``'s ``init`` calls ``layer.init`` with the
   ``"params"`` rng and the input size of the first call; the jaxrnn params
   pytree sits in ``variables["params"]["layer"]``. Called as
-  ``module.apply(variables, xs, mask=None, carry=None, key=None)`` with
-  ``xs`` ``[T, I]`` or ``[B, T, I]`` (through `jaxrnn.apply_batch`, as in
-  `Recurrent`); returns ``(carry, ys)``.
+  ``module.apply(variables, xs, mask=None, carry=None, key=None,
+  deterministic=None)`` with ``xs`` ``[T, I]`` or ``[B, T, I]`` (through
+  `jaxrnn.apply_batch`, as in `Recurrent`); returns ``(carry, ys)``. A
+  stack's dropout runs as ``nn.Dropout`` does, when ``deterministic`` (the
+  call's, else the attribute's) is False: with the ``"dropout"`` rng
+  (``rngs={"dropout": key}``), or the call's ``key``. When neither is set,
+  a call with a ``key`` runs dropout and one without does not.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> from jaxrnn.interop.flax import LinenRecurrent
@@ -506,9 +526,16 @@ class LinenRecurrent(nn.Module):
   """
 
   layer: Any
+  deterministic: Optional[bool] = None
 
   @nn.compact
-  def __call__(self, xs, mask=None, carry=None, key=None):
+  def __call__(self, xs, mask=None, carry=None, key=None, deterministic=None):
     layer = as_seq(self.layer)
     params = self.param("layer", lambda k: layer.init(k, jnp.shape(xs)[-1]))
+    deterministic = next((d for d in (deterministic, self.deterministic) if d is not None),
+                         key is None)
+    if deterministic:
+      key = None
+    elif key is None:
+      key = self.make_rng("dropout")
     return run(layer, params, xs, mask, carry, key)
