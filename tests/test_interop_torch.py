@@ -42,27 +42,30 @@ def inputs(seed=1):
   return np.random.RandomState(seed).randn(B, T, I).astype(np.float32)
 
 
-def run_jaxrnn(net, params, xs, lengths):
+def run_jaxrnn(net, params, xs, lengths, carry):
   mask = jnp.arange(T)[None] < jnp.asarray(lengths)[:, None]
   apply = net.apply if isinstance(net, jaxrnn.Seq) else (
-      lambda p, x, mask: jaxrnn.scan(net, p, x, mask=mask))
-  return jax.vmap(lambda x, m: apply(params, x, mask=m))(xs, mask)
+      lambda p, x, mask, carry: jaxrnn.scan(net, p, x, mask=mask, carry=carry))
+  return jax.vmap(lambda x, m, c: apply(params, x, mask=m, carry=c))(xs, mask, carry)
 
 
-def run_torch(module, xs, lengths):
+def run_torch(module, xs, lengths, state):
   packed = torch.nn.utils.rnn.pack_padded_sequence(
       torch.as_tensor(xs), torch.from_numpy(lengths), batch_first=True,
       enforce_sorted=False)
-  out, state = module(packed)
+  out, state = module(packed, state)
   ys, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
                                                  total_length=T)
   return ys, state
 
 
-def torch_order(carry, num_layers, bidirectional):
-  """jaxrnn's carry as a list in the order of torch's h_n: layer, direction."""
-  layers = carry if num_layers > 1 else (carry,)
-  return [c for lay in layers for c in (lay if bidirectional else (lay,))]
+def initial_state(module):
+  """Random h_0 (and c_0): [L * D, B, P or H], as torch takes them."""
+  rng = np.random.RandomState(3)
+  n = module.num_layers * (2 if module.bidirectional else 1)
+  h0 = rng.randn(n, B, module.proj_size or H).astype(np.float32)
+  c0 = rng.randn(n, B, H).astype(np.float32)
+  return h0, (c0 if isinstance(module, torch.nn.LSTM) else None)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -72,28 +75,29 @@ def test_masked_outputs_final_carry_and_gradients_match_torch(name):
   xs = inputs()
   weights = np.random.RandomState(2).randn(B, T, net.output_size).astype(np.float32)
 
+  h0, c0 = initial_state(module)
+  carry0 = jt.carry_from_torch(h0, c0, num_layers=module.num_layers,
+                               bidirectional=module.bidirectional)
+
   @jax.jit
   def loss(params, xs):
-    carry, ys = run_jaxrnn(net, params, xs, LENGTHS)
+    carry, ys = run_jaxrnn(net, params, xs, LENGTHS, carry0)
     return jnp.sum(jnp.tanh(ys) * weights), (carry, ys)
 
   (_, (carry, ys)), (g_params, g_xs) = jax.value_and_grad(
       loss, argnums=(0, 1), has_aux=True)(params, xs)
   xs_t = torch.from_numpy(xs).requires_grad_()
-  ys_t, state = run_torch(module, xs_t, LENGTHS)
+  h0_t = torch.from_numpy(h0)
+  ys_t, state = run_torch(module, xs_t, LENGTHS,
+                          h0_t if c0 is None else (h0_t, torch.from_numpy(c0)))
   torch.sum(torch.tanh(ys_t) * torch.from_numpy(weights)).backward()
 
   np.testing.assert_allclose(ys, ys_t.detach().numpy(), atol=1e-5, rtol=0)
   assert np.all(np.asarray(ys)[2, 1:] == 0)  # padded outputs are zero in both
-  carries = torch_order(carry, module.num_layers, module.bidirectional)
-  if isinstance(module, torch.nn.LSTM):
-    h_n, c_n = state
-    for k, c in enumerate(carries):
-      np.testing.assert_allclose(c.h, h_n[k].detach().numpy(), atol=1e-5, rtol=0)
-      np.testing.assert_allclose(c.c, c_n[k].detach().numpy(), atol=1e-5, rtol=0)
-  else:
-    for k, c in enumerate(carries):
-      np.testing.assert_allclose(c, state[k].detach().numpy(), atol=1e-5, rtol=0)
+  # The final carry is torch's h_n (and c_n): each sequence's last valid state.
+  for got, want in zip(jax.tree.leaves(jt.carry_to_torch(carry)),
+                       state if isinstance(state, tuple) else (state,), strict=True):
+    np.testing.assert_allclose(got, want.detach().numpy(), atol=1e-5, rtol=0)
 
   np.testing.assert_allclose(g_xs, xs_t.grad.numpy(), atol=1e-5, rtol=1e-4)
   # to_torch maps a gradient like a param: W -> W^T, b -> bias_ih and, for
@@ -296,3 +300,10 @@ def test_layer_errors_name_the_argument():
   ]:
     with pytest.raises(ValueError, match=match):
       jt.layer(**kwargs)
+
+
+def test_carry_from_torch_names_the_shape_torch_takes():
+  with pytest.raises(ValueError, match=r"h0 has shape \(2, 3, 5\); expected .* = \[4, B, H\]"):
+    jt.carry_from_torch(np.zeros((2, 3, 5)), num_layers=2, bidirectional=True)
+  with pytest.raises(ValueError, match=r"c0 has shape \(2, 4, 5\) and h0 \(2, 3, 5\)"):
+    jt.carry_from_torch(np.zeros((2, 3, 5)), np.zeros((2, 4, 5)), num_layers=2)

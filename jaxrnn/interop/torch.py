@@ -1,8 +1,10 @@
 """PyTorch ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` params, both ways.
 
 Lives here: `from_torch` (a torch module or state dict -> jaxrnn params),
-`to_torch` (jaxrnn params -> a state dict of NumPy arrays) and `layer` (the
-jaxrnn Cell or Seq that computes what a torch module computes). Not here:
+`to_torch` (jaxrnn params -> a state dict of NumPy arrays), `layer` (the
+jaxrnn Cell or Seq that computes what a torch module computes), and
+`carry_from_torch`/`carry_to_torch` (torch's ``h_0, c_0`` and ``h_n, c_n``
+<-> that layer's carry). Not here:
 Flax (`jaxrnn.interop.flax`), files (`jaxrnn.io`). PyTorch itself is never
 imported: state dicts are read with NumPy, so a dict of NumPy arrays works
 as well as the tensors of ``module.state_dict()``.
@@ -46,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._cells.gru import GRUParams, gru
-from jaxrnn._cells.lstm import LSTMParams, lstm
+from jaxrnn._cells.lstm import LSTMCarry, LSTMParams, lstm
 from jaxrnn._cells.rnn import RNNParams, simple_rnn
 from jaxrnn._layers import bidirectional as bidirectional_layer
 from jaxrnn._layers import stack
@@ -146,6 +148,61 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
   if num_layers == 1:
     return one
   return stack(*([one] * num_layers), dropout=dropout)
+
+
+def carry_from_torch(h0: Any, c0: Any = None, *, num_layers: int = 1,
+                     bidirectional: bool = False):
+  """The carry of `layer`'s model from torch's initial states ``h_0, c_0``.
+
+  ``h0`` is ``[L * D, B, P]`` (or ``[L * D, P]`` for one sequence) and, for
+  an LSTM, ``c0`` is ``[L * D, B, H]``, as ``module(x, (h0, c0))`` takes
+  them (entry ``l * D + d`` is layer l, direction d). The carry has the
+  structure of `layer`'s: a cell's carry (``LSTMCarry(h, c)``, or ``h``), a
+  ``(forward, backward)`` pair, or a tuple of those per layer; batched, pass
+  it to `jaxrnn.apply_batch`.
+
+  >>> import numpy as np, jaxrnn.interop.torch as jt
+  >>> carry = jt.carry_from_torch(np.zeros((4, 8, 5)), np.ones((4, 8, 5)),
+  ...                             num_layers=2, bidirectional=True)
+  >>> len(carry), len(carry[0]), carry[0][1].c.shape
+  (2, 2, (8, 5))
+  """
+  where = "jaxrnn.interop.torch.carry_from_torch"
+  h0 = jnp.asarray(h0)
+  D = 2 if bidirectional else 1
+  if h0.ndim not in (2, 3) or h0.shape[0] != num_layers * D:
+    raise ValueError(
+        f"{where}: h0 has shape {h0.shape}; expected [num_layers * directions, "
+        f"B, H] = [{num_layers * D}, B, H] (or [{num_layers * D}, H] for one "
+        f"sequence), as torch takes it. Fix: pass num_layers= and "
+        f"bidirectional= as the module has them.")
+  if c0 is not None and jnp.shape(c0)[:-1] != h0.shape[:-1]:
+    raise ValueError(f"{where}: c0 has shape {jnp.shape(c0)} and h0 {h0.shape}; "
+                     f"they differ only in the last axis (H and P).")
+  state = lambda k: h0[k] if c0 is None else LSTMCarry(h0[k], jnp.asarray(c0)[k])
+  layers = [(state(D * l), state(D * l + 1)) if bidirectional else state(l)
+            for l in range(num_layers)]
+  return layers[0] if num_layers == 1 else tuple(layers)
+
+
+def carry_to_torch(carry: Any):
+  """torch's final states from a carry of `layer`'s model: ``(h_n, c_n)``
+  for an LSTM, else ``h_n``; ``[L * D, B, P]`` (``c_n`` ``[L * D, B, H]``).
+
+  Under a mask the carry holds each sequence's last valid state, as
+  ``h_n`` does for a packed sequence.
+
+  >>> import numpy as np, jaxrnn.interop.torch as jt
+  >>> h0 = np.arange(12.0).reshape(2, 3, 2)
+  >>> bool((jt.carry_to_torch(jt.carry_from_torch(h0, num_layers=2)) == h0).all())
+  True
+  """
+  # Depth first, a stack's layers and then each layer's (forward, backward),
+  # is torch's order: entry l * D + d.
+  states = jax.tree.leaves(carry, is_leaf=lambda x: isinstance(x, LSTMCarry))
+  if states and all(isinstance(c, LSTMCarry) for c in states):
+    return jnp.stack([c.h for c in states]), jnp.stack([c.c for c in states])
+  return jnp.stack(states)
 
 
 def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
