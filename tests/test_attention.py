@@ -146,6 +146,8 @@ def test_decoder_is_a_cell_and_scan_equals_python_loop():
 
 def test_decoder_step_matches_numpy():
   dec, params, memory, xs = make_decoder(jaxrnn.simple_rnn(8), "general")
+  # init makes b_c zero, which would hide a step that leaves it out.
+  params = params._replace(b_c=jax.random.normal(jax.random.key(5), params.b_c.shape))
   carry = dec.decoder_carry(params, memory, jnp.ones(S, bool))
   carry, (y, w) = dec.step(params, carry, xs[0])
   carry, (y, w) = dec.step(params, carry, xs[1])

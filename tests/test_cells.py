@@ -288,6 +288,16 @@ def test_lstm_forget_bias_override():
     np.testing.assert_array_equal(b, 0.0)
 
 
+def test_lstm_forget_bias_adds_to_bias_init():
+  # "forget_bias: added to the forget gate's initial bias": on top of what
+  # bias_init gives (zeros by default, which hides a set in place of an add).
+  params = init("lstm", forget_bias=2.5, bias_init=jax.nn.initializers.ones, **CHEAP)
+  i, f, g, o = gate_blocks(params.b, 4)
+  np.testing.assert_array_equal(f, 3.5)
+  for b in (i, g, o):
+    np.testing.assert_array_equal(b, 1.0)
+
+
 # The GRU's blocks come from the same `stacked_init` as the LSTM's.
 @pytest.mark.parametrize("name, n_gates", [("lstm", 4), ("peephole_cifg_fgr", 3),
                                            ("rnn_tanh", 1)])
@@ -358,3 +368,27 @@ def test_oracle_catches_a_wrong_gate():
   _, want = numpy_oracle.scan(ref, params, np.asarray(xs, np.float64))
   _, got = jaxrnn.scan(cell, swapped, xs)
   assert not np.allclose(np.asarray(got), want, **TOL)
+
+
+@pytest.mark.parametrize("name", ["gru_reset_before", "lstm"])
+def test_a_reset_on_a_masked_step_after_valid_ones_is_a_no_op(name):
+  """Forward from a nonzero carry, the reset at t=5 falls on padding after
+  the valid steps 0..4: the final carry is step 4's, not the initial one.
+
+  In `scenarios` the masked reset is read (reversed) before any valid step,
+  where the carry is still the initial one, so a reset that took effect
+  there would go unseen. Both drivers: the plain step loop (Cho's GRU, an
+  unfused LSTM) and the fused kernel.
+  """
+  cell, params, ref = setup(name)
+  xs = random_xs()
+  carry0 = random_carry(ref, params, 11)
+  mask, resets = np.arange(T) < 5, np.arange(T) == 5
+  want_carry, want_ys = numpy_oracle.scan(ref, params, np.asarray(xs, np.float64),
+                                          carry=carry0, mask=mask, resets=resets)
+  for run_cell in (cell, jaxrnn.unfused(cell)):
+    run = jax.jit(lambda p, x, c, run_cell=run_cell: jaxrnn.scan(
+        run_cell, p, x, carry=c, mask=jnp.asarray(mask), resets=jnp.asarray(resets)))
+    got_carry, got_ys = run(params, xs, from_dict(carry0, cell.initial_carry(params)))
+    np.testing.assert_allclose(np.asarray(got_ys), want_ys, **TOL)
+    assert_carry_close(got_carry, want_carry)

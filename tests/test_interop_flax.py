@@ -256,6 +256,25 @@ def test_wrappers_run_dropout_as_flax_dropout_does():
                              rtol=1e-6, atol=1e-6)
 
 
+def test_wrappers_pass_a_batched_carry_on_and_run_the_batched_kernel():
+  # [B, T, I] goes through jaxrnn.apply_batch: the given carry (leading B)
+  # is the one each sequence starts from, and the GRU's kernel runs.
+  layer = jaxrnn.rnn(jaxrnn.gru(H))
+  carry = jnp.asarray(np.random.RandomState(1).randn(B, H), jnp.float32)
+  nnx_model = Recurrent(layer, I, rngs=nnx.Rngs(0))
+  params = nnx_model.params_tree()
+  linen_model = LinenRecurrent(layer)
+  variables = {"params": {"layer": params}}
+  want = jax.vmap(lambda x, m, c: layer.apply(params, x, mask=m, carry=c))(XS, MASK, carry)
+  # deterministic: no dropout key drawn from the module's stream (make_jaxpr)
+  for run in (lambda x: nnx_model(x, mask=MASK, carry=carry, deterministic=True),
+              lambda x: linen_model.apply(variables, x, MASK, carry)):
+    got = run(XS)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 got, want)
+    assert "custom_vjp_call" in str(jax.make_jaxpr(run)(XS))
+
+
 # ------------------------------------------------------------------ errors
 
 

@@ -200,6 +200,22 @@ def test_prefix_selects_a_submodule_and_layer_reads_module_settings():
   assert ys.shape == (T, P) and len(carry) == 2 and carry[1].c.shape == (H,)
 
 
+def test_layer_keeps_the_modules_dropout():
+  # torch drops every layer's output but the last's while training; the
+  # layer built from the module does too when given a key, and without a
+  # key (inference) it computes the same as with dropout=0.
+  net = jt.layer(torch.nn.GRU(I, H, num_layers=2, dropout=0.5))
+  same = jt.layer(torch.nn.GRU(I, H, num_layers=2))
+  params = net.init(jax.random.key(0), I)
+  xs = jnp.asarray(inputs()[0])
+  _, plain = jax.jit(net.apply)(params, xs)
+  np.testing.assert_array_equal(plain, jax.jit(same.apply)(params, xs)[1])
+  _, dropped = jax.jit(lambda p, x, k: net.apply(p, x, key=k))(params, xs, jax.random.key(1))
+  _, kept = jax.jit(lambda p, x, k: same.apply(p, x, key=k))(params, xs, jax.random.key(1))
+  np.testing.assert_array_equal(kept, plain)
+  assert not np.allclose(dropped, plain)
+
+
 def test_numpy_state_dict_needs_no_torch_tensors():
   state = {k: v.numpy() for k, v in make_module("rnn_tanh").state_dict().items()}
   params = jt.from_torch(state, "RNN")

@@ -141,12 +141,14 @@ def test_bidirectional_runs_any_backward_layer_from_the_end():
   for run in (lambda layer: jax.vmap(lambda x, m, r: layer.apply(params, x, mask=m, resets=r)),
               lambda layer: lambda x, m, r: jaxrnn.apply_batch(layer, params, x, mask=m,
                                                                resets=r)):
-    assert_trees_close(run(deep)(xs, mask, resets), run(by_hand)(xs, mask, resets))
+    assert_trees_close(jax.jit(run(deep))(xs, mask, resets),
+                       jax.jit(run(by_hand))(xs, mask, resets))
   loss = lambda layer: lambda p: jnp.sum(jaxrnn.apply_batch(layer, p, xs, mask=mask)[1] ** 2)
-  assert_trees_close(jax.grad(loss(deep))(params), jax.grad(loss(by_hand))(params))
+  assert_trees_close(jax.jit(jax.grad(loss(deep)))(params),
+                     jax.jit(jax.grad(loss(by_hand)))(params))
   # A cell, rnn(cell) and rnn(cell, reverse=True) are the same backward layer.
   one_layer = (params[0][0], params[1][0])              # (a's params, c's params)
-  ys = [jaxrnn.bidirectional(a, bw).apply(one_layer, XS, mask=mask[1])[1]
+  ys = [jax.jit(jaxrnn.bidirectional(a, bw).apply)(one_layer, XS, mask=mask[1])[1]
         for bw in (c, jaxrnn.rnn(c), jaxrnn.rnn(c, reverse=True))]
   assert_trees_close(ys[1], ys[0])
   assert_trees_close(ys[2], ys[0])
@@ -238,6 +240,48 @@ def test_dropout_changes_the_carry_of_later_layers_only():
   (d1, d2), _ = net.apply(params, XS, key=jax.random.key(1))
   assert_trees_close(c1, d1)
   assert not np.allclose(c2, d2)
+
+
+def test_dropout_draws_an_independent_mask_for_each_layer():
+  # Identity layers: the output is the input times both dropped layers'
+  # masks. Independent masks drop 1 - (1 - p)^2 = 0.51 of it; one mask
+  # shared by the layers (a key not split per layer) would drop only p.
+  net = jaxrnn.stack(identity(DROP_H), identity(DROP_H), identity(DROP_H), dropout=P)
+  xs = jax.random.normal(jax.random.key(2), (DROP_T, DROP_H))
+  _, ys = jax.jit(net.apply)(((), (), ()), xs, key=jax.random.key(7))
+  dropped = np.asarray(ys == 0.0)
+  assert abs(dropped.mean() - (1 - (1 - P) ** 2)) < 0.05, dropped.mean()
+  np.testing.assert_allclose(ys[~dropped], xs[~dropped] / (1 - P) ** 2, rtol=1e-5)
+
+
+def test_bidirectional_directions_draw_their_own_dropout():
+  # Each direction a stack with dropout over identity layers (the backward
+  # one of reversed layers, so it runs as it is, unflipped): both see the
+  # same inputs and only their dropout keys tell their outputs apart. One
+  # key for both would drop the same units in both.
+  def direction(reverse):
+    return jaxrnn.stack(*[jaxrnn.rnn(identity(DROP_H), reverse=reverse)] * 2, dropout=P)
+  layer = jaxrnn.bidirectional(direction(False), direction(True))
+  xs = jax.random.normal(jax.random.key(2), (DROP_T, DROP_H))
+  _, ys = jax.jit(layer.apply)((((), ()), ((), ())), xs, key=jax.random.key(7))
+  fw, bw = np.asarray(ys[:, :DROP_H]), np.asarray(ys[:, DROP_H:])
+  assert abs((fw == 0).mean() - P) < 0.05 and abs((bw == 0).mean() - P) < 0.05
+  assert not np.array_equal(fw == 0, bw == 0)
+
+
+def test_residual_keeps_padding_zero_after_a_layer_that_does_not():
+  # A custom merge adds 1 everywhere, padded steps too; the residual stack
+  # still puts out zeros there (its padded outputs stay zero whatever its
+  # layers return).
+  inner = jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H), merge=lambda fw, bw: fw + bw + 1.0)
+  net = jaxrnn.stack(jaxrnn.lstm(H), inner, residual=True)
+  params = random_params(net, I)
+  mask = jnp.arange(T) < 4
+  _, ys = jax.jit(net.apply)(params, XS, mask=mask)
+  ys_1 = jaxrnn.scan(jaxrnn.lstm(H), params[0], XS, mask=mask)[1]
+  want = inner.apply(params[1], ys_1, mask=mask)[1] + ys_1
+  assert_trees_close(ys[:4], want[:4])
+  assert (ys[4:] == 0.0).all()
 
 
 # step-by-step decoding

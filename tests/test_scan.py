@@ -96,6 +96,20 @@ def test_an_empty_sequence_returns_the_carry_and_no_outputs():
     assert_trees_close(carry, given)
 
 
+@pytest.mark.parametrize("cell", [CELL, jaxrnn.gru(H, reset_after=False)],
+                         ids=["fused", "plain"])
+def test_an_empty_sequence_has_zero_gradients(cell):
+  # scan returns before the loop when T = 0: the fused kernel's JVP reads
+  # the first step's projected input, which an empty sequence does not have.
+  params = random_params(cell, I, seed=1)
+  def loss(params, xs):
+    carry, ys = jaxrnn.scan(cell, params, xs, mask=jnp.ones(0, bool))
+    return jnp.sum(ys) + sum(jnp.sum(jnp.sin(c)) for c in jax.tree.leaves(carry))
+  grads = jax.grad(loss, (0, 1))(params, XS[:0])
+  assert grads[1].shape == (0, I)
+  assert all(not jnp.any(g) for g in jax.tree.leaves(grads[0]))
+
+
 def test_reverse_with_right_padding_equals_the_flipped_valid_part():
   length = 5
   carry, ys = RUN_REVERSE(PARAMS, XS, mask=jnp.arange(T) < length)

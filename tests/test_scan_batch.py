@@ -138,6 +138,27 @@ def test_kernel_matches_numpy_oracle(kind, reverse, batch):
       np.testing.assert_allclose(finals[name][b], value, atol=1e-5)
 
 
+# The variants not named above: which kernel each gets is `jaxrnn.lstm`'s
+# choice from its switches, and a variant sent to the standard LSTM's
+# hand-written kernel would run the standard equations (NIAF, NOAF) or
+# refuse its params (LSTMP), unseen by the tests above, which build only
+# the cells they name.
+OTHER_VARIANTS = [name for name in numpy_oracle.VARIANTS if name not in HAND + GENERIC]
+
+
+@pytest.mark.parametrize("name", OTHER_VARIANTS)
+def test_every_variant_through_scan_batch_matches_numpy_oracle(name):
+  cell, params, xs, mask, _ = setup(numpy_oracle.library_cell(name, H), batch=3)
+  final, ys = jax.jit(lambda p, x: jaxrnn.scan_batch(cell, p, x, mask=mask))(params, xs)
+  ref, p = numpy_oracle.oracle(name), as_numpy(params)
+  finals = {"h": final} if isinstance(final, jax.Array) else final._asdict()
+  for b in range(3):
+    carry, want = numpy_oracle.scan(ref, p, np.asarray(xs[b]), mask=np.asarray(mask[b]))
+    np.testing.assert_allclose(ys[b], want, atol=1e-5)
+    for key, value in carry.items():
+      np.testing.assert_allclose(finals[key][b], value, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind, reverse, batch", HAND_CASES + [(k, True, B) for k in GENERIC])
 def test_kernel_gradients_match_finite_differences(kind, reverse, batch):
   with jax.enable_x64(True):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import numpy_oracle
 from jaxrnn import seq2seq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,3 +124,53 @@ def test_wide_beam_equals_exhaustive_search():
   tokens, log_prob, _ = model.beam(params, src, mask, 3, width=25)
   np.testing.assert_array_equal(tokens, grid[jnp.argmin(nll)])
   np.testing.assert_allclose(log_prob, -nll.min(), rtol=1e-4)
+
+
+def test_teacher_forced_is_its_documented_parts_composed():
+  # attention=None, from the module's equations with the NumPy GRU oracle:
+  # m = BiGRU(E[src]), s_0 = tanh([h_fw last; h_bw first] W_b), the decoder
+  # GRU from s_0 on E[BOS, tgt_0 .. tgt_{T-2}], logits y W_o + b_o. Every
+  # param random (init's b_o is zero, which would hide a missing bias).
+  model = seq2seq.seq2seq(8, 5, 6, attention=None)
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), s.dtype), shapes)
+  src, mask, tgt, _ = example()
+  tmask = jnp.arange(6) < 5
+  logits, _ = jax.jit(model.teacher_forced)(params, src, mask, tgt, tmask)
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  gru = numpy_oracle.gru()
+  embed = lambda tokens: p.embed[np.asarray(tokens)]
+  fw, _ = numpy_oracle.scan(gru, p.encoder[0], embed(src), mask=np.asarray(mask))
+  bw, _ = numpy_oracle.scan(gru, p.encoder[1], embed(src), mask=np.asarray(mask), reverse=True)
+  s0 = np.tanh(np.concatenate([fw["h"], bw["h"]]) @ p.bridge)
+  inputs = np.concatenate([[seq2seq.BOS], np.asarray(tgt)[:-1]])
+  _, ys = numpy_oracle.scan(gru, p.decoder, embed(inputs), carry=dict(h=s0),
+                            mask=np.asarray(tmask))
+  np.testing.assert_allclose(logits, ys @ p.w_out + p.b_out, rtol=1e-5, atol=1e-5)
+
+
+def test_beam_as_wide_as_the_vocabulary_is_exhaustive_over_two_steps():
+  # width V, 2 steps: every first token stays a hypothesis, so the beam
+  # finds the most probable pair, also where it does not start with the
+  # greedy first token (a beam whose K start copies all scored 0 would
+  # keep K copies of that token). Over many sources, so that case occurs.
+  V = 5
+  model = seq2seq.seq2seq(V, 6, 4, attention=None)
+  params = model.init(jax.random.key(3))
+  srcs = jax.random.randint(jax.random.key(4), (16, 4), 2, V)
+  masks = jnp.arange(4)[None] < jax.random.randint(jax.random.key(5), (16, 1), 1, 5)
+  grid = jnp.stack(jnp.meshgrid(jnp.arange(V), jnp.arange(V), indexing="ij"), -1).reshape(-1, 2)
+
+  @jax.jit
+  @jax.vmap
+  def best_and_beam(src, mask):
+    nll = jax.vmap(lambda t: model.loss(params, (src, mask, t, jnp.ones(2, bool)))[0])(grid)
+    tokens, log_prob, _ = model.beam(params, src, mask, 2, width=V)
+    greedy, _ = model.greedy(params, src, mask, 2)
+    return grid[jnp.argmin(nll)], -nll.min(), tokens, log_prob, greedy
+
+  best, best_log_prob, tokens, log_prob, greedy = best_and_beam(srcs, masks)
+  np.testing.assert_array_equal(tokens, best)
+  np.testing.assert_allclose(log_prob, best_log_prob, rtol=1e-4)
+  assert (best[:, 0] != greedy[:, 0]).any()    # the case the test is for occurred

@@ -117,6 +117,33 @@ def test_corpus_round_trip_and_split():
     tasks.split_tokens(ids, 0.6, 0.6)      # the pieces would overlap
 
 
+def test_readout_model_and_its_classification_loss_from_their_equations():
+  # o_t = h_t W_out + b_out at every step, for apply and for step, with
+  # every param random (init's b_out is zero, which would hide a missing
+  # bias); the loss is the cross-entropy of the last step's logits and its
+  # "correct" that step's argmax.
+  cell = jaxrnn.gru(4)
+  model = tasks.readout_model(cell, output_size=3)
+  shapes = jax.eval_shape(lambda key: model.init(key, 2), jax.random.key(0))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
+  xs = jnp.asarray(rng.normal(size=(5, 2)), jnp.float32)
+  _, hs = jaxrnn.scan(cell, params.core, xs)
+  want = hs @ params.w_out + params.b_out
+  got_carry, got = model.apply(params, xs)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  step_carry, o = model.step(params, model.apply(params, xs[:4])[0], xs[4])
+  np.testing.assert_allclose(o, want[4], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(step_carry, got_carry, rtol=1e-5, atol=1e-6)
+  # The first and last steps' argmaxes differ, so "correct" shows which it read.
+  assert want[0].argmax() != want[-1].argmax()
+  for label in range(3):
+    total, count, metrics = tasks.last_step_classification_loss(model)(params, (xs, label))
+    np.testing.assert_allclose(total, -jax.nn.log_softmax(want[-1])[label], rtol=1e-5)
+    assert float(count) == 1.0
+    assert float(metrics["correct"]) == float(want[-1].argmax() == label)
+
+
 # A short run of each task lowers its loss. Tiny models, fixed keys; each
 # bound was measured with a wide margin (the measured value is in a comment).
 

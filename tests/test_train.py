@@ -11,6 +11,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxrnn
@@ -103,6 +104,51 @@ def test_masked_mean_counts_valid_steps_only():
   mask = jnp.array([[True, True, True], [True, False, False]])
   loss = train.make_eval_step(per_step)(None, (preds, mask))["loss"]
   np.testing.assert_allclose(loss, (1 + 1 + 1 + 9) / 4)   # not the mean of means
+
+
+def test_mse_with_a_step_mask_counts_valid_elements_not_steps():
+  # pred [T, C] and mask [T]: the count is that of the elements averaged,
+  # as without a mask (err.size), so the mean is per element.
+  total, count = train.mse(jnp.full((3, 2), 2.0), 0.0, jnp.array([True, True, False]))
+  assert (float(total), float(count)) == (16.0, 4.0)
+  total, count = train.mse(jnp.full((3, 2), 2.0), 0.0)
+  assert (float(total), float(count)) == (24.0, 6.0)
+
+
+def test_cross_entropy_and_accuracy_leave_out_masked_steps():
+  # The padded steps' logits and labels, chosen so that they would count
+  # (a confident right answer, a confident wrong one), add nothing: the
+  # sums equal those of the valid steps alone.
+  logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5], [9.0, 0.0, 0.0], [0.0, 0.0, 9.0]])
+  labels = jnp.array([0, 2, 0, 1])
+  mask = jnp.array([True, True, False, False])
+  got = (train.cross_entropy(logits, labels, mask), train.accuracy(logits, labels, mask))
+  want = (train.cross_entropy(logits[:2], labels[:2]), train.accuracy(logits[:2], labels[:2]))
+  for (total, count), (want_total, want_count) in zip(got, want):
+    np.testing.assert_allclose(total, want_total, rtol=1e-6)
+    assert float(count) == float(want_count) == 2.0
+  assert float(got[1][0]) == 1.0            # step 0 right, step 1 wrong
+
+
+def test_metrics_are_divided_by_the_batch_count_like_the_loss():
+  # Per-example sums over the total count (3 of 4 valid steps right), not
+  # a mean of the per-example sums (1.5) or of per-example means (0.5).
+  def loss_fn(params, example):
+    count, correct = example
+    return jnp.float32(0.0), count, {"correct": correct}
+  metrics = train.make_eval_step(loss_fn)(None, (jnp.array([3.0, 1.0]), jnp.array([3.0, 0.0])))
+  np.testing.assert_allclose(metrics["correct"], 0.75)
+
+
+def test_optimizer_clips_by_global_norm_unless_told_not_to():
+  # Gradients of global norm 5 (3 and 4 in two leaves) scaled to norm 1.
+  grads = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}
+  params = jax.tree.map(jnp.zeros_like, grads)
+  for clip_norm, scale in ((1.0, 0.2), (None, 1.0), (10.0, 1.0)):
+    opt = train.optimizer(0.1, clip_norm=clip_norm, base=optax.sgd)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    for name in grads:
+      np.testing.assert_allclose(updates[name], -0.1 * scale * grads[name], rtol=1e-6)
 
 
 def test_a_batch_with_nothing_valid_leaves_the_params_as_they_were():
@@ -228,6 +274,34 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
   with pytest.raises(ValueError, match=r"holds checkpoints at positions \[2, 3\], past this save's 1"):
     ckpts.save(state, position=1)
   assert ckpts.positions() == [2, 3]
+
+
+def test_restore_at_a_position_and_refusing_another_dtype(tmp_path):
+  ckpts = train.Checkpoints(tmp_path, keep=3)
+  for position in (1, 2):
+    ckpts.save({"w": jnp.full(3, float(position)), "step": jnp.int32(position)}, position)
+  template = {"w": jnp.zeros(3), "step": jnp.int32(0)}
+  for position in (1, 2):          # the one asked for, not the latest
+    restored, at = ckpts.restore(template, position=position)
+    assert at == position and int(restored["step"]) == position
+    np.testing.assert_array_equal(restored["w"], np.full(3, float(position)))
+  # Same shapes, another dtype: refused, not restored in the file's dtype.
+  with pytest.raises(ValueError, match=r"leaf \['w'\] is float32\[3\] in the file but int32\[3\]"):
+    ckpts.restore({"w": jnp.zeros(3, jnp.int32), "step": jnp.int32(0)})
+
+
+def test_fit_evaluates_and_checkpoints_on_schedule_and_saves_at_the_end(tmp_path):
+  step = lambda s, b: (s + b, {"loss": s + b})
+  ckpts = train.Checkpoints(tmp_path, keep=10)
+  state, history = train.fit(step, jnp.float32(0.0), [1.0] * 9, steps=5, quiet=True,
+                             evaluate=lambda s: {"value": 10 * s}, eval_every=2,
+                             checkpoints=ckpts, checkpoint_every=2, start=3)
+  assert float(state) == 5.0 and len(history) == 5
+  assert [h.get("eval") for h in history] == [None, {"value": 20.0}, None,
+                                              {"value": 40.0}, None]
+  # Every 2 steps (positions count from start=3), then at the end.
+  assert ckpts.positions() == [5, 7, 8]
+  assert float(ckpts.restore(jnp.float32(0.0))[0]) == 5.0
 
 
 RUN = textwrap.dedent("""
