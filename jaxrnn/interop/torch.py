@@ -142,8 +142,7 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
   elif kind == "gru":
     cell = gru(hidden_size)
   else:
-    act = jnp.tanh if nonlinearity == "tanh" else jax.nn.relu
-    cell = simple_rnn(hidden_size, act)
+    cell = simple_rnn(hidden_size, nonlinearity)     # "tanh" or "relu", as jax.nn names them
   one = bidirectional_layer(cell, cell) if bidirectional else cell
   if num_layers == 1:
     return one

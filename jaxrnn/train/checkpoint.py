@@ -140,12 +140,12 @@ def _difference(saved: dict, template_paths: list[str], most: int = 4) -> str:
     return (f"{len(saved['leaves'])} leaves in the file, "
             f"{len(template_paths)} in the template")
   saved_paths = _text(saved["paths"]).split("\n") if saved["leaves"] else []
-  only = lambda a, b: [p for p in a if p not in set(b)]
+  in_file, in_template = set(saved_paths), set(template_paths)
   parts = []
-  for where, names in (("only in the file", only(saved_paths, template_paths)),
-                       ("only in the template", only(template_paths, saved_paths))):
+  for where, names in (("only in the file", [p for p in saved_paths if p not in in_template]),
+                       ("only in the template",
+                        [p for p in template_paths if p not in in_file])):
     if names:
       more = f" and {len(names) - most} more" if len(names) > most else ""
       parts.append(f"{where}: {', '.join(names[:most])}{more}")
   return "; ".join(parts) or "the same leaf paths in other containers"
-
