@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._scan import scan
-from jaxrnn._scan_batch import scan_batch
+from jaxrnn._scan_batch import batch_major, scan_batch
 
 
 class Seq(NamedTuple):
@@ -64,11 +64,17 @@ class Seq(NamedTuple):
 
 
 def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=None,
-                resets=None, key=None) -> tuple[Carry, Array]:
+                resets=None, key=None, seq_lengths=None,
+                time_major: bool = False) -> tuple[Carry, Array]:
   """Runs ``layer`` over a batch ``xs [B, T, I]``: ``(carry, ys [B, T, O])``.
 
   The result of ``jax.vmap(layer.apply)`` with ``carry`` (leading axis B),
-  ``mask`` and ``resets`` (``bool[B, T]``) batched, or None. Layers built by
+  ``mask`` and ``resets`` (``bool[B, T]``) batched, or None.
+  ``seq_lengths`` (``int[B]``, sequences padded at their end, as Flax's
+  ``nn.RNN`` takes them) stands for the mask ``jnp.arange(T) <
+  seq_lengths[:, None]``; ``time_major=True`` takes ``xs [T, B, I]`` and
+  flags ``[T, B]`` and returns ``ys [T, B, O]`` (PyTorch's
+  ``batch_first=False``), the carry still batch first. Layers built by
   `rnn`, `stack` and `bidirectional` run their ``apply_batch``, which reaches
   the batched kernels of `jaxrnn.scan_batch` (for training, the faster
   path on CPU); a hand-written Seq without one is vmapped.
@@ -87,16 +93,20 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   ((4, 5, 8), True)
   """
   seq = as_seq(layer)
+  xs, mask, resets = batch_major("jaxrnn.apply_batch", xs, mask, resets,
+                                 seq_lengths, time_major, "layer.apply")
   if seq.apply_batch is not None:
-    return seq.apply_batch(params, xs, carry=carry, mask=mask, resets=resets, key=key)
-  B = jnp.shape(xs)[0]
-  keys = None if key is None else jax.random.split(key, B)
-  axis = lambda a: None if a is None else 0
+    carry, ys = seq.apply_batch(params, xs, carry=carry, mask=mask, resets=resets,
+                                key=key)
+  else:
+    keys = None if key is None else jax.random.split(key, xs.shape[0])
+    axis = lambda a: None if a is None else 0
 
-  def one(x, c, m, r, k):
-    return seq.apply(params, x, carry=c, mask=m, resets=r, key=k)
-  return jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets), axis(keys)))(
-      xs, carry, mask, resets, keys)
+    def one(x, c, m, r, k):
+      return seq.apply(params, x, carry=c, mask=m, resets=r, key=k)
+    carry, ys = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets),
+                                       axis(keys)))(xs, carry, mask, resets, keys)
+  return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
 
 
 Layer = Union[Cell, Seq]

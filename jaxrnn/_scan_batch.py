@@ -25,6 +25,8 @@ def scan_batch(
     resets: Optional[Array] = None,
     reverse: bool = False,
     unroll: int | bool | None = None,
+    seq_lengths: Optional[Array] = None,
+    time_major: bool = False,
 ) -> tuple[Carry, Array]:
   """Runs ``cell`` over a batch ``xs [B, T, I]``: ``(carry, ys [B, T, O])``.
 
@@ -36,7 +38,12 @@ def scan_batch(
 
   with ``carry``, ``mask`` (bool[B, T]) and ``resets`` (bool[B, T]) batched
   along their first axis, or None, and ``unroll`` as there (None: 8 where
-  JAX's default backend is a GPU, 1 elsewhere; `jaxrnn.default_unroll`). A
+  JAX's default backend is a GPU, 1 elsewhere; `jaxrnn.default_unroll`).
+  ``seq_lengths`` (int[B], each sequence's valid steps, padded at its end,
+  as Flax's ``nn.RNN`` takes them) is the mask ``jnp.arange(T) <
+  seq_lengths[:, None]``: give one or the other. ``time_major=True`` takes
+  ``xs [T, B, I]`` and flags ``[T, B]`` (PyTorch's ``batch_first=False``)
+  and returns ``ys [T, B, O]``; the carry keeps its leading B. A
   cell with a batched kernel (``cell.batched``) runs it whenever there are
   no resets: one loop for the whole batch whose backward computes the weight
   gradients as single matmuls. The standard `jaxrnn.lstm` and `jaxrnn.gru`
@@ -72,20 +79,13 @@ def scan_batch(
   >>> bool(jnp.allclose(ys, same[1], atol=1e-5))
   True
   """
-  xs = jnp.asarray(xs)
-  shape = xs.shape
-  if len(shape) != 3:
-    raise ValueError(
-        f"jaxrnn.scan_batch: xs has shape {shape}; expected a batch of "
-        f"sequences [B, T, I] (rank 3). Fix: for one sequence use "
-        f"jaxrnn.scan, or xs[None] for a batch of one.")
-  B, T = shape[:2]
-  check_params("scan_batch", cell, params, shape)
+  xs, mask, resets = batch_major("jaxrnn.scan_batch", xs, mask, resets,
+                                 seq_lengths, time_major, "jaxrnn.scan", rank=3)
+  B, T = xs.shape[:2]
+  check_params("scan_batch", cell, params, xs.shape)
   if cell.project is not None:    # its own input checks (size, dtype), on one sequence
-    jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(shape[1:], xs.dtype))
+    jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
   unroll = default_unroll() if unroll is None else unroll
-  mask = _check_batch_flags("mask", mask, B, T)
-  resets = _check_batch_flags("resets", resets, B, T)
   if carry is not None:
     _check_batch_carry(carry, cell.initial_carry(params), B)
   if cell.batched is not None and resets is None and T > 0:
@@ -94,32 +94,82 @@ def scan_batch(
     if carry is None:
       carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
                            cell.initial_carry(params))
-    return cell.batched(params, carry, xs, mask, reverse, unroll)
+    carry, ys = cell.batched(params, carry, xs, mask, reverse, unroll)
+  else:
+    def one(x, c, m, r):
+      return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,
+                  unroll=unroll)
+    axis = lambda a: None if a is None else 0
+    carry, ys = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets)))(
+        xs, carry, mask, resets)
+  return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
 
-  def one(x, c, m, r):
-    return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,
-                unroll=unroll)
-  axis = lambda a: None if a is None else 0
-  return jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets)))(
-      xs, carry, mask, resets)
+
+def batch_major(where: str, xs: Array, mask, resets, seq_lengths, time_major: bool,
+                for_one: str, rank: Optional[int] = None):
+  """The caller's batch as ``xs [B, T, ...]`` and ``bool[B, T]`` flags, checked.
+
+  ``xs`` must have ``rank`` axes (any from 2 when None; ``for_one`` names
+  what runs one sequence). ``time_major`` input (``xs [T, B, ...]``, flags
+  ``[T, B]``) is transposed; ``seq_lengths`` (``int[B]``) becomes the mask
+  ``jnp.arange(T) < seq_lengths[:, None]``, so a length of 0 or less masks
+  every step and one of T or more none. Returns ``(xs, mask, resets)``,
+  mask and resets None where not given.
+  """
+  xs = jnp.asarray(xs)
+  if xs.ndim < 2 or rank not in (None, xs.ndim):
+    rest = "I" if rank == 3 else "..."
+    layout = f"[T, B, {rest}] (with time_major=True)" if time_major else f"[B, T, {rest}]"
+    raise ValueError(
+        f"{where}: xs has shape {xs.shape}; expected a batch of sequences "
+        f"{layout}{f', rank {rank}' if rank else ''}. Fix: for one sequence "
+        f"use {for_one}, or add a batch axis of one.")
+  if time_major:
+    xs = jnp.swapaxes(xs, 0, 1)
+  B, T = xs.shape[:2]
+  mask = _check_batch_flags(where, "mask", mask, B, T, time_major)
+  resets = _check_batch_flags(where, "resets", resets, B, T, time_major)
+  if seq_lengths is None:
+    return xs, mask, resets
+  if mask is not None:
+    raise ValueError(
+        f"{where}: got both mask and seq_lengths; expected one of them. Fix: "
+        f"seq_lengths for sequences padded at their end, mask for any other "
+        f"padding (or fold the lengths into it: mask & (jnp.arange({T}) < "
+        f"seq_lengths[:, None])).")
+  seq_lengths = jnp.asarray(seq_lengths)
+  if seq_lengths.shape != (B,) or not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+    raise ValueError(
+        f"{where}: seq_lengths is {seq_lengths.dtype}{list(seq_lengths.shape)}; "
+        f"expected int[{B}], the number of valid steps of each of the {B} "
+        f"sequences (padding at their end). Fix: jnp.asarray(lengths, "
+        f"jnp.int32) with one entry per sequence; for any other padding, "
+        f"pass mask.")
+  return xs, jnp.arange(T) < seq_lengths[:, None], resets
 
 
-def _check_batch_flags(name: str, flags, B: int, T: int):
-  """Checks a batched ``bool[B, T]`` mask or resets; returns it as an array."""
+def _check_batch_flags(where: str, name: str, flags, B: int, T: int, time_major: bool):
+  """Checks a batched mask or resets (``bool[B, T]``, or ``[T, B]`` when
+  ``time_major``); returns it as a ``bool[B, T]`` array."""
   if flags is None:
     return None
   flags = jnp.asarray(flags)
-  build = (f"mask=jnp.arange({T}) < lengths[:, None] with lengths an int[{B}]"
-           if name == "mask" else
-           f"resets=jnp.arange({T}) == starts[:, None] with starts an int[{B}]")
-  shared = (f" For flags shared by every sequence, jnp.broadcast_to({name}, "
-            f"({B}, {T})).") if flags.shape == (T,) else ""
-  if flags.shape != (B, T) or flags.dtype != jnp.bool_:
+  shape = (T, B) if time_major else (B, T)
+  # The step index along the time axis, compared with one number per sequence.
+  steps, per = ((f"jnp.arange({T})[:, None]", "{}") if time_major else
+                (f"jnp.arange({T})", "{}[:, None]"))
+  build = (f"mask={steps} < {per.format('lengths')} with lengths an int[{B}], "
+           f"or pass seq_lengths=lengths" if name == "mask" else
+           f"resets={steps} == {per.format('starts')} with starts an int[{B}]")
+  shared = (f" For flags shared by every sequence, jnp.broadcast_to({name}"
+            f"{'[:, None]' if time_major else ''}, {shape}).") if flags.shape == (T,) else ""
+  if flags.shape != shape or flags.dtype != jnp.bool_:
+    layout = "[T, B] (time_major=True)" if time_major else "[B, T]"
     raise ValueError(
-        f"jaxrnn.scan_batch: {name} is {flags.dtype}{list(flags.shape)}; "
-        f"expected bool[{B}, {T}], one flag per sequence and step of xs "
-        f"[B={B}, T={T}, I]. Fix: build it as {build}.{shared}")
-  return flags
+        f"{where}: {name} is {flags.dtype}{list(flags.shape)}; expected "
+        f"bool{list(shape)}, one flag per sequence and step, laid out "
+        f"{layout} as xs. Fix: build it as {build}.{shared}")
+  return jnp.swapaxes(flags, 0, 1) if time_major else flags
 
 
 def _check_batch_carry(carry: Carry, one: Carry, B: int) -> None:

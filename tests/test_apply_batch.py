@@ -7,6 +7,8 @@ must reach the batched kernels of `jaxrnn.scan_batch`, and a hand-written
 Seq without ``apply_batch`` must fall back to the vmap.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,3 +171,84 @@ def test_batched_loss_of_a_hand_built_model_falls_back_to_vmap():
   labels = jnp.arange(B) % 3
   assert_trees_close(last_step_classification_loss(by_hand, batched=True)(params, (XS, labels)),
                      last_step_classification_loss(model, batched=True)(params, (XS, labels)))
+
+
+# ------------------------------------------- seq_lengths and time_major
+
+LENGTHS = jnp.arange(B) % T + 1          # MASK's lengths
+
+
+@pytest.mark.parametrize("layer", [
+    jaxrnn.rnn(jaxrnn.lstm(H)),                       # the LSTM kernel
+    jaxrnn.rnn(jaxrnn.gru(H), reverse=True),          # the GRU kernel, from the end
+    jaxrnn.stack(jaxrnn.peephole_lstm(H), jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.simple_rnn(H))),
+], ids=["lstm", "gru-reverse", "stack-bidirectional"])
+def test_seq_lengths_and_time_major_are_the_mask_and_the_transpose(layer):
+  params = random_params(layer, I)
+  time_first = XS.swapaxes(0, 1)
+  batch_first = lambda run: lambda p: (lambda carry, ys: (carry, ys.swapaxes(0, 1)))(*run(p))
+  runs = {
+      "seq_lengths": lambda p: jaxrnn.apply_batch(layer, p, XS, seq_lengths=LENGTHS),
+      "time_major": batch_first(lambda p: jaxrnn.apply_batch(
+          layer, p, time_first, mask=MASK.T, time_major=True)),
+      "both": batch_first(lambda p: jaxrnn.apply_batch(
+          layer, p, time_first, seq_lengths=LENGTHS, time_major=True)),
+  }
+  want = lambda p: jaxrnn.apply_batch(layer, p, XS, mask=MASK)
+  want_grads = jax.grad(lambda p: weighted_sum(*want(p)))(params)
+  assert jaxrnn.apply_batch(layer, params, time_first, time_major=True)[1].shape == (
+      T, B, layer.output_size)
+  for name, run in runs.items():
+    assert_trees_close(run(params), want(params), rtol=1e-6, atol=1e-6)
+    assert_trees_close(jax.grad(lambda p: weighted_sum(*run(p)))(params), want_grads,
+                       atol=1e-5)
+
+
+def test_scan_batch_takes_seq_lengths_and_time_major_resets_and_a_hand_written_seq_too():
+  cell = jaxrnn.lstm(H)
+  params = random_params(cell, I)
+  resets = jnp.zeros((B, T), bool).at[:, 3].set(True)
+  want = jaxrnn.scan_batch(cell, params, XS, mask=MASK, resets=resets)
+  got = jaxrnn.scan_batch(cell, params, XS.swapaxes(0, 1), seq_lengths=LENGTHS,
+                          resets=resets.T, time_major=True)
+  assert_trees_close((got[0], got[1].swapaxes(0, 1)), want, rtol=1e-6, atol=1e-6)
+  # A Seq without apply_batch is vmapped over the batch-first data.
+  by_hand = jaxrnn.Seq(init=cell.init, apply=jaxrnn.rnn(cell).apply,
+                       initial_carry=cell.initial_carry, step=None, output_size=H)
+  got = jaxrnn.apply_batch(by_hand, params, XS.swapaxes(0, 1), seq_lengths=LENGTHS,
+                           time_major=True)
+  assert_trees_close((got[0], got[1].swapaxes(0, 1)),
+                     jaxrnn.scan_batch(cell, params, XS, mask=MASK), rtol=1e-6, atol=1e-6)
+
+
+def test_seq_lengths_beyond_the_ends_mask_everything_or_nothing():
+  cell = jaxrnn.gru(H)
+  params = random_params(cell, I)
+  lengths = jnp.array([0, -2, T, T + 3, 2])
+  carry, ys = jaxrnn.scan_batch(cell, params, XS, seq_lengths=lengths)
+  want = jaxrnn.scan_batch(cell, params, XS, mask=jnp.arange(T) < jnp.clip(lengths, 0, T)[:, None])
+  assert_trees_close((carry, ys), want, rtol=0, atol=0)
+  np.testing.assert_array_equal(ys[:2], 0)                    # nothing valid
+  np.testing.assert_array_equal(carry[:2], cell.initial_carry(params)[None].repeat(2, 0))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda f: f(XS, mask=MASK, seq_lengths=LENGTHS), r"got both mask and seq_lengths"),
+    (lambda f: f(XS, seq_lengths=LENGTHS.astype(jnp.float32)),
+     r"seq_lengths is float32\[5\]; expected int\[5\]"),
+    (lambda f: f(XS, seq_lengths=LENGTHS[:2]), r"seq_lengths is int32\[2\]; expected int\[5\]"),
+    (lambda f: f(XS.swapaxes(0, 1), mask=MASK, time_major=True),
+     r"mask is bool\[5, 6\]; expected bool\[6, 5\].*\[T, B\] \(time_major=True\).*"
+     r"jnp.arange\(6\)\[:, None\] < lengths"),
+    (lambda f: f(XS, resets=MASK.T), r"resets is bool\[6, 5\]; expected bool\[5, 6\]"),
+    (lambda f: f(XS[0, :, 0], time_major=True),
+     r"expected a batch of sequences \[T, B, (I|...)\] \(with time_major=True\)"),
+])
+@pytest.mark.parametrize("entry", ["scan_batch", "apply_batch"])
+def test_seq_lengths_and_time_major_errors_say_what_was_expected(call, match, entry):
+  cell = jaxrnn.lstm(H)
+  params = random_params(cell, I)
+  f = (partial(jaxrnn.scan_batch, cell, params) if entry == "scan_batch" else
+       partial(jaxrnn.apply_batch, jaxrnn.rnn(cell), params))
+  with pytest.raises(ValueError, match=f"jaxrnn.{entry}: .*" + match):
+    call(f)

@@ -223,6 +223,46 @@ def test_linen_wrapper_holds_jaxrnn_params_in_flax_state():
     model.apply(variables, XS[0, 0])
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_wrappers_take_seq_lengths_and_time_major_as_flax_nn_rnn_does(reverse):
+  # Flax's own nn.RNN is the reference: time-major [T, B, I] in and out,
+  # right padding given as seq_lengths, the final carry the last valid one.
+  make, cell = LINEN["LSTMCell"]
+  flax_rnn = nn.RNN(make(), return_carry=True, time_major=True, reverse=reverse,
+                    keep_order=True)
+  xs = XS.swapaxes(0, 1)
+  variables = flax_rnn.init(jax.random.key(0), xs, seq_lengths=LENGTHS)
+  c_f, ys_f = flax_rnn.apply(variables, xs, seq_lengths=LENGTHS)
+  params = from_linen(variables, "LSTMCell")
+  layer = jaxrnn.rnn(cell, reverse=reverse)
+  def nnx_model(**kwargs):
+    model = Recurrent(layer, I, rngs=nnx.Rngs(0), **kwargs)
+    model.params = nnx.data(jax.tree.map(nnx.Param, params))
+    return model
+  linen_model = LinenRecurrent(layer, time_major=True)
+  runs = {
+      "nnx": lambda: nnx_model(time_major=True)(xs, seq_lengths=LENGTHS),
+      "nnx, the call's time_major": lambda: nnx_model()(xs, seq_lengths=LENGTHS,
+                                                        time_major=True),
+      "linen": lambda: linen_model.apply({"params": {"layer": params}}, xs,
+                                         seq_lengths=LENGTHS),
+      "linen, the call's time_major": lambda: LinenRecurrent(layer).apply(
+          {"params": {"layer": params}}, xs, seq_lengths=LENGTHS, time_major=True),
+  }
+  valid = MASK.T[..., None]
+  for name, run in runs.items():
+    carry, ys = run()
+    assert ys.shape == (T, B, H), name
+    np.testing.assert_allclose(np.where(valid, ys, 0), np.where(valid, ys_f, 0), atol=1e-5)
+    np.testing.assert_allclose(carry.h, c_f[1], atol=1e-5)
+    np.testing.assert_allclose(carry.c, c_f[0], atol=1e-5)
+  # One sequence takes its length as an int.
+  carry, ys = linen_model.apply({"params": {"layer": params}}, XS[1], seq_lengths=2)
+  np.testing.assert_allclose(carry.h, c_f[1][1], atol=1e-5)
+  with pytest.raises(ValueError, match=r"interop.flax: got both mask and seq_lengths"):
+    linen_model.apply({"params": {"layer": params}}, XS[1], mask=MASK[1], seq_lengths=2)
+
+
 def test_wrappers_run_dropout_as_flax_dropout_does():
   layer = jaxrnn.stack(jaxrnn.gru(H), jaxrnn.gru(H), dropout=0.5)
   model = Recurrent(layer, I, rngs=nnx.Rngs(0, dropout=1))

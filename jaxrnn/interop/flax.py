@@ -47,6 +47,7 @@ from jaxrnn._cells.gru import GRUParams
 from jaxrnn._cells.lstm import LSTMParams
 from jaxrnn._cells.rnn import RNNParams
 from jaxrnn._layers import Seq, apply_batch, as_seq
+from jaxrnn._scan_batch import batch_major
 from jaxrnn.interop import as_numpy
 
 LINEN_KEYS = {
@@ -423,8 +424,10 @@ def is_variable(x) -> bool:
   return isinstance(x, nnx.Variable)
 
 
-def run(layer: Seq, params, xs, mask, carry, key):
-  """``layer.apply`` on ``[T, I]``; on ``[B, T, I]`` `jaxrnn.apply_batch`.
+def run(layer: Seq, params, xs, mask, carry, key, seq_lengths, time_major):
+  """``layer.apply`` on ``[T, I]``; on ``[B, T, I]`` (``[T, B, I]`` when
+  ``time_major``) `jaxrnn.apply_batch`. ``seq_lengths`` is an int for one
+  sequence, ``int[B]`` for a batch.
 
   A batch goes through `jaxrnn.apply_batch` for the batched kernels of
   `jaxrnn.scan_batch`: the LSTM's and GRU's training steps through
@@ -437,11 +440,16 @@ def run(layer: Seq, params, xs, mask, carry, key):
   """
   xs = jnp.asarray(xs)
   if xs.ndim == 2:
+    if seq_lengths is not None:   # checked as a batch of one; its mask
+      one = lambda a: None if a is None else jnp.asarray(a)[None]
+      mask = batch_major("jaxrnn.interop.flax", xs[None], one(mask), None,
+                         one(seq_lengths), False, "[T, I]")[1][0]
     return layer.apply(params, xs, carry=carry, mask=mask, key=key)
   if xs.ndim != 3:
     raise ValueError(f"jaxrnn.interop.flax: xs has shape {xs.shape}; expected "
-                     f"[T, I] or [B, T, I] (batch first).")
-  return apply_batch(layer, params, xs, carry=carry, mask=mask, key=key)
+                     f"[T, I] or [B, T, I] ([T, B, I] with time_major=True).")
+  return apply_batch(layer, params, xs, carry=carry, mask=mask, key=key,
+                     seq_lengths=seq_lengths, time_major=time_major)
 
 
 class Recurrent(nnx.Module):
@@ -451,11 +459,15 @@ class Recurrent(nnx.Module):
   key from ``rngs.params()`` and keeps every leaf as an ``nnx.Param`` in
   the same pytree (a NamedTuple per cell, tuples for stacks), so
   ``nnx.state``, ``nnx.Optimizer``, ``nnx.jit`` and ``nnx.grad`` see them.
-  ``module(xs, *, mask=None, carry=None, key=None, deterministic=None) ->
-  (carry, ys)`` runs ``layer.apply`` on ``xs [T, I]``, or
-  `jaxrnn.apply_batch` on ``[B, T, I]`` (mask ``[B, T]``, carry batched; the
-  batched kernels, which are reverse mode only, and one dropout draw for
-  the batch). A stack's dropout runs as ``nnx.Dropout`` does: on unless
+  ``module(xs, *, mask=None, carry=None, key=None, deterministic=None,
+  seq_lengths=None, time_major=None) -> (carry, ys)`` runs ``layer.apply``
+  on ``xs [T, I]``, or `jaxrnn.apply_batch` on ``[B, T, I]`` (mask
+  ``[B, T]``, carry batched; the batched kernels, which are reverse mode
+  only, and one dropout draw for the batch). As in Flax's ``nn.RNN``,
+  ``seq_lengths`` (``int[B]``; an int for one sequence) counts each
+  sequence's steps before its end padding, in place of a mask, and
+  ``time_major`` (the constructor's, or the call's, which wins) takes and
+  returns ``[T, B, ...]``. A stack's dropout runs as ``nnx.Dropout`` does: on unless
   ``deterministic`` (the constructor's, or the call's, which wins), so
   ``model.eval()`` and ``nnx.view(model, deterministic=True)`` switch it
   off and ``model.train()`` on; its key comes from the ``"dropout"`` stream
@@ -466,7 +478,7 @@ class Recurrent(nnx.Module):
   >>> from flax import nnx
   >>> from jaxrnn.interop.flax import Recurrent
   >>> model = Recurrent(jaxrnn.gru(4), 3, rngs=nnx.Rngs(0))
-  >>> carry, ys = model(jnp.ones((2, 5, 3)), mask=jnp.arange(5) < jnp.array([[5], [2]]))
+  >>> carry, ys = model(jnp.ones((2, 5, 3)), seq_lengths=jnp.array([5, 2]))
   >>> ys.shape, type(model.params).__name__
   ((2, 5, 4), 'GRUParams')
   >>> jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
@@ -477,11 +489,12 @@ class Recurrent(nnx.Module):
   """
 
   def __init__(self, layer: Any, input_size: int, *, deterministic: bool = False,
-               rngs: nnx.Rngs):
+               time_major: bool = False, rngs: nnx.Rngs):
     self.layer = nnx.static(as_seq(layer))
     params = self.layer.init(rngs.params(), input_size)
     self.params = nnx.data(jax.tree.map(nnx.Param, params))
     self.deterministic = deterministic
+    self.time_major = time_major
     self.rngs = rngs["dropout"].fork()      # as nnx.Dropout keeps its stream
 
   def set_view(self, deterministic: Optional[bool] = None):
@@ -493,12 +506,15 @@ class Recurrent(nnx.Module):
     """The jaxrnn params as plain arrays."""
     return jax.tree.map(lambda v: v[...], self.params, is_leaf=is_variable)
 
-  def __call__(self, xs, *, mask=None, carry=None, key=None, deterministic=None):
+  def __call__(self, xs, *, mask=None, carry=None, key=None, deterministic=None,
+               seq_lengths=None, time_major=None):
     if self.deterministic if deterministic is None else deterministic:
       key = None
     elif key is None:
       key = self.rngs()
-    return run(self.layer, self.params_tree(), xs, mask, carry, key)
+    time_major = self.time_major if time_major is None else time_major
+    return run(self.layer, self.params_tree(), xs, mask, carry, key, seq_lengths,
+               time_major)
 
 
 class LinenRecurrent(nn.Module):
@@ -508,8 +524,10 @@ class LinenRecurrent(nn.Module):
   ``"params"`` rng and the input size of the first call; the jaxrnn params
   pytree sits in ``variables["params"]["layer"]``. Called as
   ``module.apply(variables, xs, mask=None, carry=None, key=None,
-  deterministic=None)`` with ``xs`` ``[T, I]`` or ``[B, T, I]`` (through
-  `jaxrnn.apply_batch`, as in `Recurrent`); returns ``(carry, ys)``. A
+  deterministic=None, seq_lengths=None, time_major=None)`` with ``xs``
+  ``[T, I]`` or ``[B, T, I]`` (through `jaxrnn.apply_batch`, as in
+  `Recurrent`, ``seq_lengths`` and ``time_major`` too); returns
+  ``(carry, ys)``. A
   stack's dropout runs as ``nn.Dropout`` does, when ``deterministic`` (the
   call's, else the attribute's) is False: with the ``"dropout"`` rng
   (``rngs={"dropout": key}``), or the call's ``key``. When neither is set,
@@ -527,15 +545,18 @@ class LinenRecurrent(nn.Module):
 
   layer: Any
   deterministic: Optional[bool] = None
+  time_major: bool = False
 
   @nn.compact
-  def __call__(self, xs, mask=None, carry=None, key=None, deterministic=None):
+  def __call__(self, xs, mask=None, carry=None, key=None, deterministic=None,
+               seq_lengths=None, time_major=None):
     layer = as_seq(self.layer)
     params = self.param("layer", lambda k: layer.init(k, jnp.shape(xs)[-1]))
+    time_major = self.time_major if time_major is None else time_major
     deterministic = next((d for d in (deterministic, self.deterministic) if d is not None),
                          key is None)
     if deterministic:
       key = None
     elif key is None:
       key = self.make_rng("dropout")
-    return run(layer, params, xs, mask, carry, key)
+    return run(layer, params, xs, mask, carry, key, seq_lengths, time_major)

@@ -109,8 +109,10 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
   ``batch_first``: ``apply`` takes one sequence ``[T, I]`` and
   `jaxrnn.apply_batch` a batch ``[B, T, I]`` (torch's ``batch_first=True``),
   so data laid out for a ``batch_first=False`` module, ``[T, B, I]``, goes
-  in as ``xs.swapaxes(0, 1)``: passed as it is, its time and batch axes
-  would be read the other way round, without an error when they fit.
+  in with ``jaxrnn.apply_batch(net, params, xs, time_major=True)``: passed
+  without it, its time and batch axes would be read the other way round,
+  without an error when they fit. A packed sequence's lengths go in as
+  ``seq_lengths``.
 
   >>> import jax, jaxrnn.interop.torch as jt
   >>> net = jt.layer("lstm", 8, num_layers=2, bidirectional=True)
