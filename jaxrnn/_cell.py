@@ -170,10 +170,11 @@ def _row_major_transpose(a: Array) -> Array:
   return flat.reshape(a.shape[::-1])
 
 
-def project_input(name: str, xs: Array, w_x: Array, b: Array) -> Array:
+def project_input(name: str, xs: Array, w_x: Array, b: Optional[Array]) -> Array:
   """The hoisted input projection ``xs @ w_x + b``, checked at trace time.
 
-  Shapes: xs [T, I], w_x [I, G], b [G] -> [T, G] in the carry dtype.
+  Shapes: xs [T, I], w_x [I, G], b [G] or None (a cell built with
+  ``use_bias=False``) -> [T, G] in the carry dtype.
   Integer and bool xs (a one-hot as ``ids[:, None] == jnp.arange(V)``) are
   cast by the product; complex xs are refused.
   """
@@ -184,7 +185,15 @@ def project_input(name: str, xs: Array, w_x: Array, b: Array) -> Array:
         f"are real, and the product would drop the imaginary part. Fix: pass "
         f"real inputs, e.g. jnp.concatenate([xs.real, xs.imag], -1) with twice "
         f"the input size.")
-  return matmul(xs, w_x) + b.astype(carry_dtype(w_x.dtype))
+  gxs = matmul(xs, w_x)
+  return gxs if b is None else gxs + b.astype(carry_dtype(w_x.dtype))
+
+
+def bias_or_zeros(b: Optional[Array], size: int, like: Array) -> Array:
+  """``b``, or zeros ``[size]`` of ``like``'s dtype where a cell built with
+  ``use_bias=False`` has None: for the batched kernels, whose gradient for
+  the zeros is dropped (XLA removes its sum)."""
+  return jnp.zeros((size,), like.dtype) if b is None else b
 
 
 def check_size(where: str, name: str, value, *, optional: bool = False) -> int:

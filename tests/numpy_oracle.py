@@ -56,7 +56,14 @@ def block(w, k: int, width: int):
 # Elman RNN:  h_t = phi(x W_x + h W_h + b)
 
 
-def simple_rnn(activation: Optional[str] = "tanh") -> Oracle:
+def bias(p: dict, use_bias: bool, name: str = "b"):
+  """The bias ``p[name]``, or 0 for a cell built with ``use_bias=False`` (whose
+  params must have None there)."""
+  assert (p[name] is None) != use_bias, f"params.{name} vs use_bias={use_bias}"
+  return p[name] if use_bias else 0.0
+
+
+def simple_rnn(activation: Optional[str] = "tanh", use_bias=True) -> Oracle:
   phi = ACTIVATIONS[activation]
 
   def initial_carry(params):
@@ -65,7 +72,7 @@ def simple_rnn(activation: Optional[str] = "tanh") -> Oracle:
 
   def step(params, carry, x):
     p = as_numpy(params)
-    h = phi(x @ p["w_x"] + carry["h"] @ p["w_h"] + p["b"])
+    h = phi(x @ p["w_x"] + carry["h"] @ p["w_h"] + bias(p, use_bias))
     return dict(h=h), h
 
   return Oracle(initial_carry, step)
@@ -79,7 +86,7 @@ def lstm(*, peephole=False, input_gate=True, forget_gate=True, output_gate=True,
          input_activation: Optional[str] = "tanh",
          output_activation: Optional[str] = "tanh",
          coupled_input_forget=False, full_gate_recurrence=False,
-         proj_size=None) -> Oracle:
+         proj_size=None, use_bias=True) -> Oracle:
   """The LSTM step, gate by gate.
 
   i = sigmoid(x W_i + h R_i + p_i * c_prev + b_i)   (NIG: 1, CIFG: 1 - f)
@@ -118,7 +125,8 @@ def lstm(*, peephole=False, input_gate=True, forget_gate=True, output_gate=True,
     assert (p["w_proj"] is not None) == (proj_size is not None)
     W = {name: block(p["w_x"], k, H) for k, name in enumerate(order)}
     R = {name: block(p["w_h"], k, H) for k, name in enumerate(order)}
-    b = {name: block(p["b"], k, H) for k, name in enumerate(order)}
+    b_all = bias(p, use_bias)
+    b = {name: block(b_all, k, H) if use_bias else 0.0 for k, name in enumerate(order)}
     h_prev, c_prev = carry["h"], carry["c"]
 
     def fgr(name):   # the gate-to-gate recurrence term, 0 without FGR
@@ -161,7 +169,7 @@ def lstm(*, peephole=False, input_gate=True, forget_gate=True, output_gate=True,
 # GRU (Cho et al. 2014), fused blocks r, z, n.
 
 
-def gru(*, reset_after=True) -> Oracle:
+def gru(*, reset_after=True, use_bias=True) -> Oracle:
   """The GRU step, gate by gate.
 
   r = sigmoid(x W_r + h U_r + b_r)
@@ -180,12 +188,13 @@ def gru(*, reset_after=True) -> Oracle:
     H = p["w_h"].shape[0]
     W_r, W_z, W_n = (block(p["w_x"], k, H) for k in range(3))
     U_r, U_z, U_n = (block(p["w_h"], k, H) for k in range(3))
-    b_r, b_z, b_n = (block(p["b"], k, H) for k in range(3))
+    b_all = bias(p, use_bias)
+    b_r, b_z, b_n = (block(b_all, k, H) if use_bias else 0.0 for k in range(3))
     h = carry["h"]
     r = sigmoid(x @ W_r + h @ U_r + b_r)
     z = sigmoid(x @ W_z + h @ U_z + b_z)
     if reset_after:
-      n = np.tanh(x @ W_n + b_n + r * (h @ U_n + p["b_hn"]))
+      n = np.tanh(x @ W_n + b_n + r * (h @ U_n + bias(p, use_bias, "b_hn")))
     else:
       assert p["b_hn"] is None
       n = np.tanh(x @ W_n + (r * h) @ U_n + b_n)
@@ -253,6 +262,13 @@ VARIANTS = {
                                        proj_size=2, output_activation=None)),
     "gru": ("gru", dict(reset_after=True)),
     "gru_reset_before": ("gru", dict(reset_after=False)),
+    # use_bias=False: PyTorch's bias=False, Keras' use_bias=False.
+    "rnn_nobias": ("simple_rnn", dict(activation="tanh", use_bias=False)),
+    "lstm_nobias": ("lstm", dict(use_bias=False)),
+    "peephole_cifg_nobias": ("lstm", dict(peephole=True, coupled_input_forget=True,
+                                          use_bias=False)),
+    "gru_nobias": ("gru", dict(use_bias=False)),
+    "gru_reset_before_nobias": ("gru", dict(reset_after=False, use_bias=False)),
 }
 
 
@@ -270,7 +286,8 @@ def library_cell(name: str, hidden_size: int, **kwargs):
   family, settings = VARIANTS[name]
   settings = dict(settings)
   if family == "simple_rnn":
-    return jaxrnn.simple_rnn(hidden_size, functions[settings["activation"]], **kwargs)
+    activation = functions[settings.pop("activation")]
+    return jaxrnn.simple_rnn(hidden_size, activation, **settings, **kwargs)
   if family == "lstm":
     for key in ("input_activation", "output_activation"):
       if key in settings:

@@ -359,6 +359,19 @@ def test_invalid_switches_raise(kwargs):
     jaxrnn.lstm(H, **kwargs)
 
 
+@pytest.mark.parametrize("make", [jaxrnn.simple_rnn, jaxrnn.lstm, jaxrnn.gru,
+                                  jaxrnn.peephole_lstm])
+def test_use_bias_false_makes_no_biases_and_refuses_params_with_them(make):
+  params = make(H, use_bias=False).init(jax.random.key(0), I)
+  assert params.b is None and getattr(params, "b_hn", None) is None
+  with_bias = make(H).init(jax.random.key(0), I)
+  for cell, wrong in ((make(H, use_bias=False), with_bias), (make(H), params)):
+    with pytest.raises(ValueError, match=r"\.b\b.*made by another cell or variant"):
+      jaxrnn.scan(cell, wrong, random_xs())
+  with pytest.raises(ValueError, match="use_bias=False leaves the cell without biases"):
+    jaxrnn.lstm(H, use_bias=False, forget_bias=1.0)
+
+
 def test_oracle_catches_a_wrong_gate():
   """The oracle is sharp enough: swapping the i and f blocks is noticed."""
   cell, params, ref = setup("peephole")

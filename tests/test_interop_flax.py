@@ -156,6 +156,23 @@ def test_jaxrnn_to_linen_to_jaxrnn_is_bit_exact(dtype):
     assert jax.tree.map(jnp.shape, flax_vars) == jax.tree.map(jnp.shape, variables)
 
 
+@pytest.mark.parametrize("name", ["OptimizedLSTMCell", "GRUCell", "SimpleCell"])
+def test_params_without_biases_go_to_flax_as_zero_biases_computing_the_same(name):
+  no_bias = {"OptimizedLSTMCell": jaxrnn.lstm, "GRUCell": jaxrnn.gru,
+             "SimpleCell": jaxrnn.simple_rnn}[name](H, use_bias=False)
+  params = jax.tree.map(lambda a: a * 0.7, no_bias.init(jax.random.key(1), I))
+  variables = to_linen(params, name)
+  back = from_linen(variables, name)
+  assert all(not np.any(np.asarray(b)) for b in (back.b, getattr(back, "b_hn", 0)))
+  flax_rnn = nn.RNN(LINEN[name][0](), return_carry=True)
+  c_f, ys_f = flax_rnn.apply({"params": {"cell": variables["params"]}}, XS)
+  c_j, ys_j = jax.vmap(lambda x: jaxrnn.scan(no_bias, params, x))(XS)
+  np.testing.assert_allclose(ys_j, ys_f, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(final_h(c_j), flax_h(c_f), atol=1e-5, rtol=0)
+  module = to_nnx(params, NNX[name][0](I, H, rngs=nnx.Rngs(0)))
+  assert_same_bits(from_nnx(module), back)
+
+
 def flax_carry(name):
   h = jnp.zeros((H,))
   return (h, h) if "LSTM" in name else h

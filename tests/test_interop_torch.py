@@ -140,7 +140,7 @@ def assert_same_bits(a, b):
   assert all(bits_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in CONFIGS if "nobias" not in n))
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_jaxrnn_to_torch_to_jaxrnn_is_bit_exact(name):
   module = make_module(name)
   net = jt.layer(module)
@@ -156,15 +156,28 @@ def net_kind(module):
   return {torch.nn.LSTM: "lstm", torch.nn.GRU: "gru", torch.nn.RNN: "rnn"}[type(module)]
 
 
-def test_bias_false_round_trip_keeps_zero_biases_and_refuses_nonzero_ones():
+def test_bias_false_converts_to_cells_without_biases_and_refuses_nonzero_ones():
   module = make_module("gru_2x_bi_nobias")
-  params = jt.from_torch(module)
-  assert all(not np.any(np.asarray(p.b)) and not np.any(np.asarray(p.b_hn))
-             for lay in params for p in lay)
-  state = jt.to_torch(params, bidirectional=True, bias=False)
-  assert list(state) == list(module.state_dict())
-  assert_same_bits(jt.from_torch(state, "gru"), params)
-  bumped = (params[0], (params[1][0]._replace(b_hn=params[1][0].b_hn + 1), params[1][1]))
+  net, params = jt.layer(module), jt.from_torch(module)
+  assert all(p.b is None and p.b_hn is None for lay in params for p in lay)
+  assert jax.tree.structure(params) == jax.tree.structure(net.init(jax.random.key(0), I))
+  for sd in (jt.to_torch(params, bidirectional=True),          # bias=False inferred
+             jt.to_torch(params, bidirectional=True, bias=False)):
+    assert list(sd) == list(module.state_dict())
+    assert_same_bits(jt.from_torch(sd, "gru"), params)
+  # bias=True writes zero biases: a bias=True module computing the same thing.
+  with_bias = jt.to_torch(params, bidirectional=True, bias=True)
+  assert all(not np.any(v) for k, v in with_bias.items() if k.startswith("bias"))
+  dense_module = torch.nn.GRU(I, H, num_layers=2, bidirectional=True, batch_first=True)
+  dense_module.load_state_dict({k: torch.from_numpy(v) for k, v in with_bias.items()})
+  xs = torch.from_numpy(inputs())
+  with torch.no_grad():
+    np.testing.assert_array_equal(dense_module(xs)[0].numpy(), module(xs)[0].numpy())
+  # Params with biases exported into a bias=False module must have zero ones.
+  dense = jt.from_torch(with_bias, "gru")
+  assert_same_bits(jt.from_torch(jt.to_torch(dense, bidirectional=True, bias=False), "gru"),
+                   params)
+  bumped = (dense[0], (dense[1][0]._replace(b_hn=dense[1][0].b_hn + 1), dense[1][1]))
   with pytest.raises(ValueError, match=r"layer l1 has nonzero params.b_hn but bias=False"):
     jt.to_torch(bumped, bidirectional=True, bias=False)
 

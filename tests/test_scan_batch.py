@@ -42,6 +42,8 @@ HAND = ("lstm", "gru")
 GENERIC = ("peephole_proj", "peephole_cifg_fgr", "rnn_tanh")
 KERNELS = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
 KERNELS.update({name: partial(numpy_oracle.library_cell, name) for name in GENERIC})
+NO_BIAS = ("lstm_nobias", "gru_nobias")   # the hand-written kernels with use_bias=False
+KERNELS.update({name: partial(numpy_oracle.library_cell, name) for name in NO_BIAS})
 
 
 def setup(cell=None, batch=B, dtype=jnp.float32, kind="lstm"):
@@ -143,7 +145,7 @@ def test_kernel_matches_numpy_oracle(kind, reverse, batch):
 # hand-written kernel would run the standard equations (NIAF, NOAF) or
 # refuse its params (LSTMP), unseen by the tests above, which build only
 # the cells they name.
-OTHER_VARIANTS = [name for name in numpy_oracle.VARIANTS if name not in HAND + GENERIC]
+OTHER_VARIANTS = [name for name in numpy_oracle.VARIANTS if name not in HAND + GENERIC]   # NO_BIAS too
 
 
 @pytest.mark.parametrize("name", OTHER_VARIANTS)
@@ -159,7 +161,8 @@ def test_every_variant_through_scan_batch_matches_numpy_oracle(name):
       np.testing.assert_allclose(finals[key][b], value, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind, reverse, batch", HAND_CASES + [(k, True, B) for k in GENERIC])
+@pytest.mark.parametrize("kind, reverse, batch", HAND_CASES + [(k, True, B) for k in GENERIC] +
+                         [(k, False, B) for k in NO_BIAS])
 def test_kernel_gradients_match_finite_differences(kind, reverse, batch):
   with jax.enable_x64(True):
     cell, params, xs, mask, carry = setup(dtype=jnp.float64, kind=kind, batch=batch)

@@ -24,8 +24,8 @@ class GRUParams(NamedTuple):
   """GRU parameters; fused gate blocks in the order ``r, z, n`` (PyTorch's)."""
   w_x: jax.Array                    # [I, 3H]  input weights W_r, W_z, W_n
   w_h: jax.Array                    # [H, 3H]  recurrent weights U_r, U_z, U_n
-  b: jax.Array                      # [3H]     input-side bias (r, z: b_i + b_h folded)
-  b_hn: Optional[jax.Array] = None  # [H]      recurrent bias of n, inside r * (.); reset_after only
+  b: Optional[jax.Array]            # [3H]     input-side bias (r, z: b_i + b_h folded); None: use_bias=False
+  b_hn: Optional[jax.Array] = None  # [H]      recurrent bias of n, inside r * (.); reset_after and use_bias only
 
 
 def gru(
@@ -35,6 +35,7 @@ def gru(
     kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
     recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
     bias_init: Initializer = jax.nn.initializers.zeros,
+    use_bias: bool = True,
     param_dtype=jnp.float32,
 ) -> Cell:
   r"""The gated recurrent unit (Cho et al. 2014).
@@ -65,6 +66,9 @@ def gru(
   b [3H], b_hn [H] or None)``; carry ``h [H]`` in float32 or wider;
   ``project(params, xs [T, I]) -> [T, 3H]``.
 
+  ``use_bias=False`` drops every bias (``b`` and ``b_hn`` are None), as
+  PyTorch's ``bias=False`` and Keras' ``use_bias=False``.
+
   Initialisation: ``w_x`` LeCun normal, ``w_h`` orthogonal per gate block,
   biases zero; all overridable. With ``reset_after=True`` the cell also
   brings a batched kernel (``Cell.batched``) that `jaxrnn.scan_batch` runs.
@@ -85,8 +89,8 @@ def gru(
     return GRUParams(
         w_x=kernel_init(kx, (input_size, 3 * H), param_dtype),
         w_h=stacked_init(recurrent_init, kh, (H, H), 3, param_dtype),
-        b=bias_init(kb, (3 * H,), param_dtype),
-        b_hn=bias_init(kbh, (H,), param_dtype) if reset_after else None)
+        b=bias_init(kb, (3 * H,), param_dtype) if use_bias else None,
+        b_hn=bias_init(kbh, (H,), param_dtype) if reset_after and use_bias else None)
 
   def initial_carry(params):
     return jnp.zeros((H,), carry_dtype(params.w_h.dtype))
@@ -97,7 +101,8 @@ def gru(
   def finish(params, h, gx, u):   # reset_after: u = h @ w_h, all three blocks
     # r and z through one sigmoid: one wide op is faster on CPU (see lstm.py)
     r, z = jnp.split(jax.nn.sigmoid(gx[..., :2 * H] + u[..., :2 * H]), 2, axis=-1)
-    n = jnp.tanh(gx[..., 2 * H:] + r * (u[..., 2 * H:] + params.b_hn))
+    u_n = u[..., 2 * H:] if params.b_hn is None else u[..., 2 * H:] + params.b_hn
+    n = jnp.tanh(gx[..., 2 * H:] + r * u_n)
     h = (1.0 - z) * n + z * h
     return record_gru(r, z, n, h)
 

@@ -23,7 +23,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, carry_dtype, matmul, time_batch_matmul
+from jaxrnn._cell import Array, bias_or_zeros, carry_dtype, matmul, time_batch_matmul
 from jaxrnn._cells.batch_loop import at, over_time, put
 
 
@@ -199,14 +199,16 @@ def gru_batch_kernel(params, carry: Array, xs: Array, mask: Optional[Array],
   \delta u_t`, :math:`db = \sum_t \delta g_t`, :math:`db_{hn} = \sum_t \delta
   u_{n,t}`, :math:`dx_t = \delta g_t W^\top`.
 
-  Shapes: params `GRUParams` (w_x [I, 3H], w_h [H, 3H], b [3H], b_hn [H]);
+  Shapes: params `GRUParams` (w_x [I, 3H], w_h [H, 3H], b [3H], b_hn [H];
+  both None for ``use_bias=False``, which runs with zeros);
   carry h [B, H]; xs [B, T, I]; mask bool[B, T] or None. Same numbers as
   `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
-  if params.b_hn is None:   # a backstop, as in lstm_batched.check_standard_params
+  if params.b_hn is None and params.b is not None:   # a backstop, as in lstm_batched.check_standard_params
     raise ValueError(
         "jaxrnn.scan_batch: the cell is the GRU with reset_after=True but its "
         "params have no b_hn, so they were made by jaxrnn.gru(H, "
         "reset_after=False). Fix: build the cell with the same reset_after.")
-  return _gru_loop(params.w_x, params.w_h, params.b, params.b_hn, carry, xs, mask,
-                   reverse, unroll)
+  H = params.w_h.shape[0]
+  b, b_hn = (bias_or_zeros(v, n, params.w_h) for v, n in ((params.b, 3 * H), (params.b_hn, H)))
+  return _gru_loop(params.w_x, params.w_h, b, b_hn, carry, xs, mask, reverse, unroll)

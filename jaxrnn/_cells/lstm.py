@@ -34,7 +34,7 @@ class LSTMParams(NamedTuple):
   """
   w_x: jax.Array                       # [I, G]    input weights W
   w_h: jax.Array                       # [P, G]    recurrent weights R (P = proj_size or H)
-  b: jax.Array                         # [G]       bias (PyTorch's b_ih + b_hh)
+  b: Optional[jax.Array]               # [G]       bias (PyTorch's b_ih + b_hh); None: use_bias=False
   p_i: Optional[jax.Array] = None      # [H]       peephole c_{t-1} -> i
   p_f: Optional[jax.Array] = None      # [H]       peephole c_{t-1} -> f
   p_o: Optional[jax.Array] = None      # [H]       peephole c_t -> o
@@ -65,6 +65,7 @@ def lstm(
     recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
     bias_init: Initializer = jax.nn.initializers.zeros,
     peephole_init: Initializer = jax.nn.initializers.zeros,
+    use_bias: bool = True,
     param_dtype=jnp.float32,
     use_cudnn: Union[bool, Literal["auto"]] = False,
 ) -> Cell:
@@ -136,6 +137,9 @@ def lstm(
     forget_bias: added to the forget gate's initial bias; None means 1.0.
       Without a forget gate there is none to add to: giving it raises.
     kernel_init, recurrent_init, bias_init, peephole_init: initialisers.
+    use_bias: False drops the biases :math:`b` (params ``b=None``), as
+      PyTorch's ``bias=False`` and Keras' ``use_bias=False``; then there is
+      no forget bias either, and giving ``forget_bias`` raises.
     param_dtype: dtype of the params made by ``init``.
     use_cudnn: False, "auto" or True: whether `jaxrnn.scan_batch` runs the
       standard LSTM through cuDNN (above).
@@ -163,6 +167,11 @@ def lstm(
         f"jaxrnn.lstm: forget_bias={forget_bias} is added to the forget "
         f"gate's bias, but forget_gate=False leaves no forget gate (f = 1). "
         f"Fix: drop forget_bias, or keep the forget gate.")
+  if forget_bias is not None and not use_bias:
+    raise ValueError(
+        f"jaxrnn.lstm: forget_bias={forget_bias} is added to the forget "
+        f"gate's bias, but use_bias=False leaves the cell without biases. "
+        f"Fix: drop forget_bias, or keep the biases.")
   forget_bias = 1.0 if forget_bias is None else forget_bias
   input_activation = check_activation("jaxrnn.lstm", "input_activation",
                                       input_activation, optional=True)
@@ -187,8 +196,8 @@ def lstm(
   def init(key, input_size):
     kx, kh, kb, kp, kg, kproj = jax.random.split(key, 6)
     n = len(gates)
-    b = bias_init(kb, (n * H,), param_dtype)
-    if forget_gate:
+    b = bias_init(kb, (n * H,), param_dtype) if use_bias else None
+    if forget_gate and use_bias:
       f = gates.index("f")
       b = b.at[f * H:(f + 1) * H].add(jnp.asarray(forget_bias, param_dtype))
     peep_keys = jax.random.split(kp, 3)

@@ -149,7 +149,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, carry_dtype, matmul, time_batch_matmul
+from jaxrnn._cell import Array, bias_or_zeros, carry_dtype, matmul, time_batch_matmul
 from jaxrnn._cells.batch_loop import at, over_time, put
 
 
@@ -323,12 +323,14 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   then :math:`dW = \sum_t x_t^\top \delta z_t`, :math:`dR = \sum_t h_{t-1}^\top
   \delta z_t`, :math:`db = \sum_t \delta z_t`, :math:`dx_t = \delta z_t W^\top`.
 
-  Shapes: params `LSTMParams` (w_x [I, 4H], w_h [H, 4H], b [4H]); carry
+  Shapes: params `LSTMParams` (w_x [I, 4H], w_h [H, 4H], b [4H], or None
+  for ``use_bias=False``, which runs with zeros); carry
   ``LSTMCarry(h [B, H], c [B, H])``; xs [B, T, I]; mask bool[B, T] or None.
   Same numbers as `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
   check_standard_params(params)
-  (h, c), ys = _lstm_loop(params.w_x, params.w_h, params.b, carry.h, carry.c,
+  b = bias_or_zeros(params.b, params.w_h.shape[-1], params.w_h)
+  (h, c), ys = _lstm_loop(params.w_x, params.w_h, b, carry.h, carry.c,
                           xs, mask, reverse, unroll)
   return carry._replace(h=h, c=c), ys
 

@@ -70,7 +70,7 @@ try:
 except ImportError:   # a JAX without it: the XLA kernel everywhere
   jax_rnn = None
 
-from jaxrnn._cell import Array
+from jaxrnn._cell import Array, bias_or_zeros
 from jaxrnn._cells.lstm_batched import check_standard_params, lstm_batch_kernel
 
 
@@ -86,8 +86,8 @@ def cudnn_weights(params) -> Array:
   >>> cudnn_weights(params).shape            # 12*2 + 12*3 + 12 + 12
   (84,)
   """
-  return jnp.concatenate([params.w_x.T.ravel(), params.w_h.T.ravel(), params.b,
-                          jnp.zeros_like(params.b)])
+  b = bias_or_zeros(params.b, params.w_h.shape[-1], params.w_h)   # None: use_bias=False
+  return jnp.concatenate([params.w_x.T.ravel(), params.w_h.T.ravel(), b, jnp.zeros_like(b)])
 
 
 # The default matmul precisions that JAX's cuDNN LSTM takes (it raises on
@@ -118,6 +118,7 @@ def why_not_cudnn(params, carry, xs: Array, mask: Optional[Array]) -> Optional[s
             "need not be a prefix)")
   arrays = dict(xs=xs, w_x=params.w_x, w_h=params.w_h, b=params.b,
                 h=carry.h, c=carry.c)
+  arrays = {name: a for name, a in arrays.items() if a is not None}
   other = [f"{name} is {jnp.result_type(a)}" for name, a in arrays.items()
            if jnp.result_type(a) != jnp.float32]
   if other:

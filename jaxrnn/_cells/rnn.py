@@ -5,7 +5,7 @@ Lives here: `simple_rnn` and its `RNNParams`. Not here: drivers (`_scan.py`).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ Initializer = Callable
 class RNNParams(NamedTuple):
   w_x: jax.Array  # [I, H]  input weights
   w_h: jax.Array  # [H, H]  recurrent weights
-  b: jax.Array    # [H]     bias (PyTorch's b_ih + b_hh)
+  b: Optional[jax.Array]  # [H] bias (PyTorch's b_ih + b_hh); None with use_bias=False
 
 
 def simple_rnn(
@@ -31,6 +31,7 @@ def simple_rnn(
     kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
     recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
     bias_init: Initializer = jax.nn.initializers.zeros,
+    use_bias: bool = True,
     param_dtype=jnp.float32,
 ) -> Cell:
   r"""Elman's simple recurrent network (Elman 1990, "Finding structure in time").
@@ -44,7 +45,7 @@ def simple_rnn(
   single tanh layer" of Colah's post: it carries information forward, but
   gradients through :math:`W_h` vanish or explode over long spans.
 
-  Shapes: params ``RNNParams(w_x [I, H], w_h [H, H], b [H])``; carry ``h [H]``
+  Shapes: params ``RNNParams(w_x [I, H], w_h [H, H], b [H] or None)``; carry ``h [H]``
   (float32 at least); ``project(params, xs[T, I]) -> [T, H]``.
 
   Args:
@@ -53,6 +54,8 @@ def simple_rnn(
       `jax.nn` (``"tanh"``, ``"relu"``, ...), as Keras and torch take it.
     kernel_init, recurrent_init, bias_init: `jax.nn.initializers`; defaults
       LeCun normal, orthogonal, zeros.
+    use_bias: False drops :math:`b` (params ``b=None``), as PyTorch's
+      ``bias=False`` and Keras' ``use_bias=False``.
     param_dtype: dtype of the params made by ``init``.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
@@ -70,7 +73,7 @@ def simple_rnn(
     return RNNParams(
         w_x=kernel_init(kx, (input_size, hidden_size), param_dtype),
         w_h=in_dtype(recurrent_init, kh, (hidden_size, hidden_size), param_dtype),
-        b=bias_init(kb, (hidden_size,), param_dtype))
+        b=bias_init(kb, (hidden_size,), param_dtype) if use_bias else None)
 
   def initial_carry(params):
     return jnp.zeros((hidden_size,), carry_dtype(params.w_h.dtype))

@@ -194,6 +194,10 @@ def plain_cell(params: Any, where: str) -> tuple[str, int, dict]:
             f"{where}: params.{field} is set (peepholes, full gate "
             f"recurrence or a projection); Flax's LSTM cells have none. "
             f"Fix: convert a plain jaxrnn.lstm(hidden_size).")
+  if fields["b"] is None:   # use_bias=False: Flax's cells have biases; zeros compute the same
+    fields["b"] = np.zeros(fields["w_x"].shape[1:], fields["w_x"].dtype)
+    if kind == "gru":
+      fields["b_hn"] = np.zeros(fields["w_h"].shape[:1], fields["w_h"].dtype)
   if kind == "gru" and fields["b_hn"] is None:
     raise ValueError(f"{where}: a GRU with reset_after=False (b_hn is None); "
                      f"Flax's GRUCell applies the reset gate after the "
@@ -219,7 +223,11 @@ def to_linen(params: Any, cell: Any = None) -> dict:
   ``LSTMParams`` give the variables of ``LSTMCell`` and of
   ``OptimizedLSTMCell`` (they share names), ``GRUParams`` those of
   ``GRUCell``, ``RNNParams`` those of ``SimpleCell``; ``cell`` checks the
-  kind. `from_linen` of the result gives back the same bits. Put them under
+  kind. `from_linen` of the result gives back the same bits; params without
+  biases (cells built with ``use_bias=False``) go out with zero biases,
+  which compute the same, and come back with them (a GRU without biases
+  goes out as Flax's, ``reset_after=True``: its params cannot say which it
+  was). Put them under
   ``{"params": {"cell": ...}}`` for an ``nn.RNN(cell)``.
 
   Raises:

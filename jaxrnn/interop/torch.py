@@ -35,8 +35,9 @@ Structure: one layer in one direction is the cell's params
 the pair ``(forward, backward)`` of `jaxrnn.bidirectional`; several layers
 are the tuple of `jaxrnn.stack`. `layer` builds the matching model.
 
-``bias=False`` modules convert to zero biases (jaxrnn has no bias switch);
-``to_torch(..., bias=False)`` checks that they are still zero.
+A ``bias=False`` module converts to params without biases (``b`` and
+``b_hn`` None), the params of cells built with ``use_bias=False``, which
+`layer` builds; `to_torch` leaves the bias keys out for them.
 """
 
 from __future__ import annotations
@@ -92,12 +93,12 @@ def module_config(module: Any) -> dict:
               bidirectional=bool(module.bidirectional),
               proj_size=getattr(module, "proj_size", 0) or None,
               nonlinearity=nonlinearity or "tanh",
-              dropout=float(module.dropout))
+              dropout=float(module.dropout), bias=bool(module.bias))
 
 
 def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
           bidirectional: bool = False, proj_size: Optional[int] = None,
-          nonlinearity: str = "tanh", dropout: float = 0.0):
+          nonlinearity: str = "tanh", dropout: float = 0.0, bias: bool = True):
   """The jaxrnn Cell or Seq that computes what the torch module computes.
 
   ``layer(torch_module)`` reads every setting from the module; otherwise
@@ -140,11 +141,11 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
                      f"option; kind={kind!r} has none.")
   if kind == "lstm":
     # forget_bias only shapes init; converted params carry their own bias.
-    cell = lstm(hidden_size, proj_size=proj_size or None)
+    cell = lstm(hidden_size, proj_size=proj_size or None, use_bias=bias)
   elif kind == "gru":
-    cell = gru(hidden_size)
-  else:
-    cell = simple_rnn(hidden_size, nonlinearity)     # "tanh" or "relu", as jax.nn names them
+    cell = gru(hidden_size, use_bias=bias)
+  else:   # "tanh" or "relu", as jax.nn names them
+    cell = simple_rnn(hidden_size, nonlinearity, use_bias=bias)
   one = bidirectional_layer(cell, cell) if bidirectional else cell
   if num_layers == 1:
     return one
@@ -220,7 +221,8 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
   params for one layer in one direction, ``(forward, backward)`` for a
   bidirectional layer, a tuple of those for several layers. Biases:
   ``b = bias_ih + bias_hh`` (GRU: the n part of ``bias_hh`` becomes
-  ``b_hn``); ``bias=False`` gives zeros. Leaves are jax arrays (so float64
+  ``b_hn``); ``bias=False`` gives None for both, as ``use_bias=False``
+  cells have. Leaves are jax arrays (so float64
   becomes float32 unless ``jax_enable_x64`` is on, as with any jax array).
 
   Raises:
@@ -316,19 +318,21 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
 
   def one(suffix):
     w_ih, w_hh = arrays["weight_ih" + suffix], arrays["weight_hh" + suffix]
-    zeros = np.zeros((G * H,), w_ih.dtype)
-    b_ih = arrays.get("bias_ih" + suffix, zeros)
-    b_hh = arrays.get("bias_hh" + suffix, zeros)
+    b_ih, b_hh = arrays.get("bias_ih" + suffix), arrays.get("bias_hh" + suffix)
     w_x, w_h = w_ih.T, w_hh.T
+    b = b_hn = None                                   # bias=False
+    if has_bias and kind == "gru":
+      b = np.concatenate([fold(b_ih[:2 * H], b_hh[:2 * H]), b_ih[2 * H:]])
+      b_hn = b_hh[2 * H:]
+    elif has_bias:
+      b = fold(b_ih, b_hh)
     if kind == "lstm":
       w_hr = arrays.get("weight_hr" + suffix)
-      p = LSTMParams(w_x=w_x, w_h=w_h, b=fold(b_ih, b_hh),
-                     w_proj=None if w_hr is None else w_hr.T)
+      p = LSTMParams(w_x=w_x, w_h=w_h, b=b, w_proj=None if w_hr is None else w_hr.T)
     elif kind == "gru":
-      b = np.concatenate([fold(b_ih[:2 * H], b_hh[:2 * H]), b_ih[2 * H:]])
-      p = GRUParams(w_x=w_x, w_h=w_h, b=b, b_hn=b_hh[2 * H:])
+      p = GRUParams(w_x=w_x, w_h=w_h, b=b, b_hn=b_hn)
     else:
-      p = RNNParams(w_x=w_x, w_h=w_h, b=fold(b_ih, b_hh))
+      p = RNNParams(w_x=w_x, w_h=w_h, b=b)
     return jax.tree.map(jnp.asarray, p)
 
   layers = tuple((one(f"_l{k}"), one(f"_l{k}_reverse")) if two else one(f"_l{k}")
@@ -336,8 +340,8 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
   return layers[0] if L == 1 else layers
 
 
-def to_torch(params: Any, *, bidirectional: Optional[bool] = None, bias: bool = True,
-             prefix: str = "") -> dict[str, np.ndarray]:
+def to_torch(params: Any, *, bidirectional: Optional[bool] = None,
+             bias: Optional[bool] = None, prefix: str = "") -> dict[str, np.ndarray]:
   """A torch state dict of NumPy arrays from jaxrnn params.
 
   ``params`` has the structure `from_torch` returns: a cell's params
@@ -350,7 +354,11 @@ def to_torch(params: Any, *, bidirectional: Optional[bool] = None, bias: bool = 
   equal to hidden size); pass ``bidirectional=`` then. The whole bias goes
   into ``bias_ih`` and ``bias_hh`` is zero (GRU: its n part is ``b_hn``).
   With ``bias=False`` (a module built with ``bias=False``) the bias keys
-  are left out and the biases must be zero. Keys come in torch's order,
+  are left out and the biases must be None or zero; ``bias=True`` writes
+  zeros for params without biases; None, the default, is False when no
+  layer has biases (cells built with ``use_bias=False``), else True. A GRU
+  without biases goes out as torch's (``reset_after=True``): its params
+  alone cannot say which it was. Keys come in torch's order,
   with ``prefix`` in front. Load with
   ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
   (bfloat16 params come out as ``ml_dtypes.bfloat16`` arrays, which
@@ -392,6 +400,8 @@ def to_torch(params: Any, *, bidirectional: Optional[bool] = None, bias: bool = 
     raise ValueError(f"{where}: params mix cell kinds {sorted(kinds)}; a "
                      f"torch module has one kind in every layer.")
   kind = kinds.pop()
+  if bias is None:
+    bias = any(p.b is not None for p in jax.tree.leaves(layers, is_leaf=is_cell))
   out = {}
   for k, lay in enumerate(layers):
     for s, p in zip(("", "_reverse"), lay if bidirectional else (lay,)):
@@ -446,8 +456,9 @@ def export_cell(kind: str, p: Any, suffix: str, bias: bool, prefix: str,
   """One layer and direction of `to_torch`."""
   name = f"layer {suffix}"
   np_ = lambda a: np.asarray(a)
-  w_x, w_h, b = np_(p.w_x), np_(p.w_h), np_(p.b)
   G = GATE_BLOCKS[kind]
+  w_x, w_h = np_(p.w_x), np_(p.w_h)
+  b = np.zeros((w_x.shape[1],), w_x.dtype) if p.b is None else np_(p.b)
   if kind == "lstm":
     for field in ("p_i", "p_f", "p_o", "w_gates"):
       if getattr(p, field) is not None:
@@ -456,7 +467,7 @@ def export_cell(kind: str, p: Any, suffix: str, bias: bool, prefix: str,
             f"full-gate-recurrence LSTM); torch.nn.LSTM has neither. Fix: "
             f"convert a plain jaxrnn.lstm(hidden_size) or lstm(..., "
             f"proj_size=P).")
-  if kind == "gru" and p.b_hn is None:
+  if kind == "gru" and p.b_hn is None and p.b is not None:
     raise ValueError(f"{where}: {name} is a GRU with reset_after=False "
                      f"(b_hn is None); torch.nn.GRU applies the reset gate "
                      f"after the matmul. Fix: use jaxrnn.gru(H, "
@@ -472,7 +483,8 @@ def export_cell(kind: str, p: Any, suffix: str, bias: bool, prefix: str,
         f"has no torch equivalent.")
   b_ih, b_hh = b, np.zeros_like(b)
   if kind == "gru":
-    b_hh = np.concatenate([np.zeros_like(b[:2 * H]), np_(p.b_hn)])
+    b_hn = np.zeros_like(b[:H]) if p.b_hn is None else np_(p.b_hn)   # None: no biases
+    b_hh = np.concatenate([np.zeros_like(b[:2 * H]), b_hn])
   if not bias:
     nonzero = [n for n, v in (("b", b_ih), ("b_hn", b_hh)) if np.any(v != 0)]
     if nonzero:
