@@ -500,7 +500,10 @@ def render(report: dict) -> str:
          f"threads, torch on {m['threads']['torch']}. Load average at start "
          f"{m['loadavg_start']}, at end {m['loadavg_end']}. malloc: "
          f"{m['malloc']['jax']}; in torch's worker: {m['malloc']['torch']}. "
-         f"JAX's CPU dispatch: {m['dispatch']}.",
+         f"JAX's CPU dispatch: {m['dispatch']}."
+         + (f" XLA's fastest square matmul here ([{m['peak_matmul']['n']}]^2, "
+            f"{m['dtype']}): {m['peak_matmul']['gflops']} GFLOP/s."
+            if "peak_matmul" in m else ""),
          ""]
   for group in report["groups"]:
     out += [group_table(group), ""]
@@ -684,6 +687,30 @@ def cpu_model() -> str:
   return f"{field('model name') or platform.machine()} ({', '.join(units) or 'no avx2'}{amx})"
 
 
+def peak_matmul(dtype: str, sizes=(1024, 2048), repeats: int = 7) -> dict:
+  """XLA's fastest square matmul here, in GFLOP/s: the ceiling for any JAX
+  program's matmuls, and so for the roofline rows and for jaxrnn.
+
+  Medians of ``repeats`` calls at each size (inputs in ``dtype``, float32
+  accumulation as everywhere here); the faster size is kept. Where a
+  target asks for more than this (0.8x torch's time, for example, when
+  torch already runs near it), no XLA program can meet it.
+  """
+  best = {}
+  for n in sizes:
+    a = jnp.ones((n, n), DTYPES[dtype])
+    product = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+    block(product(a, a))
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      block(product(a, a))
+      times.append(time.perf_counter() - start)
+    best[n] = 2 * n ** 3 / statistics.median(times) / 1e9
+  n = max(best, key=best.get)
+  return {"gflops": round(best[n], 1), "n": n}
+
+
 def versions() -> dict:
   out = {"python": platform.python_version()}
   for name in PACKAGES:
@@ -772,6 +799,7 @@ def main(argv=None) -> dict:
   worker, threads = start_torch(args)
   loadavg_start = os.getloadavg() if hasattr(os, "getloadavg") else None
   warm_up_runtimes()
+  peak = peak_matmul(args.dtype)
   groups = []
   try:
     for kind, shape in plan(args):
@@ -810,6 +838,7 @@ def main(argv=None) -> dict:
           "loadavg_start": [round(v, 2) for v in loadavg_start] if loadavg_start else None,
           "loadavg_end": [round(v, 2) for v in os.getloadavg()] if loadavg_start else None,
           "tolerance": tolerance(args.dtype),
+          "peak_matmul": peak,
           "method": __doc__.split("Method, per shape and cell:")[1].strip(),
           "seconds": None,
       },
