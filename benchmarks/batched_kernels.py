@@ -14,10 +14,16 @@ in one process, and prints medians and their ratios to the first form:
   is ``tanh`` but not ``jnp.tanh`` itself, so it runs the generic kernel on
   the same equations: the two kernels side by side.
 
+With ``--precision`` the forms are instead the cell in float32, with
+bfloat16 params (``param_dtype``) and with float32 params computing in
+bfloat16 (``dtype``, mixed precision), each on `jaxrnn.scan_batch` as it
+runs; there ``lstm`` is the standard LSTM.
+
 Run: ``python benchmarks/batched_kernels.py`` (a few minutes on 2 cores);
-``--shape B,T,I,H``, ``--cells lstm,peephole,cifg,lstmp,rnn``, ``--rounds``,
-``--forward`` (no gradient), ``--cpu-devices 2`` (the batch split over 2 CPU
-devices, as `jaxrnn.train.shard_batch` does), ``--quick`` (tiny, seconds).
+``--shape B,T,I,H``, ``--cells lstm,gru,peephole,cifg,lstmp,rnn``,
+``--rounds``, ``--forward`` (no gradient), ``--precision``, ``--cpu-devices
+2`` (the batch split over 2 CPU devices, as `jaxrnn.train.shard_batch`
+does), ``--quick`` (tiny, seconds).
 """
 
 from __future__ import annotations
@@ -34,19 +40,25 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from benchmarks.cli import positive, shape_bthi  # noqa: E402
 
-CELLS = ("lstm", "peephole", "cifg", "lstmp", "rnn")
+CELLS = ("lstm", "gru", "peephole", "cifg", "lstmp", "rnn")
 
 
-def cell_forms(name: str, H: int) -> dict:
+def cell_forms(name: str, H: int, precision: bool = False) -> dict:
   import jax.numpy as jnp
   import jaxrnn
-  cell = {
-      "lstm": lambda: jaxrnn.lstm(H, input_activation=lambda z: jnp.tanh(z)),
-      "peephole": lambda: jaxrnn.peephole_lstm(H),
-      "cifg": lambda: jaxrnn.cifg_lstm(H),
-      "lstmp": lambda: jaxrnn.lstm(H, proj_size=H // 2),
-      "rnn": lambda: jaxrnn.simple_rnn(H),
-  }[name]()
+  make = {
+      "lstm": (jaxrnn.lstm if precision else
+               lambda H, **kw: jaxrnn.lstm(H, input_activation=lambda z: jnp.tanh(z), **kw)),
+      "gru": jaxrnn.gru,
+      "peephole": jaxrnn.peephole_lstm,
+      "cifg": jaxrnn.cifg_lstm,
+      "lstmp": lambda H, **kw: jaxrnn.lstm(H, proj_size=H // 2, **kw),
+      "rnn": jaxrnn.simple_rnn,
+  }[name]
+  if precision:
+    return {"float32": make(H), "bf16-params": make(H, param_dtype=jnp.bfloat16),
+            "dtype=bf16": make(H, dtype=jnp.bfloat16)}
+  cell = make(H)
   forms = {"batched": cell, "per-example": cell._replace(batched=None),
            "unfused": jaxrnn.unfused(cell)}
   if name == "lstm":
@@ -61,6 +73,8 @@ def main(argv=None) -> None:
   p.add_argument("--cells", default=",".join(CELLS))
   p.add_argument("--rounds", type=positive, help="default 21 (--quick: 3)")
   p.add_argument("--forward", action="store_true", help="time the forward pass alone")
+  p.add_argument("--precision", action="store_true",
+                 help="forms float32, bfloat16 params, float32 params with dtype=bfloat16")
   p.add_argument("--cpu-devices", type=positive, default=1)
   p.add_argument("--quick", action="store_true",
                  help="B,T,I,H = 4,8,8,8 and 3 rounds (options given win)")
@@ -87,7 +101,7 @@ def main(argv=None) -> None:
 
   programs = {}
   for name in cells:
-    for form, cell in cell_forms(name, H).items():
+    for form, cell in cell_forms(name, H, args.precision).items():
       params = cell.init(jax.random.key(0), I)
       if mesh is not None:
         params = replicate(params, mesh)
@@ -109,11 +123,11 @@ def main(argv=None) -> None:
 
   what = "forward" if args.forward else "forward+backward"
   print(f"{what} ms, medians of {rounds} interleaved rounds; B,T,I,H = {shape}; "
-        f"{args.cpu_devices} CPU device(s); (x) = time / batched's time")
+        f"{args.cpu_devices} CPU device(s); (x) = time / the first form's time")
   for name in cells:
     row = {form: 1e3 * statistics.median(ts) for (n, form), ts in times.items()
            if n == name}
-    base = row["batched"]
+    base = next(iter(row.values()))
     print(f"  {name:9s}" + "  ".join(f"{form} {ms:8.2f} ({ms / base:.2f}x)"
                                       for form, ms in row.items()))
 

@@ -125,6 +125,39 @@ def unfused(cell: Cell) -> Cell:
   return cell._replace(step=step, project=None, sequence=None, batched=None)
 
 
+def with_compute_dtype(cell: Cell, dtype) -> Cell:
+  """``cell`` computing with its floating params cast to ``dtype`` (Flax's
+  ``dtype``, apart from ``param_dtype``); None leaves it as it is.
+
+  The params stay as ``init`` makes them (float32 master weights, say) and
+  each of ``initial_carry``, ``step``, ``project``, ``sequence`` and
+  ``batched`` casts them on
+  the way in, so the matmuls run in ``dtype`` (`matmul` computes in the
+  weights' dtype, the inputs cast to it) while the carry stays at least
+  float32 (`carry_dtype`) and the gradients come back in the params' dtype
+  through the cast.
+  """
+  if dtype is None:
+    return cell
+  dtype = jnp.dtype(dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"jaxrnn: dtype={dtype}; expected a floating dtype for "
+                     f"the computation (jnp.bfloat16, jnp.float16, jnp.float32) "
+                     f"or None for the params' own.")
+
+  def cast(params):
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+
+  def casting(fn):
+    return None if fn is None else (lambda params, *args, **kwargs: fn(cast(params), *args, **kwargs))
+
+  # initial_carry too, so that the carry has the dtype the cast params give it.
+  return cell._replace(initial_carry=casting(cell.initial_carry), step=casting(cell.step),
+                       project=casting(cell.project), sequence=casting(cell.sequence),
+                       batched=casting(cell.batched))
+
+
 def carry_dtype(param_dtype) -> jnp.dtype:
   """The carry's dtype for params of ``param_dtype``: at least float32.
 

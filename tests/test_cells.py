@@ -9,6 +9,8 @@ bfloat16 params keep a float32 carry, the initialisers, and the invalid
 switch combinations.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,6 +202,37 @@ def test_bfloat16_keeps_float32_carry(name):
   for a, b in zip(jax.tree.leaves(carry16), jax.tree.leaves(carry32)):
     np.testing.assert_allclose(a, b, atol=2e-2, rtol=2e-2)
   assert not np.allclose(ys32, 0.0)   # the comparison had something to compare
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh", "peephole_proj", "gru_reset_before", "lstm", "gru"])
+def test_compute_dtype_runs_bfloat16_matmuls_on_float32_params(name):
+  # dtype=bfloat16 (Flax's dtype) with float32 params: the same numbers as
+  # bfloat16 params, float32 gradients, a float32 carry, bfloat16 products.
+  mixed = library_cell(name, H, dtype=jnp.bfloat16)
+  low = library_cell(name, H, param_dtype=jnp.bfloat16)
+  params = random_params(mixed, 0)
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(params))
+  params16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+  xs = random_xs(shape=(2, T, I))
+  mask = jnp.arange(T) < jnp.array([[T], [4]])
+  for run in (lambda c, p: jaxrnn.scan_batch(c, p, xs, mask=mask),   # kernel where there is one
+              lambda c, p: jax.vmap(lambda x, m: jaxrnn.scan(c, p, x, mask=m))(xs, mask)):
+    got = jax.jit(lambda p: run(mixed, p))(params)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(got))
+    want = jax.jit(lambda p: run(low, p))(params16)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_allclose(a, b, atol=1e-6)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(run(mixed, p)[1] ** 2)))(params)
+    grads16 = jax.jit(jax.grad(lambda p: jnp.sum(run(low, p)[1] ** 2)))(params16)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads16), strict=True):
+      assert a.dtype == jnp.float32
+      np.testing.assert_allclose(a, np.asarray(b, np.float32), atol=2e-2, rtol=2e-2)
+    # Every product's operands, as the compiled program has them.
+    hlo = jax.jit(lambda p: run(mixed, p)).lower(params).as_text()
+    operands = re.findall(r"dot_general.*?: \((tensor<[^)]*)\) ->", hlo)
+    assert operands and all(t.count("bf16>") == 2 for t in operands), operands
+  with pytest.raises(ValueError, match="dtype=int32; expected a floating dtype"):
+    library_cell(name, H, dtype=jnp.int32)
 
 
 # ----------------------------------------------------------------------------

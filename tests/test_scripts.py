@@ -74,6 +74,12 @@ def test_batched_kernels_quick():
   assert rows[0][-3] == "hand"
 
 
+def test_batched_kernels_precision_forms():
+  stdout = run("batched_kernels.py", "--quick", "--precision", "--cells", "gru")
+  row = stdout.splitlines()[1].split()
+  assert row[0] == "gru" and row[1:8:3] == ["float32", "bf16-params", "dtype=bf16"]
+
+
 def test_compile_time_quick():
   stdout = run("compile_time.py", "--quick", "--cells", "rnn")
   assert "medians of 2 alternating rounds; B,T,I,H = (2, 4, 4, 4)" in stdout

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, check_size, matmul, project_input,
-                          split_gates, stacked_init)
+                          split_gates, stacked_init, with_compute_dtype)
 from jaxrnn._cells.gru_batched import gru_batch_kernel
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
@@ -37,6 +37,7 @@ def gru(
     bias_init: Initializer = jax.nn.initializers.zeros,
     use_bias: bool = True,
     param_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
   r"""The gated recurrent unit (Cho et al. 2014).
 
@@ -67,7 +68,10 @@ def gru(
   ``project(params, xs [T, I]) -> [T, 3H]``.
 
   ``use_bias=False`` drops every bias (``b`` and ``b_hn`` are None), as
-  PyTorch's ``bias=False`` and Keras' ``use_bias=False``.
+  PyTorch's ``bias=False`` and Keras' ``use_bias=False``. ``param_dtype``
+  is the params' dtype; ``dtype`` that of the computation (Flax's: the
+  params are cast to it on the way in, the carry stays float32 or wider;
+  None computes in ``param_dtype``).
 
   Initialisation: ``w_x`` LeCun normal, ``w_h`` orthogonal per gate block,
   biases zero; all overridable. With ``reset_after=True`` the cell also
@@ -109,7 +113,8 @@ def gru(
   if reset_after:
     cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
                       recurrent_input=lambda h: h, finish=finish, output_size=H)
-    return cell._replace(batched=gru_batch_kernel)   # for jaxrnn.scan_batch
+    return with_compute_dtype(cell._replace(batched=gru_batch_kernel),   # for scan_batch
+                              dtype)
 
   def step(params, h, gx):   # Cho et al.: U_n multiplies r * h, a second matmul
     x = split_gates(gx, GATES)
@@ -120,8 +125,8 @@ def gru(
     h = (1.0 - z) * n + z * h
     return record_gru(r, z, n, h)
 
-  return Cell(init=init, initial_carry=initial_carry, step=step,
-              output_size=H, project=project)
+  return with_compute_dtype(Cell(init=init, initial_carry=initial_carry, step=step,
+                                 output_size=H, project=project), dtype)
 
 
 def record_gru(r, z, n, h):

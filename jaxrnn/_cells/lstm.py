@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, in_dtype,
-                          matmul, project_input, split_gates, stacked_init)
+                          matmul, project_input, split_gates, stacked_init,
+                          with_compute_dtype)
 from jaxrnn._cells.lstm_batched import lstm_batch_kernel
 from jaxrnn._cells.lstm_cudnn import lstm_cudnn_kernel
 from jaxrnn._fused import fused_cell
@@ -67,6 +68,7 @@ def lstm(
     peephole_init: Initializer = jax.nn.initializers.zeros,
     use_bias: bool = True,
     param_dtype=jnp.float32,
+    dtype=None,
     use_cudnn: Union[bool, Literal["auto"]] = False,
 ) -> Cell:
   r"""Long short-term memory with a forget gate, and all of its variants.
@@ -141,6 +143,9 @@ def lstm(
       PyTorch's ``bias=False`` and Keras' ``use_bias=False``; then there is
       no forget bias either, and giving ``forget_bias`` raises.
     param_dtype: dtype of the params made by ``init``.
+    dtype: dtype of the computation (Flax's ``dtype``): the params are cast
+      to it on the way in, the carry stays float32 or wider; None computes
+      in ``param_dtype``.
     use_cudnn: False, "auto" or True: whether `jaxrnn.scan_batch` runs the
       standard LSTM through cuDNN (above).
 
@@ -279,11 +284,11 @@ def lstm(
         "full_gate_recurrence, no proj_size); this cell changes a switch. "
         "Fix: drop use_cudnn; the variant runs on jaxrnn's own kernels.")
   # The standard form also runs as one batched kernel (jaxrnn.scan_batch).
-  if not standard:
-    return cell
-  if use_cudnn:
-    return cell._replace(batched=partial(lstm_cudnn_kernel, required=use_cudnn is True))
-  return cell._replace(batched=lstm_batch_kernel)
+  if standard and use_cudnn:
+    cell = cell._replace(batched=partial(lstm_cudnn_kernel, required=use_cudnn is True))
+  elif standard:
+    cell = cell._replace(batched=lstm_batch_kernel)
+  return with_compute_dtype(cell, dtype)
 
 
 def peep(pre: jax.Array, p: Optional[jax.Array], c: jax.Array) -> jax.Array:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, in_dtype,
-                          project_input)
+                          project_input, with_compute_dtype)
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -33,6 +33,7 @@ def simple_rnn(
     bias_init: Initializer = jax.nn.initializers.zeros,
     use_bias: bool = True,
     param_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
   r"""Elman's simple recurrent network (Elman 1990, "Finding structure in time").
 
@@ -57,6 +58,9 @@ def simple_rnn(
     use_bias: False drops :math:`b` (params ``b=None``), as PyTorch's
       ``bias=False`` and Keras' ``use_bias=False``.
     param_dtype: dtype of the params made by ``init``.
+    dtype: dtype of the computation (Flax's ``dtype``): the params are cast
+      to it on the way in, the carry stays float32 or wider; None computes
+      in ``param_dtype``.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> cell = jaxrnn.simple_rnn(8)
@@ -85,6 +89,7 @@ def simple_rnn(
     h = record("h", activation(gx + u))
     return h, h
 
-  return fused_cell(init=init, initial_carry=initial_carry, project=project,
+  cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
                     recurrent_input=lambda h: h, finish=finish,
                     output_size=hidden_size, additive=True)   # act(gx + u)
+  return with_compute_dtype(cell, dtype)
