@@ -125,23 +125,22 @@ def unfused(cell: Cell) -> Cell:
   return cell._replace(step=step, project=None, sequence=None, batched=None)
 
 
-def with_compute_dtype(cell: Cell, dtype) -> Cell:
+def with_compute_dtype(cell: Cell, dtype, where: str) -> Cell:
   """``cell`` computing with its floating params cast to ``dtype`` (Flax's
   ``dtype``, apart from ``param_dtype``); None leaves it as it is.
 
-  The params stay as ``init`` makes them (float32 master weights, say) and
-  each of ``initial_carry``, ``step``, ``project``, ``sequence`` and
-  ``batched`` casts them on
-  the way in, so the matmuls run in ``dtype`` (`matmul` computes in the
-  weights' dtype, the inputs cast to it) while the carry stays at least
-  float32 (`carry_dtype`) and the gradients come back in the params' dtype
-  through the cast.
+  The params stay as ``init`` makes them (float32 master weights, say), and
+  ``initial_carry``, ``step``, ``project``, ``sequence`` and ``batched``
+  cast them on the way in: the matmuls run in ``dtype`` (`matmul` computes
+  in the weights' dtype, the inputs cast to it), the carry stays at least
+  float32 (`carry_dtype`), and the gradients come back in the params' dtype
+  through the cast. ``where`` names the constructor in errors.
   """
   if dtype is None:
     return cell
   dtype = jnp.dtype(dtype)
   if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"jaxrnn: dtype={dtype}; expected a floating dtype for "
+    raise ValueError(f"{where}: dtype={dtype}; expected a floating dtype for "
                      f"the computation (jnp.bfloat16, jnp.float16, jnp.float32) "
                      f"or None for the params' own.")
 

@@ -113,8 +113,8 @@ def gru(
   if reset_after:
     cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
                       recurrent_input=lambda h: h, finish=finish, output_size=H)
-    return with_compute_dtype(cell._replace(batched=gru_batch_kernel),   # for scan_batch
-                              dtype)
+    cell = cell._replace(batched=gru_batch_kernel)   # for jaxrnn.scan_batch
+    return with_compute_dtype(cell, dtype, "jaxrnn.gru")
 
   def step(params, h, gx):   # Cho et al.: U_n multiplies r * h, a second matmul
     x = split_gates(gx, GATES)
@@ -125,8 +125,9 @@ def gru(
     h = (1.0 - z) * n + z * h
     return record_gru(r, z, n, h)
 
-  return with_compute_dtype(Cell(init=init, initial_carry=initial_carry, step=step,
-                                 output_size=H, project=project), dtype)
+  cell = Cell(init=init, initial_carry=initial_carry, step=step, output_size=H,
+              project=project)
+  return with_compute_dtype(cell, dtype, "jaxrnn.gru")
 
 
 def record_gru(r, z, n, h):

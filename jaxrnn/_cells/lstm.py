@@ -288,7 +288,7 @@ def lstm(
     cell = cell._replace(batched=partial(lstm_cudnn_kernel, required=use_cudnn is True))
   elif standard:
     cell = cell._replace(batched=lstm_batch_kernel)
-  return with_compute_dtype(cell, dtype)
+  return with_compute_dtype(cell, dtype, "jaxrnn.lstm")
 
 
 def peep(pre: jax.Array, p: Optional[jax.Array], c: jax.Array) -> jax.Array:

@@ -92,4 +92,4 @@ def simple_rnn(
   cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
                     recurrent_input=lambda h: h, finish=finish,
                     output_size=hidden_size, additive=True)   # act(gx + u)
-  return with_compute_dtype(cell, dtype)
+  return with_compute_dtype(cell, dtype, "jaxrnn.simple_rnn")

@@ -227,8 +227,7 @@ def to_linen(params: Any, cell: Any = None) -> dict:
   biases (cells built with ``use_bias=False``) go out with zero biases,
   which compute the same, and come back with them (a GRU without biases
   goes out as Flax's, ``reset_after=True``: its params cannot say which it
-  was). Put them under
-  ``{"params": {"cell": ...}}`` for an ``nn.RNN(cell)``.
+  was). Put them under ``{"params": {"cell": ...}}`` for an ``nn.RNN(cell)``.
 
   Raises:
     ValueError: for params Flax cannot hold (peepholes, a projection, a
@@ -475,8 +474,8 @@ class Recurrent(nnx.Module):
   ``seq_lengths`` (``int[B]``; an int for one sequence) counts each
   sequence's steps before its end padding, in place of a mask, and
   ``time_major`` (the constructor's, or the call's, which wins) takes and
-  returns ``[T, B, ...]``. A stack's dropout runs as ``nnx.Dropout`` does: on unless
-  ``deterministic`` (the constructor's, or the call's, which wins), so
+  returns ``[T, B, ...]``. A stack's dropout runs as ``nnx.Dropout`` does:
+  on unless ``deterministic`` (the constructor's, or the call's, which wins), so
   ``model.eval()`` and ``nnx.view(model, deterministic=True)`` switch it
   off and ``model.train()`` on; its key comes from the ``"dropout"`` stream
   of ``rngs`` (``"default"`` when there is none), or from the call's ``key``.
@@ -535,8 +534,7 @@ class LinenRecurrent(nn.Module):
   deterministic=None, seq_lengths=None, time_major=None)`` with ``xs``
   ``[T, I]`` or ``[B, T, I]`` (through `jaxrnn.apply_batch`, as in
   `Recurrent`, ``seq_lengths`` and ``time_major`` too); returns
-  ``(carry, ys)``. A
-  stack's dropout runs as ``nn.Dropout`` does, when ``deterministic`` (the
+  ``(carry, ys)``. A stack's dropout runs as ``nn.Dropout`` does, when ``deterministic`` (the
   call's, else the attribute's) is False: with the ``"dropout"`` rng
   (``rngs={"dropout": key}``), or the call's ``key``. When neither is set,
   a call with a ``key`` runs dropout and one without does not.
