@@ -134,15 +134,12 @@ def with_compute_dtype(cell: Cell, dtype, where: str) -> Cell:
   cast them on the way in: the matmuls run in ``dtype`` (`matmul` computes
   in the weights' dtype, the inputs cast to it), the carry stays at least
   float32 (`carry_dtype`), and the gradients come back in the params' dtype
-  through the cast. ``where`` names the constructor in errors.
+  through the cast (computed in ``dtype``, so rounded to it, as with Flax's
+  ``dtype``). ``where`` names the constructor in errors.
   """
+  dtype = check_compute_dtype(where, dtype)
   if dtype is None:
     return cell
-  dtype = jnp.dtype(dtype)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"{where}: dtype={dtype}; expected a floating dtype for "
-                     f"the computation (jnp.bfloat16, jnp.float16, jnp.float32) "
-                     f"or None for the params' own.")
 
   def cast(params):
     return jax.tree.map(
@@ -155,6 +152,27 @@ def with_compute_dtype(cell: Cell, dtype, where: str) -> Cell:
   return cell._replace(initial_carry=casting(cell.initial_carry), step=casting(cell.step),
                        project=casting(cell.project), sequence=casting(cell.sequence),
                        batched=casting(cell.batched))
+
+
+def check_compute_dtype(where: str, dtype) -> Optional[jnp.dtype]:
+  """``dtype`` as a floating `jnp.dtype` (None stays None); raises otherwise."""
+  if dtype is None:
+    return None
+  try:
+    checked = jnp.dtype(dtype)
+  except TypeError:
+    checked = None
+  if checked is None or not jnp.issubdtype(checked, jnp.floating):
+    raise ValueError(f"{where}: dtype={dtype!r}; expected a floating dtype for "
+                     f"the computation (jnp.bfloat16, jnp.float16, jnp.float32, "
+                     f"or their names \"bfloat16\", ...) or None for the params' own.")
+  return checked
+
+
+def check_bool(where: str, name: str, value) -> bool:
+  if not isinstance(value, bool):
+    raise ValueError(f"{where}: {name}={value!r}; expected True or False.")
+  return value
 
 
 def carry_dtype(param_dtype) -> jnp.dtype:

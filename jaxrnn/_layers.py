@@ -74,7 +74,9 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   ``nn.RNN`` takes them) stands for the mask ``jnp.arange(T) <
   seq_lengths[:, None]``; ``time_major=True`` takes ``xs [T, B, I]`` and
   flags ``[T, B]`` and returns ``ys [T, B, O]`` (PyTorch's
-  ``batch_first=False``), the carry still batch first. Layers built by
+  ``batch_first=False``), the carry still batch first. As in
+  `jaxrnn.scan_batch`, padded outputs are zero and reversed layers keep
+  input order (Flax's ``keep_order=True``). Layers built by
   `rnn`, `stack` and `bidirectional` run their ``apply_batch``, which reaches
   the batched kernels of `jaxrnn.scan_batch` (for training, the faster
   path on CPU); a hand-written Seq without one is vmapped.

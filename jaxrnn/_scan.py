@@ -233,8 +233,10 @@ def _shapes_by_path(tree) -> dict[str, tuple]:
           for k, a in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple) -> None:
-  """Checks ``params`` against what ``cell.init(key, I)`` makes for xs ``[..., I]``.
+def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
+                 time_major: bool = False) -> None:
+  """Checks ``params`` against what ``cell.init(key, I)`` makes for xs ``[..., I]``
+  (the caller's shape; ``time_major`` says a batch is ``[T, B, I]``).
 
   Params of another variant would otherwise be read in part (a standard
   LSTM ignores a peephole LSTM's ``p_i``) or fail deep inside XLA. The
@@ -255,6 +257,9 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple) -> None
                       f"does not make" if extra else "",
                       f"; they lack {', '.join(missing)}, which it makes"
                       if missing else ""])
+    if any(path.endswith(".b") for path in extra + missing) and all(
+        path.endswith((".b", ".b_hn")) for path in extra + missing):
+      detail += " (only biases differ: one side was built with use_bias=False)"
     raise ValueError(
         f"jaxrnn.{name}: params are {_describe(params)}, but this cell's init "
         f"makes {_describe(expected)}{detail}: they were made by another cell "
@@ -266,7 +271,7 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple) -> None
   for size in {g for _, shape, made in wrong for g, w in zip(shape, made) if g != w}:
     other = _init_shapes(cell, size)
     if other is not None and _shapes_by_path(other) == got:
-      layout = "[T, " if len(xs_shape) == 2 else "[B, T, "
+      layout = "[T, " if len(xs_shape) == 2 else "[T, B, " if time_major else "[B, T, "
       raise ValueError(
           f"jaxrnn.{name}: xs has shape {tuple(xs_shape)}; these params were "
           f"initialised for input size {size}, so xs must be {layout}{size}]. "

@@ -43,7 +43,11 @@ def scan_batch(
   as Flax's ``nn.RNN`` takes them) is the mask ``jnp.arange(T) <
   seq_lengths[:, None]``: give one or the other. ``time_major=True`` takes
   ``xs [T, B, I]`` and flags ``[T, B]`` (PyTorch's ``batch_first=False``)
-  and returns ``ys [T, B, O]``; the carry keeps its leading B. A
+  and returns ``ys [T, B, O]``; the carry keeps its leading B. Outputs at
+  masked steps are zero and a sequence with nothing valid keeps its initial
+  carry; ``reverse=True`` returns its outputs in input order (Flax's
+  ``nn.RNN(..., keep_order=True)``; its default ``keep_order=False`` would
+  return them reversed). A
   cell with a batched kernel (``cell.batched``) runs it whenever there are
   no resets: one loop for the whole batch whose backward computes the weight
   gradients as single matmuls. The standard `jaxrnn.lstm` and `jaxrnn.gru`
@@ -79,10 +83,11 @@ def scan_batch(
   >>> bool(jnp.allclose(ys, same[1], atol=1e-5))
   True
   """
+  given = jnp.shape(xs)      # the caller's layout, for messages
   xs, mask, resets = batch_major("jaxrnn.scan_batch", xs, mask, resets,
                                  seq_lengths, time_major, "jaxrnn.scan", rank=3)
   B, T = xs.shape[:2]
-  check_params("scan_batch", cell, params, xs.shape)
+  check_params("scan_batch", cell, params, given, time_major)
   if cell.project is not None:    # its own input checks (size, dtype), on one sequence
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
   unroll = default_unroll() if unroll is None else unroll

@@ -268,7 +268,6 @@ VARIANTS = {
     "peephole_cifg_nobias": ("lstm", dict(peephole=True, coupled_input_forget=True,
                                           use_bias=False)),
     "gru_nobias": ("gru", dict(use_bias=False)),
-    "gru_reset_before_nobias": ("gru", dict(reset_after=False, use_bias=False)),
 }
 
 

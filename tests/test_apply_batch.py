@@ -253,3 +253,11 @@ def test_seq_lengths_and_time_major_errors_say_what_was_expected(call, match, en
        partial(jaxrnn.apply_batch, jaxrnn.rnn(cell), params))
   with pytest.raises(ValueError, match=f"jaxrnn.{entry}: .*" + match):
     call(f)
+
+
+def test_a_time_major_input_of_the_wrong_size_is_named_in_the_callers_layout():
+  cell = jaxrnn.lstm(H)
+  with pytest.raises(ValueError, match=r"xs has shape \(6, 5, 2\); these params were "
+                     r"initialised for input size 3, so xs must be \[T, B, 3\]"):
+    jaxrnn.scan_batch(cell, random_params(cell, I), XS.swapaxes(0, 1)[..., :2],
+                      time_major=True)

@@ -231,8 +231,12 @@ def test_compute_dtype_runs_bfloat16_matmuls_on_float32_params(name):
     hlo = jax.jit(lambda p: run(mixed, p)).lower(params).as_text()
     operands = re.findall(r"dot_general.*?: \((tensor<[^)]*)\) ->", hlo)
     assert operands and all(t.count("bf16>") == 2 for t in operands), operands
-  with pytest.raises(ValueError, match=r"jaxrnn\.\w+: dtype=int32; expected a floating dtype"):
-    library_cell(name, H, dtype=jnp.int32)   # named by its constructor, jaxrnn.lstm etc.
+  for bad in (jnp.int32, "bf16"):      # named by its constructor, jaxrnn.lstm etc.
+    with pytest.raises(ValueError, match=r"jaxrnn\.\w+: dtype=.*; expected a floating dtype"):
+      library_cell(name, H, dtype=bad)
+  if name == "lstm":   # cuDNN computes in float32 only
+    with pytest.raises(ValueError, match="use_cudnn=True runs JAX's cuDNN LSTM"):
+      jaxrnn.lstm(H, dtype="bfloat16", use_cudnn=True)
 
 
 # ----------------------------------------------------------------------------
@@ -403,6 +407,15 @@ def test_use_bias_false_makes_no_biases_and_refuses_params_with_them(make):
       jaxrnn.scan(cell, wrong, random_xs())
   with pytest.raises(ValueError, match="use_bias=False leaves the cell without biases"):
     jaxrnn.lstm(H, use_bias=False, forget_bias=1.0)
+  with pytest.raises(ValueError, match=r"use_bias=None; expected True or False"):
+    make(H, use_bias=None)
+  # Without biases the two GRUs' params would be the same leaves: refused,
+  # so that no export can take one for the other.
+  with pytest.raises(ValueError, match="reset_after=False with use_bias=False is not built"):
+    jaxrnn.gru(H, reset_after=False, use_bias=False)
+  # A mismatch in biases alone is named as such.
+  with pytest.raises(ValueError, match=r"only biases differ: one side was built with use_bias=False"):
+    jaxrnn.scan(make(H), params, random_xs())
 
 
 def test_oracle_catches_a_wrong_gate():

@@ -278,6 +278,9 @@ def test_wrappers_take_seq_lengths_and_time_major_as_flax_nn_rnn_does(reverse):
   np.testing.assert_allclose(carry.h, c_f[1][1], atol=1e-5)
   with pytest.raises(ValueError, match=r"interop.flax: got both mask and seq_lengths"):
     linen_model.apply({"params": {"layer": params}}, XS[1], mask=MASK[1], seq_lengths=2)
+  with pytest.raises(ValueError, match=r"seq_lengths has shape \(1,\) but xs \(5, 3\) is one "
+                     r"sequence \[T, I\]; expected an int"):
+    linen_model.apply({"params": {"layer": params}}, XS[1], seq_lengths=jnp.array([2]))
 
 
 def test_wrappers_run_dropout_as_flax_dropout_does():

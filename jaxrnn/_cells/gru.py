@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, check_size, matmul, project_input,
+from jaxrnn._cell import (Cell, carry_dtype, check_bool, check_size, matmul, project_input,
                           split_gates, stacked_init, with_compute_dtype)
 from jaxrnn._cells.gru_batched import gru_batch_kernel
 from jaxrnn._fused import fused_cell
@@ -67,8 +67,10 @@ def gru(
   b [3H], b_hn [H] or None)``; carry ``h [H]`` in float32 or wider;
   ``project(params, xs [T, I]) -> [T, 3H]``.
 
-  ``use_bias=False`` drops every bias (``b`` and ``b_hn`` are None), as
-  PyTorch's ``bias=False`` and Keras' ``use_bias=False``. ``param_dtype``
+  ``use_bias=False`` drops every bias (``b`` and ``b_hn`` are None;
+  ``bias_init`` is unused), as PyTorch's ``bias=False`` and Keras'
+  ``use_bias=False``; with ``reset_after=False`` it is refused, as its
+  params could not be told from the ``reset_after=True`` GRU's. ``param_dtype``
   is the params' dtype; ``dtype`` that of the computation (Flax's: the
   params are cast to it on the way in, the carry stays float32 or wider;
   None computes in ``param_dtype``).
@@ -87,6 +89,15 @@ def gru(
   (5, 16)
   """
   H = hidden_size = check_size("jaxrnn.gru", "hidden_size", hidden_size)
+  if not check_bool("jaxrnn.gru", "use_bias", use_bias) and not reset_after:
+    # Its params (w_x, w_h alone) would be the reset_after=True GRU's, which
+    # is what torch and Flax hold: exported, it would compute something else.
+    raise ValueError(
+        "jaxrnn.gru: reset_after=False with use_bias=False is not built: its "
+        "params would be those of the bias-free reset_after=True GRU (w_x and "
+        "w_h alone), so nothing could tell them apart, and to_torch or "
+        "to_linen would export it as that GRU without an error. Fix: "
+        "reset_after=True (PyTorch's and Flax's GRU), or keep the biases.")
 
   def init(key, input_size):
     kx, kh, kb, kbh = jax.random.split(key, 4)

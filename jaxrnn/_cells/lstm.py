@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, in_dtype,
                           matmul, project_input, split_gates, stacked_init,
-                          with_compute_dtype)
+                          check_bool, check_compute_dtype, with_compute_dtype)
 from jaxrnn._cells.lstm_batched import lstm_batch_kernel
 from jaxrnn._cells.lstm_cudnn import lstm_cudnn_kernel
 from jaxrnn._fused import fused_cell
@@ -141,11 +141,13 @@ def lstm(
     kernel_init, recurrent_init, bias_init, peephole_init: initialisers.
     use_bias: False drops the biases :math:`b` (params ``b=None``), as
       PyTorch's ``bias=False`` and Keras' ``use_bias=False``; then there is
-      no forget bias either, and giving ``forget_bias`` raises.
+      no forget bias either (giving ``forget_bias`` raises), and
+      ``bias_init`` is unused.
     param_dtype: dtype of the params made by ``init``.
     dtype: dtype of the computation (Flax's ``dtype``): the params are cast
       to it on the way in, the carry stays float32 or wider; None computes
-      in ``param_dtype``.
+      in ``param_dtype``. cuDNN computes in float32 only: with another
+      dtype, ``use_cudnn=True`` raises and ``"auto"`` runs jaxrnn's kernel.
     use_cudnn: False, "auto" or True: whether `jaxrnn.scan_batch` runs the
       standard LSTM through cuDNN (above).
 
@@ -172,7 +174,13 @@ def lstm(
         f"jaxrnn.lstm: forget_bias={forget_bias} is added to the forget "
         f"gate's bias, but forget_gate=False leaves no forget gate (f = 1). "
         f"Fix: drop forget_bias, or keep the forget gate.")
-  if forget_bias is not None and not use_bias:
+  if dtype is not None and use_cudnn is True and check_compute_dtype(
+      "jaxrnn.lstm", dtype) != jnp.float32:
+    raise ValueError(
+        f"jaxrnn.lstm: use_cudnn=True runs JAX's cuDNN LSTM, which computes in "
+        f"float32 only, and dtype={dtype!r} asks for another. Fix: drop dtype "
+        f"(or use_cudnn=\"auto\", which runs jaxrnn's kernel in that dtype).")
+  if not check_bool("jaxrnn.lstm", "use_bias", use_bias) and forget_bias is not None:
     raise ValueError(
         f"jaxrnn.lstm: forget_bias={forget_bias} is added to the forget "
         f"gate's bias, but use_bias=False leaves the cell without biases. "

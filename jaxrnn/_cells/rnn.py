@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, in_dtype,
-                          project_input, with_compute_dtype)
+                          check_bool, project_input, with_compute_dtype)
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -55,8 +55,8 @@ def simple_rnn(
       `jax.nn` (``"tanh"``, ``"relu"``, ...), as Keras and torch take it.
     kernel_init, recurrent_init, bias_init: `jax.nn.initializers`; defaults
       LeCun normal, orthogonal, zeros.
-    use_bias: False drops :math:`b` (params ``b=None``), as PyTorch's
-      ``bias=False`` and Keras' ``use_bias=False``.
+    use_bias: False drops :math:`b` (params ``b=None``; ``bias_init`` is
+      unused), as PyTorch's ``bias=False`` and Keras' ``use_bias=False``.
     param_dtype: dtype of the params made by ``init``.
     dtype: dtype of the computation (Flax's ``dtype``): the params are cast
       to it on the way in, the carry stays float32 or wider; None computes
@@ -70,6 +70,7 @@ def simple_rnn(
   ((8,), (10, 8))
   """
   hidden_size = check_size("jaxrnn.simple_rnn", "hidden_size", hidden_size)
+  check_bool("jaxrnn.simple_rnn", "use_bias", use_bias)
   activation = check_activation("jaxrnn.simple_rnn", "activation", activation)
 
   def init(key, input_size):

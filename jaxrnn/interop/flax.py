@@ -225,9 +225,9 @@ def to_linen(params: Any, cell: Any = None) -> dict:
   ``GRUCell``, ``RNNParams`` those of ``SimpleCell``; ``cell`` checks the
   kind. `from_linen` of the result gives back the same bits; params without
   biases (cells built with ``use_bias=False``) go out with zero biases,
-  which compute the same, and come back with them (a GRU without biases
-  goes out as Flax's, ``reset_after=True``: its params cannot say which it
-  was). Put them under ``{"params": {"cell": ...}}`` for an ``nn.RNN(cell)``.
+  which compute the same, and come back with them (a GRU without biases is
+  Flax's, ``reset_after=True``: `jaxrnn.gru` builds no other). Put them
+  under ``{"params": {"cell": ...}}`` for an ``nn.RNN(cell)``.
 
   Raises:
     ValueError: for params Flax cannot hold (peepholes, a projection, a
@@ -448,6 +448,12 @@ def run(layer: Seq, params, xs, mask, carry, key, seq_lengths, time_major):
   xs = jnp.asarray(xs)
   if xs.ndim == 2:
     if seq_lengths is not None:   # checked as a batch of one; its mask
+      if jnp.ndim(seq_lengths) != 0:
+        raise ValueError(
+            f"jaxrnn.interop.flax: seq_lengths has shape {jnp.shape(seq_lengths)} "
+            f"but xs {xs.shape} is one sequence [T, I]; expected an int, its "
+            f"number of valid steps. Fix: pass an int, or a batch xs [B, T, I] "
+            f"with seq_lengths int[B].")
       one = lambda a: None if a is None else jnp.asarray(a)[None]
       mask = batch_major("jaxrnn.interop.flax", xs[None], one(mask), None,
                          one(seq_lengths), False, "[T, I]")[1][0]
@@ -474,7 +480,9 @@ class Recurrent(nnx.Module):
   ``seq_lengths`` (``int[B]``; an int for one sequence) counts each
   sequence's steps before its end padding, in place of a mask, and
   ``time_major`` (the constructor's, or the call's, which wins) takes and
-  returns ``[T, B, ...]``. A stack's dropout runs as ``nnx.Dropout`` does:
+  returns ``[T, B, ...]`` (a mask ``[T, B]``; the carry stays batch
+  first). Unlike ``nn.RNN``, outputs at padded steps are zero and a
+  reversed layer returns them in input order (``keep_order=True``). A stack's dropout runs as ``nnx.Dropout`` does:
   on unless ``deterministic`` (the constructor's, or the call's, which wins), so
   ``model.eval()`` and ``nnx.view(model, deterministic=True)`` switch it
   off and ``model.train()`` on; its key comes from the ``"dropout"`` stream

@@ -356,9 +356,9 @@ def to_torch(params: Any, *, bidirectional: Optional[bool] = None,
   With ``bias=False`` (a module built with ``bias=False``) the bias keys
   are left out and the biases must be None or zero; ``bias=True`` writes
   zeros for params without biases; None, the default, is False when no
-  layer has biases (cells built with ``use_bias=False``), else True. A GRU
-  without biases goes out as torch's (``reset_after=True``): its params
-  alone cannot say which it was. Keys come in torch's order,
+  layer has biases (cells built with ``use_bias=False``), else True. (A
+  GRU without biases is torch's, ``reset_after=True``: `jaxrnn.gru` builds
+  no other.) Keys come in torch's order,
   with ``prefix`` in front. Load with
   ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
   (bfloat16 params come out as ``ml_dtypes.bfloat16`` arrays, which
