@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
+from jaxrnn._dropout import apply_masks, check_rate, recurrent_size, variational_masks
 from jaxrnn._scan import scan
 from jaxrnn._scan_batch import batch_major, scan_batch
 
@@ -114,9 +115,24 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
 Layer = Union[Cell, Seq]
 
 
-def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None) -> Seq:
+def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
+        dropout: float = 0.0, recurrent_dropout: float = 0.0) -> Seq:
   """A `Seq` that runs ``cell`` over the sequence with `jaxrnn.scan`
   (`jaxrnn.scan_batch` in `apply_batch`); ``unroll`` as there.
+
+  ``dropout`` and ``recurrent_dropout`` are Keras' (Gal & Ghahramani 2016;
+  `jaxrnn._dropout`): called with a ``key``, each sequence draws one mask
+  over its input features and one over ``h_{t-1}``, kept for all its steps,
+  and ``z_t = W (m_x x_t) + R (m_h h_{t-1}) + b``; without a key they do
+  nothing. ``recurrent_dropout`` needs params with the recurrent weights as
+  ``w_h [P, G]`` (`jaxrnn.simple_rnn`, `jaxrnn.lstm`, `jaxrnn.gru`). In
+  ``apply_batch`` each sequence's masks come from ``jax.random.split(key,
+  B)``, so it equals ``jax.vmap(apply)`` over those keys; with
+  ``recurrent_dropout`` that is the path it runs (each sequence has its own
+  masked weights), not the batched kernel: a training step at B = 32,
+  T = 128, H = 256 took 3.0x the kernel's time for the LSTM and 4.1x for
+  the GRU (2 CPU cores, interleaved medians); ``dropout`` alone keeps the
+  kernel.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> layer = jaxrnn.rnn(jaxrnn.gru(8))
@@ -126,14 +142,28 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None) 
   >>> ys.shape, y.shape
   ((5, 8), (8,))
   """
+  dropout = check_rate("jaxrnn.rnn", "dropout", dropout)
+  recurrent_dropout = check_rate("jaxrnn.rnn", "recurrent_dropout", recurrent_dropout)
+
+  def masks(params, input_size, key):
+    size = recurrent_size("jaxrnn.rnn", params) if recurrent_dropout else 0
+    return variational_masks(key, input_size, size, dropout, recurrent_dropout)
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
-    del key  # a single recurrent layer has no dropout
+    if key is not None and (dropout or recurrent_dropout):
+      params, xs = apply_masks(params, xs, *masks(params, jnp.shape(xs)[-1], key))
     return scan(cell, params, xs, carry=carry, mask=mask, resets=resets,
                 reverse=reverse, unroll=unroll)
 
   def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
-    del key
+    if key is not None and recurrent_dropout:     # weights masked per sequence
+      return apply_batch(Seq(init=cell.init, apply=apply, initial_carry=cell.initial_carry,
+                             step=None, output_size=cell.output_size),
+                         params, xs, carry=carry, mask=mask, resets=resets, key=key)
+    if key is not None and dropout:
+      keys = jax.random.split(key, jnp.shape(xs)[0])
+      m_x = jax.vmap(lambda k: masks(params, jnp.shape(xs)[-1], k)[0])(keys)
+      params, xs = apply_masks(params, xs, m_x, None)
     return scan_batch(cell, params, xs, carry=carry, mask=mask, resets=resets,
                       reverse=reverse, unroll=unroll)
 

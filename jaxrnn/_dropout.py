@@ -1,0 +1,83 @@
+"""Keras' recurrent-layer dropout: one mask per sequence, kept for all its steps.
+
+Lives here: the masks of ``rnn(cell, dropout=, recurrent_dropout=)`` and how
+they enter a cell. Not here: the layers (`_layers.py`), a stack's dropout
+between layers (drawn afresh at every step, as PyTorch's).
+
+Gal & Ghahramani (2016), "A theoretically grounded application of dropout
+in recurrent neural networks", as Keras' ``LSTM``, ``GRU`` and
+``SimpleRNN`` implement it: each sequence draws a mask ``m_x`` over the
+input features and one ``m_h`` over the recurrent state, entries 0 or
+``1 / (1 - rate)``, and every step uses the same two:
+
+.. math::
+
+  z_t = W (m_x \\odot x_t) + R (m_h \\odot h_{t-1}) + b
+
+The carry itself is not masked (the GRU's ``z_t h_{t-1}`` and the cell
+state see the true ``h_{t-1}``). As ``R (m_h \\odot h) = (\\mathrm{diag}(m_h)
+R) h``, the recurrent mask is applied to the rows of ``R`` (``params.w_h``,
+``[P, G]``) once per sequence, so every kernel runs it unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._cell import Array, Params
+
+
+def check_rate(where: str, name: str, rate) -> float:
+  if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
+    raise ValueError(f"{where}: {name}={rate!r}; expected a rate in [0, 1), the "
+                     f"fraction of units dropped (0 switches it off).")
+  return float(rate)
+
+
+def variational_masks(key: Array, input_size: int, recurrent_size: int, dropout: float,
+                      recurrent_dropout: float) -> tuple[Optional[Array], Optional[Array]]:
+  """One sequence's masks ``(m_x [input_size], m_h [recurrent_size])``.
+
+  Entries are 0 (dropped, with probability ``rate``) or ``1 / (1 - rate)``;
+  a mask whose rate is 0 is None.
+
+  >>> import jax
+  >>> m_x, m_h = variational_masks(jax.random.key(0), 4, 3, 0.5, 0.0)
+  >>> sorted(set(m_x.tolist())) in ([0.0, 2.0], [0.0], [2.0]), m_h
+  (True, None)
+  """
+  k_x, k_h = jax.random.split(key)
+
+  def mask(k, rate, size):
+    if not rate:
+      return None
+    return jax.random.bernoulli(k, 1.0 - rate, (size,)) / (1.0 - rate)
+
+  return mask(k_x, dropout, input_size), mask(k_h, recurrent_dropout, recurrent_size)
+
+
+def recurrent_size(where: str, params: Params) -> int:
+  """P, the size of the state the recurrent weights ``params.w_h [P, G]`` read."""
+  w_h = getattr(params, "w_h", None)
+  if w_h is None or jnp.ndim(w_h) != 2:
+    raise ValueError(
+        f"{where}: recurrent_dropout masks h_(t-1) through the rows of the "
+        f"recurrent weights, params.w_h [P, G], as jaxrnn's simple_rnn, lstm and "
+        f"gru have them; these params ({type(params).__name__}) have "
+        f"{'none' if w_h is None else f'w_h of shape {jnp.shape(w_h)}'}. Fix: "
+        f"use dropout (inputs) alone, or mask h in your own cell's step.")
+  return w_h.shape[0]
+
+
+def apply_masks(params: Params, xs: Array, m_x: Optional[Array],
+                m_h: Optional[Array]) -> tuple[Params, Array]:
+  """``(params, xs)`` with ``m_x`` on the features of ``xs [..., T, I]``
+  (``m_x [..., I]``) and ``m_h`` on the rows of ``params.w_h``."""
+  if m_x is not None:
+    xs = xs * jnp.expand_dims(m_x, -2).astype(jnp.result_type(xs, jnp.float32))
+  if m_h is not None:
+    params = params._replace(w_h=params.w_h * m_h[:, None].astype(params.w_h.dtype))
+  return params, xs
