@@ -37,7 +37,12 @@ def relu(z):
   return np.maximum(z, 0.0)
 
 
-ACTIVATIONS = {"tanh": np.tanh, "relu": relu, None: lambda z: z}
+def hard_sigmoid(z):   # jax.nn.hard_sigmoid: relu6(z + 3) / 6
+  return np.clip((z + 3.0) / 6.0, 0.0, 1.0)
+
+
+ACTIVATIONS = {"tanh": np.tanh, "relu": relu, "sigmoid": sigmoid,
+               "hard_sigmoid": hard_sigmoid, None: lambda z: z}
 
 
 def as_numpy(params) -> dict:
@@ -86,7 +91,7 @@ def lstm(*, peephole=False, input_gate=True, forget_gate=True, output_gate=True,
          input_activation: Optional[str] = "tanh",
          output_activation: Optional[str] = "tanh",
          coupled_input_forget=False, full_gate_recurrence=False,
-         proj_size=None, use_bias=True) -> Oracle:
+         proj_size=None, use_bias=True, gate_activation="sigmoid") -> Oracle:
   """The LSTM step, gate by gate.
 
   i = sigmoid(x W_i + h R_i + p_i * c_prev + b_i)   (NIG: 1, CIFG: 1 - f)
@@ -99,6 +104,7 @@ def lstm(*, peephole=False, input_gate=True, forget_gate=True, output_gate=True,
   """
   act_in = ACTIVATIONS[input_activation]
   act_out = ACTIVATIONS[output_activation]
+  sigma = ACTIVATIONS[gate_activation]     # the gates' squashing, sigmoid by default
   has_i = input_gate and not coupled_input_forget
   # The documented fused layout: present gates in the order i, f, g, o.
   order = [name for name, present in [("i", has_i), ("f", forget_gate),
@@ -139,11 +145,11 @@ def lstm(*, peephole=False, input_gate=True, forget_gate=True, output_gate=True,
       return p["p_" + name] * c if peephole else 0.0
 
     if forget_gate:
-      f = sigmoid(x @ W["f"] + h_prev @ R["f"] + peep("f", c_prev) + fgr("f") + b["f"])
+      f = sigma(x @ W["f"] + h_prev @ R["f"] + peep("f", c_prev) + fgr("f") + b["f"])
     else:
       f = np.ones(H)
     if has_i:
-      i = sigmoid(x @ W["i"] + h_prev @ R["i"] + peep("i", c_prev) + fgr("i") + b["i"])
+      i = sigma(x @ W["i"] + h_prev @ R["i"] + peep("i", c_prev) + fgr("i") + b["i"])
     elif coupled_input_forget:
       i = 1.0 - f
     else:
@@ -151,7 +157,7 @@ def lstm(*, peephole=False, input_gate=True, forget_gate=True, output_gate=True,
     g = act_in(x @ W["g"] + h_prev @ R["g"] + b["g"])
     c = f * c_prev + i * g
     if output_gate:
-      o = sigmoid(x @ W["o"] + h_prev @ R["o"] + peep("o", c) + fgr("o") + b["o"])
+      o = sigma(x @ W["o"] + h_prev @ R["o"] + peep("o", c) + fgr("o") + b["o"])
     else:
       o = np.ones(H)
     h = o * act_out(c)
@@ -169,7 +175,8 @@ def lstm(*, peephole=False, input_gate=True, forget_gate=True, output_gate=True,
 # GRU (Cho et al. 2014), fused blocks r, z, n.
 
 
-def gru(*, reset_after=True, use_bias=True) -> Oracle:
+def gru(*, reset_after=True, use_bias=True, activation="tanh",
+        gate_activation="sigmoid") -> Oracle:
   """The GRU step, gate by gate.
 
   r = sigmoid(x W_r + h U_r + b_r)
@@ -191,13 +198,14 @@ def gru(*, reset_after=True, use_bias=True) -> Oracle:
     b_all = bias(p, use_bias)
     b_r, b_z, b_n = (block(b_all, k, H) if use_bias else 0.0 for k in range(3))
     h = carry["h"]
-    r = sigmoid(x @ W_r + h @ U_r + b_r)
-    z = sigmoid(x @ W_z + h @ U_z + b_z)
+    sigma, phi = ACTIVATIONS[gate_activation], ACTIVATIONS[activation]
+    r = sigma(x @ W_r + h @ U_r + b_r)
+    z = sigma(x @ W_z + h @ U_z + b_z)
     if reset_after:
-      n = np.tanh(x @ W_n + b_n + r * (h @ U_n + bias(p, use_bias, "b_hn")))
+      n = phi(x @ W_n + b_n + r * (h @ U_n + bias(p, use_bias, "b_hn")))
     else:
       assert p["b_hn"] is None
-      n = np.tanh(x @ W_n + (r * h) @ U_n + b_n)
+      n = phi(x @ W_n + (r * h) @ U_n + b_n)
     h = (1.0 - z) * n + z * h
     return dict(h=h), h
 
@@ -268,6 +276,11 @@ VARIANTS = {
     "peephole_cifg_nobias": ("lstm", dict(peephole=True, coupled_input_forget=True,
                                           use_bias=False)),
     "gru_nobias": ("gru", dict(use_bias=False)),
+    # Other squashing functions: Keras' recurrent_activation, Flax's gate_fn.
+    "lstm_hard_gates": ("lstm", dict(gate_activation="hard_sigmoid")),
+    "peephole_hard_gates": ("lstm", dict(peephole=True, gate_activation="hard_sigmoid")),
+    "gru_relu_hard_gates": ("gru", dict(activation="relu", gate_activation="hard_sigmoid")),
+    "gru_reset_before_relu": ("gru", dict(reset_after=False, activation="relu")),
 }
 
 

@@ -418,6 +418,21 @@ def test_use_bias_false_makes_no_biases_and_refuses_params_with_them(make):
     jaxrnn.scan(make(H), params, random_xs())
 
 
+def test_other_gate_and_candidate_activations_leave_the_standard_kernels():
+  # Those kernels hard-code sigmoid gates and a tanh candidate.
+  from jaxrnn._cells.gru_batched import gru_batch_kernel
+  from jaxrnn._cells.lstm_batched import lstm_batch_kernel
+  assert jaxrnn.lstm(H, gate_activation="sigmoid").batched is lstm_batch_kernel
+  assert jaxrnn.gru(H, activation="tanh", gate_activation="sigmoid").batched is gru_batch_kernel
+  hard = jaxrnn.lstm(H, gate_activation="hard_sigmoid").batched
+  assert hard is not None and hard is not lstm_batch_kernel       # the generic kernel
+  assert jaxrnn.gru(H, activation="relu").batched is None          # vmap of scan
+  assert jaxrnn.gru(H, gate_activation=jax.nn.hard_sigmoid).batched is None
+  for make, name in ((jaxrnn.lstm, "gate_activation"), (jaxrnn.gru, "activation")):
+    with pytest.raises(ValueError, match=f"{name}='hard_sigmod'"):
+      make(H, **{name: "hard_sigmod"})
+
+
 def test_oracle_catches_a_wrong_gate():
   """The oracle is sharp enough: swapping the i and f blocks is noticed."""
   cell, params, ref = setup("peephole")

@@ -5,18 +5,20 @@ Lives here: `gru` and `GRUParams`. Not here: drivers (`_scan.py`).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, check_bool, check_size, matmul, project_input,
-                          split_gates, stacked_init, with_compute_dtype)
+from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_bool, check_size,
+                          matmul, project_input, split_gates, stacked_init,
+                          with_compute_dtype)
 from jaxrnn._cells.gru_batched import gru_batch_kernel
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
 Initializer = Callable
+Activation = Union[Callable[[jax.Array], jax.Array], str]
 GATES = ("r", "z", "n")
 
 
@@ -32,6 +34,8 @@ def gru(
     hidden_size: int,
     *,
     reset_after: bool = True,
+    activation: Activation = jnp.tanh,
+    gate_activation: Activation = jax.nn.sigmoid,
     kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
     recurrent_init: Initializer = jax.nn.initializers.orthogonal(),
     bias_init: Initializer = jax.nn.initializers.zeros,
@@ -58,6 +62,12 @@ def gru(
   .. math::
 
     n_t = \tanh(W_n x + U_n (r_t \odot h) + b_n)
+
+  ``activation`` replaces the candidate's tanh and ``gate_activation`` the
+  sigmoid of r and z (functions or `jax.nn` names: Keras' ``activation``
+  and ``recurrent_activation``, Flax's ``activation_fn`` and ``gate_fn``);
+  with either changed, `jaxrnn.scan_batch` runs `jaxrnn.scan` under
+  `jax.vmap` instead of the batched kernel.
 
   Colah's figure writes ``h_t = (1 - z_t) h + z_t n_t``: his ``z`` is our
   ``1 - z``. We follow Cho et al. and every framework, where ``z`` keeps the
@@ -89,6 +99,8 @@ def gru(
   (5, 16)
   """
   H = hidden_size = check_size("jaxrnn.gru", "hidden_size", hidden_size)
+  act = check_activation("jaxrnn.gru", "activation", activation)
+  gate_fn = check_activation("jaxrnn.gru", "gate_activation", gate_activation)
   if not check_bool("jaxrnn.gru", "use_bias", use_bias) and not reset_after:
     # Its params (w_x, w_h alone) would be the reset_after=True GRU's, which
     # is what torch and Flax hold: exported, it would compute something else.
@@ -115,24 +127,25 @@ def gru(
 
   def finish(params, h, gx, u):   # reset_after: u = h @ w_h, all three blocks
     # r and z through one sigmoid: one wide op is faster on CPU (see lstm.py)
-    r, z = jnp.split(jax.nn.sigmoid(gx[..., :2 * H] + u[..., :2 * H]), 2, axis=-1)
+    r, z = jnp.split(gate_fn(gx[..., :2 * H] + u[..., :2 * H]), 2, axis=-1)
     u_n = u[..., 2 * H:] if params.b_hn is None else u[..., 2 * H:] + params.b_hn
-    n = jnp.tanh(gx[..., 2 * H:] + r * u_n)
+    n = act(gx[..., 2 * H:] + r * u_n)
     h = (1.0 - z) * n + z * h
     return record_gru(r, z, n, h)
 
   if reset_after:
     cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
                       recurrent_input=lambda h: h, finish=finish, output_size=H)
-    cell = cell._replace(batched=gru_batch_kernel)   # for jaxrnn.scan_batch
+    if act is jnp.tanh and gate_fn is jax.nn.sigmoid:   # the kernel's equations
+      cell = cell._replace(batched=gru_batch_kernel)     # for jaxrnn.scan_batch
     return with_compute_dtype(cell, dtype, "jaxrnn.gru")
 
   def step(params, h, gx):   # Cho et al.: U_n multiplies r * h, a second matmul
     x = split_gates(gx, GATES)
     u_rz = matmul(h, params.w_h[:, :2 * H])
-    r = jax.nn.sigmoid(x["r"] + u_rz[:H])
-    z = jax.nn.sigmoid(x["z"] + u_rz[H:])
-    n = jnp.tanh(x["n"] + matmul(r * h, params.w_h[:, 2 * H:]))
+    r = gate_fn(x["r"] + u_rz[:H])
+    z = gate_fn(x["z"] + u_rz[H:])
+    n = act(x["n"] + matmul(r * h, params.w_h[:, 2 * H:]))
     h = (1.0 - z) * n + z * h
     return record_gru(r, z, n, h)
 

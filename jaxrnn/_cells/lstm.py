@@ -58,6 +58,7 @@ def lstm(
     output_gate: bool = True,
     input_activation: Activation = jnp.tanh,
     output_activation: Activation = jnp.tanh,
+    gate_activation: Activation = jax.nn.sigmoid,
     coupled_input_forget: bool = False,
     full_gate_recurrence: bool = False,
     proj_size: Optional[int] = None,
@@ -135,6 +136,10 @@ def lstm(
     peephole, input_gate, forget_gate, output_gate, input_activation,
       output_activation, coupled_input_forget, full_gate_recurrence: the
       variant switches above.
+    gate_activation: :math:`\sigma` of the gates i, f, o, a function or a
+      `jax.nn` name (Keras' ``recurrent_activation``, Flax's ``gate_fn``;
+      ``"hard_sigmoid"`` was Keras 2's default). Any other than the
+      sigmoid runs on the generic batched kernel, not the standard LSTM's.
     proj_size: P for LSTMP, or None.
     forget_bias: added to the forget gate's initial bias; None means 1.0.
       Without a forget gate there is none to add to: giving it raises.
@@ -190,6 +195,7 @@ def lstm(
                                       input_activation, optional=True)
   output_activation = check_activation("jaxrnn.lstm", "output_activation",
                                        output_activation, optional=True)
+  gate_fn = check_activation("jaxrnn.lstm", "gate_activation", gate_activation)
   hidden_size = check_size("jaxrnn.lstm", "hidden_size", hidden_size)
   if proj_size is not None:
     proj_size = check_size("jaxrnn.lstm", "proj_size", proj_size, optional=True)
@@ -252,10 +258,10 @@ def lstm(
     # same sigmoid (tanh z = 2 sigmoid(2z) - 1, one op, no padding) measured
     # 0.96-1.14x the training time (CIFG and projected LSTMs, B = 32, both
     # kernels, two runs): dropped.
-    wide = None if peephole else split_gates(jax.nn.sigmoid(z), gates)
+    wide = None if peephole else split_gates(gate_fn(z), gates)
 
     def gate(name, p, c):
-      return wide[name] if wide is not None else jax.nn.sigmoid(peep(pre[name], p, c))
+      return wide[name] if wide is not None else gate_fn(peep(pre[name], p, c))
 
     c_prev = carry.c
     f = gate("f", params.p_f, c_prev) if forget_gate else 1.0
@@ -283,13 +289,14 @@ def lstm(
                     output_size=out_size, additive=True)   # z = gx + u
   standard = (not peephole and input_gate and forget_gate and output_gate
               and input_activation is jnp.tanh and output_activation is jnp.tanh
-              and not coupled_input_forget and not full_gate_recurrence
-              and proj_size is None)
+              and gate_fn is jax.nn.sigmoid and not coupled_input_forget
+              and not full_gate_recurrence and proj_size is None)
   if use_cudnn and not standard:
     raise ValueError(
         "jaxrnn.lstm: use_cudnn runs cuDNN's LSTM, which is the standard one "
-        "(no peepholes, all three gates, tanh activations, no coupling, no "
-        "full_gate_recurrence, no proj_size); this cell changes a switch. "
+        "(no peepholes, all three gates, tanh activations, sigmoid gates, no "
+        "coupling, no full_gate_recurrence, no proj_size); this cell changes a "
+        "switch. "
         "Fix: drop use_cudnn; the variant runs on jaxrnn's own kernels.")
   # The standard form also runs as one batched kernel (jaxrnn.scan_batch).
   if standard and use_cudnn:
