@@ -5,10 +5,12 @@ they enter a cell. Not here: the layers (`_layers.py`), a stack's dropout
 between layers (drawn afresh at every step, as PyTorch's).
 
 Gal & Ghahramani (2016), "A theoretically grounded application of dropout
-in recurrent neural networks", as Keras' ``LSTM``, ``GRU`` and
-``SimpleRNN`` implement it: each sequence draws a mask ``m_x`` over the
-input features and one ``m_h`` over the recurrent state, entries 0 or
-``1 / (1 - rate)``, and every step uses the same two:
+in recurrent neural networks", as tf.keras' ``LSTM`` and ``GRU``
+(``implementation=2``) and Keras' ``SimpleRNN`` implement it: each sequence
+draws a mask ``m_x`` over the input features and one ``m_h`` over the
+recurrent state, shared by the gates (Keras 3.8 and later draw one per gate
+when ``recurrent_dropout`` is set), entries 0 or ``1 / (1 - rate)``, and
+every step uses the same two:
 
 .. math::
 
@@ -22,7 +24,8 @@ R) h``, the recurrent mask is applied to the rows of ``R`` (``params.w_h``,
 
 from __future__ import annotations
 
-from typing import Optional
+from numbers import Real
+from typing import Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +34,11 @@ from jaxrnn._cell import Array, Params
 
 
 def check_rate(where: str, name: str, rate) -> float:
-  if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
-    raise ValueError(f"{where}: {name}={rate!r}; expected a rate in [0, 1), the "
-                     f"fraction of units dropped (0 switches it off).")
+  """``rate`` as a float in [0, 1); raises otherwise (a bool or string too)."""
+  number = isinstance(rate, Real) or (hasattr(rate, "dtype") and jnp.ndim(rate) == 0)
+  if isinstance(rate, bool) or not number or not 0 <= float(rate) < 1:
+    raise ValueError(f"{where}: {name}={rate!r} ({type(rate).__name__}); expected a "
+                     f"rate in [0, 1), the fraction of units dropped (0 switches it off).")
   return float(rate)
 
 
@@ -61,12 +66,12 @@ def variational_masks(key: Array, input_size: int, recurrent_size: int, dropout:
 
 def recurrent_size(where: str, params: Params) -> int:
   """P, the size of the state the recurrent weights ``params.w_h [P, G]`` read."""
-  w_h = getattr(params, "w_h", None)
+  w_h = params.get("w_h") if isinstance(params, Mapping) else getattr(params, "w_h", None)
   if w_h is None or jnp.ndim(w_h) != 2:
     raise ValueError(
         f"{where}: recurrent_dropout masks h_(t-1) through the rows of the "
-        f"recurrent weights, params.w_h [P, G], as jaxrnn's simple_rnn, lstm and "
-        f"gru have them; these params ({type(params).__name__}) have "
+        f"recurrent weights, params.w_h (or params['w_h']) [P, G], as jaxrnn's "
+        f"simple_rnn, lstm and gru have them; these params ({type(params).__name__}) have "
         f"{'none' if w_h is None else f'w_h of shape {jnp.shape(w_h)}'}. Fix: "
         f"use dropout (inputs) alone, or mask h in your own cell's step.")
   return w_h.shape[0]
@@ -79,5 +84,9 @@ def apply_masks(params: Params, xs: Array, m_x: Optional[Array],
   if m_x is not None:
     xs = xs * jnp.expand_dims(m_x, -2).astype(jnp.result_type(xs, jnp.float32))
   if m_h is not None:
-    params = params._replace(w_h=params.w_h * m_h[:, None].astype(params.w_h.dtype))
+    # Scaled in float32 (1 / 0.7 is not a bfloat16), rounded once.
+    w_h = params["w_h"] if isinstance(params, Mapping) else params.w_h
+    w_h = (w_h * m_h[:, None]).astype(w_h.dtype)
+    params = ({**params, "w_h": w_h} if isinstance(params, Mapping)
+              else params._replace(w_h=w_h))
   return params, xs

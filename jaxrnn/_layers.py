@@ -81,8 +81,10 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   `rnn`, `stack` and `bidirectional` run their ``apply_batch``, which reaches
   the batched kernels of `jaxrnn.scan_batch` (for training, the faster
   path on CPU); a hand-written Seq without one is vmapped.
-  With a ``key``, dropout draws every example's mask from that one key, so
-  the draws differ from a vmap over per-example keys (same distribution).
+  With a ``key``, a stack's dropout between layers draws every example's
+  mask from that one key, so the draws differ from a vmap over per-example
+  keys (same distribution); ``rnn``'s dropout draws each sequence's masks
+  from ``jax.random.split(key, B)``, as that vmap would.
   Where a kernel runs (no resets) it is reverse mode only, as in
   `jaxrnn.scan_batch`: use ``jax.vmap(layer.apply)`` for `jax.jvp`.
 
@@ -120,19 +122,23 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   """A `Seq` that runs ``cell`` over the sequence with `jaxrnn.scan`
   (`jaxrnn.scan_batch` in `apply_batch`); ``unroll`` as there.
 
-  ``dropout`` and ``recurrent_dropout`` are Keras' (Gal & Ghahramani 2016;
-  `jaxrnn._dropout`): called with a ``key``, each sequence draws one mask
-  over its input features and one over ``h_{t-1}``, kept for all its steps,
-  and ``z_t = W (m_x x_t) + R (m_h h_{t-1}) + b``; without a key they do
-  nothing. ``recurrent_dropout`` needs params with the recurrent weights as
-  ``w_h [P, G]`` (`jaxrnn.simple_rnn`, `jaxrnn.lstm`, `jaxrnn.gru`). In
+  ``dropout`` and ``recurrent_dropout`` are Keras' variational dropout
+  (Gal & Ghahramani 2016; `jaxrnn._dropout`): called with a ``key``, each
+  sequence draws one mask over its input features and one over
+  ``h_{t-1}``, shared by the gates and kept for all its steps, and
+  ``z_t = W (m_x x_t) + R (m_h h_{t-1}) + b`` (tf.keras' ``implementation=2``;
+  Keras 3.8 and later draw a mask per gate when ``recurrent_dropout`` is
+  set). Without a key they do nothing. ``recurrent_dropout`` needs params
+  with the recurrent weights as ``w_h [P, G]`` (`jaxrnn.simple_rnn`,
+  `jaxrnn.lstm`, `jaxrnn.gru`; peepholes and ``full_gate_recurrence``'s
+  ``w_gates`` are not masked). In
   ``apply_batch`` each sequence's masks come from ``jax.random.split(key,
   B)``, so it equals ``jax.vmap(apply)`` over those keys; with
   ``recurrent_dropout`` that is the path it runs (each sequence has its own
-  masked weights), not the batched kernel: a training step at B = 32,
-  T = 128, H = 256 took 3.0x the kernel's time for the LSTM and 4.1x for
-  the GRU (2 CPU cores, interleaved medians); ``dropout`` alone keeps the
-  kernel.
+  masked weights, ``B`` copies of ``w_h`` and of its gradient in memory),
+  not the batched kernel: a training step at B = 32, T = 128, H = 256 took
+  3.0x the kernel's time for the LSTM and 4.1x for the GRU (2 CPU cores,
+  interleaved medians); ``dropout`` alone keeps the kernel.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> layer = jaxrnn.rnn(jaxrnn.gru(8))
@@ -151,7 +157,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
     if key is not None and (dropout or recurrent_dropout):
-      params, xs = apply_masks(params, xs, *masks(params, jnp.shape(xs)[-1], key))
+      xs = jnp.asarray(xs)
+      params, xs = apply_masks(params, xs, *masks(params, xs.shape[-1], key))
     return scan(cell, params, xs, carry=carry, mask=mask, resets=resets,
                 reverse=reverse, unroll=unroll)
 
@@ -161,8 +168,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
                              step=None, output_size=cell.output_size),
                          params, xs, carry=carry, mask=mask, resets=resets, key=key)
     if key is not None and dropout:
-      keys = jax.random.split(key, jnp.shape(xs)[0])
-      m_x = jax.vmap(lambda k: masks(params, jnp.shape(xs)[-1], k)[0])(keys)
+      keys = jax.random.split(key, xs.shape[0])
+      m_x = jax.vmap(lambda k: masks(params, xs.shape[-1], k)[0])(keys)
       params, xs = apply_masks(params, xs, m_x, None)
     return scan_batch(cell, params, xs, carry=carry, mask=mask, resets=resets,
                       reverse=reverse, unroll=unroll)

@@ -83,7 +83,8 @@ def scan_batch(
   >>> bool(jnp.allclose(ys, same[1], atol=1e-5))
   True
   """
-  given = jnp.shape(xs)      # the caller's layout, for messages
+  xs = jnp.asarray(xs)
+  given = xs.shape           # the caller's layout, for messages
   xs, mask, resets = batch_major("jaxrnn.scan_batch", xs, mask, resets,
                                  seq_lengths, time_major, "jaxrnn.scan", rank=3)
   B, T = xs.shape[:2]

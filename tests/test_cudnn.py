@@ -280,7 +280,10 @@ def test_use_cudnn_is_checked_when_the_cell_is_built():
     with pytest.raises(ValueError, match=f"use_cudnn must be False, True or 'auto'; got {bad!r}"):
       jaxrnn.lstm(H, use_cudnn=bad)
   with pytest.raises(ValueError, match="standard one.*Fix: drop use_cudnn"):
-    jaxrnn.lstm(H, peephole=True, use_cudnn="auto")
+    jaxrnn.lstm(H, peephole=True, use_cudnn=True)
+  # "auto" runs cuDNN where it can: a variant runs jaxrnn's own kernels.
+  assert (jaxrnn.lstm(H, gate_activation="hard_sigmoid", use_cudnn="auto").batched is not None
+          and jaxrnn.lstm(H, peephole=True, use_cudnn="auto").batched is not None)
 
 
 def test_layers_reach_the_cudnn_path(cudnn):

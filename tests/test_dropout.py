@@ -141,3 +141,24 @@ def test_bad_rates_and_cells_without_w_h_are_refused():
   # Input dropout alone needs nothing of the cell.
   jaxrnn.rnn(cell, dropout=0.2).apply(cell.init(jax.random.key(0), I), XS[0],
                                       key=jax.random.key(1))
+
+
+def test_a_hand_written_cell_with_w_h_in_a_dict_and_numpy_rates_work():
+  # fused_cell's documented example keeps its params in a dict.
+  def init(key, input_size):
+    kx, kh = jax.random.split(key)
+    return {"w_x": jax.random.normal(kx, (input_size, H)),
+            "w_h": jax.random.normal(kh, (H, H)) / H}
+
+  cell = jaxrnn.Cell(init=init, initial_carry=lambda p: jnp.zeros(H),
+                     step=lambda p, h, x: (jnp.tanh(x @ p["w_x"] + h @ p["w_h"]),) * 2,
+                     output_size=H)
+  layer = jaxrnn.rnn(cell, recurrent_dropout=np.float32(0.5))
+  params, key = cell.init(jax.random.key(0), I), jax.random.key(4)
+  _, m_h = variational_masks(key, I, H, 0.0, 0.5)
+  h, want = jnp.zeros(H), []
+  for x in XS[0]:
+    h = jnp.tanh(x @ params["w_x"] + (h * m_h) @ params["w_h"])
+    want.append(h)
+  np.testing.assert_allclose(layer.apply(params, XS[0], key=key)[1], jnp.stack(want),
+                             atol=1e-6)

@@ -137,9 +137,11 @@ def lstm(
       output_activation, coupled_input_forget, full_gate_recurrence: the
       variant switches above.
     gate_activation: :math:`\sigma` of the gates i, f, o, a function or a
-      `jax.nn` name (Keras' ``recurrent_activation``, Flax's ``gate_fn``;
-      ``"hard_sigmoid"`` was Keras 2's default). Any other than the
-      sigmoid runs on the generic batched kernel, not the standard LSTM's.
+      `jax.nn` name (Keras' ``recurrent_activation``, Flax's ``gate_fn``).
+      ``"hard_sigmoid"`` is `jax.nn.hard_sigmoid`, ``relu6(z + 3) / 6`` as
+      in Keras 3; Keras 2's default was ``clip(0.2 z + 0.5, 0, 1)``: pass
+      that as a function. Any other than the sigmoid runs on the generic
+      batched kernel, not the standard LSTM's.
     proj_size: P for LSTMP, or None.
     forget_bias: added to the forget gate's initial bias; None means 1.0.
       Without a forget gate there is none to add to: giving it raises.
@@ -291,7 +293,7 @@ def lstm(
               and input_activation is jnp.tanh and output_activation is jnp.tanh
               and gate_fn is jax.nn.sigmoid and not coupled_input_forget
               and not full_gate_recurrence and proj_size is None)
-  if use_cudnn and not standard:
+  if use_cudnn is True and not standard:
     raise ValueError(
         "jaxrnn.lstm: use_cudnn runs cuDNN's LSTM, which is the standard one "
         "(no peepholes, all three gates, tanh activations, sigmoid gates, no "
@@ -299,7 +301,7 @@ def lstm(
         "switch. "
         "Fix: drop use_cudnn; the variant runs on jaxrnn's own kernels.")
   # The standard form also runs as one batched kernel (jaxrnn.scan_batch).
-  if standard and use_cudnn:
+  if standard and use_cudnn:   # "auto" on a variant: jaxrnn's kernels, as elsewhere
     cell = cell._replace(batched=partial(lstm_cudnn_kernel, required=use_cudnn is True))
   elif standard:
     cell = cell._replace(batched=lstm_batch_kernel)

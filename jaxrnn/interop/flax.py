@@ -448,9 +448,9 @@ def run(layer: Seq, params, xs, mask, carry, key, seq_lengths, time_major):
   xs = jnp.asarray(xs)
   if xs.ndim == 2:
     if seq_lengths is not None:   # checked as a batch of one; its mask
-      if jnp.ndim(seq_lengths) != 0:
+      if np.ndim(seq_lengths) != 0:
         raise ValueError(
-            f"jaxrnn.interop.flax: seq_lengths has shape {jnp.shape(seq_lengths)} "
+            f"jaxrnn.interop.flax: seq_lengths has shape {np.shape(seq_lengths)} "
             f"but xs {xs.shape} is one sequence [T, I]; expected an int, its "
             f"number of valid steps. Fix: pass an int, or a batch xs [B, T, I] "
             f"with seq_lengths int[B].")
@@ -476,7 +476,8 @@ class Recurrent(nnx.Module):
   seq_lengths=None, time_major=None) -> (carry, ys)`` runs ``layer.apply``
   on ``xs [T, I]``, or `jaxrnn.apply_batch` on ``[B, T, I]`` (mask
   ``[B, T]``, carry batched; the batched kernels, which are reverse mode
-  only, and one dropout draw for the batch). As in Flax's ``nn.RNN``,
+  only; a stack's dropout between layers draws once for the batch, an
+  ``rnn(cell, dropout=, recurrent_dropout=)`` one mask per sequence). As in Flax's ``nn.RNN``,
   ``seq_lengths`` (``int[B]``; an int for one sequence) counts each
   sequence's steps before its end padding, in place of a mask, and
   ``time_major`` (the constructor's, or the call's, which wins) takes and

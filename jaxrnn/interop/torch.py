@@ -358,7 +358,10 @@ def to_torch(params: Any, *, bidirectional: Optional[bool] = None,
   zeros for params without biases; None, the default, is False when no
   layer has biases (cells built with ``use_bias=False``), else True. (A
   GRU without biases is torch's, ``reset_after=True``: `jaxrnn.gru` builds
-  no other.) Keys come in torch's order,
+  no other.) Params do not record activations: those of a cell built with
+  other ones (``gate_activation``, the GRU's ``activation``, an LSTM's
+  ``input_activation`` or ``output_activation``) go out as torch's sigmoid
+  and tanh cell, which computes something else. Keys come in torch's order,
   with ``prefix`` in front. Load with
   ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
   (bfloat16 params come out as ``ml_dtypes.bfloat16`` arrays, which
