@@ -12,6 +12,7 @@ Dimension legend used in every docstring:
 
 from __future__ import annotations
 
+import functools
 import operator
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -146,7 +147,13 @@ def with_compute_dtype(cell: Cell, dtype, where: str) -> Cell:
         lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
 
   def casting(fn):
-    return None if fn is None else (lambda params, *args, **kwargs: fn(cast(params), *args, **kwargs))
+    if fn is None:
+      return None
+
+    @functools.wraps(fn)        # keeps a kernel's markers (takes_recurrent_mask)
+    def cast_first(params, *args, **kwargs):
+      return fn(cast(params), *args, **kwargs)
+    return cast_first
 
   # initial_carry too, so that the carry has the dtype the cast params give it.
   return cell._replace(initial_carry=casting(cell.initial_carry), step=casting(cell.step),

@@ -77,16 +77,35 @@ def recurrent_size(where: str, params: Params) -> int:
   return w_h.shape[0]
 
 
-def apply_masks(params: Params, xs: Array, m_x: Optional[Array],
-                m_h: Optional[Array]) -> tuple[Params, Array]:
-  """``(params, xs)`` with ``m_x`` on the features of ``xs [..., T, I]``
-  (``m_x [..., I]``) and ``m_h`` on the rows of ``params.w_h``."""
-  if m_x is not None:
-    xs = xs * jnp.expand_dims(m_x, -2).astype(jnp.result_type(xs, jnp.float32))
-  if m_h is not None:
-    # Scaled in float32 (1 / 0.7 is not a bfloat16), rounded once.
-    w_h = params["w_h"] if isinstance(params, Mapping) else params.w_h
-    w_h = (w_h * m_h[:, None]).astype(w_h.dtype)
-    params = ({**params, "w_h": w_h} if isinstance(params, Mapping)
-              else params._replace(w_h=w_h))
-  return params, xs
+def mask_inputs(xs: Array, m_x: Optional[Array]) -> Array:
+  """``xs [..., T, I]`` with each sequence's ``m_x [..., I]`` on its features."""
+  if m_x is None:
+    return xs
+  return xs * jnp.expand_dims(m_x, -2).astype(jnp.result_type(xs, jnp.float32))
+
+
+def scale_recurrent_rows(params: Params, m_h: Array) -> Params:
+  """``params`` with ``w_h`` replaced by ``diag(m_h) w_h``: one sequence's
+  recurrent mask, as ``R (m_h h) = (diag(m_h) R) h``.
+
+  Scaled in float32 (``1 / 0.7`` is not a bfloat16), rounded once.
+  """
+  dict_params = isinstance(params, Mapping)
+  w_h = params["w_h"] if dict_params else params.w_h
+  w_h = (w_h * m_h[:, None]).astype(w_h.dtype)
+  return {**params, "w_h": w_h} if dict_params else params._replace(w_h=w_h)
+
+
+def check_recurrent_mask(where: str, params: Params, recurrent_mask, batch: Optional[int]):
+  """``recurrent_mask`` as a float array ``[P]`` (``[B, P]`` for a batch); raises otherwise."""
+  P = recurrent_size(where, params)
+  m = jnp.asarray(recurrent_mask)
+  shape = (P,) if batch is None else (batch, P)
+  if m.shape != shape or not (jnp.issubdtype(m.dtype, jnp.floating) or m.dtype == jnp.bool_):
+    per = "one entry per unit of h" if batch is None else f"one row per sequence of the {batch}"
+    raise ValueError(
+        f"{where}: recurrent_mask is {m.dtype}{list(m.shape)}; expected a float "
+        f"mask {list(shape)}, {per} (P = {P}, the rows of params.w_h). Fix: "
+        f"draw it as jax.random.bernoulli(key, 1 - rate, {shape}) / (1 - rate), "
+        f"or use jaxrnn.rnn(cell, recurrent_dropout=rate).")
+  return m.astype(jnp.float32)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
+from jaxrnn._dropout import check_recurrent_mask, scale_recurrent_rows
 
 
 def scan(
@@ -26,6 +27,7 @@ def scan(
     resets: Optional[Array] = None,
     reverse: bool = False,
     unroll: int | bool | None = None,
+    recurrent_mask: Optional[Array] = None,
 ) -> tuple[Carry, Array]:
   """Runs ``cell`` over one sequence ``xs [T, I]``: ``(carry, ys [T, O])``.
 
@@ -64,6 +66,11 @@ def scan(
     unroll: steps per loop iteration, passed to `jax.lax.scan`; None (the
       default) is `default_unroll()`: 8 where JAX's default backend is a
       GPU, 1 elsewhere.
+    recurrent_mask: ``[P]``, a multiplier of ``h_{t-1}`` where it enters the
+      recurrent product, the same at every step (variational dropout's
+      mask; `jaxrnn.rnn`'s ``recurrent_dropout`` draws it); the carry is not
+      multiplied. Needs the recurrent weights as ``params.w_h [P, G]``,
+      whose rows it scales (``R (m h) = (diag(m) R) h``).
 
   Raises:
     ValueError: at trace time, for a batched ``xs``, params unlike those
@@ -86,6 +93,9 @@ def scan(
   xs = jnp.asarray(xs)
   check_xs(xs)
   check_params("scan", cell, params, xs.shape)
+  if recurrent_mask is not None:
+    params = scale_recurrent_rows(
+        params, check_recurrent_mask("jaxrnn.scan", params, recurrent_mask, None))
   unroll = default_unroll() if unroll is None else unroll
   T = xs.shape[0]
   mask = check_flags("mask", mask, T)

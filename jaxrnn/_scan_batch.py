@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
+from jaxrnn._dropout import check_recurrent_mask
 from jaxrnn._scan import _describe, check_params, default_unroll, scan, zero_padding
 
 def scan_batch(
@@ -27,6 +28,7 @@ def scan_batch(
     unroll: int | bool | None = None,
     seq_lengths: Optional[Array] = None,
     time_major: bool = False,
+    recurrent_mask: Optional[Array] = None,
 ) -> tuple[Carry, Array]:
   """Runs ``cell`` over a batch ``xs [B, T, I]``: ``(carry, ys [B, T, O])``.
 
@@ -47,7 +49,11 @@ def scan_batch(
   masked steps are zero and a sequence with nothing valid keeps its initial
   carry; ``reverse=True`` returns its outputs in input order (Flax's
   ``nn.RNN(..., keep_order=True)``; its default ``keep_order=False`` would
-  return them reversed). A
+  return them reversed). ``recurrent_mask`` ``[B, P]`` is each sequence's
+  multiplier of ``h_{t-1}`` in the recurrent product, as in `jaxrnn.scan`
+  (variational dropout); the standard LSTM's and GRU's kernels apply it in
+  their loops, every other cell runs the vmapped `jaxrnn.scan` with its
+  own scaled copy of ``w_h`` per sequence. A
   cell with a batched kernel (``cell.batched``) runs it whenever there are
   no resets: one loop for the whole batch whose backward computes the weight
   gradients as single matmuls. The standard `jaxrnn.lstm` and `jaxrnn.gru`
@@ -94,20 +100,26 @@ def scan_batch(
   unroll = default_unroll() if unroll is None else unroll
   if carry is not None:
     _check_batch_carry(carry, cell.initial_carry(params), B)
-  if cell.batched is not None and resets is None and T > 0:
+  if recurrent_mask is not None:
+    recurrent_mask = check_recurrent_mask("jaxrnn.scan_batch", params, recurrent_mask, B)
+  kernel_takes_mask = getattr(cell.batched, "takes_recurrent_mask", False)
+  if (cell.batched is not None and resets is None and T > 0
+      and (recurrent_mask is None or kernel_takes_mask)):
     if mask is not None:
       xs = zero_padding(xs, mask)
     if carry is None:
       carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
                            cell.initial_carry(params))
-    carry, ys = cell.batched(params, carry, xs, mask, reverse, unroll)
+    extra = {} if recurrent_mask is None else {"recurrent_mask": recurrent_mask}
+    carry, ys = cell.batched(params, carry, xs, mask, reverse, unroll, **extra)
   else:
-    def one(x, c, m, r):
+    def one(x, c, m, r, rm):
       return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,
-                  unroll=unroll)
+                  unroll=unroll, recurrent_mask=rm)
     axis = lambda a: None if a is None else 0
-    carry, ys = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets)))(
-        xs, carry, mask, resets)
+    carry, ys = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets),
+                                       axis(recurrent_mask)))(
+        xs, carry, mask, resets, recurrent_mask)
   return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
 
 

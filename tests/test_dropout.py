@@ -162,3 +162,18 @@ def test_a_hand_written_cell_with_w_h_in_a_dict_and_numpy_rates_work():
     want.append(h)
   np.testing.assert_allclose(layer.apply(params, XS[0], key=key)[1], jnp.stack(want),
                              atol=1e-6)
+
+
+def test_cudnn_cells_run_recurrent_dropout_on_the_xla_kernel_or_refuse():
+  # cuDNN's LSTM has no recurrent mask: "auto" runs jaxrnn's kernel (with the
+  # mask, as the plain cell does), True says why it cannot run.
+  params = random_params(jaxrnn.lstm(H))
+  key = jax.random.key(2)
+  plain = jaxrnn.apply_batch(jaxrnn.rnn(jaxrnn.lstm(H), **RATES), params, XS, key=key)
+  auto = jaxrnn.apply_batch(jaxrnn.rnn(jaxrnn.lstm(H, use_cudnn="auto"), **RATES), params,
+                            XS, key=key)
+  for a, b in zip(jax.tree.leaves(auto), jax.tree.leaves(plain), strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="recurrent mask \\(recurrent dropout\\), which cuDNN"):
+    jaxrnn.apply_batch(jaxrnn.rnn(jaxrnn.lstm(H, use_cudnn=True), **RATES), params, XS,
+                       key=key)

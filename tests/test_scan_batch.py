@@ -378,3 +378,51 @@ def test_a_custom_additive_cell_runs_the_generic_kernel(name):
       else:
         np.testing.assert_allclose(a, b, atol=grad_tol)
   assert float(jnp.abs(grads[0][0]["leak"]).max()) > 0
+
+
+@pytest.mark.parametrize("kind", HAND + ("peephole_proj",))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_recurrent_mask_in_the_kernels_equals_scaled_weights_per_sequence(kind, reverse):
+  # The hand-written kernels multiply h_{t-1} in their loops; the reference
+  # is each sequence's scan with its own diag(m) R, written out here.
+  cell, params, xs, mask, carry = setup(kind=kind)
+  P = params.w_h.shape[0]
+  m = jax.random.bernoulli(jax.random.key(5), 0.6, (B, P)) / 0.6
+
+  def kernel(p, x, c):
+    return jaxrnn.scan_batch(cell, p, x, carry=c, mask=mask, reverse=reverse,
+                             recurrent_mask=m)
+
+  def reference(p, x, c):
+    def one(x, c, k, m_row):
+      return jaxrnn.scan(cell, p._replace(w_h=p.w_h * m_row[:, None]), x, carry=c,
+                         mask=k, reverse=reverse)
+    return jax.vmap(one)(x, c, mask, m)
+
+  assert uses_kernel(kernel, params, xs, carry) == (kind in HAND)
+  for a, b in zip(jax.tree.leaves(jax.jit(kernel)(params, xs, carry)),
+                  jax.tree.leaves(jax.jit(reference)(params, xs, carry)), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  grads = [jax.jit(jax.grad(partial(loss, run), argnums=(0, 1, 2)))(params, xs, carry)
+           for run in (kernel, reference)]
+  for a, b in zip(*map(jax.tree.leaves, grads), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+  with pytest.raises(ValueError, match=rf"recurrent_mask is float32\[{P}\]; expected a float "
+                     rf"mask \[{B}, {P}\], one row per sequence"):
+    jaxrnn.scan_batch(cell, params, xs, recurrent_mask=m[0])
+
+
+@pytest.mark.parametrize("kind", HAND)
+def test_kernel_gradients_with_a_recurrent_mask_match_finite_differences(kind):
+  with jax.enable_x64(True):
+    cell, params, xs, mask, carry = setup(dtype=jnp.float64, kind=kind, batch=3)
+    xs = xs.astype(jnp.float64)
+    P = params.w_h.shape[0]            # units dropped (0) or kept (2), per sequence
+    m = jnp.where((jnp.arange(3)[:, None] + jnp.arange(P)) % 2 == 0, 0.0, 2.0)
+
+    @jax.jit
+    def f(params, xs, carry):
+      return jaxrnn.scan_batch(cell, params, xs, carry=carry, mask=mask, recurrent_mask=m)
+
+    assert uses_kernel(f, params, xs, carry)
+    check_grads(f, (params, xs, carry), order=1, modes=("rev",))

@@ -34,10 +34,11 @@ def _parts(gx: Array, u: Array, b_hn: Array, H: int):
   return r, z, u_n
 
 
-def _step(w_h, bias_hn, h, gx, keep):
-  """One step from ``gx = x_t W + b``: ``h_t, y_t, u_t = h_{t-1} U``."""
+def _step(w_h, bias_hn, h, gx, keep, recurrent_mask):
+  """One step from ``gx = x_t W + b``: ``h_t, y_t, u_t = (m h_{t-1}) U``
+  (``m`` the recurrent mask, or 1)."""
   H = h.shape[-1]
-  u = matmul(h, w_h)
+  u = matmul(h if recurrent_mask is None else h * recurrent_mask, w_h)
   r, z, u_n = _parts(gx, u, bias_hn, H)
   n = jnp.tanh(gx[:, 2 * H:] + r * u_n)
   h_new = n + z * (h - n)                         # (1 - z) n + z h
@@ -56,7 +57,7 @@ HOIST_MAX_BATCH = 2
 HOIST_MAX_BATCH_BF16_TRAINING = 32
 
 
-def _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save: bool):
+def _loop(w_x, w_h, b, b_hn, h0, xs, valid, recurrent_mask, reverse, unroll, save: bool):
   """The forward loop; with ``save``, also every ``gx_t = x_t W + b``, ``u_t`` and ``h_{t-1}``.
 
   Unlike the LSTM's, it keeps the input matmul in the loop from B = 3 on:
@@ -105,7 +106,7 @@ def _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save: bool):
       gx, ahead = ahead, at(gxs, jnp.clip(t - 1 if reverse else t + 1, 0, T - 1))
     else:
       gx = matmul(at(xs, t), w_x) + bias
-    h_new, y, u = _step(w_h, bias_hn, h, gx, keep)
+    h_new, y, u = _step(w_h, bias_hn, h, gx, keep, recurrent_mask)
     if save:
       saved = tuple(put(a, t, v) for a, v in zip(saved, (u, h, gx)))
     return h_new, ahead, put(ys, t, y), saved
@@ -117,23 +118,25 @@ def _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save: bool):
   return final, (ys, gxs if hoisted else gx_saved[0], us, hs_prev)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def _gru_loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
-  """``h_T, ys`` for batch-major ``xs [B, T, I]``, ``valid`` bool[B, T] or None.
+@partial(jax.custom_vjp, nondiff_argnums=(8, 9))
+def _gru_loop(w_x, w_h, b, b_hn, h0, xs, valid, recurrent_mask, reverse, unroll):
+  """``h_T, ys`` for batch-major ``xs [B, T, I]``, ``valid`` bool[B, T] or
+  None, ``recurrent_mask`` [B, H] or None (constant: no gradient).
 
   Not differentiated, it saves nothing.
   """
-  return _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll, save=False)
+  return _loop(w_x, w_h, b, b_hn, h0, xs, valid, recurrent_mask, reverse, unroll,
+               save=False)
 
 
-def _forward(w_x, w_h, b, b_hn, h0, xs, valid, reverse, unroll):
-  final, (ys, gxs, us, hs_prev) = _loop(w_x, w_h, b, b_hn, h0, xs, valid, reverse,
-                                        unroll, save=True)
-  return (final, ys), (w_x, w_h, b, b_hn, xs, valid, gxs, us, hs_prev)
+def _forward(w_x, w_h, b, b_hn, h0, xs, valid, recurrent_mask, reverse, unroll):
+  final, (ys, gxs, us, hs_prev) = _loop(w_x, w_h, b, b_hn, h0, xs, valid, recurrent_mask,
+                                        reverse, unroll, save=True)
+  return (final, ys), (w_x, w_h, b, b_hn, xs, valid, recurrent_mask, gxs, us, hs_prev)
 
 
 def _backward(reverse, unroll, residuals, cotangents):
-  w_x, w_h, b, b_hn, xs, valid, gxs, us, hs_prev = residuals
+  w_x, w_h, b, b_hn, xs, valid, recurrent_mask, gxs, us, hs_prev = residuals
   dh_final, dys = cotangents
   H = hs_prev.shape[-1]
   bias_hn = b_hn.astype(us.dtype)
@@ -151,7 +154,10 @@ def _backward(reverse, unroll, residuals, cotangents):
                            axis=-1)
     d_gx = jnp.concatenate([d_rz, d_pre_n], axis=-1)
     d_u_n = d_pre_n * r
-    dh_prev = dh_new * z + matmul(jnp.concatenate([d_rz, d_u_n], axis=-1), w_h_t)
+    d_h_in_u = matmul(jnp.concatenate([d_rz, d_u_n], axis=-1), w_h_t)  # u = (m h) U
+    if recurrent_mask is not None:
+      d_h_in_u = d_h_in_u * recurrent_mask
+    dh_prev = dh_new * z + d_h_in_u
     if valid is not None:                         # a masked step passed h on
       keep = at(valid, t)[:, None]
       d_gx = jnp.where(keep, d_gx, jnp.zeros_like(d_gx))
@@ -163,19 +169,20 @@ def _backward(reverse, unroll, residuals, cotangents):
       body, gxs.shape[1], not reverse, unroll,
       (dh_final, (jnp.zeros_like(gxs), jnp.zeros_like(hs_prev, dtype=us.dtype))))
   # Weight gradients as single matmuls over time and batch. d u = [d_rz, d_u_n].
-  d_w_h = jnp.concatenate([time_batch_matmul(hs_prev, d_gxs[..., :2 * H], w_h),
-                           time_batch_matmul(hs_prev, d_u_ns, w_h)], axis=-1)
+  h_in_u = hs_prev if recurrent_mask is None else hs_prev * recurrent_mask[:, None]
+  d_w_h = jnp.concatenate([time_batch_matmul(h_in_u, d_gxs[..., :2 * H], w_h),
+                           time_batch_matmul(h_in_u, d_u_ns, w_h)], axis=-1)
   d_xs = matmul(d_gxs, w_x.T)
   return (time_batch_matmul(xs, d_gxs, w_x), d_w_h,
           d_gxs.sum(axis=(0, 1)).astype(b.dtype), d_u_ns.sum(axis=(0, 1)).astype(b_hn.dtype),
-          dh0, d_xs.astype(xs.dtype), None)
+          dh0, d_xs.astype(xs.dtype), None, None)
 
 
 _gru_loop.defvjp(_forward, _backward)
 
 
 def gru_batch_kernel(params, carry: Array, xs: Array, mask: Optional[Array],
-                     reverse: bool, unroll: int):
+                     reverse: bool, unroll: int, recurrent_mask: Optional[Array] = None):
   r"""The GRU (``reset_after=True``) over a batch: ``(h [B, H], ys [B, T, H])``.
 
   With :math:`g = W x_t + b` and :math:`u = U h_{t-1}` in blocks r, z, n:
@@ -211,4 +218,8 @@ def gru_batch_kernel(params, carry: Array, xs: Array, mask: Optional[Array],
         "reset_after=False). Fix: build the cell with the same reset_after.")
   H = params.w_h.shape[0]
   b, b_hn = (bias_or_zeros(v, n, params.w_h) for v, n in ((params.b, 3 * H), (params.b_hn, H)))
-  return _gru_loop(params.w_x, params.w_h, b, b_hn, carry, xs, mask, reverse, unroll)
+  return _gru_loop(params.w_x, params.w_h, b, b_hn, carry, xs, mask, recurrent_mask,
+                   reverse, unroll)
+
+
+gru_batch_kernel.takes_recurrent_mask = True   # see jaxrnn.scan_batch

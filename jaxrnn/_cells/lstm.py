@@ -303,6 +303,7 @@ def lstm(
   # The standard form also runs as one batched kernel (jaxrnn.scan_batch).
   if standard and use_cudnn:   # "auto" on a variant: jaxrnn's kernels, as elsewhere
     cell = cell._replace(batched=partial(lstm_cudnn_kernel, required=use_cudnn is True))
+    cell.batched.takes_recurrent_mask = True
   elif standard:
     cell = cell._replace(batched=lstm_batch_kernel)
   return with_compute_dtype(cell, dtype, "jaxrnn.lstm")

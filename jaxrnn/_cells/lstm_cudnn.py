@@ -111,8 +111,12 @@ def platform_reason() -> Optional[str]:
   return None
 
 
-def why_not_cudnn(params, carry, xs: Array, mask: Optional[Array]) -> Optional[str]:
+def why_not_cudnn(params, carry, xs: Array, mask: Optional[Array],
+                  recurrent_mask: Optional[Array] = None) -> Optional[str]:
   """Why cuDNN cannot run this call, or None when it can."""
+  if recurrent_mask is not None:
+    return ("the call has a recurrent mask (recurrent dropout), which cuDNN's "
+            "LSTM has no place for")
   if mask is not None:
     return ("the call has a mask, and cuDNN takes sequence lengths (a mask "
             "need not be a prefix)")
@@ -131,7 +135,8 @@ def why_not_cudnn(params, carry, xs: Array, mask: Optional[Array]) -> Optional[s
 
 
 def lstm_cudnn_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: bool,
-                      unroll: int, *, required: bool):
+                      unroll: int, recurrent_mask: Optional[Array] = None, *,
+                      required: bool):
   """The standard LSTM over a batch through cuDNN where it can run: ``(carry, ys [B, T, H])``.
 
   Same contract as `lstm_batch_kernel` (params `LSTMParams`, carry
@@ -141,7 +146,7 @@ def lstm_cudnn_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   kernel runs.
   """
   check_standard_params(params)
-  reason = why_not_cudnn(params, carry, xs, mask)
+  reason = why_not_cudnn(params, carry, xs, mask, recurrent_mask)
   if reason is not None:
     if required:
       raise ValueError(
@@ -149,7 +154,7 @@ def lstm_cudnn_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
           f"runs cuDNN or fails, and cuDNN cannot run this call: {reason}. "
           f"Fix: build it with use_cudnn='auto' (cuDNN where it can run, "
           f"jaxrnn's XLA kernel elsewhere), or meet that condition.")
-    return lstm_batch_kernel(params, carry, xs, mask, reverse, unroll)
+    return lstm_batch_kernel(params, carry, xs, mask, reverse, unroll, recurrent_mask)
 
   def cudnn(params, carry, xs):
     return cudnn_lstm(params, carry, xs, reverse)
@@ -157,6 +162,9 @@ def lstm_cudnn_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   def xla(params, carry, xs):
     return lstm_batch_kernel(params, carry, xs, None, reverse, unroll)
   return cudnn(params, carry, xs) if required else on_cuda(cudnn, xla, params, carry, xs)
+
+
+lstm_cudnn_kernel.takes_recurrent_mask = True   # by falling back to the XLA kernel
 
 
 def on_cuda(cudnn, other, *args):
