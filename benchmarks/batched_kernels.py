@@ -17,11 +17,13 @@ in one process, and prints medians and their ratios to the first form:
 With ``--precision`` the forms are instead the cell in float32, with
 bfloat16 params (``param_dtype``) and with float32 params computing in
 bfloat16 (``dtype``, mixed precision), each on `jaxrnn.scan_batch` as it
-runs; there ``lstm`` is the standard LSTM.
+runs; there, and with ``--dropout``, ``lstm`` is the standard LSTM. With ``--dropout`` they are
+``jaxrnn.rnn(cell)`` without dropout, with ``dropout=0.2`` and with
+``recurrent_dropout=0.2``, each through `jaxrnn.apply_batch` with a key.
 
 Run: ``python benchmarks/batched_kernels.py`` (a few minutes on 2 cores);
 ``--shape B,T,I,H``, ``--cells lstm,gru,peephole,cifg,lstmp,rnn``,
-``--rounds``, ``--forward`` (no gradient), ``--precision``, ``--cpu-devices
+``--rounds``, ``--forward`` (no gradient), ``--precision``, ``--dropout``, ``--cpu-devices
 2`` (the batch split over 2 CPU devices, as `jaxrnn.train.shard_batch`
 does), ``--quick`` (tiny, seconds).
 """
@@ -43,11 +45,11 @@ from benchmarks.cli import positive, shape_bthi  # noqa: E402
 CELLS = ("lstm", "gru", "peephole", "cifg", "lstmp", "rnn")
 
 
-def cell_forms(name: str, H: int, precision: bool = False) -> dict:
+def cell_forms(name: str, H: int, precision: bool = False, dropout: bool = False) -> dict:
   import jax.numpy as jnp
   import jaxrnn
   make = {
-      "lstm": (jaxrnn.lstm if precision else
+      "lstm": (jaxrnn.lstm if precision or dropout else
                lambda H, **kw: jaxrnn.lstm(H, input_activation=lambda z: jnp.tanh(z), **kw)),
       "gru": jaxrnn.gru,
       "peephole": jaxrnn.peephole_lstm,
@@ -58,6 +60,9 @@ def cell_forms(name: str, H: int, precision: bool = False) -> dict:
   if precision:
     return {"float32": make(H), "bf16-params": make(H, param_dtype=jnp.bfloat16),
             "dtype=bf16": make(H, dtype=jnp.bfloat16)}
+  if dropout:
+    return {"no-dropout": jaxrnn.rnn(make(H)), "dropout=0.2": jaxrnn.rnn(make(H), dropout=0.2),
+            "recurrent_dropout=0.2": jaxrnn.rnn(make(H), recurrent_dropout=0.2)}
   cell = make(H)
   forms = {"batched": cell, "per-example": cell._replace(batched=None),
            "unfused": jaxrnn.unfused(cell)}
@@ -75,6 +80,8 @@ def main(argv=None) -> None:
   p.add_argument("--forward", action="store_true", help="time the forward pass alone")
   p.add_argument("--precision", action="store_true",
                  help="forms float32, bfloat16 params, float32 params with dtype=bfloat16")
+  p.add_argument("--dropout", action="store_true",
+                 help="forms rnn(cell) without dropout, dropout=0.2, recurrent_dropout=0.2")
   p.add_argument("--cpu-devices", type=positive, default=1)
   p.add_argument("--quick", action="store_true",
                  help="B,T,I,H = 4,8,8,8 and 3 rounds (options given win)")
@@ -101,14 +108,14 @@ def main(argv=None) -> None:
 
   programs = {}
   for name in cells:
-    for form, cell in cell_forms(name, H, args.precision).items():
+    for form, cell in cell_forms(name, H, args.precision, args.dropout).items():
       params = cell.init(jax.random.key(0), I)
       if mesh is not None:
         params = replicate(params, mesh)
 
       def loss(params, xs, cell=cell):
-        import jaxrnn
-        return (jaxrnn.scan_batch(cell, params, xs)[1] ** 2).mean()
+        import jaxrnn        # a Cell runs scan_batch; a layer's dropout draws from the key
+        return (jaxrnn.apply_batch(cell, params, xs, key=jax.random.key(2))[1] ** 2).mean()
       f = jax.jit(loss if args.forward else jax.value_and_grad(loss))
       jax.block_until_ready(f(params, xs))        # compile
       jax.block_until_ready(f(params, xs))        # warm

@@ -108,4 +108,6 @@ def check_recurrent_mask(where: str, params: Params, recurrent_mask, batch: Opti
         f"mask {list(shape)}, {per} (P = {P}, the rows of params.w_h). Fix: "
         f"draw it as jax.random.bernoulli(key, 1 - rate, {shape}) / (1 - rate), "
         f"or use jaxrnn.rnn(cell, recurrent_dropout=rate).")
-  return m.astype(jnp.float32)
+  # A constant: no gradient flows to it on any path (the kernels' backward
+  # computes none), float32 at least, float64 under x64 as given.
+  return jax.lax.stop_gradient(m.astype(jnp.promote_types(m.dtype, jnp.float32)))

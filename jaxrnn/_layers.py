@@ -136,12 +136,14 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   B)``, so it equals ``jax.vmap(apply)`` over those keys. The standard
   LSTM's and GRU's batched kernels apply the recurrent mask in their loops
   (`jaxrnn.scan_batch`'s ``recurrent_mask``): a training step at B = 32,
-  T = 128, H = 256 with ``recurrent_dropout=0.2`` took 0.99x the LSTM's
-  time without dropout and 1.11x the GRU's (2 CPU cores, one device,
-  interleaved medians), where each sequence with its own scaled ``w_h``
-  under ``jax.vmap`` took 3.0x and 4.1x. Other cells run that
-  ``jax.vmap(apply)`` (``B`` copies of ``w_h`` and of its gradient in
-  memory).
+  T = 128, H = 256 with ``recurrent_dropout=0.2`` took 1.00-1.02x the
+  LSTM's time without dropout and 1.01-1.23x the GRU's (``python
+  benchmarks/batched_kernels.py --dropout --cells lstm,gru
+  [--cpu-devices 2]``, 2 CPU cores), where each sequence with its own
+  scaled ``w_h`` under ``jax.vmap`` took 2.8-4.1x. Other cells (the LSTM
+  variants, the simple RNN) run that ``jax.vmap(apply)`` (``B`` copies of
+  ``w_h`` and of its gradient in memory). cuDNN has no recurrent mask: an ``lstm(H, use_cudnn="auto")``
+  cell runs jaxrnn's kernel then, and ``use_cudnn=True`` raises.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> layer = jaxrnn.rnn(jaxrnn.gru(8))

@@ -68,8 +68,8 @@ def scan(
       GPU, 1 elsewhere.
     recurrent_mask: ``[P]``, a multiplier of ``h_{t-1}`` where it enters the
       recurrent product, the same at every step (variational dropout's
-      mask; `jaxrnn.rnn`'s ``recurrent_dropout`` draws it); the carry is not
-      multiplied. Needs the recurrent weights as ``params.w_h [P, G]``,
+      mask; `jaxrnn.rnn`'s ``recurrent_dropout`` draws it), a constant (no
+      gradient flows to it); the carry is not multiplied. Needs the recurrent weights as ``params.w_h [P, G]``,
       whose rows it scales (``R (m h) = (diag(m) R) h``).
 
   Raises:

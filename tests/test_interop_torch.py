@@ -336,3 +336,9 @@ def test_carry_from_torch_names_the_shape_torch_takes():
     jt.carry_from_torch(np.zeros((2, 3, 5)), num_layers=2, bidirectional=True)
   with pytest.raises(ValueError, match=r"c0 has shape \(2, 4, 5\) and h0 \(2, 3, 5\)"):
     jt.carry_from_torch(np.zeros((2, 3, 5)), np.zeros((2, 4, 5)), num_layers=2)
+
+
+def test_layer_warns_that_one_layer_has_no_dropout_as_torch_does():
+  with pytest.warns(UserWarning, match="dropout=0.3 acts between layers"):
+    net = jt.layer("gru", H, dropout=0.3)
+  assert isinstance(net, jaxrnn.Cell)

@@ -407,6 +407,12 @@ def test_recurrent_mask_in_the_kernels_equals_scaled_weights_per_sequence(kind, 
            for run in (kernel, reference)]
   for a, b in zip(*map(jax.tree.leaves, grads), strict=True):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+  # The mask is a constant on every path (kernel and scan): no gradient reaches it.
+  d_mask = [jax.grad(lambda mm: jnp.sum(jaxrnn.scan_batch(
+                cell, params, xs, mask=mask, recurrent_mask=mm)[1]))(m),
+            jax.grad(lambda mm: jnp.sum(jax.vmap(lambda x, k, r: jaxrnn.scan(
+                cell, params, x, mask=k, recurrent_mask=r))(xs, mask, mm)[1]))(m)]
+  assert not np.any(d_mask[0]) and not np.any(d_mask[1])
   with pytest.raises(ValueError, match=rf"recurrent_mask is float32\[{P}\]; expected a float "
                      rf"mask \[{B}, {P}\], one row per sequence"):
     jaxrnn.scan_batch(cell, params, xs, recurrent_mask=m[0])

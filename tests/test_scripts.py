@@ -74,10 +74,13 @@ def test_batched_kernels_quick():
   assert rows[0][-3] == "hand"
 
 
-def test_batched_kernels_precision_forms():
+def test_batched_kernels_precision_and_dropout_forms():
   stdout = run("batched_kernels.py", "--quick", "--precision", "--cells", "gru")
   row = stdout.splitlines()[1].split()
   assert row[0] == "gru" and row[1:8:3] == ["float32", "bf16-params", "dtype=bf16"]
+  stdout = run("batched_kernels.py", "--quick", "--dropout", "--cells", "lstm")
+  row = stdout.splitlines()[1].split()
+  assert row[1:8:3] == ["no-dropout", "dropout=0.2", "recurrent_dropout=0.2"]
 
 
 def test_compile_time_quick():

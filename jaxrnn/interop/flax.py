@@ -477,17 +477,19 @@ class Recurrent(nnx.Module):
   on ``xs [T, I]``, or `jaxrnn.apply_batch` on ``[B, T, I]`` (mask
   ``[B, T]``, carry batched; the batched kernels, which are reverse mode
   only; a stack's dropout between layers draws once for the batch, an
-  ``rnn(cell, dropout=, recurrent_dropout=)`` one mask per sequence). As in Flax's ``nn.RNN``,
-  ``seq_lengths`` (``int[B]``; an int for one sequence) counts each
-  sequence's steps before its end padding, in place of a mask, and
-  ``time_major`` (the constructor's, or the call's, which wins) takes and
-  returns ``[T, B, ...]`` (a mask ``[T, B]``; the carry stays batch
+  ``rnn(cell, dropout=, recurrent_dropout=)`` one mask per sequence). As in
+  Flax's ``nn.RNN``, ``seq_lengths`` (``int[B]``; an int for one sequence)
+  counts each sequence's steps before its end padding, in place of a mask,
+  and ``time_major`` (the constructor's, or the call's, which wins) takes
+  and returns ``[T, B, ...]`` (a mask ``[T, B]``; the carry stays batch
   first). Unlike ``nn.RNN``, outputs at padded steps are zero and a
-  reversed layer returns them in input order (``keep_order=True``). A stack's dropout runs as ``nnx.Dropout`` does:
-  on unless ``deterministic`` (the constructor's, or the call's, which wins), so
-  ``model.eval()`` and ``nnx.view(model, deterministic=True)`` switch it
-  off and ``model.train()`` on; its key comes from the ``"dropout"`` stream
-  of ``rngs`` (``"default"`` when there is none), or from the call's ``key``.
+  reversed layer returns them in input order (``keep_order=True``). The
+  layer's dropout (a stack's between layers, or ``rnn``'s) runs as
+  ``nnx.Dropout`` does: on unless ``deterministic`` (the constructor's, or
+  the call's, which wins), so ``model.eval()`` and ``nnx.view(model,
+  deterministic=True)`` switch it off and ``model.train()`` on; its key
+  comes from the ``"dropout"`` stream of ``rngs`` (``"default"`` when there
+  is none), or from the call's ``key``.
   ``module.params_tree()`` gives the plain jaxrnn params.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
@@ -543,7 +545,8 @@ class LinenRecurrent(nn.Module):
   deterministic=None, seq_lengths=None, time_major=None)`` with ``xs``
   ``[T, I]`` or ``[B, T, I]`` (through `jaxrnn.apply_batch`, as in
   `Recurrent`, ``seq_lengths`` and ``time_major`` too); returns
-  ``(carry, ys)``. A stack's dropout runs as ``nn.Dropout`` does, when ``deterministic`` (the
+  ``(carry, ys)``. The layer's dropout (a stack's between layers, or
+  ``rnn``'s) runs as ``nn.Dropout`` does, when ``deterministic`` (the
   call's, else the attribute's) is False: with the ``"dropout"`` rng
   (``rngs={"dropout": key}``), or the call's ``key``. When neither is set,
   a call with a ``key`` runs dropout and one without does not.

@@ -42,6 +42,7 @@ A ``bias=False`` module converts to params without biases (``b`` and
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Optional
 
 import jax
@@ -148,6 +149,10 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
     cell = simple_rnn(hidden_size, nonlinearity, use_bias=bias)
   one = bidirectional_layer(cell, cell) if bidirectional else cell
   if num_layers == 1:
+    if dropout:   # as torch warns: its dropout sits between layers
+      warnings.warn(f"{where}: dropout={dropout} acts between layers, and "
+                    f"num_layers=1 has none: no dropout runs, as in torch.",
+                    stacklevel=2)
     return one
   return stack(*([one] * num_layers), dropout=dropout)
 
