@@ -131,19 +131,21 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   set). Without a key they do nothing. ``recurrent_dropout`` needs params
   with the recurrent weights as ``w_h [P, G]`` (`jaxrnn.simple_rnn`,
   `jaxrnn.lstm`, `jaxrnn.gru`; peepholes and ``full_gate_recurrence``'s
-  ``w_gates`` are not masked). In
-  ``apply_batch`` each sequence's masks come from ``jax.random.split(key,
-  B)``, so it equals ``jax.vmap(apply)`` over those keys. The standard
-  LSTM's and GRU's batched kernels apply the recurrent mask in their loops
-  (`jaxrnn.scan_batch`'s ``recurrent_mask``): a training step at B = 32,
-  T = 128, H = 256 with ``recurrent_dropout=0.2`` took 1.00-1.02x the
-  LSTM's time without dropout and 1.01-1.23x the GRU's (``python
-  benchmarks/batched_kernels.py --dropout --cells lstm,gru
+  ``w_gates`` are not masked).
+
+  In ``apply_batch`` each sequence's masks come from
+  ``jax.random.split(key, B)``, so it equals ``jax.vmap(apply)`` over those
+  keys. The standard LSTM's and GRU's batched kernels apply the recurrent
+  mask in their loops (`jaxrnn.scan_batch`'s ``recurrent_mask``): a
+  training step at B = 32, T = 128, H = 256 with ``recurrent_dropout=0.2``
+  took 1.00-1.02x the LSTM's time without dropout and 1.01-1.23x the GRU's
+  (``python benchmarks/batched_kernels.py --dropout --cells lstm,gru
   [--cpu-devices 2]``, 2 CPU cores), where each sequence with its own
   scaled ``w_h`` under ``jax.vmap`` took 2.8-4.1x. Other cells (the LSTM
   variants, the simple RNN) run that ``jax.vmap(apply)`` (``B`` copies of
-  ``w_h`` and of its gradient in memory). cuDNN has no recurrent mask: an ``lstm(H, use_cudnn="auto")``
-  cell runs jaxrnn's kernel then, and ``use_cudnn=True`` raises.
+  ``w_h`` and of its gradient in memory). cuDNN has no recurrent mask: an
+  ``lstm(H, use_cudnn="auto")`` cell runs jaxrnn's kernel then, and
+  ``use_cudnn=True`` raises.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> layer = jaxrnn.rnn(jaxrnn.gru(8))
@@ -172,6 +174,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
     m_h = None
     if key is not None and (dropout or recurrent_dropout):
+      xs = jnp.asarray(xs)
       keys = jax.random.split(key, xs.shape[0])       # as vmap(apply) over them
       m_x, m_h = jax.vmap(lambda k: masks(params, xs.shape[-1], k))(keys)
       xs = mask_inputs(xs, m_x)
