@@ -373,8 +373,7 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
   """
   if not layers:
     raise ValueError("jaxrnn.stack: needs at least one layer.")
-  if not 0.0 <= dropout < 1.0:
-    raise ValueError(f"jaxrnn.stack: dropout={dropout}; expected 0 <= p < 1.")
+  dropout = check_rate("jaxrnn.stack", "dropout", dropout)
   seqs = tuple(as_seq(layer) for layer in layers)
 
   def init(key, input_size):
