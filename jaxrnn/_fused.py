@@ -222,6 +222,9 @@ def fused_cell(
   if additive and project is not None:
     batched = fused_batch_kernel(finish, recurrent_input, project,
                                  lambda params: _get(params, weight))
+    # A recurrent mask scales the rows of params.w_h (jaxrnn._dropout); the
+    # kernel multiplies read(c) by it, which is the same product when W is w_h.
+    batched.takes_recurrent_mask = weight == "w_h"
   return Cell(init=init, initial_carry=initial_carry, step=step,
               output_size=output_size, project=project, sequence=sequence,
               batched=batched)

@@ -135,15 +135,17 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
 
   In ``apply_batch`` each sequence's masks come from
   ``jax.random.split(key, B)``, so it equals ``jax.vmap(apply)`` over those
-  keys. The standard LSTM's and GRU's batched kernels apply the recurrent
-  mask in their loops (`jaxrnn.scan_batch`'s ``recurrent_mask``): a
-  training step at B = 32, T = 128, H = 256 with ``recurrent_dropout=0.2``
-  took 1.00-1.02x the LSTM's time without dropout and 1.01-1.23x the GRU's
-  (``python benchmarks/batched_kernels.py --dropout --cells lstm,gru
+  keys. The batched kernels (the LSTM, its variants, the simple RNN, the
+  standard GRU) apply the recurrent mask in their loops
+  (`jaxrnn.scan_batch`'s ``recurrent_mask``): a training step at B = 32,
+  T = 128, H = 256 with ``recurrent_dropout=0.2`` took 1.00-1.02x the
+  LSTM's time without dropout, 1.01-1.23x the GRU's and 0.88-1.11x the
+  peephole and projected LSTMs' and the simple RNN's (``python
+  benchmarks/batched_kernels.py --dropout --cells lstm,gru,peephole,lstmp,rnn
   [--cpu-devices 2]``, 2 CPU cores), where each sequence with its own
-  scaled ``w_h`` under ``jax.vmap`` took 2.8-4.1x. Other cells (the LSTM
-  variants, the simple RNN) run that ``jax.vmap(apply)`` (``B`` copies of
-  ``w_h`` and of its gradient in memory). cuDNN has no recurrent mask: an
+  scaled ``w_h`` under ``jax.vmap`` took 1.5-4.1x. A GRU with other
+  activations runs that ``jax.vmap(apply)`` (``B`` copies of ``w_h`` and
+  of its gradient in memory). cuDNN has no recurrent mask: an
   ``lstm(H, use_cudnn="auto")`` cell runs jaxrnn's kernel then, and
   ``use_cudnn=True`` raises.
 

@@ -51,9 +51,10 @@ def scan_batch(
   ``nn.RNN(..., keep_order=True)``; its default ``keep_order=False`` would
   return them reversed). ``recurrent_mask`` ``[B, P]`` is each sequence's
   multiplier of ``h_{t-1}`` in the recurrent product, as in `jaxrnn.scan`
-  (variational dropout); the standard LSTM's and GRU's kernels apply it in
-  their loops, every other cell runs the vmapped `jaxrnn.scan` with its
-  own scaled copy of ``w_h`` per sequence. A
+  (variational dropout); the batched kernels apply it in their loops (a
+  `jaxrnn.fused_cell` kernel when its recurrent weight is ``w_h``), every
+  other cell runs the vmapped `jaxrnn.scan` with its own scaled copy of
+  ``w_h`` per sequence. A
   cell with a batched kernel (``cell.batched``) runs it whenever there are
   no resets: one loop for the whole batch whose backward computes the weight
   gradients as single matmuls. The standard `jaxrnn.lstm` and `jaxrnn.gru`
