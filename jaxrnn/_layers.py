@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_rate, mask_inputs, recurrent_size, variational_masks
 from jaxrnn._scan import scan
-from jaxrnn._scan_batch import batch_major, scan_batch
+from jaxrnn._scan_batch import batch_major, reported_as, scan_batch
 
 
 class Seq(NamedTuple):
@@ -101,8 +101,9 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   xs, mask, resets = batch_major("jaxrnn.apply_batch", xs, mask, resets,
                                  seq_lengths, time_major, "layer.apply")
   if seq.apply_batch is not None:
-    carry, ys = seq.apply_batch(params, xs, carry=carry, mask=mask, resets=resets,
-                                key=key)
+    with reported_as("apply_batch", time_major):
+      carry, ys = seq.apply_batch(params, xs, carry=carry, mask=mask, resets=resets,
+                                  key=key)
   else:
     keys = None if key is None else jax.random.split(key, xs.shape[0])
     axis = lambda a: None if a is None else 0

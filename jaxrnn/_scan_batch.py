@@ -7,6 +7,8 @@ for example `_cells/lstm_batched.py`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Optional
 
 import jax
@@ -15,6 +17,27 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask
 from jaxrnn._scan import _describe, check_params, default_unroll, scan, zero_padding
+
+# `jaxrnn.apply_batch` makes a time-major batch batch-major before its
+# layers run scan_batch; it names itself and its caller's layout here, so
+# that scan_batch's messages show the shape the caller passed.
+_caller = contextvars.ContextVar("jaxrnn_batch_caller", default=None)
+
+
+@contextlib.contextmanager
+def reported_as(where: str, time_major: bool):
+  """Within it, `scan_batch`'s messages on a batch-major ``xs`` name ``where``
+  and show ``xs`` in its caller's layout (``[T, B, I]`` for ``time_major``).
+
+  The outermost call wins: a stack's layers run `apply_batch` again,
+  batch-major, inside the user's call.
+  """
+  token = _caller.set(_caller.get() or (where, time_major))
+  try:
+    yield
+  finally:
+    _caller.reset(token)
+
 
 def scan_batch(
     cell: Cell,
@@ -91,11 +114,14 @@ def scan_batch(
   True
   """
   xs = jnp.asarray(xs)
-  given = xs.shape           # the caller's layout, for messages
+  where, shown_time_major = "scan_batch", time_major
+  if _caller.get() is not None and not time_major:     # apply_batch's layers
+    where, shown_time_major = _caller.get()
   xs, mask, resets = batch_major("jaxrnn.scan_batch", xs, mask, resets,
                                  seq_lengths, time_major, "jaxrnn.scan", rank=3)
   B, T = xs.shape[:2]
-  check_params("scan_batch", cell, params, given, time_major)
+  shown = (T, B) + xs.shape[2:] if shown_time_major else xs.shape   # for messages
+  check_params(where, cell, params, shown, shown_time_major)
   if cell.project is not None:    # its own input checks (size, dtype), on one sequence
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
   unroll = default_unroll() if unroll is None else unroll

@@ -257,7 +257,16 @@ def test_seq_lengths_and_time_major_errors_say_what_was_expected(call, match, en
 
 def test_a_time_major_input_of_the_wrong_size_is_named_in_the_callers_layout():
   cell = jaxrnn.lstm(H)
-  with pytest.raises(ValueError, match=r"xs has shape \(6, 5, 2\); these params were "
-                     r"initialised for input size 3, so xs must be \[T, B, 3\]"):
+  with pytest.raises(ValueError, match=r"jaxrnn.scan_batch: xs has shape \(6, 5, 2\); these "
+                     r"params were initialised for input size 3, so xs must be \[T, B, 3\]"):
     jaxrnn.scan_batch(cell, random_params(cell, I), XS.swapaxes(0, 1)[..., :2],
                       time_major=True)
+  # apply_batch runs its layers batch-major (a stack's layers through
+  # apply_batch again), yet names the shape and layout its caller passed.
+  net = jaxrnn.stack(cell, jaxrnn.gru(H))
+  for time_major, shape in ((True, r"\(6, 5, 2\)"), (False, r"\(5, 6, 2\)")):
+    xs = XS.swapaxes(0, 1) if time_major else XS
+    with pytest.raises(ValueError, match=rf"jaxrnn.apply_batch: xs has shape {shape}; .* so "
+                       rf"xs must be \[{'T, B' if time_major else 'B, T'}, 3\]"):
+      jax.jit(lambda x: jaxrnn.apply_batch(net, random_params(net, I), x,
+                                           time_major=time_major))(xs[..., :2])
