@@ -286,9 +286,9 @@ def fused_batch_kernel(
   The kernel's signature is ``Cell.batched``'s: ``(params, carry, xs [B,
   T, I], mask bool[B, T] or None, reverse, unroll, recurrent_mask=None) ->
   (carry, ys [B, T, O])``, carry leaves with a leading B; a
-  ``recurrent_mask`` ``[B, K]`` multiplies ``a_t`` (no gradient reaches it). Same numbers as `jaxrnn.scan`
-  under `jax.vmap`, to float rounding. A `jax.custom_vjp`: reverse mode
-  only.
+  ``recurrent_mask`` ``[B, K]`` multiplies ``a_t`` (no gradient reaches
+  it). Same numbers as `jaxrnn.scan` under `jax.vmap`, to float rounding.
+  A `jax.custom_vjp`: reverse mode only.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> cell = jaxrnn.peephole_lstm(8)               # an additive fused_cell
