@@ -96,6 +96,50 @@ def test_batched_loss_with_scan_batch_trains_like_the_per_example_one():
   np.testing.assert_allclose(eval_batched["loss"], per_example[1]["loss"], rtol=1e-5)
 
 
+DROPPED = jaxrnn.rnn(CELL, dropout=0.3, recurrent_dropout=0.3)
+
+
+def dropout_loss(params, example, key):
+  """`adding_loss` through a layer with Keras' dropout, drawn from ``key``."""
+  xs, mask, target = example
+  _, ys = DROPPED.apply(params["rnn"], xs, mask=mask, key=key)
+  return (*train.mse((train.last_valid(ys, mask) @ params["head"])[0], target), {})
+
+
+def batched_dropout_loss(params, batch, key):
+  xs, mask, target = batch
+  _, ys = jaxrnn.apply_batch(DROPPED, params["rnn"], xs, mask=mask, key=key)
+  pred = jax.vmap(train.last_valid)(ys, mask) @ params["head"]
+  return (*train.mse(pred[:, 0], target), {})
+
+
+def test_a_keyed_step_drops_units_afresh_each_update_and_resumes_the_same_draws():
+  opt = train.optimizer(1e-2)
+  state = train.init_state(model_init(jax.random.key(0)), opt)
+  lengths = jnp.arange(16) % 8 + 1
+  xs, _, y = make_batch(jax.random.key(4))
+  batch = (xs, jnp.arange(8)[None] < lengths[:, None], y)
+  key = jax.random.key(9)
+  per_example = train.make_train_step(dropout_loss, opt, donate=False, key=key)
+  whole_batch = train.make_train_step(batched_dropout_loss, opt, donate=False,
+                                      batched=True, key=key)
+  # The two forms draw each sequence's masks from the same key: same update.
+  a, b = per_example(state, batch), whole_batch(state, batch)
+  np.testing.assert_allclose(b[1]["loss"], a[1]["loss"], rtol=1e-5)
+  for x, z in zip(jax.tree.leaves(b[0].params), jax.tree.leaves(a[0].params)):
+    np.testing.assert_allclose(x, z, rtol=1e-4, atol=1e-6)
+  # Dropout runs: not the loss without it, another draw at the next step
+  # number, and the same draw for the same step number (a resumed run).
+  plain = train.make_eval_step(adding_loss)(state.params, batch)["loss"]
+  later = state._replace(step=state.step + 1)
+  assert abs(float(a[1]["loss"]) - float(plain)) > 1e-4
+  assert abs(float(per_example(later, batch)[1]["loss"]) - float(a[1]["loss"])) > 1e-4
+  np.testing.assert_array_equal(per_example(state, batch)[1]["loss"], a[1]["loss"])
+  with pytest.raises(ValueError, match=r"make_train_step: key is int32\[\]; expected one "
+                     r"PRNG key.*Fix: key=jax.random.key\(seed\)"):
+    train.make_train_step(dropout_loss, opt, key=jnp.int32(3))
+
+
 def test_masked_mean_counts_valid_steps_only():
   def per_step(params, example):
     preds, mask = example
@@ -215,16 +259,22 @@ def test_tbptt_windows_continue_each_stream_and_carry_passes():
   assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
 
 
-def test_tbptt_step_on_the_whole_batch_equals_the_per_example_one():
+@pytest.mark.parametrize("dropout", [False, True])
+def test_tbptt_step_on_the_whole_batch_equals_the_per_example_one(dropout):
   cell, V, B = jaxrnn.lstm(8), 5, 3
   xs, ys = train.windows(np.arange(200) % V, batch_size=B, window=6)
+  # With a key, each window's masks are drawn per sequence, alike in both forms.
+  layer = jaxrnn.rnn(cell, dropout=0.3 * dropout, recurrent_dropout=0.3 * dropout)
+  key = jax.random.key(2) if dropout else None
 
-  def per_example(params, carry, example):
-    carry, hs = jaxrnn.scan(cell, params["rnn"], jax.nn.one_hot(example[0], V), carry=carry)
+  def per_example(params, carry, example, *key):
+    carry, hs = layer.apply(params["rnn"], jax.nn.one_hot(example[0], V), carry=carry,
+                            key=key[0] if key else None)
     return (*train.cross_entropy(hs @ params["out"], example[1]), {}, carry)
 
-  def whole_batch(params, carry, batch):
-    carry, hs = jaxrnn.scan_batch(cell, params["rnn"], jax.nn.one_hot(batch[0], V), carry=carry)
+  def whole_batch(params, carry, batch, *key):
+    carry, hs = jaxrnn.apply_batch(layer, params["rnn"], jax.nn.one_hot(batch[0], V),
+                                   carry=carry, key=key[0] if key else None)
     return (*jax.vmap(train.cross_entropy)(hs @ params["out"], batch[1]), {}, carry)
 
   params = {"rnn": cell.init(jax.random.key(0), V),
@@ -232,7 +282,7 @@ def test_tbptt_step_on_the_whole_batch_equals_the_per_example_one():
   opt = train.optimizer(1e-2)
   runs = []
   for loss_fn, batched in ((per_example, False), (whole_batch, True)):
-    step = train.make_tbptt_step(loss_fn, opt, batched=batched)
+    step = train.make_tbptt_step(loss_fn, opt, batched=batched, key=key)
     state = train.init_state(jax.tree.map(jnp.copy, params), opt)   # the step donates it
     carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
                          cell.initial_carry(params["rnn"]))
@@ -244,6 +294,11 @@ def test_tbptt_step_on_the_whole_batch_equals_the_per_example_one():
   np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(runs[1][1:]), jax.tree.leaves(runs[0][1:])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  if dropout:   # the first window's loss is not the loss without dropout
+    start = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
+                         cell.initial_carry(params["rnn"]))
+    plain = whole_batch(params, start, (xs[0], ys[0]))
+    assert abs(float(runs[0][0][0]) - float(jnp.sum(plain[0]) / jnp.sum(plain[1]))) > 1e-4
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):

@@ -7,7 +7,7 @@ Lives here: `TrainState`, `optimizer` (the default chain), `init_state`,
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +49,8 @@ def init_state(params: Params, opt: optax.GradientTransformation) -> TrainState:
                     step=jnp.zeros((), jnp.int32))
 
 
-def batch_loss(loss_fn: LossFn, params: Params, batch: Any, *, batched: bool = False
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def batch_loss(loss_fn: LossFn, params: Params, batch: Any, *, batched: bool = False,
+               key: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The batch's loss and metrics: per-example sums vmapped, then one division.
 
   ``loss = sum_b loss_sum_b / sum_b count_b`` and each metric likewise, so
@@ -58,7 +58,11 @@ def batch_loss(loss_fn: LossFn, params: Params, batch: Any, *, batched: bool = F
   their valid steps, as in PyTorch's ``reduction="mean"`` over tokens.
   With ``batched=True``, ``loss_fn(params, batch)`` sees the whole batch
   (to run `jaxrnn.scan_batch`) and returns the same sums, per example or
-  already summed.
+  already summed. With a ``key`` (for dropout), the loss takes it last:
+  ``loss_fn(params, batch, key)`` batched, and per example
+  ``loss_fn(params, example, k_b)`` with ``k_b = jax.random.split(key,
+  B)[b]``, the keys `jaxrnn.apply_batch` gives its sequences, so the two
+  forms drop the same units.
 
   >>> import jax.numpy as jnp
   >>> fn = lambda p, x: (jnp.sum(x * p), jnp.float32(x.size), {})
@@ -66,11 +70,47 @@ def batch_loss(loss_fn: LossFn, params: Params, batch: Any, *, batched: bool = F
   >>> float(loss), metrics["loss"] == loss
   (2.0, Array(True, dtype=bool))
   """
+  keys = loss_keys(key, batch, batched)
   if batched:
-    loss_sums, counts, metric_sums = loss_fn(params, batch)
+    loss_sums, counts, metric_sums = loss_fn(params, batch, *keys)
   else:
-    loss_sums, counts, metric_sums = jax.vmap(loss_fn, in_axes=(None, 0))(params, batch)
+    loss_sums, counts, metric_sums = jax.vmap(
+        loss_fn, in_axes=(None, 0) + (0,) * len(keys))(params, batch, *keys)
   return means(loss_sums, counts, metric_sums)
+
+
+def loss_keys(key: Optional[jax.Array], batch: Any, batched: bool) -> tuple:
+  """The key arguments a loss gets: none, the batch's ``key``, or one per
+  example, ``jax.random.split(key, B)`` (as `jaxrnn.apply_batch` splits it)."""
+  if key is None:
+    return ()
+  if batched:
+    return (key,)
+  return (jax.random.split(key, jax.tree.leaves(batch)[0].shape[0]),)
+
+
+def check_key(where: str, key) -> Optional[jax.Array]:
+  """``key`` if it is None or a JAX PRNG key (typed, or the raw ``uint32[2]``); raises otherwise."""
+  if key is None:
+    return None
+  typed = hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and key.shape == (2,)
+  if not ((typed and key.shape == ()) or raw):
+    got = (f"{key.dtype}{list(key.shape)}" if hasattr(key, "dtype")
+           else type(key).__name__)
+    raise ValueError(
+        f"{where}: key is {got}; expected one PRNG key, from which every "
+        f"step draws its own (for dropout). Fix: key=jax.random.key(seed).")
+  return key
+
+
+def step_key(key: jax.Array, step: jax.Array) -> jax.Array:
+  """The key of the update numbered ``step``: ``jax.random.fold_in(key, step)``.
+
+  A function of the step count alone, so a run resumed from a checkpoint
+  draws the masks an unbroken run would have drawn.
+  """
+  return jax.random.fold_in(key, step)
 
 
 def means(loss_sums: jax.Array, counts: jax.Array, metric_sums: dict[str, jax.Array]
@@ -94,7 +134,8 @@ def means(loss_sums: jax.Array, counts: jax.Array, metric_sums: dict[str, jax.Ar
 
 
 def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
-                    *, donate: bool = True, batched: bool = False):
+                    *, donate: bool = True, batched: bool = False,
+                    key: Optional[jax.Array] = None):
   """``train_step(state, batch) -> (state, metrics)``, jitted, state donated.
 
   ``loss_fn(params, example)`` is written for one example (a slice of
@@ -102,6 +143,12 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
   metric_sums)``; see `batch_loss`. With ``batched=True`` it takes the
   whole batch, which lets it run `jaxrnn.scan_batch`, the faster path on
   CPU for training the LSTM, its variants, the GRU and the simple RNN.
+  With a PRNG ``key`` (dropout: pass it on to ``apply`` or
+  `jaxrnn.apply_batch`), ``loss_fn`` takes a key last, and update ``n``
+  draws from ``jax.random.fold_in(key, n)`` (``n = state.step``), split
+  per example as in `batch_loss`: a fresh draw every step, and a run
+  resumed from a checkpoint draws what an unbroken run would. The eval
+  step takes no key: nothing is dropped there.
   Build the step once and call it in a loop: it compiles once. With a
   batch sharded across devices and the state replicated
   (`jaxrnn.train.shard_batch`, `replicate`), the same step runs
@@ -126,13 +173,25 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
   ...   _, ys = jaxrnn.scan_batch(cell, params, xs)
   ...   return (*train.mse(ys[:, -1, 0], y), {})
   >>> step = train.make_train_step(batch_loss_fn, opt, batched=True)
-  >>> int(step(state, batch)[0].step)
+  >>> state, metrics = step(state, batch)       # the state is donated: use the new one
+  >>> int(state.step)
   2
+  >>> net = jaxrnn.rnn(cell, dropout=0.2, recurrent_dropout=0.2)
+  >>> def dropout_loss_fn(params, batch, key):  # the step's key, for the dropout
+  ...   xs, y = batch
+  ...   _, ys = jaxrnn.apply_batch(net, params, xs, key=key)
+  ...   return (*train.mse(ys[:, -1, 0], y), {})
+  >>> step = train.make_train_step(dropout_loss_fn, opt, batched=True,
+  ...                              key=jax.random.key(1))
+  >>> int(step(state, batch)[0].step)
+  3
   """
+  key = check_key("jaxrnn.train.make_train_step", key)
 
   def train_step(state: TrainState, batch):
+    k = None if key is None else step_key(key, state.step)
     (_, metrics), grads = jax.value_and_grad(
-        lambda p: batch_loss(loss_fn, p, batch, batched=batched), has_aux=True
+        lambda p: batch_loss(loss_fn, p, batch, batched=batched, key=k), has_aux=True
     )(state.params)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -8,13 +8,13 @@ the previous window. Not here: the plain train step (`step.py`).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 import optax
 
-from jaxrnn.train.step import TrainState, means
+from jaxrnn.train.step import TrainState, check_key, loss_keys, means, step_key
 
 
 def windows(stream: np.ndarray, batch_size: int, window: int
@@ -52,7 +52,7 @@ def windows(stream: np.ndarray, batch_size: int, window: int
 
 
 def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation, *,
-                    batched: bool = False):
+                    batched: bool = False, key: Optional[jax.Array] = None):
   """``step(state, carry, batch) -> (state, carry, metrics)`` for one window.
 
   ``loss_fn(params, carry, example) -> (loss_sum, count, metric_sums,
@@ -63,19 +63,25 @@ def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation, *,
   already summed, and the new batched carry. The incoming carry is wrapped
   in `jax.lax.stop_gradient`: gradients flow within the window only
   (truncation), while the state itself flows on across windows. Jitted,
-  the state donated.
+  the state donated. With a PRNG ``key`` (dropout), ``loss_fn`` takes a
+  key last, drawn for each window as `jaxrnn.train.make_train_step` draws
+  it for each update (``fold_in(key, state.step)``, split per example).
   """
+  key = check_key("jaxrnn.train.make_tbptt_step", key)
 
-  def batch_loss(params, carry, batch):
+  def batch_loss(params, carry, batch, k):
     carry = jax.lax.stop_gradient(carry)
-    per_batch = loss_fn if batched else jax.vmap(loss_fn, in_axes=(None, 0, 0))
-    sums, counts, metric_sums, new_carry = per_batch(params, carry, batch)
+    keys = loss_keys(k, batch, batched)
+    per_batch = (loss_fn if batched else
+                 jax.vmap(loss_fn, in_axes=(None, 0, 0) + (0,) * len(keys)))
+    sums, counts, metric_sums, new_carry = per_batch(params, carry, batch, *keys)
     loss, metrics = means(sums, counts, metric_sums)
     return loss, (metrics, new_carry)
 
   def step(state: TrainState, carry, batch):
+    k = None if key is None else step_key(key, state.step)
     (_, (metrics, carry)), grads = jax.value_and_grad(
-        batch_loss, has_aux=True)(state.params, carry, batch)
+        batch_loss, has_aux=True)(state.params, carry, batch, k)
     updates, opt_state = opt.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, opt_state, state.step + 1), carry, metrics
