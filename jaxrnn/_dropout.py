@@ -45,6 +45,24 @@ def check_rate(where: str, name: str, rate) -> float:
   return float(rate)
 
 
+def check_key(where: str, key) -> Optional[jax.Array]:
+  """``key`` if it is None or one JAX PRNG key (typed, or the raw
+  ``uint32[2]``); raises otherwise, where JAX's own error would name neither
+  the function called nor the fix."""
+  if key is None:
+    return None
+  typed = hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and key.shape == (2,)
+  if not ((typed and key.shape == ()) or raw):
+    got = (f"{key.dtype}{list(key.shape)}" if hasattr(key, "dtype")
+           else type(key).__name__)
+    raise ValueError(
+        f"{where}: key is {got}; expected one PRNG key, from which the "
+        f"dropout masks are drawn (None: no dropout). Fix: "
+        f"key=jax.random.key(seed), or jax.random.split of one.")
+  return key
+
+
 def variational_masks(key: Array, input_size: int, recurrent_size: int, dropout: float,
                       recurrent_dropout: float) -> tuple[Optional[Array], Optional[Array]]:
   """One sequence's masks ``(m_x [input_size], m_h [recurrent_size])``.

@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
-from jaxrnn._dropout import check_rate, mask_inputs, recurrent_size, variational_masks
-from jaxrnn._scan import scan
+from jaxrnn._dropout import (check_key, check_rate, mask_inputs, recurrent_size,
+                             variational_masks)
+from jaxrnn._scan import check_carry, check_params, scan
 from jaxrnn._scan_batch import batch_major, reported_as, scan_batch
 
 
@@ -41,9 +42,12 @@ class Seq(NamedTuple):
       hand-written Seq may have None.
     output_size: O.
     apply_batch: ``(params, xs [B, T, I], *, carry=None, mask=None,
-      resets=None, key=None) -> (carry, ys [B, T, O])``, ``apply`` over a
+      resets=None, keys=None) -> (carry, ys [B, T, O])``, ``apply`` over a
       batch: the carry has a leading B, ``mask`` and ``resets`` are
-      ``bool[B, T]``. The layers built here run `jaxrnn.scan_batch` (the
+      ``bool[B, T]``, and ``keys`` (``[B]``, passed only when dropout is
+      on) are the sequences' keys, each what ``apply`` would get as
+      ``key``; `jaxrnn.apply_batch` draws them from its caller's one key
+      with ``jax.random.split(key, B)``. The layers built here run `jaxrnn.scan_batch` (the
       batched kernels of the LSTM and its variants, the GRU and the simple
       RNN); None (a Seq written by hand)
       means ``jax.vmap(apply)``, which `apply_batch` falls back to. A
@@ -81,10 +85,11 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   `rnn`, `stack` and `bidirectional` run their ``apply_batch``, which reaches
   the batched kernels of `jaxrnn.scan_batch` (for training, the faster
   path on CPU); a hand-written Seq without one is vmapped.
-  With a ``key``, a stack's dropout between layers draws every example's
-  mask from that one key, so the draws differ from a vmap over per-example
-  keys (same distribution); ``rnn``'s dropout draws each sequence's masks
-  from ``jax.random.split(key, B)``, as that vmap would.
+  With a ``key`` (dropout), sequence b gets ``jax.random.split(key, B)[b]``,
+  and every layer inside (``rnn``'s masks, a stack's dropout between
+  layers, either direction of a bidirectional layer) draws from it what
+  ``apply`` draws from its key: the result is ``jax.vmap(layer.apply)``
+  over those keys, dropped units included.
   Where a kernel runs (no resets) it is reverse mode only, as in
   `jaxrnn.scan_batch`: use ``jax.vmap(layer.apply)`` for `jax.jvp`.
 
@@ -100,19 +105,33 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   seq = as_seq(layer)
   xs, mask, resets = batch_major("jaxrnn.apply_batch", xs, mask, resets,
                                  seq_lengths, time_major, "layer.apply")
-  if seq.apply_batch is not None:
-    with reported_as("apply_batch", time_major):
-      carry, ys = seq.apply_batch(params, xs, carry=carry, mask=mask, resets=resets,
-                                  key=key)
-  else:
-    keys = None if key is None else jax.random.split(key, xs.shape[0])
-    axis = lambda a: None if a is None else 0
-
-    def one(x, c, m, r, k):
-      return seq.apply(params, x, carry=c, mask=m, resets=r, key=k)
-    carry, ys = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets),
-                                       axis(keys)))(xs, carry, mask, resets, keys)
+  key = check_key("jaxrnn.apply_batch", key)
+  keys = None if key is None else jax.random.split(key, xs.shape[0])
+  with reported_as("apply_batch", time_major):
+    carry, ys = run_batch(seq, params, xs, carry=carry, mask=mask, resets=resets, keys=keys)
   return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
+
+
+def run_batch(seq: "Seq", params: Params, xs: Array, *, carry, mask, resets, keys):
+  """``seq`` over a batch, sequence b with ``keys[b]`` (or None): its
+  ``apply_batch``, or ``jax.vmap(seq.apply)`` for a Seq without one."""
+  if seq.apply_batch is not None:
+    extra = {} if keys is None else {"keys": keys}
+    return seq.apply_batch(params, xs, carry=carry, mask=mask, resets=resets, **extra)
+  axis = lambda a: None if a is None else 0
+
+  def one(x, c, m, r, k):
+    return seq.apply(params, x, carry=c, mask=m, resets=r, key=k)
+  return jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets), axis(keys)))(
+      xs, carry, mask, resets, keys)
+
+
+def split_keys(key: Array, n: int, batched: bool) -> Array:
+  """``n`` keys from ``key``; ``batched``, from each sequence's key ``[B]``
+  apiece, as ``[n, B]``: entry ``[k, b]`` is what ``apply`` makes from ``key[b]``."""
+  if batched:
+    return jax.vmap(lambda k: jax.random.split(k, n), out_axes=1)(key)
+  return jax.random.split(key, n)
 
 
 Layer = Union[Cell, Seq]
@@ -167,18 +186,17 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
     m_h = None
-    if key is not None and (dropout or recurrent_dropout):
+    if check_key("jaxrnn.rnn(...).apply", key) is not None and (dropout or recurrent_dropout):
       xs = jnp.asarray(xs)
       m_x, m_h = masks(params, xs.shape[-1], key)
       xs = mask_inputs(xs, m_x)
     return scan(cell, params, xs, carry=carry, mask=mask, resets=resets,
                 reverse=reverse, unroll=unroll, recurrent_mask=m_h)
 
-  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
+  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, keys=None):
     m_h = None
-    if key is not None and (dropout or recurrent_dropout):
+    if keys is not None and (dropout or recurrent_dropout):
       xs = jnp.asarray(xs)
-      keys = jax.random.split(key, xs.shape[0])       # as vmap(apply) over them
       m_x, m_h = jax.vmap(lambda k: masks(params, xs.shape[-1], k))(keys)
       xs = mask_inputs(xs, m_x)
     return scan_batch(cell, params, xs, carry=carry, mask=mask, resets=resets,
@@ -190,12 +208,28 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
           "jaxrnn.rnn(..., reverse=True).step: a reversed layer reads the "
           "sequence from its end, so it cannot decode one step at a time. "
           "Fix: use apply on the whole sequence.")
+    check_step(cell, params, carry, x)
     gx = cell.project(params, x[None])[0] if cell.project is not None else x
     return cell.step(params, carry, gx)
 
   return Seq(init=cell.init, apply=apply, initial_carry=cell.initial_carry,
              step=step, output_size=cell.output_size, apply_batch=apply_batch_,
              reverse=reverse)
+
+
+def check_step(cell: Cell, params: Params, carry: Carry, x) -> None:
+  """Raises at trace time unless ``x`` is one step's input ``[I]`` for
+  ``params`` and ``carry`` is shaped as ``cell.initial_carry(params)``:
+  unchecked, a batch of inputs or a carry leaf of size 1 would broadcast."""
+  where = "rnn(...).step"
+  if jnp.ndim(x) != 1:
+    raise ValueError(
+        f"jaxrnn.{where}: x has shape {tuple(jnp.shape(x))}; expected one "
+        f"step's input [I], a vector. Fix: for a batch, jax.vmap(layer.step, "
+        f"in_axes=(None, 0, 0))(params, carries, xs); for a whole sequence, "
+        f"layer.apply.")
+  check_params(where, cell, params, jnp.shape(x))
+  check_carry(carry, cell.initial_carry(params), where)
 
 
 def as_seq(layer: Layer) -> Seq:
@@ -223,17 +257,18 @@ def run_from_the_end(layer: Layer) -> Seq:
         "build it from one-way layers (cells, or rnn(c)): bidirectional runs "
         "it from the sequence's end.")
 
-  def flipped(apply, time_axis, params, xs, carry, mask, resets, key):
+  def flipped(apply, time_axis, params, xs, carry, mask, resets, key_args):
     flip = lambda a: None if a is None else jnp.flip(jnp.asarray(a), time_axis)
     carry, ys = apply(params, flip(xs), carry=carry, mask=flip(mask),
-                      resets=flip(resets), key=key)
+                      resets=flip(resets), **key_args)
     return carry, flip(ys)
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
-    return flipped(layer.apply, 0, params, xs, carry, mask, resets, key)
+    return flipped(layer.apply, 0, params, xs, carry, mask, resets, {"key": key})
 
-  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
-    return flipped(partial(apply_batch, layer), 1, params, xs, carry, mask, resets, key)
+  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, keys=None):
+    return flipped(partial(run_batch, layer), 1, params, xs, carry, mask, resets,
+                   {"keys": keys})
 
   def step(params, carry, x):
     raise ValueError(
@@ -315,12 +350,31 @@ def bidirectional(
     k_fw, k_bw = jax.random.split(key)
     return (fw.init(k_fw, input_size), bw.init(k_bw, input_size))
 
+  def check_pair(name, value, made):
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields") and len(value) == 2:
+      return value
+    got = (f"{type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list))
+           else f"{jnp.result_type(value).name}{list(jnp.shape(value))}"
+           if hasattr(value, "shape") else type(value).__name__)
+    torch = (" PyTorch's (h0, c0) of a bidirectional module convert with "
+             "jaxrnn.interop.torch.carry_from_torch(h0, c0, num_layers=..., "
+             "bidirectional=True)." if name == "carry" else
+             " PyTorch params: jaxrnn.interop.torch.from_torch of the "
+             "bidirectional module.")
+    raise ValueError(
+        f"jaxrnn.bidirectional: {name} is {got}; expected a pair (forward, "
+        f"backward), as {made}: one {name} per direction. Fix: pass that "
+        f"pair.{torch}")
+
   def initial_carry(params):
+    params = check_pair("params", params, "this layer's init(key, input_size) made them")
     return (fw.initial_carry(params[0]), bw.initial_carry(params[1]))
 
-  def run(apply_fw, apply_bw, merge, params, xs, carry, mask, resets, key):
-    carry_fw, carry_bw = (None, None) if carry is None else carry
-    k_fw, k_bw = (None, None) if key is None else jax.random.split(key)
+  def run(batched, merge, params, xs, carry, mask, resets, key):
+    params = check_pair("params", params, "this layer's init(key, input_size) made them")
+    carry_fw, carry_bw = (None, None) if carry is None else check_pair(
+        "carry", carry, "initial_carry(params) or apply made it")
+    k_fw, k_bw = (None, None) if key is None else split_keys(key, 2, batched)
     bw_resets = None
     if resets is not None:
       # An episode starting at t+1 ends one at t: read backward, the carry
@@ -328,19 +382,23 @@ def bidirectional(
       resets = jnp.asarray(resets)
       bw_resets = jnp.concatenate([resets[..., 1:], jnp.zeros_like(resets[..., :1])],
                                   axis=-1)
-    carry_fw, ys_fw = apply_fw(params[0], xs, carry=carry_fw, mask=mask,
-                               resets=resets, key=k_fw)
-    carry_bw, ys_bw = apply_bw(params[1], xs, carry=carry_bw, mask=mask,
-                               resets=bw_resets, key=k_bw)
+    directions = []
+    for seq, p, c, r, k in ((fw, params[0], carry_fw, resets, k_fw),
+                            (bw, params[1], carry_bw, bw_resets, k_bw)):
+      if batched:
+        directions.append(run_batch(seq, p, xs, carry=c, mask=mask, resets=r, keys=k))
+      else:
+        directions.append(seq.apply(p, xs, carry=c, mask=mask, resets=r, key=k))
+    (carry_fw, ys_fw), (carry_bw, ys_bw) = directions
     return (carry_fw, carry_bw), merge(ys_fw, ys_bw)
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
-    return run(fw.apply, bw.apply, merge_fn, params, xs, carry, mask, resets, key)
+    key = check_key("jaxrnn.bidirectional(...).apply", key)
+    return run(False, merge_fn, params, xs, carry, mask, resets, key)
 
-  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
+  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, keys=None):
     # merge is written for one sequence [T, O]; vmap keeps a custom one valid.
-    return run(partial(apply_batch, fw), partial(apply_batch, bw), jax.vmap(merge_fn),
-               params, xs, carry, mask, resets, key)
+    return run(True, jax.vmap(merge_fn), params, xs, carry, mask, resets, keys)
 
   def step(params, carry, x):
     raise ValueError(
@@ -414,34 +472,39 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
           f" Fix: start from initial_carry(params) or the carry that apply "
           f"or step returned.")
 
-  def run(applies, params, xs, carry, mask, resets, key):
+  def run(batched, params, xs, carry, mask, resets, key):
     check_params(params)
     if carry is not None:
       check_carry_count(carry)
     carries = (None,) * len(seqs) if carry is None else carry
-    keys = (None,) * len(seqs) if key is None else jax.random.split(key, len(seqs))
+    keys = (None,) * len(seqs) if key is None else split_keys(key, len(seqs), batched)
     new_carries = []
-    for k, (apply_k, p, c, layer_key) in enumerate(zip(applies, params, carries, keys)):
+    for k, (s, p, c, layer_key) in enumerate(zip(seqs, params, carries, keys)):
       layer_key, drop_key = ((None, None) if layer_key is None
-                             else jax.random.split(layer_key))
-      c, ys = apply_k(p, xs, carry=c, mask=mask, resets=resets, key=layer_key)
+                             else split_keys(layer_key, 2, batched))
+      if batched:
+        c, ys = run_batch(s, p, xs, carry=c, mask=mask, resets=resets, keys=layer_key)
+      else:
+        c, ys = s.apply(p, xs, carry=c, mask=mask, resets=resets, key=layer_key)
       if residual and k > 0:
         ys = ys + xs
         if mask is not None:  # keep padded outputs at zero
           ys = jnp.where(jnp.asarray(mask)[..., None], ys, jnp.zeros_like(ys))
       if dropout and drop_key is not None and k < len(seqs) - 1:
-        keep = jax.random.bernoulli(drop_key, 1.0 - dropout, ys.shape)
+        draw = lambda k, shape: jax.random.bernoulli(k, 1.0 - dropout, shape)
+        keep = (jax.vmap(draw, in_axes=(0, None))(drop_key, ys.shape[1:]) if batched
+                else draw(drop_key, ys.shape))
         ys = jnp.where(keep, ys / (1.0 - dropout), 0.0)
       new_carries.append(c)
       xs = ys
     return tuple(new_carries), xs
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
-    return run([s.apply for s in seqs], params, xs, carry, mask, resets, key)
+    key = check_key("jaxrnn.stack(...).apply", key)
+    return run(False, params, xs, carry, mask, resets, key)
 
-  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None):
-    return run([partial(apply_batch, s) for s in seqs], params, xs, carry, mask,
-               resets, key)
+  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, keys=None):
+    return run(True, params, xs, carry, mask, resets, keys)
 
   def step(params, carry, x):
     check_params(params)

@@ -267,6 +267,8 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
                       f"does not make" if extra else "",
                       f"; they lack {', '.join(missing)}, which it makes"
                       if missing else ""])
+    if extra == [""]:             # the path of a bare array: the params are one leaf
+      detail = f"; they are one array, where it makes {', '.join(missing)}"
     if any(path.endswith(".b") for path in extra + missing) and all(
         path.endswith((".b", ".b_hn")) for path in extra + missing):
       detail += " (only biases differ: one side was built with use_bias=False)"
@@ -281,10 +283,12 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
   for size in {g for _, shape, made in wrong for g, w in zip(shape, made) if g != w}:
     other = _init_shapes(cell, size)
     if other is not None and _shapes_by_path(other) == got:
-      layout = "[T, " if len(xs_shape) == 2 else "[T, B, " if time_major else "[B, T, "
+      layout = ("[" if len(xs_shape) == 1 else "[T, " if len(xs_shape) == 2
+                else "[T, B, " if time_major else "[B, T, ")
+      noun = "x" if len(xs_shape) == 1 else "xs"     # one step's input, or a sequence's
       raise ValueError(
-          f"jaxrnn.{name}: xs has shape {tuple(xs_shape)}; these params were "
-          f"initialised for input size {size}, so xs must be {layout}{size}]. "
+          f"jaxrnn.{name}: {noun} has shape {tuple(xs_shape)}; these params were "
+          f"initialised for input size {size}, so {noun} must be {layout}{size}]. "
           f"Fix: pass inputs with {size} features, or re-run "
           f"init(key, input_size={input_size}).")
   listed = "; ".join(f"{path} is {list(shape)} where it makes {list(made)}"
@@ -300,18 +304,19 @@ def _describe(tree) -> str:
       lambda a: f"{jnp.result_type(a).name}{list(jnp.shape(a))}", tree))
 
 
-def check_carry(carry: Carry, expected: Carry) -> None:
-  """Checks a user's carry against ``cell.initial_carry(params)``."""
+def check_carry(carry: Carry, expected: Carry, where: str = "scan") -> None:
+  """Checks a user's carry against ``cell.initial_carry(params)``; the
+  message names ``jaxrnn.{where}``."""
   if jax.tree.structure(carry) != jax.tree.structure(expected):
     raise ValueError(
-        f"jaxrnn.scan: carry is {_describe(carry)}; expected a carry of the "
+        f"jaxrnn.{where}: carry is {_describe(carry)}; expected a carry of the "
         f"structure {_describe(expected)}, as made by "
         f"cell.initial_carry(params). Fix: start from "
-        f"cell.initial_carry(params) or the carry a previous scan returned.")
+        f"cell.initial_carry(params) or the carry a previous call returned.")
   for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)):
     if jnp.shape(got) != jnp.shape(want) or jnp.result_type(got) != want.dtype:
       raise ValueError(
-          f"jaxrnn.scan: carry is {_describe(carry)}; expected "
+          f"jaxrnn.{where}: carry is {_describe(carry)}; expected "
           f"{_describe(expected)} as made by cell.initial_carry(params). "
           f"A batched carry goes through jax.vmap with xs; the carry stays "
           f"in float32 (or wider) even for bfloat16 params. Fix: pass a "

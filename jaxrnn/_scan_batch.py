@@ -126,7 +126,7 @@ def scan_batch(
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
   unroll = default_unroll() if unroll is None else unroll
   if carry is not None:
-    _check_batch_carry(carry, cell.initial_carry(params), B)
+    _check_batch_carry(where, carry, cell.initial_carry(params), B)
   if recurrent_mask is not None:
     recurrent_mask = check_recurrent_mask("jaxrnn.scan_batch", params, recurrent_mask, B)
   kernel_takes_mask = getattr(cell.batched, "takes_recurrent_mask", False)
@@ -217,16 +217,19 @@ def _check_batch_flags(where: str, name: str, flags, B: int, T: int, time_major:
   return jnp.swapaxes(flags, 0, 1) if time_major else flags
 
 
-def _check_batch_carry(carry: Carry, one: Carry, B: int) -> None:
-  """Checks a batched carry against ``cell.initial_carry(params)`` with a leading B."""
+def _check_batch_carry(where: str, carry: Carry, one: Carry, B: int) -> None:
+  """Checks a batched carry against ``cell.initial_carry(params)`` with a leading B;
+  the message names ``jaxrnn.{where}``."""
   expected = jax.tree.map(lambda a: jax.ShapeDtypeStruct((B,) + a.shape, a.dtype), one)
   same = jax.tree.structure(carry) == jax.tree.structure(expected) and all(
       jnp.shape(a) == b.shape and jnp.result_type(a) == b.dtype
       for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)))
   if not same:
     raise ValueError(
-        f"jaxrnn.scan_batch: carry is {_describe(carry)}; expected "
+        f"jaxrnn.{where}: carry is {_describe(carry)}; expected "
         f"{_describe(expected)}: cell.initial_carry(params) with a leading "
-        f"batch axis of {B}. Fix: pass the carry a previous scan_batch "
+        f"batch axis of {B}. Fix: pass the carry a previous {where} "
         f"returned, or broadcast the initial carry: jax.tree.map(lambda a: "
-        f"jnp.broadcast_to(a, ({B},) + a.shape), cell.initial_carry(params)).")
+        f"jnp.broadcast_to(a, ({B},) + a.shape), cell.initial_carry(params)). "
+        f"PyTorch's h0 (and c0), [num_layers * directions, B, H], convert with "
+        f"jaxrnn.interop.torch.carry_from_torch.")

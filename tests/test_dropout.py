@@ -88,25 +88,23 @@ def test_apply_matches_keras_equations_with_one_mask_per_sequence(name, rates):
 
 @pytest.mark.parametrize("rates", [RATES, dict(dropout=0.5)], ids=["both", "inputs"])
 def test_apply_batch_equals_vmap_over_split_keys_with_gradients(rates):
-  net = jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(H), **rates), jaxrnn.rnn(jaxrnn.gru(H), **rates))
+  # rnn's masks inside a stack (with its own dropout between layers) and a
+  # bidirectional layer: sequence b draws from split(key, B)[b] what apply
+  # draws from its key, dropped units included.
+  net = jaxrnn.stack(jaxrnn.rnn(jaxrnn.lstm(H), **rates),
+                     jaxrnn.bidirectional(jaxrnn.rnn(jaxrnn.gru(H), **rates),
+                                          jaxrnn.rnn(jaxrnn.simple_rnn(H), **rates)),
+                     dropout=0.3)
   params = random_params(net)
   key = jax.random.key(3)
-  # The stack's per-layer keys, and each layer's (the stack keeps a second
-  # key per layer for its own dropout between layers).
-  layer_keys = [jax.random.split(k)[0] for k in jax.random.split(key, 2)]
 
   def batched(p):
     return jaxrnn.apply_batch(net, p, XS, mask=MASK, key=key)
 
-  def by_hand(p):   # each layer vmapped over that layer's per-sequence keys
-    xs, carries = XS, []
-    for layer, q, layer_key in zip(net_layers, p, layer_keys):
-      c, xs = jax.vmap(lambda x, m, kk: layer.apply(q, x, mask=m, key=kk))(
-          xs, MASK, jax.random.split(layer_key, B))
-      carries.append(c)
-    return tuple(carries), xs
+  def by_hand(p):
+    return jax.vmap(lambda x, m, k: net.apply(p, x, mask=m, key=k))(
+        XS, MASK, jax.random.split(key, B))
 
-  net_layers = (jaxrnn.rnn(jaxrnn.lstm(H), **rates), jaxrnn.rnn(jaxrnn.gru(H), **rates))
   got, want = jax.jit(batched)(params), jax.jit(by_hand)(params)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
     np.testing.assert_allclose(a, b, atol=1e-6)
@@ -114,10 +112,12 @@ def test_apply_batch_equals_vmap_over_split_keys_with_gradients(rates):
   for a, b in zip(jax.tree.leaves(jax.jit(jax.grad(loss(batched)))(params)),
                   jax.tree.leaves(jax.jit(jax.grad(loss(by_hand)))(params)), strict=True):
     np.testing.assert_allclose(a, b, atol=1e-5)
-  # Each sequence has its own masks: the same input gives different outputs.
+  # Dropout runs, and each sequence has its own masks: the same input gives
+  # different outputs, none of them the output without a key.
   same = jnp.broadcast_to(XS[:1], XS.shape)
   ys = jaxrnn.apply_batch(net, params, same, key=key)[1]
   assert not np.allclose(ys[0], ys[1])
+  assert not np.allclose(ys[0], jaxrnn.apply_batch(net, params, same)[1][0])
 
 
 def test_masks_are_zero_or_scaled_at_the_rate():

@@ -1,6 +1,8 @@
 """Misuse fails at trace time with a message that names the argument, what
 was expected, what came, and the fix; eagerly and under `jax.jit` alike."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,7 +95,20 @@ def test_wrong_input_size_in_a_layer_step():
   layer = jaxrnn.rnn(CELL)
   carry = layer.initial_carry(PARAMS)
   assert_fails(ValueError, lambda x: layer.step(PARAMS, carry, x), jnp.ones(2),
-               says=["input size 3", "Fix"])
+               says=["jaxrnn.rnn(...).step", "x has shape (2,)", "input size 3",
+                     "x must be [3]", "Fix"])
+
+
+def test_a_layer_step_refuses_a_batch_and_a_carry_that_would_broadcast():
+  layer = jaxrnn.rnn(CELL)
+  carry = layer.initial_carry(PARAMS)
+  assert_fails(ValueError, lambda x: layer.step(PARAMS, carry, x), jnp.ones((2, I)),
+               says=["jaxrnn.rnn(...).step", "x has shape (2, 3)", "one step's input [I]",
+                     "jax.vmap(layer.step"])
+  for bad in (carry._replace(c=jnp.zeros(1)),                       # [1] broadcasts to [H]
+              jax.tree.map(lambda a: jnp.stack([a, a]), carry)):      # a batch of carries
+    assert_fails(ValueError, lambda x, c: layer.step(PARAMS, c, x), XS[0], bad,
+                 says=["jaxrnn.rnn(...).step", "carry is LSTMCarry", "c='float32[4]'"])
 
 
 def test_mask_of_wrong_length():
@@ -202,6 +217,37 @@ def test_bidirectional_bad_merge():
     jaxrnn.bidirectional(CELL, CELL, merge=3)
   with pytest.raises(ValueError, match="forward layer puts out 4 features and the backward one 5"):
     jaxrnn.bidirectional(CELL, jaxrnn.lstm(5), merge="sum")
+
+
+def test_bidirectional_params_and_carry_must_be_pairs():
+  net = jaxrnn.bidirectional(CELL, CELL)
+  params = net.init(jax.random.key(0), I)
+  assert_fails(ValueError, lambda p, xs: net.apply(p, xs), PARAMS, XS,
+               says=["jaxrnn.bidirectional: params is LSTMParams of 8",
+                     "expected a pair (forward, backward)", "Fix", "from_torch"])
+  h0 = jnp.zeros((2, 2, H))       # PyTorch's layout, [directions, B, H]
+  assert_fails(ValueError, lambda xs: jaxrnn.apply_batch(net, params, xs, carry=h0),
+               jnp.ones((2, T, I)), says=["jaxrnn.bidirectional: carry is float32[2, 2, 4]",
+                                          "expected a pair", "carry_from_torch"])
+  # PyTorch's (h0, c0) is a pair too: the direction's own check names the call.
+  assert_fails(ValueError, lambda xs: jaxrnn.apply_batch(net, params, xs, carry=(h0, h0)),
+               jnp.ones((2, T, I)), says=["jaxrnn.apply_batch: carry is float32[2, 2, 4]",
+                                          "previous apply_batch returned", "carry_from_torch"])
+
+
+def test_keys_that_are_not_one_prng_key_are_refused_by_the_layers():
+  layer = jaxrnn.rnn(CELL, dropout=0.5)
+  net = jaxrnn.stack(layer, layer)
+  for run, where in ((lambda k: layer.apply(PARAMS, XS, key=k), "jaxrnn.rnn(...).apply"),
+                     (lambda k: net.apply(net.init(jax.random.key(0), I), XS, key=k),
+                      "jaxrnn.stack(...).apply"),
+                     (lambda k: jaxrnn.apply_batch(layer, PARAMS, XS[None], key=k),
+                      "jaxrnn.apply_batch")):
+    for bad, got in ((0, "key is int"),
+                     (jax.random.split(jax.random.key(0), 2), "key is key<fry>[2]")):
+      with pytest.raises(ValueError, match=rf"{re.escape(where)}: {re.escape(got)}; "
+                         r"expected one PRNG key.*Fix"):
+        run(bad)
 
 
 def test_reversed_layer_has_no_step():

@@ -204,6 +204,9 @@ def test_prefix_selects_a_submodule_and_layer_reads_module_settings():
   outer["decoder.weight"] = torch.zeros(1)
   assert_same_bits(jt.from_torch(outer, "lstm", prefix="encoder."),
                    jt.from_torch(module))
+  with pytest.raises(ValueError, match=r"missing key 'weight_hh_l0'.*Fix: .*this one has "
+                     r"prefix='encoder.'"):
+    jt.from_torch(outer, "lstm")
   out = jt.to_torch(jt.from_torch(module), bidirectional=True, prefix="encoder.")
   assert list(out) == [k for k in outer if k.startswith("encoder.")]
   net = jt.layer(torch.nn.LSTM(I, H, num_layers=2, dropout=0.25, proj_size=P))
@@ -336,6 +339,10 @@ def test_carry_from_torch_names_the_shape_torch_takes():
     jt.carry_from_torch(np.zeros((2, 3, 5)), num_layers=2, bidirectional=True)
   with pytest.raises(ValueError, match=r"c0 has shape \(2, 4, 5\) and h0 \(2, 3, 5\)"):
     jt.carry_from_torch(np.zeros((2, 3, 5)), np.zeros((2, 4, 5)), num_layers=2)
+  # A learned initial state is a Parameter that requires grad.
+  h0 = torch.nn.Parameter(torch.arange(30.0).reshape(2, 3, 5))
+  carry = jt.carry_from_torch(h0, torch.nn.Parameter(torch.ones(2, 3, 5)), num_layers=2)
+  np.testing.assert_array_equal(carry[1].h, h0.detach().numpy()[1])
 
 
 def test_layer_warns_that_one_layer_has_no_dropout_as_torch_does():

@@ -175,7 +175,11 @@ def carry_from_torch(h0: Any, c0: Any = None, *, num_layers: int = 1,
   (2, 2, (8, 5))
   """
   where = "jaxrnn.interop.torch.carry_from_torch"
-  h0 = jnp.asarray(h0)
+  # A torch tensor (a learned initial state requires grad) is detached
+  # first; anything else stays as jax reads it, a tracer under jit too.
+  array = lambda x, name: jnp.asarray(as_numpy(x, name, where) if hasattr(x, "detach") else x)
+  h0 = array(h0, "h0")
+  c0 = None if c0 is None else array(c0, "c0")
   D = 2 if bidirectional else 1
   if h0.ndim not in (2, 3) or h0.shape[0] != num_layers * D:
     raise ValueError(
@@ -265,10 +269,16 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
   G = GATE_BLOCKS[kind]
 
   if "weight_hh_l0" not in state or "weight_ih_l0" not in state:
+    # A larger model's state dict: its recurrent modules' prefixes.
+    found = sorted({k[:-len("weight_hh_l0")] for k in source
+                    if isinstance(k, str) and k.endswith("weight_hh_l0")}
+                   ) if isinstance(source, Mapping) else []
+    hint = (f" (this one has prefix={found[0]!r}{' and others' if found[1:] else ''})"
+            if found and prefix != found[0] else "")
     raise ValueError(f"{where}: missing key {prefix + 'weight_hh_l0'!r} or "
                      f"{prefix + 'weight_ih_l0'!r}; keys under prefix "
                      f"{prefix!r} are {sorted(state)}. Fix: pass the "
-                     f"module's state_dict() (and prefix= for a submodule).")
+                     f"module's state_dict() (and prefix= for a submodule{hint}).")
   w_hh0 = get("weight_hh_l0")
   if w_hh0.ndim != 2 or w_hh0.shape[0] % G:
     raise ValueError(

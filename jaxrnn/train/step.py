@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxrnn._dropout import check_key
+
 Params = Any
 # loss_fn(params, example) -> (loss_sum, count, metric_sums) for ONE example
 # (or, with batched=True, for the whole batch: sums or per-example sums).
@@ -87,21 +89,6 @@ def loss_keys(key: Optional[jax.Array], batch: Any, batched: bool) -> tuple:
   if batched:
     return (key,)
   return (jax.random.split(key, jax.tree.leaves(batch)[0].shape[0]),)
-
-
-def check_key(where: str, key) -> Optional[jax.Array]:
-  """``key`` if it is None or a JAX PRNG key (typed, or the raw ``uint32[2]``); raises otherwise."""
-  if key is None:
-    return None
-  typed = hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-  raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and key.shape == (2,)
-  if not ((typed and key.shape == ()) or raw):
-    got = (f"{key.dtype}{list(key.shape)}" if hasattr(key, "dtype")
-           else type(key).__name__)
-    raise ValueError(
-        f"{where}: key is {got}; expected one PRNG key, from which every "
-        f"step draws its own (for dropout). Fix: key=jax.random.key(seed).")
-  return key
 
 
 def step_key(key: jax.Array, step: jax.Array) -> jax.Array:

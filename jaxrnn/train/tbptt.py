@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import optax
 
-from jaxrnn.train.step import TrainState, check_key, loss_keys, means, step_key
+from jaxrnn._dropout import check_key
+from jaxrnn.train.step import TrainState, loss_keys, means, step_key
 
 
 def windows(stream: np.ndarray, batch_size: int, window: int
