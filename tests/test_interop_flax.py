@@ -240,6 +240,20 @@ def test_linen_wrapper_holds_jaxrnn_params_in_flax_state():
     model.apply(variables, XS[0, 0])
 
 
+def test_set_params_puts_converted_params_in_place_and_checks_their_shapes():
+  model = Recurrent(jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.gru(H)), I, rngs=nnx.Rngs(0))
+  param = model.params[0].w_h                     # the same Param object after
+  new = jax.tree.map(lambda a: a + 1, model.params_tree())
+  model.set_params(new)
+  assert model.params[0].w_h is param
+  for a, b in zip(jax.tree.leaves(model.params_tree()), jax.tree.leaves(new), strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match=r"set_params: params are .*; expected .*this "
+                     r"layer's. Fix: convert params of the same cell, sizes and layers"):
+    model.set_params(jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.gru(H + 1)).init(
+        jax.random.key(0), I))
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_wrappers_take_seq_lengths_and_time_major_as_flax_nn_rnn_does(reverse):
   # Flax's own nn.RNN is the reference: time-major [T, B, I] in and out,
@@ -254,7 +268,7 @@ def test_wrappers_take_seq_lengths_and_time_major_as_flax_nn_rnn_does(reverse):
   layer = jaxrnn.rnn(cell, reverse=reverse)
   def nnx_model(**kwargs):
     model = Recurrent(layer, I, rngs=nnx.Rngs(0), **kwargs)
-    model.params = nnx.data(jax.tree.map(nnx.Param, params))
+    model.set_params(params)
     return model
   linen_model = LinenRecurrent(layer, time_major=True)
   runs = {
@@ -311,6 +325,9 @@ def test_wrappers_run_dropout_as_flax_dropout_does():
                                 rngs={"dropout": jax.random.key(k)})[1]
   np.testing.assert_array_equal(train(1), train(1))
   assert not np.allclose(train(1), without) and not np.allclose(train(1), train(2))
+  # deterministic unset: a "dropout" rng asks for dropout, as a key does.
+  np.testing.assert_array_equal(
+      linen.apply(variables, XS, MASK, rngs={"dropout": jax.random.key(1)})[1], train(1))
   np.testing.assert_allclose(linen.apply(variables, XS, MASK, key=key)[1],
                              jaxrnn.apply_batch(layer, params, XS, mask=MASK, key=key)[1],
                              rtol=1e-6, atol=1e-6)

@@ -47,6 +47,7 @@ from jaxrnn._cells.gru import GRUParams
 from jaxrnn._cells.lstm import LSTMParams
 from jaxrnn._cells.rnn import RNNParams
 from jaxrnn._layers import Seq, apply_batch, as_seq
+from jaxrnn._scan import _describe
 from jaxrnn._scan_batch import batch_major
 from jaxrnn.interop import as_numpy
 
@@ -440,10 +441,10 @@ def run(layer: Seq, params, xs, mask, carry, key, seq_lengths, time_major):
   `jaxrnn.scan_batch`: the LSTM's and GRU's training steps through
   `LinenRecurrent` at B = 32, T = 64 and B = 16, T = 128 (H = 128) took
   0.69-0.74x the time of ``jax.vmap(layer.apply)`` (2 CPU cores, one
-  device, interleaved medians, 2026-12-04). Where a kernel runs it is
-  reverse mode only (for `jax.jvp`, vmap the wrapper over ``[T, I]``
-  sequences), and a stack's dropout draws every example's mask from the
-  one ``key`` (same distribution as a key per example, other draws).
+  device, interleaved medians, 2026-12-04), with the same numbers, dropout
+  included (sequence b draws from ``jax.random.split(key, B)[b]``). Where
+  a kernel runs it is reverse mode only (for `jax.jvp`, vmap the wrapper
+  over ``[T, I]`` sequences).
   """
   xs = jnp.asarray(xs)
   if xs.ndim == 2:
@@ -476,21 +477,26 @@ class Recurrent(nnx.Module):
   seq_lengths=None, time_major=None) -> (carry, ys)`` runs ``layer.apply``
   on ``xs [T, I]``, or `jaxrnn.apply_batch` on ``[B, T, I]`` (mask
   ``[B, T]``, carry batched; the batched kernels, which are reverse mode
-  only; a stack's dropout between layers draws once for the batch, an
-  ``rnn(cell, dropout=, recurrent_dropout=)`` one mask per sequence). As in
+  only; with dropout, sequence b draws from ``jax.random.split(key,
+  B)[b]`` what ``layer.apply`` draws from a key). As in
   Flax's ``nn.RNN``, ``seq_lengths`` (``int[B]``; an int for one sequence)
   counts each sequence's steps before its end padding, in place of a mask,
   and ``time_major`` (the constructor's, or the call's, which wins) takes
   and returns ``[T, B, ...]`` (a mask ``[T, B]``; the carry stays batch
-  first). Unlike ``nn.RNN``, outputs at padded steps are zero and a
-  reversed layer returns them in input order (``keep_order=True``). The
+  first). Unlike ``nn.RNN``, outputs at padded steps are zero, a
+  reversed layer returns them in input order (``keep_order=True``), the
+  carry is always returned (``return_carry=True``), and an LSTM's carry is
+  jaxrnn's ``LSTMCarry(h, c)``: Flax's ``(c, h)`` goes in as
+  ``jaxrnn.LSTMCarry(h=h, c=c)``. The
   layer's dropout (a stack's between layers, or ``rnn``'s) runs as
   ``nnx.Dropout`` does: on unless ``deterministic`` (the constructor's, or
   the call's, which wins), so ``model.eval()`` and ``nnx.view(model,
   deterministic=True)`` switch it off and ``model.train()`` on; its key
   comes from the ``"dropout"`` stream of ``rngs`` (``"default"`` when there
   is none), or from the call's ``key``.
-  ``module.params_tree()`` gives the plain jaxrnn params.
+  ``module.params_tree()`` gives the plain jaxrnn params, and
+  ``module.set_params(params)`` puts converted ones (`from_nnx`,
+  `from_linen`, ``from_torch``) in place.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> from flax import nnx
@@ -524,6 +530,32 @@ class Recurrent(nnx.Module):
     """The jaxrnn params as plain arrays."""
     return jax.tree.map(lambda v: v[...], self.params, is_leaf=is_variable)
 
+  def set_params(self, params) -> None:
+    """Puts ``params`` (jaxrnn's pytree, as `from_linen`, `from_nnx` or
+    ``jaxrnn.interop.torch.from_torch`` return it) in the module's
+    ``nnx.Param`` leaves, in place and in ``params``' dtypes; their
+    structure and shapes must be the layer's, as ``params_tree()`` shows.
+
+    >>> import jax, jaxrnn
+    >>> from flax import nnx
+    >>> model = Recurrent(jaxrnn.lstm(4), 3, rngs=nnx.Rngs(0))
+    >>> model.set_params(jaxrnn.lstm(4).init(jax.random.key(1), 3))
+    >>> model.params.w_h.shape
+    (4, 16)
+    """
+    mine = self.params_tree()
+    same = jax.tree.structure(params) == jax.tree.structure(mine) and all(
+        jnp.shape(a) == jnp.shape(b)
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mine)))
+    if not same:
+      raise ValueError(
+          f"jaxrnn.interop.flax.Recurrent.set_params: params are "
+          f"{_describe(params)}; expected {_describe(mine)}, this layer's. Fix: "
+          f"convert params of the same cell, sizes and layers, in the same "
+          f"containers (tuples for stacks and directions).")
+    jax.tree.map(lambda v, a: v.set_value(jnp.asarray(a)), self.params, params,
+                 is_leaf=is_variable)
+
   def __call__(self, xs, *, mask=None, carry=None, key=None, deterministic=None,
                seq_lengths=None, time_major=None):
     if self.deterministic if deterministic is None else deterministic:
@@ -549,7 +581,8 @@ class LinenRecurrent(nn.Module):
   ``rnn``'s) runs as ``nn.Dropout`` does, when ``deterministic`` (the
   call's, else the attribute's) is False: with the ``"dropout"`` rng
   (``rngs={"dropout": key}``), or the call's ``key``. When neither is set,
-  a call with a ``key`` runs dropout and one without does not.
+  a call given a ``key`` or a ``"dropout"`` rng runs dropout and one
+  without does not (where ``nn.Dropout`` would raise).
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> from jaxrnn.interop.flax import LinenRecurrent
@@ -571,8 +604,10 @@ class LinenRecurrent(nn.Module):
     layer = as_seq(self.layer)
     params = self.param("layer", lambda k: layer.init(k, jnp.shape(xs)[-1]))
     time_major = self.time_major if time_major is None else time_major
+    # Neither set: a key or a "dropout" rng asks for dropout (Flax's
+    # nn.Dropout would raise; skipping it silently would hide the mistake).
     deterministic = next((d for d in (deterministic, self.deterministic) if d is not None),
-                         key is None)
+                         key is None and not self.has_rng("dropout"))
     if deterministic:
       key = None
     elif key is None:
