@@ -348,4 +348,10 @@ def test_carry_from_torch_names_the_shape_torch_takes():
 def test_layer_warns_that_one_layer_has_no_dropout_as_torch_does():
   with pytest.warns(UserWarning, match="dropout=0.3 acts between layers"):
     net = jt.layer("gru", H, dropout=0.3)
-  assert isinstance(net, jaxrnn.Cell)
+  # One layer, one direction: a Seq like the others, with apply (rnn(cell)).
+  assert isinstance(net, jaxrnn.Seq)
+  params = net.init(jax.random.key(0), I)
+  assert isinstance(params, jaxrnn.GRUParams)
+  key = jax.random.key(1)        # no dropout runs, with a key or without
+  np.testing.assert_array_equal(net.apply(params, jnp.ones((T, I)), key=key)[1],
+                                jaxrnn.scan(jaxrnn.gru(H), params, jnp.ones((T, I)))[1])

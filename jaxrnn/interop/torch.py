@@ -53,7 +53,7 @@ from jaxrnn._cells.gru import GRUParams, gru
 from jaxrnn._cells.lstm import LSTMCarry, LSTMParams, lstm
 from jaxrnn._cells.rnn import RNNParams, simple_rnn
 from jaxrnn._layers import bidirectional as bidirectional_layer
-from jaxrnn._layers import stack
+from jaxrnn._layers import rnn, stack
 from jaxrnn.interop import as_numpy
 
 GATE_BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -100,14 +100,16 @@ def module_config(module: Any) -> dict:
 def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
           bidirectional: bool = False, proj_size: Optional[int] = None,
           nonlinearity: str = "tanh", dropout: float = 0.0, bias: bool = True):
-  """The jaxrnn Cell or Seq that computes what the torch module computes.
+  """The jaxrnn layer (a `Seq`) that computes what the torch module computes.
 
   ``layer(torch_module)`` reads every setting from the module; otherwise
   they mirror ``torch.nn.LSTM``'s arguments. One layer in one direction is
-  a `Cell` (run it with `jaxrnn.scan` or `jaxrnn.rnn`); a bidirectional
-  layer is ``jaxrnn.bidirectional(cell, cell)``; several layers are
-  ``jaxrnn.stack(..., dropout=dropout)``. Its params have the structure
-  `from_torch` returns. jaxrnn's layout is fixed whatever the module's
+  ``jaxrnn.rnn(cell)`` (its params are the cell's; ``jaxrnn.lstm(H)`` and
+  the others give the `Cell` itself); a bidirectional layer is
+  ``jaxrnn.bidirectional(cell, cell)``; several layers are
+  ``jaxrnn.stack(..., dropout=dropout)``. Each has ``init``, ``apply``
+  (one sequence), ``step`` and ``apply_batch``. Its params have the
+  structure `from_torch` returns. jaxrnn's layout is fixed whatever the module's
   ``batch_first``: ``apply`` takes one sequence ``[T, I]`` and
   `jaxrnn.apply_batch` a batch ``[B, T, I]`` (torch's ``batch_first=True``),
   so data laid out for a ``batch_first=False`` module, ``[T, B, I]``, goes
@@ -147,7 +149,7 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
     cell = gru(hidden_size, use_bias=bias)
   else:   # "tanh" or "relu", as jax.nn names them
     cell = simple_rnn(hidden_size, nonlinearity, use_bias=bias)
-  one = bidirectional_layer(cell, cell) if bidirectional else cell
+  one = bidirectional_layer(cell, cell) if bidirectional else rnn(cell)
   if num_layers == 1:
     if dropout:   # as torch warns: its dropout sits between layers
       warnings.warn(f"{where}: dropout={dropout} acts between layers, and "
