@@ -52,7 +52,8 @@ def check_key(where: str, key) -> Optional[jax.Array]:
   if key is None:
     return None
   typed = hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-  raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and key.shape == (2,)
+  # A raw key is uint32[2] (threefry, JAX's default) or uint32[4] (rbg).
+  raw = hasattr(key, "dtype") and key.dtype == jnp.uint32 and key.shape in ((2,), (4,))
   if not ((typed and key.shape == ()) or raw):
     got = (f"{key.dtype}{list(key.shape)}" if hasattr(key, "dtype")
            else type(key).__name__)

@@ -13,6 +13,7 @@ form reaches `jaxrnn.scan_batch` and its kernels, which `jax.vmap` of
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Callable, NamedTuple, Optional, Union
 
@@ -117,6 +118,13 @@ def run_batch(seq: "Seq", params: Params, xs: Array, *, carry, mask, resets, key
   ``apply_batch``, or ``jax.vmap(seq.apply)`` for a Seq without one."""
   if seq.apply_batch is not None:
     extra = {} if keys is None else {"keys": keys}
+    if keys is not None and not takes_keys(seq.apply_batch):
+      raise TypeError(
+          "jaxrnn.apply_batch: this Seq's apply_batch takes no keys=, the "
+          "sequences' keys [B] that dropout draws from (Seq.apply_batch "
+          "took one key= until 2026-12-05). Fix: take keys=None and give "
+          "sequence b keys[b], as apply gets its key; or set apply_batch to "
+          "None to run jax.vmap(apply).")
     return seq.apply_batch(params, xs, carry=carry, mask=mask, resets=resets, **extra)
   axis = lambda a: None if a is None else 0
 
@@ -124,6 +132,15 @@ def run_batch(seq: "Seq", params: Params, xs: Array, *, carry, mask, resets, key
     return seq.apply(params, x, carry=c, mask=m, resets=r, key=k)
   return jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets), axis(keys)))(
       xs, carry, mask, resets, keys)
+
+
+def takes_keys(fn: Callable) -> bool:
+  """Does ``fn`` take a ``keys=`` argument (or ``**kwargs``)?"""
+  try:
+    parameters = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):       # no signature to read: let the call say
+    return True
+  return any(p.name == "keys" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def split_keys(key: Array, n: int, batched: bool) -> Array:
@@ -163,9 +180,11 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   peephole and projected LSTMs' and the simple RNN's (``python
   benchmarks/batched_kernels.py --dropout --cells lstm,gru,peephole,lstmp,rnn
   [--cpu-devices 2]``, 2 CPU cores), where each sequence with its own
-  scaled ``w_h`` under ``jax.vmap`` took 1.5-4.1x. A GRU with other
-  activations runs that ``jax.vmap(apply)`` (``B`` copies of ``w_h`` and
-  of its gradient in memory). cuDNN has no recurrent mask: an
+  scaled ``w_h`` under ``jax.vmap`` took 1.5-4.1x. A cell without such a
+  kernel (a GRU with ``reset_after=False`` or other activations, your own
+  cell unless it is an additive `jaxrnn.fused_cell` reading ``w_h``) runs
+  that ``jax.vmap(apply)`` (``B`` copies of ``w_h`` and of its gradient in
+  memory). cuDNN has no recurrent mask: an
   ``lstm(H, use_cudnn="auto")`` cell runs jaxrnn's kernel then, and
   ``use_cudnn=True`` raises.
 

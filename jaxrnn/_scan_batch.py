@@ -29,8 +29,8 @@ def reported_as(where: str, time_major: bool):
   """Within it, `scan_batch`'s messages on a batch-major ``xs`` name ``where``
   and show ``xs`` in its caller's layout (``[T, B, I]`` for ``time_major``).
 
-  The outermost call wins: a stack's layers run `apply_batch` again,
-  batch-major, inside the user's call.
+  The outermost call wins: a hand-written Seq's ``apply_batch`` may call
+  `jaxrnn.apply_batch` again, batch-major, inside the user's call.
   """
   token = _caller.set(_caller.get() or (where, time_major))
   try:

@@ -250,6 +250,16 @@ def test_keys_that_are_not_one_prng_key_are_refused_by_the_layers():
         run(bad)
 
 
+def test_a_hand_written_apply_batch_without_keys_is_told_the_protocol():
+  layer = jaxrnn.rnn(CELL, dropout=0.5)
+  old = layer._replace(apply_batch=lambda p, xs, *, carry=None, mask=None, resets=None,
+                       key=None: None)          # the protocol before keys=
+  with pytest.raises(TypeError, match=r"apply_batch takes no keys=.*Fix: take keys=None"):
+    jaxrnn.apply_batch(old, PARAMS, XS[None], key=jax.random.key(0))
+  with jax.default_prng_impl("rbg"):                  # its raw keys are uint32[4]
+    jaxrnn.apply_batch(layer, PARAMS, XS[None], key=jax.random.PRNGKey(0))
+
+
 def test_reversed_layer_has_no_step():
   layer = jaxrnn.rnn(CELL, reverse=True)
   with pytest.raises(ValueError, match="reverse=True.*Fix: use apply"):

@@ -2,7 +2,7 @@
 
 Lives here: `from_torch` (a torch module or state dict -> jaxrnn params),
 `to_torch` (jaxrnn params -> a state dict of NumPy arrays), `layer` (the
-jaxrnn Cell or Seq that computes what a torch module computes), and
+jaxrnn Seq that computes what a torch module computes), and
 `carry_from_torch`/`carry_to_torch` (torch's ``h_0, c_0`` and ``h_n, c_n``
 <-> that layer's carry). Not here:
 Flax (`jaxrnn.interop.flax`), files (`jaxrnn.io`). PyTorch itself is never

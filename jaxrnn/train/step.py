@@ -135,7 +135,8 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
   draws from ``jax.random.fold_in(key, n)`` (``n = state.step``), split
   per example as in `batch_loss`: a fresh draw every step, and a run
   resumed from a checkpoint draws what an unbroken run would. The eval
-  step takes no key: nothing is dropped there.
+  step takes no key and calls ``loss_fn(params, batch)``: give the key
+  a default of None (nothing dropped) to use one loss for both.
   Build the step once and call it in a loop: it compiles once. With a
   batch sharded across devices and the state replicated
   (`jaxrnn.train.shard_batch`, `replicate`), the same step runs
@@ -164,7 +165,7 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
   >>> int(state.step)
   2
   >>> net = jaxrnn.rnn(cell, dropout=0.2, recurrent_dropout=0.2)
-  >>> def dropout_loss_fn(params, batch, key):  # the step's key, for the dropout
+  >>> def dropout_loss_fn(params, batch, key=None):   # None: no dropout (eval)
   ...   xs, y = batch
   ...   _, ys = jaxrnn.apply_batch(net, params, xs, key=key)
   ...   return (*train.mse(ys[:, -1, 0], y), {})
