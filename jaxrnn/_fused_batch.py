@@ -50,9 +50,9 @@ no gradient. Before, such a batch ran the per-example kernel under
 `jax.vmap` with each sequence's own ``diag(m) W``: a training step with
 ``recurrent_dropout=0.2`` (B = 32, T = 128, H = 256, one CPU device of
 the Zen 5 host) took 1.46-2.43x the time without dropout for the peephole
-and projected LSTMs and the simple RNN; in this kernel 0.88-1.11x (on 2
-devices 1.00-1.02x), with no ``B`` copies of ``W`` (``python
-benchmarks/batched_kernels.py --dropout --cells peephole,lstmp,rnn``).
+and projected LSTMs and the simple RNN; in this kernel 0.87-1.11x (on 2
+devices 0.99-1.14x; the CIFG LSTM 0.98-1.03x), with no ``B`` copies of
+``W`` (``python benchmarks/batched_kernels.py --dropout [--cpu-devices 2]``).
 
 Measured and dropped: the other params' gradients summed over the batch
 inside the loop, step by step (data-parallel, an all-reduce at every step:

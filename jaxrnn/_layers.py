@@ -175,11 +175,11 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   keys. The batched kernels (the LSTM, its variants, the simple RNN, the
   standard GRU) apply the recurrent mask in their loops
   (`jaxrnn.scan_batch`'s ``recurrent_mask``): a training step at B = 32,
-  T = 128, H = 256 with ``recurrent_dropout=0.2`` took 1.00-1.02x the
-  LSTM's time without dropout, 1.01-1.23x the GRU's and 0.88-1.11x the
-  peephole and projected LSTMs' and the simple RNN's (``python
-  benchmarks/batched_kernels.py --dropout --cells lstm,gru,peephole,lstmp,rnn
-  [--cpu-devices 2]``, 2 CPU cores), where each sequence with its own
+  T = 128, H = 256 with ``recurrent_dropout=0.2`` took 0.97-1.02x the
+  LSTM's time without dropout, 0.98-1.23x the GRU's and 0.87-1.14x the
+  peephole, CIFG and projected LSTMs' and the simple RNN's (``python
+  benchmarks/batched_kernels.py --dropout [--cpu-devices 2]``, 2 CPU
+  cores), where each sequence with its own
   scaled ``w_h`` under ``jax.vmap`` took 1.5-4.1x. A cell without such a
   kernel (a GRU with ``reset_after=False`` or other activations, your own
   cell unless it is an additive `jaxrnn.fused_cell` reading ``w_h``) runs
