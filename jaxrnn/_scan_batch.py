@@ -91,7 +91,9 @@ def scan_batch(
   Either kernel is a `jax.custom_vjp`: `jax.grad`, `jax.vjp` and
   `jax.jit` work, and `jax.hessian` (forward over reverse: jit it, as eagerly
   with a mask jaxlib 0.10.2's CPU compiler fails on the LSTM kernel's
-  program); forward mode (`jax.jvp`, `jax.jacfwd`) does not; use
+  program); forward mode (`jax.jvp`, `jax.jacfwd`) does not (a
+  `TypeError` that says so; traced inside `jax.jit`, JAX's own "can't
+  apply forward-mode autodiff (jvp) to a custom_vjp function"); use
   `jaxrnn.scan` under `jax.vmap` for it. Every other case runs exactly
   the vmapped `jaxrnn.scan`.
   Data-parallel (the batch split over devices by
@@ -138,7 +140,18 @@ def scan_batch(
       carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
                            cell.initial_carry(params))
     extra = {} if recurrent_mask is None else {"recurrent_mask": recurrent_mask}
-    carry, ys = cell.batched(params, carry, xs, mask, reverse, unroll, **extra)
+    try:
+      carry, ys = cell.batched(params, carry, xs, mask, reverse, unroll, **extra)
+    except TypeError as e:   # forward mode, met here when jax.jvp traces this call
+      if "forward-mode autodiff (jvp) to a custom_vjp" not in str(e):
+        raise
+      raise TypeError(
+          f"jaxrnn.{where}: forward-mode differentiation (jax.jvp, jax.jacfwd) "
+          f"cannot pass the batched kernel, a jax.custom_vjp with a "
+          f"hand-written backward (reverse mode only; jax.grad and jax.hessian "
+          f"pass). Fix: run the batch as jax.vmap(lambda x: jaxrnn.scan(cell, "
+          f"params, x))(xs), or jax.vmap(layer.apply) for a layer, which every "
+          f"transformation passes.") from e
   else:
     def one(x, c, m, r, rm):
       return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,

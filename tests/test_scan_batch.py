@@ -258,8 +258,14 @@ def test_nan_in_padding_reaches_no_gradient(kind):
 @pytest.mark.parametrize("kind", KERNELS)
 def test_kernel_is_reverse_mode_only_as_documented(kind):
   cell, params, xs, mask, _ = setup(kind=kind)
-  with pytest.raises(TypeError, match="custom_vjp"):
+  with pytest.raises(TypeError, match=r"jaxrnn.scan_batch: forward-mode differentiation "
+                     r".*custom_vjp.*Fix: .*jax.vmap"):
     jax.jvp(lambda x: jaxrnn.scan_batch(cell, params, x)[1], (xs,), (jnp.ones_like(xs),))
+  with pytest.raises(TypeError, match=r"jaxrnn.apply_batch: forward-mode .*jax.vmap\(layer.apply\)"):
+    jax.jacfwd(lambda x: jaxrnn.apply_batch(cell, params, x)[1])(xs)
+  with pytest.raises(TypeError, match="custom_vjp"):    # inside jit: JAX's own message
+    jax.jit(lambda x: jax.jvp(lambda x: jaxrnn.scan_batch(cell, params, x)[1], (x,),
+                              (jnp.ones_like(x),)))(xs)
   # Forward over reverse differentiates the backward, which is plain JAX.
   if kind in HAND:
     xs, mask = xs[:2, :3], mask[:2, :3]
