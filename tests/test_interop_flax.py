@@ -238,6 +238,10 @@ def test_linen_wrapper_holds_jaxrnn_params_in_flax_state():
   np.testing.assert_allclose(y_one, layer.apply(params, XS[0, :2])[1], rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match=r"xs has shape \(3,\); expected \[T, I\] or \[B, T, I\]"):
     model.apply(variables, XS[0, 0])
+  # jaxrnn's message on the input size, not Flax's ScopeParamShapeError.
+  with pytest.raises(ValueError, match=rf"jaxrnn.apply_batch: xs has shape \({B}, {T}, 2\); "
+                     rf"these params were initialised for input size {I}"):
+    model.apply(variables, XS[..., :2])
 
 
 def test_set_params_puts_converted_params_in_place_and_checks_their_shapes():

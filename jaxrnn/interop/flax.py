@@ -602,7 +602,13 @@ class LinenRecurrent(nn.Module):
   def __call__(self, xs, mask=None, carry=None, key=None, deterministic=None,
                seq_lengths=None, time_major=None):
     layer = as_seq(self.layer)
-    params = self.param("layer", lambda k: layer.init(k, jnp.shape(xs)[-1]))
+    if self.has_variable("params", "layer"):
+      # Read as they are: self.param would compare them with an init for
+      # this xs and raise Flax's ScopeParamShapeError, where jaxrnn's own
+      # check names the input size the params were made for.
+      params = self.get_variable("params", "layer")
+    else:
+      params = self.param("layer", lambda k: layer.init(k, jnp.shape(xs)[-1]))
     time_major = self.time_major if time_major is None else time_major
     # Neither set: a key or a "dropout" rng asks for dropout (Flax's
     # nn.Dropout would raise; skipping it silently would hide the mistake).
