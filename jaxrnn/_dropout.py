@@ -46,9 +46,9 @@ def check_rate(where: str, name: str, rate) -> float:
 
 
 def check_key(where: str, key) -> Optional[jax.Array]:
-  """``key`` if it is None or one JAX PRNG key (typed, or the raw
-  ``uint32[2]``); raises otherwise, where JAX's own error would name neither
-  the function called nor the fix."""
+  """``key`` if it is None or one JAX PRNG key (typed, or raw: ``uint32[2]``,
+  or ``uint32[4]`` under the rbg implementation); raises otherwise, where
+  JAX's own error would name neither the function called nor the fix."""
   if key is None:
     return None
   typed = hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)

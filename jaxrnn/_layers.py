@@ -48,9 +48,9 @@ class Seq(NamedTuple):
       ``bool[B, T]``, and ``keys`` (``[B]``, passed only when dropout is
       on) are the sequences' keys, each what ``apply`` would get as
       ``key``; `jaxrnn.apply_batch` draws them from its caller's one key
-      with ``jax.random.split(key, B)``. The layers built here run `jaxrnn.scan_batch` (the
-      batched kernels of the LSTM and its variants, the GRU and the simple
-      RNN); None (a Seq written by hand)
+      with ``jax.random.split(key, B)``. The layers built here run
+      `jaxrnn.scan_batch` (the batched kernels of the LSTM and its
+      variants, the GRU and the simple RNN); None (a Seq written by hand)
       means ``jax.vmap(apply)``, which `apply_batch` falls back to. A
       ``_replace`` of ``apply`` keeps the old ``apply_batch``: replace both,
       or set it to None.
@@ -179,14 +179,13 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   LSTM's time without dropout, 0.98-1.23x the GRU's and 0.87-1.14x the
   peephole, CIFG and projected LSTMs' and the simple RNN's (``python
   benchmarks/batched_kernels.py --dropout [--cpu-devices 2]``, 2 CPU
-  cores), where each sequence with its own
-  scaled ``w_h`` under ``jax.vmap`` took 1.5-4.1x. A cell without such a
-  kernel (a GRU with ``reset_after=False`` or other activations, your own
-  cell unless it is an additive `jaxrnn.fused_cell` reading ``w_h``) runs
-  that ``jax.vmap(apply)`` (``B`` copies of ``w_h`` and of its gradient in
-  memory). cuDNN has no recurrent mask: an
-  ``lstm(H, use_cudnn="auto")`` cell runs jaxrnn's kernel then, and
-  ``use_cudnn=True`` raises.
+  cores), where each sequence with its own scaled ``w_h`` under
+  ``jax.vmap`` took 1.5-4.1x. A cell without such a kernel (a GRU with
+  ``reset_after=False`` or other activations, your own cell unless it is
+  an additive `jaxrnn.fused_cell` reading ``w_h``) runs that
+  ``jax.vmap(apply)`` (``B`` copies of ``w_h`` and of its gradient in
+  memory). cuDNN has no recurrent mask: an ``lstm(H, use_cudnn="auto")``
+  cell runs jaxrnn's kernel then, and ``use_cudnn=True`` raises.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> layer = jaxrnn.rnn(jaxrnn.gru(8))
@@ -510,9 +509,10 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
         if mask is not None:  # keep padded outputs at zero
           ys = jnp.where(jnp.asarray(mask)[..., None], ys, jnp.zeros_like(ys))
       if dropout and drop_key is not None and k < len(seqs) - 1:
-        draw = lambda k, shape: jax.random.bernoulli(k, 1.0 - dropout, shape)
-        keep = (jax.vmap(draw, in_axes=(0, None))(drop_key, ys.shape[1:]) if batched
-                else draw(drop_key, ys.shape))
+        # Batched, each sequence draws its [T, O] mask from its own key.
+        shape = ys.shape[1:] if batched else ys.shape
+        draw = lambda one_key: jax.random.bernoulli(one_key, 1.0 - dropout, shape)
+        keep = jax.vmap(draw)(drop_key) if batched else draw(drop_key)
         ys = jnp.where(keep, ys / (1.0 - dropout), 0.0)
       new_carries.append(c)
       xs = ys
