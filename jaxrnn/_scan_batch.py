@@ -83,9 +83,10 @@ def scan_batch(
   gradients as single matmuls. The standard `jaxrnn.lstm` and `jaxrnn.gru`
   have hand-written ones (forward+backward 1.4-1.7x faster than the
   per-example path at B = 16 and 32 on 2 CPU cores, 1.5-1.7x at B = 2 and 4,
-  as fast or 1.15x faster at B = 1; see `jaxrnn._cells.lstm_batched`); every
-  other `jaxrnn.fused_cell` declared ``additive`` with a ``project`` (the
-  LSTM variants, the simple RNN, your own) has a generic one (1.1-1.6x
+  as fast or 1.15x faster at B = 1; see `jaxrnn._cells.lstm_batched`; the
+  peephole LSTM runs the LSTM's); every other `jaxrnn.fused_cell` declared
+  ``additive`` with a ``project`` (the other LSTM variants, the simple RNN,
+  your own) has a generic one (1.1-1.6x
   faster than the per-example path at B = 4 to 128 on one CPU device; see
   `jaxrnn._fused_batch`).
   Either kernel is a `jax.custom_vjp`: `jax.grad`, `jax.vjp` and

@@ -39,8 +39,9 @@ def randomised(params, key, scale=0.5):
 # gate vector (full_gate_recurrence).
 # The generic kernel's cases are fewer: its code is the same for every cell.
 HAND = ("lstm", "gru")
+PEEPHOLE = "peephole"       # the standard LSTM's hand-written kernel, with peepholes
 GENERIC = ("peephole_proj", "peephole_cifg_fgr", "rnn_tanh")
-KERNELS = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru}
+KERNELS = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, PEEPHOLE: jaxrnn.peephole_lstm}
 KERNELS.update({name: partial(numpy_oracle.library_cell, name) for name in GENERIC})
 NO_BIAS = ("lstm_nobias", "gru_nobias")   # the hand-written kernels with use_bias=False
 KERNELS.update({name: partial(numpy_oracle.library_cell, name) for name in NO_BIAS})
@@ -96,7 +97,7 @@ GENERIC_SCENARIOS = ("reversed_carry", "masked_reversed_carry", "batch_of_one")
 
 
 @pytest.mark.parametrize("kind, scenario", [(k, s) for k in HAND for s in SCENARIOS] +
-                         [(k, s) for k in GENERIC for s in GENERIC_SCENARIOS])
+                         [(k, s) for k in GENERIC + (PEEPHOLE,) for s in GENERIC_SCENARIOS])
 def test_kernel_matches_vmapped_scan(kind, scenario):
   masked, reverse, given, batch = SCENARIOS[scenario]
   cell, params, xs, mask, carry = setup(kind=kind, batch=batch)
@@ -162,7 +163,7 @@ def test_every_variant_through_scan_batch_matches_numpy_oracle(name):
 
 
 @pytest.mark.parametrize("kind, reverse, batch", HAND_CASES + [(k, True, B) for k in GENERIC] +
-                         [(k, False, B) for k in NO_BIAS])
+                         [(k, False, B) for k in NO_BIAS + (PEEPHOLE,)])
 def test_kernel_gradients_match_finite_differences(kind, reverse, batch):
   with jax.enable_x64(True):
     cell, params, xs, mask, carry = setup(dtype=jnp.float64, kind=kind, batch=batch)
@@ -343,6 +344,22 @@ def test_scan_batch_refuses_params_of_another_variant(kind, other):
     jaxrnn.scan_batch(untraceable, params, xs)
 
 
+def test_the_peephole_lstm_runs_the_hand_written_kernel_and_refuses_standard_params():
+  from jaxrnn._cells.lstm_batched import lstm_batch_kernel
+  for make in (jaxrnn.peephole_lstm, lambda H: jaxrnn.lstm(H, peephole=True)):
+    batched = make(H).batched
+    assert batched.func is lstm_batch_kernel and batched.keywords == {"peephole": True}
+    assert batched.takes_recurrent_mask
+  cell, _, xs, _, _ = setup(kind=PEEPHOLE)
+  with pytest.raises(ValueError, match="made by"):     # scan_batch's check of the params
+    jaxrnn.scan_batch(cell, jaxrnn.lstm(H).init(jax.random.key(0), I), xs)
+  with pytest.raises(ValueError, match=r"peephole LSTM but its params lack p_i, p_f, p_o"):
+    batched(jaxrnn.lstm(H).init(jax.random.key(0), I),      # the kernel's own backstop
+            jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
+                         cell.initial_carry(jaxrnn.lstm(H).init(jax.random.key(0), I))),
+            xs, None, False, 1)
+
+
 F32_TOL = (1e-6, 1e-5)      # atol of outputs, of gradients
 CUSTOM = {                  # name: (cell, masked, input dtype, tolerances)
     "masked": (lambda: elman(additive=True), True, jnp.float32, F32_TOL),
@@ -386,7 +403,7 @@ def test_a_custom_additive_cell_runs_the_generic_kernel(name):
   assert float(jnp.abs(grads[0][0]["leak"]).max()) > 0
 
 
-@pytest.mark.parametrize("kind", HAND + GENERIC)
+@pytest.mark.parametrize("kind", HAND + (PEEPHOLE,) + GENERIC)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_recurrent_mask_in_the_kernels_equals_scaled_weights_per_sequence(kind, reverse):
   # The kernels (hand-written and generic) multiply h_{t-1} in their loops;

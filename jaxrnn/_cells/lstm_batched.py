@@ -1,7 +1,8 @@
 """The standard LSTM as one batched kernel with a hand-written backward.
 
 Lives here: `lstm_batch_kernel`, which `jaxrnn.lstm` attaches to its
-standard form (``Cell.batched``) and `jaxrnn.scan_batch` runs. Not here: the
+standard form, and with ``peephole=True`` to the peephole LSTM
+(``Cell.batched``), and `jaxrnn.scan_batch` runs. Not here: the
 LSTM's definition and variants (`lstm.py`), the per-example fused kernel
 (`_fused.py`), the loop over time (`batch_loop.py`).
 
@@ -176,9 +177,26 @@ def _sigmoid(x: Array) -> Array:
 
 
 def _gates(z: Array, H: int):
-  """``i, f, g, o`` from the pre-activations ``z [B, 4H]`` in the kernel's order i, f, o, g."""
-  s = _sigmoid(z[:, :3 * H])
-  return s[:, :H], s[:, H:2 * H], jnp.tanh(z[:, 3 * H:]), s[:, 2 * H:]
+  """``i, f, g, o`` from the pre-activations ``z [..., 4H]`` in the kernel's order i, f, o, g."""
+  s = _sigmoid(z[..., :3 * H])
+  return s[..., :H], s[..., H:2 * H], jnp.tanh(z[..., 3 * H:]), s[..., 2 * H:]
+
+
+def _gates_and_cell(z: Array, c_prev: Array, peep):
+  """``i, f, g, o`` and ``c_t = f c_{t-1} + i g`` from ``z [..., 4H]`` (kernel
+  order) and ``c_{t-1}``. With peepholes ``peep = (p_i, p_f, p_o)`` (Gers &
+  Schmidhuber 2000) ``i`` and ``f`` add ``p c_{t-1}`` to their
+  pre-activations and ``o`` adds ``p_o c_t``."""
+  H = c_prev.shape[-1]
+  if peep is None:
+    i, f, g, o = _gates(z, H)
+    return i, f, g, o, f * c_prev + i * g
+  p_i, p_f, p_o = peep
+  i = _sigmoid(z[..., :H] + p_i * c_prev)
+  f = _sigmoid(z[..., H:2 * H] + p_f * c_prev)
+  g = jnp.tanh(z[..., 3 * H:])
+  c = f * c_prev + i * g
+  return i, f, g, _sigmoid(z[..., 2 * H:3 * H] + p_o * c), c
 
 
 def _previous(ys: Array, h0: Array, reverse: bool) -> Array:
@@ -192,12 +210,11 @@ def _previous(ys: Array, h0: Array, reverse: bool) -> Array:
           jnp.concatenate([h0, ys[:, :-1]], axis=1))
 
 
-def _step(w_h, bias, h, c, xw, keep, recurrent_mask):
+def _step(w_h, bias, peep, h, c, xw, keep, recurrent_mask):
   """One step from ``xw = x_t W``: ``(h_t, c_t), y_t, z_t``, with
   ``z_t = xw + (m h_{t-1}) R + b`` (``m`` the recurrent mask, or 1)."""
   z = xw + matmul(h if recurrent_mask is None else h * recurrent_mask, w_h) + bias
-  i, f, g, o = _gates(z, h.shape[-1])
-  c_new = f * c + i * g
+  _, _, _, o, c_new = _gates_and_cell(z, c, peep)
   h_new = o * jnp.tanh(c_new)
   y = h_new
   if keep is not None:                          # masked step: carry frozen, y = 0
@@ -208,7 +225,8 @@ def _step(w_h, bias, h, c, xw, keep, recurrent_mask):
   return (h_new, c_new), y, z
 
 
-def _loop(w_x, w_h, b, h0, c0, xs, valid, recurrent_mask, reverse, unroll, save: bool):
+def _loop(w_x, w_h, b, peep, h0, c0, xs, valid, recurrent_mask, reverse, unroll,
+          save: bool):
   """The forward loop; with ``save``, each step's ``z_t``, ``c_{t-1}`` and,
   with a mask, ``h_{t-1}``. ``w_x, w_h, b`` and ``z_t`` are in the kernel's
   gate order i, f, o, g (`_kernel_order`).
@@ -230,7 +248,7 @@ def _loop(w_x, w_h, b, h0, c0, xs, valid, recurrent_mask, reverse, unroll, save:
   def body(t, state):
     (h, c), ys, saved = state
     keep = None if valid is None else at(valid, t)
-    new_carry, y, z = _step(w_h, bias, h, c, at(xw, t), keep, recurrent_mask)
+    new_carry, y, z = _step(w_h, bias, peep, h, c, at(xw, t), keep, recurrent_mask)
     saved = tuple(put(a, t, v) for a, v in zip(saved, (z, c, h)))
     return new_carry, put(ys, t, y), saved
 
@@ -238,29 +256,30 @@ def _loop(w_x, w_h, b, h0, c0, xs, valid, recurrent_mask, reverse, unroll, save:
   return final, ((ys, *saved) if save else ys)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(8, 9))
-def _lstm_loop(w_x, w_h, b, h0, c0, xs, valid, recurrent_mask, reverse, unroll):
-  """``(h_T, c_T), ys`` for batch-major ``xs [B, T, I]``, ``valid`` bool[B, T] or
-  None, ``recurrent_mask`` [B, H] or None (constant: no gradient).
+@partial(jax.custom_vjp, nondiff_argnums=(9, 10))
+def _lstm_loop(w_x, w_h, b, peep, h0, c0, xs, valid, recurrent_mask, reverse, unroll):
+  """``(h_T, c_T), ys`` for batch-major ``xs [B, T, I]``, ``peep`` the
+  peepholes ``(p_i, p_f, p_o)`` or None, ``valid`` bool[B, T] or None,
+  ``recurrent_mask`` [B, H] or None (constant: no gradient).
 
   Not differentiated (inference, evaluation), nothing is saved for a
   backward: 1.1-1.4x faster forward than the loop that saves (2 CPU cores,
   B = 32, T = 128, H = 256).
   """
-  return _loop(*_kernel_order(w_x, w_h, b), h0, c0, xs, valid, recurrent_mask, reverse,
-               unroll, save=False)
+  return _loop(*_kernel_order(w_x, w_h, b), peep, h0, c0, xs, valid, recurrent_mask,
+               reverse, unroll, save=False)
 
 
-def _forward(w_x, w_h, b, h0, c0, xs, valid, recurrent_mask, reverse, unroll):
+def _forward(w_x, w_h, b, peep, h0, c0, xs, valid, recurrent_mask, reverse, unroll):
   w_x, w_h, b = _kernel_order(w_x, w_h, b)     # once, for both loops
-  final, (ys, zs, cs_prev, *hs_prev) = _loop(w_x, w_h, b, h0, c0, xs, valid,
+  final, (ys, zs, cs_prev, *hs_prev) = _loop(w_x, w_h, b, peep, h0, c0, xs, valid,
                                              recurrent_mask, reverse, unroll, save=True)
   hs_prev = hs_prev[0] if hs_prev else _previous(ys, h0, reverse)
-  return (final, ys), (w_x, w_h, b, xs, valid, recurrent_mask, zs, hs_prev, cs_prev)
+  return (final, ys), (w_x, w_h, b, peep, xs, valid, recurrent_mask, zs, hs_prev, cs_prev)
 
 
 def _backward(reverse, unroll, residuals, cotangents):
-  w_x, w_h, b, xs, valid, recurrent_mask, zs, hs_prev, cs_prev = residuals
+  w_x, w_h, b, peep, xs, valid, recurrent_mask, zs, hs_prev, cs_prev = residuals
   (dh_final, dc_final), dys = cotangents
   H = hs_prev.shape[-1]
   w_h_t = jnp.transpose(w_h)   # dz R^T as a plain product (see the module's notes)
@@ -268,16 +287,18 @@ def _backward(reverse, unroll, residuals, cotangents):
   def body(t, state):
     (dh, dc), dzs = state                       # gradients of the step's new (h, c)
     z, c_prev = at(zs, t), at(cs_prev, t)
-    i, f, g, o = _gates(z, H)                   # recomputed: cheaper than saving
-    tanh_c = jnp.tanh(f * c_prev + i * g)
+    i, f, g, o, c_new = _gates_and_cell(z, c_prev, peep)   # recomputed: cheaper than saving
+    tanh_c = jnp.tanh(c_new)
     dh_new = dh + at(dys, t)                    # h_t is both the carry and y_t
+    dz_o = dh_new * tanh_c * o * (1 - o)
     dc_new = dc + dh_new * o * (1 - tanh_c * tanh_c)
-    dz = jnp.concatenate([dc_new * g * i * (1 - i),         # d z_i
-                          dc_new * c_prev * f * (1 - f),    # d z_f
-                          dh_new * tanh_c * o * (1 - o),    # d z_o
-                          dc_new * i * (1 - g * g)],        # d z_g
-                         axis=-1)
+    if peep is not None:                        # o read c_t through p_o
+      dc_new = dc_new + dz_o * peep[2]
+    dz_i, dz_f = dc_new * g * i * (1 - i), dc_new * c_prev * f * (1 - f)
+    dz = jnp.concatenate([dz_i, dz_f, dz_o, dc_new * i * (1 - g * g)], axis=-1)
     dc_prev = dc_new * f
+    if peep is not None:                        # i and f read c_{t-1}
+      dc_prev = dc_prev + dz_i * peep[0] + dz_f * peep[1]
     dh_prev = matmul(dz, w_h_t)                 # z = ... + (m h) R
     if recurrent_mask is not None:
       dh_prev = dh_prev * recurrent_mask
@@ -297,14 +318,22 @@ def _backward(reverse, unroll, residuals, cotangents):
   d_w_x, d_w_h, d_b = (_swap_g_o(d, H) for d in (
       time_batch_matmul(xs, dzs, w_x), time_batch_matmul(h_in_z, dzs, w_h),
       dzs.sum(axis=(0, 1))))
-  return d_w_x, d_w_h, d_b.astype(b.dtype), dh0, dc0, d_xs.astype(xs.dtype), None, None
+  d_peep = None
+  if peep is not None:       # over batch and time at once, after the loop (see _fused_batch)
+    c_new = _gates_and_cell(zs, cs_prev, peep)[4]
+    d_peep = tuple((d * c).sum(axis=(0, 1)).astype(p.dtype) for d, c, p in zip(
+        (dzs[..., :H], dzs[..., H:2 * H], dzs[..., 2 * H:3 * H]), (cs_prev, cs_prev, c_new),
+        peep))
+  return (d_w_x, d_w_h, d_b.astype(b.dtype), d_peep, dh0, dc0, d_xs.astype(xs.dtype),
+          None, None)
 
 
 _lstm_loop.defvjp(_forward, _backward)
 
 
 def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: bool,
-                      unroll: int, recurrent_mask: Optional[Array] = None):
+                      unroll: int, recurrent_mask: Optional[Array] = None, *,
+                      peephole: bool = False):
   r"""The standard LSTM over a batch: ``(carry, ys [B, T, H])``.
 
   For steps t with :math:`z_t = W x_t + R h_{t-1} + b` split into
@@ -328,14 +357,29 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   then :math:`dW = \sum_t x_t^\top \delta z_t`, :math:`dR = \sum_t h_{t-1}^\top
   \delta z_t`, :math:`db = \sum_t \delta z_t`, :math:`dx_t = \delta z_t W^\top`.
 
+  With ``peephole=True`` (Gers & Schmidhuber 2000; params ``p_i, p_f, p_o``
+  [H]) the gates read the cell state, :math:`i = \sigma(z_i + p_i \odot
+  c_{t-1})`, :math:`f = \sigma(z_f + p_f \odot c_{t-1})`, :math:`o =
+  \sigma(z_o + p_o \odot c_t)`, and the backward adds those paths:
+  :math:`\delta c_t \mathrel{+}= \delta z_o \odot p_o` before it flows on,
+  :math:`\delta c_{t-1}^{\to} \mathrel{+}= \delta z_i \odot p_i + \delta z_f
+  \odot p_f`, and :math:`dp_i = \sum_t \delta z_i \odot c_{t-1}`,
+  :math:`dp_f = \sum_t \delta z_f \odot c_{t-1}`, :math:`dp_o = \sum_t
+  \delta z_o \odot c_t` after the loop. Training at B = 32, T = 128,
+  H = 256 on 2 CPU cores: 0.79x the generic kernel's time on one device,
+  0.85x on 2 (B = 1: 0.81x; B = 128, H = 512 on 2 devices: 0.83x), and
+  1.02-1.18x the standard LSTM's.
+
   Shapes: params `LSTMParams` (w_x [I, 4H], w_h [H, 4H], b [4H], or None
-  for ``use_bias=False``, which runs with zeros); carry
+  for ``use_bias=False``, which runs with zeros; p_i, p_f, p_o [H] with
+  ``peephole``, else None); carry
   ``LSTMCarry(h [B, H], c [B, H])``; xs [B, T, I]; mask bool[B, T] or None.
   Same numbers as `jaxrnn.scan` under `jax.vmap`, to float rounding.
   """
-  check_standard_params(params)
+  check_standard_params(params, peephole)
   b = bias_or_zeros(params.b, params.w_h.shape[-1], params.w_h)
-  (h, c), ys = _lstm_loop(params.w_x, params.w_h, b, carry.h, carry.c,
+  peep = (params.p_i, params.p_f, params.p_o) if peephole else None
+  (h, c), ys = _lstm_loop(params.w_x, params.w_h, b, peep, carry.h, carry.c,
                           xs, mask, recurrent_mask, reverse, unroll)
   return carry._replace(h=h, c=c), ys
 
@@ -343,15 +387,23 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
 lstm_batch_kernel.takes_recurrent_mask = True   # see jaxrnn.scan_batch
 
 
-def check_standard_params(params) -> None:
-  """Raises at trace time unless ``params`` are the standard LSTM's.
+def check_standard_params(params, peephole: bool = False) -> None:
+  """Raises at trace time unless ``params`` are the standard LSTM's (with
+  all three peepholes for ``peephole``).
 
   `jaxrnn.scan_batch` checks params against the cell's init first; this
   backstop covers an init it could not trace abstractly (a custom
   initializer that needs concrete values), where the kernel would
   otherwise ignore peepholes or a projection.
   """
-  extra = [name for name in ("p_i", "p_f", "p_o", "w_gates", "w_proj")
+  peepholes = ("p_i", "p_f", "p_o")
+  missing = [name for name in peepholes if peephole and getattr(params, name) is None]
+  if missing:
+    raise ValueError(
+        f"jaxrnn.scan_batch: the cell is the peephole LSTM but its params "
+        f"lack {', '.join(missing)}, so they were made by another variant. "
+        f"Fix: build the cell with the switches that made the params.")
+  extra = [name for name in peepholes * (not peephole) + ("w_gates", "w_proj")
            if getattr(params, name) is not None]
   if extra:
     raise ValueError(
