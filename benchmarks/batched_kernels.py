@@ -4,8 +4,8 @@ For each cell, times one jitted program per form, interleaved call by call
 in one process, and prints medians and their ratios to the first form:
 
 * ``batched``: `jaxrnn.scan_batch` as it runs, on the cell's batched kernel
-  (the generic one of `jaxrnn._fused_batch` for the LSTM variants and the
-  simple RNN);
+  (the generic one of `jaxrnn._fused_batch` for the LSTM variants but the
+  peephole LSTM, and for the simple RNN);
 * ``per-example``: the same cell without ``Cell.batched``, so `scan_batch`
   runs `jaxrnn.scan` under `jax.vmap` on the per-example fused kernel;
 * ``unfused``: `jaxrnn.unfused(cell)`, the plain `lax.scan` of the step;
@@ -13,6 +13,9 @@ in one process, and prints medians and their ratios to the first form:
   That row's cell is the standard LSTM built with an input activation that
   is ``tanh`` but not ``jnp.tanh`` itself, so it runs the generic kernel on
   the same equations: the two kernels side by side.
+* ``generic`` (the ``peephole`` row only): the peephole LSTM built the same
+  way, so that it runs the generic kernel beside ``batched``, the
+  hand-written kernel with its peephole terms.
 
 With ``--precision`` the forms are instead the cell in float32, with
 bfloat16 params (``param_dtype``) and with float32 params computing in
@@ -68,6 +71,8 @@ def cell_forms(name: str, H: int, precision: bool = False, dropout: bool = False
            "unfused": jaxrnn.unfused(cell)}
   if name == "lstm":
     forms["hand"] = jaxrnn.lstm(H)
+  if name == "peephole":
+    forms["generic"] = jaxrnn.lstm(H, peephole=True, input_activation=lambda z: jnp.tanh(z))
   return forms
 
 

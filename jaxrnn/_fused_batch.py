@@ -291,7 +291,7 @@ def fused_batch_kernel(
   A `jax.custom_vjp`: reverse mode only.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
-  >>> cell = jaxrnn.peephole_lstm(8)               # an additive fused_cell
+  >>> cell = jaxrnn.cifg_lstm(8)                   # an additive fused_cell
   >>> params = cell.init(jax.random.key(0), 3)
   >>> xs = jnp.ones((4, 5, 3))                      # [B, T, I]
   >>> carry, ys = jaxrnn.scan_batch(cell, params, xs)   # runs this kernel

@@ -1,9 +1,10 @@
 """`jaxrnn.scan_batch` equals `jaxrnn.scan` under `jax.vmap`, kernel or not.
 
 Cells with a batched kernel (`Cell.batched`, a custom VJP) run it whenever
-there are no resets: the standard LSTM and GRU their hand-written ones,
-every additive `jaxrnn.fused_cell` (the LSTM variants, the simple RNN, a
-cell of your own) the kernel of `jaxrnn._fused_batch`. Here each is held
+there are no resets: the standard LSTM (with or without peepholes) and
+GRU their hand-written ones, every other additive `jaxrnn.fused_cell` (the
+other LSTM variants, the simple RNN, a cell of your own) the kernel of
+`jaxrnn._fused_batch`. Here each is held
 to the independent NumPy loop, to the vmapped per-example path (outputs,
 final carries, gradients for params, inputs and the initial carry, masked
 and reversed), and to finite differences in float64; every other case must
@@ -177,7 +178,7 @@ def test_kernel_gradients_match_finite_differences(kind, reverse, batch):
     check_grads(f, (params, xs, carry), order=1, modes=("rev",))
 
 
-@pytest.mark.parametrize("kind", HAND + ("peephole_proj",))
+@pytest.mark.parametrize("kind", HAND + (PEEPHOLE, "peephole_proj"))
 def test_bfloat16_params_keep_float32_carry_and_their_gradient_dtypes(kind):
   cell, params, xs, mask, _ = setup(dtype=jnp.bfloat16, kind=kind)
   # At this B the GRU's training loop hoists its input matmul in bfloat16

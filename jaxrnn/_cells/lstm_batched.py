@@ -407,7 +407,8 @@ def check_standard_params(params, peephole: bool = False) -> None:
            if getattr(params, name) is not None]
   if extra:
     raise ValueError(
-        f"jaxrnn.scan_batch: the cell is the standard LSTM but its params have "
+        f"jaxrnn.scan_batch: the cell is the {'peephole' if peephole else 'standard'} "
+        f"LSTM but its params have "
         f"{', '.join(extra)} (peepholes, full_gate_recurrence or proj_size), so "
         f"they were made by another variant. Fix: build the cell with the "
-        f"switches that made the params, e.g. jaxrnn.lstm(H, peephole=True).")
+        f"switches that made the params, e.g. jaxrnn.lstm(H, proj_size=P).")
