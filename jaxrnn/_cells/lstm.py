@@ -120,7 +120,7 @@ def lstm(
   The standard form (no switch changed, no ``proj_size``) also brings a
   batched kernel (``Cell.batched``) that `jaxrnn.scan_batch` runs: jaxrnn's
   hand-written XLA kernel (also run with ``peephole=True`` alone, the
-  peephole terms added: 0.79-0.85x the generic kernel's training time at
+  peephole terms added: 0.70-0.87x the generic kernel's training time at
   B = 1, 32 and 128), or with ``use_cudnn`` cuDNN's LSTM on a CUDA GPU (through
   `jax.experimental.rnn`; float32, no mask, first-order gradients).
   ``use_cudnn="auto"`` runs cuDNN where it can and the XLA kernel

@@ -366,9 +366,10 @@ def lstm_batch_kernel(params, carry, xs: Array, mask: Optional[Array], reverse: 
   \odot p_f`, and :math:`dp_i = \sum_t \delta z_i \odot c_{t-1}`,
   :math:`dp_f = \sum_t \delta z_f \odot c_{t-1}`, :math:`dp_o = \sum_t
   \delta z_o \odot c_t` after the loop. Training at B = 32, T = 128,
-  H = 256 on 2 CPU cores: 0.79x the generic kernel's time on one device,
-  0.85x on 2 (B = 1: 0.81x; B = 128, H = 512 on 2 devices: 0.83x), and
-  1.02-1.18x the standard LSTM's.
+  H = 256 on 2 CPU cores: 0.70-0.84x the generic kernel's time on one
+  device, 0.76-0.87x on 2 (three runs, ``python benchmarks/batched_kernels.py
+  --cells lstm,peephole [--cpu-devices 2]``; B = 1: 0.81x; B = 128, H = 512
+  on 2 devices: 0.83x), and 1.00-1.18x the standard LSTM's.
 
   Shapes: params `LSTMParams` (w_x [I, 4H], w_h [H, 4H], b [4H], or None
   for ``use_bias=False``, which runs with zeros; p_i, p_f, p_o [H] with
