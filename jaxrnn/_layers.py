@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import (check_key, check_rate, mask_inputs, recurrent_size,
                              variational_masks)
-from jaxrnn._scan import check_carry, check_params, scan
+from jaxrnn._scan import check_carry, check_params, named, scan, within
 from jaxrnn._scan_batch import batch_major, reported_as, scan_batch
 
 
@@ -242,7 +242,7 @@ def check_step(cell: Cell, params: Params, carry: Carry, x) -> None:
   where = "rnn(...).step"
   if jnp.ndim(x) != 1:
     raise ValueError(
-        f"jaxrnn.{where}: x has shape {tuple(jnp.shape(x))}; expected one "
+        f"{named(where)}: x has shape {tuple(jnp.shape(x))}; expected one "
         f"step's input [I], a vector. Fix: for a batch, jax.vmap(layer.step, "
         f"in_axes=(None, 0, 0))(params, carries, xs); for a whole sequence, "
         f"layer.apply.")
@@ -401,12 +401,13 @@ def bidirectional(
       bw_resets = jnp.concatenate([resets[..., 1:], jnp.zeros_like(resets[..., :1])],
                                   axis=-1)
     directions = []
-    for seq, p, c, r, k in ((fw, params[0], carry_fw, resets, k_fw),
-                            (bw, params[1], carry_bw, bw_resets, k_bw)):
-      if batched:
-        directions.append(run_batch(seq, p, xs, carry=c, mask=mask, resets=r, keys=k))
-      else:
-        directions.append(seq.apply(p, xs, carry=c, mask=mask, resets=r, key=k))
+    for name, seq, p, c, r, k in (("forward", fw, params[0], carry_fw, resets, k_fw),
+                                  ("backward", bw, params[1], carry_bw, bw_resets, k_bw)):
+      with within(f"the bidirectional layer's {name} direction"):
+        if batched:
+          directions.append(run_batch(seq, p, xs, carry=c, mask=mask, resets=r, keys=k))
+        else:
+          directions.append(seq.apply(p, xs, carry=c, mask=mask, resets=r, key=k))
     (carry_fw, ys_fw), (carry_bw, ys_bw) = directions
     return (carry_fw, carry_bw), merge(ys_fw, ys_bw)
 
@@ -500,10 +501,11 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
     for k, (s, p, c, layer_key) in enumerate(zip(seqs, params, carries, keys)):
       layer_key, drop_key = ((None, None) if layer_key is None
                              else split_keys(layer_key, 2, batched))
-      if batched:
-        c, ys = run_batch(s, p, xs, carry=c, mask=mask, resets=resets, keys=layer_key)
-      else:
-        c, ys = s.apply(p, xs, carry=c, mask=mask, resets=resets, key=layer_key)
+      with within(f"layer {k} of the stack, counted from 0"):
+        if batched:
+          c, ys = run_batch(s, p, xs, carry=c, mask=mask, resets=resets, keys=layer_key)
+        else:
+          c, ys = s.apply(p, xs, carry=c, mask=mask, resets=resets, key=layer_key)
       if residual and k > 0:
         ys = ys + xs
         if mask is not None:  # keep padded outputs at zero
@@ -530,7 +532,8 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
     check_carry_count(carry)
     new_carries = []
     for k, (s, p, c) in enumerate(zip(seqs, params, carry)):
-      c, y = s.step(p, c, x)
+      with within(f"layer {k} of the stack, counted from 0"):
+        c, y = s.step(p, c, x)
       if residual and k > 0:
         y = y + x
       new_carries.append(c)

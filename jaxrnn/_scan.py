@@ -7,6 +7,8 @@ layers built on it (`_layers.py`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from functools import lru_cache
 from typing import Optional
 
@@ -243,6 +245,28 @@ def _shapes_by_path(tree) -> dict[str, tuple]:
           for k, a in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+# The parts of a composite layer that the running cell sits in (a stack's
+# layer, a bidirectional layer's direction), outermost first, for messages.
+_within = contextvars.ContextVar("jaxrnn_within", default=())
+
+
+@contextlib.contextmanager
+def within(part: str):
+  """Within it, the messages of `check_params` and the carry checks say
+  that the cell runs in ``part`` (``"layer 1 of the stack"``)."""
+  token = _within.set(_within.get() + (part,))
+  try:
+    yield
+  finally:
+    _within.reset(token)
+
+
+def named(name: str) -> str:
+  """``jaxrnn.{name}``, and where in a composite layer the cell runs, if it does."""
+  parts = _within.get()
+  return f"jaxrnn.{name}" + (f" (in {', '.join(parts)})" if parts else "")
+
+
 def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
                  time_major: bool = False) -> None:
   """Checks ``params`` against what ``cell.init(key, I)`` makes for xs ``[..., I]``
@@ -273,7 +297,7 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
         path.endswith((".b", ".b_hn")) for path in extra + missing):
       detail += " (only biases differ: one side was built with use_bias=False)"
     raise ValueError(
-        f"jaxrnn.{name}: params are {_describe(params)}, but this cell's init "
+        f"{named(name)}: params are {_describe(params)}, but this cell's init "
         f"makes {_describe(expected)}{detail}: they were made by another cell "
         f"or variant. {fix}")
   wrong = [(path, got[path], want[path]) for path in want if got[path] != want[path]]
@@ -287,14 +311,14 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
                 else "[T, B, " if time_major else "[B, T, ")
       noun = "x" if len(xs_shape) == 1 else "xs"     # one step's input, or a sequence's
       raise ValueError(
-          f"jaxrnn.{name}: {noun} has shape {tuple(xs_shape)}; these params were "
+          f"{named(name)}: {noun} has shape {tuple(xs_shape)}; these params were "
           f"initialised for input size {size}, so {noun} must be {layout}{size}]. "
           f"Fix: pass inputs with {size} features, or re-run "
           f"init(key, input_size={input_size}).")
   listed = "; ".join(f"{path} is {list(shape)} where it makes {list(made)}"
                      for path, shape, made in wrong)
   raise ValueError(
-      f"jaxrnn.{name}: params do not fit this cell for inputs of size "
+      f"{named(name)}: params do not fit this cell for inputs of size "
       f"{input_size}: {listed}. They were made by a cell of another size or "
       f"variant. {fix}")
 
@@ -309,14 +333,14 @@ def check_carry(carry: Carry, expected: Carry, where: str = "scan") -> None:
   message names ``jaxrnn.{where}``."""
   if jax.tree.structure(carry) != jax.tree.structure(expected):
     raise ValueError(
-        f"jaxrnn.{where}: carry is {_describe(carry)}; expected a carry of the "
+        f"{named(where)}: carry is {_describe(carry)}; expected a carry of the "
         f"structure {_describe(expected)}, as made by "
         f"cell.initial_carry(params). Fix: start from "
         f"cell.initial_carry(params) or the carry a previous call returned.")
   for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)):
     if jnp.shape(got) != jnp.shape(want) or jnp.result_type(got) != want.dtype:
       raise ValueError(
-          f"jaxrnn.{where}: carry is {_describe(carry)}; expected "
+          f"{named(where)}: carry is {_describe(carry)}; expected "
           f"{_describe(expected)} as made by cell.initial_carry(params). "
           f"A batched carry goes through jax.vmap with xs; the carry stays "
           f"in float32 (or wider) even for bfloat16 params. Fix: pass a "

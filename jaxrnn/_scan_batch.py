@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask
-from jaxrnn._scan import _describe, check_params, default_unroll, scan, zero_padding
+from jaxrnn._scan import _describe, check_params, default_unroll, named, scan, zero_padding
 
 # `jaxrnn.apply_batch` makes a time-major batch batch-major before its
 # layers run scan_batch; it names itself and its caller's layout here, so
@@ -240,7 +240,7 @@ def _check_batch_carry(where: str, carry: Carry, one: Carry, B: int) -> None:
       for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)))
   if not same:
     raise ValueError(
-        f"jaxrnn.{where}: carry is {_describe(carry)}; expected "
+        f"{named(where)}: carry is {_describe(carry)}; expected "
         f"{_describe(expected)}: cell.initial_carry(params) with a leading "
         f"batch axis of {B}. Fix: pass the carry a previous {where} "
         f"returned, or broadcast the initial carry: jax.tree.map(lambda a: "

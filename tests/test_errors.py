@@ -231,8 +231,27 @@ def test_bidirectional_params_and_carry_must_be_pairs():
                                           "expected a pair", "carry_from_torch"])
   # PyTorch's (h0, c0) is a pair too: the direction's own check names the call.
   assert_fails(ValueError, lambda xs: jaxrnn.apply_batch(net, params, xs, carry=(h0, h0)),
-               jnp.ones((2, T, I)), says=["jaxrnn.apply_batch: carry is float32[2, 2, 4]",
+               jnp.ones((2, T, I)), says=["jaxrnn.apply_batch (in the bidirectional layer's "
+                                          "forward direction): carry is float32[2, 2, 4]",
                                           "previous apply_batch returned", "carry_from_torch"])
+
+
+def test_messages_say_which_layer_and_direction_of_a_composite_layer_failed():
+  net = jaxrnn.stack(CELL, jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H)))
+  params = net.init(jax.random.key(0), I)
+  carry = net.initial_carry(params)
+  bad = (carry[0], (carry[1][0], jnp.zeros(H + 1)))     # the backward GRU's h
+  where = ("(in layer 1 of the stack, counted from 0, the bidirectional layer's "
+           "backward direction)")
+  assert_fails(ValueError, lambda xs: net.apply(params, xs, carry=bad), XS,
+               says=["jaxrnn.scan " + where, "carry is float32[5]"])
+  batch = jax.tree.map(lambda a: jnp.stack([a, a]), bad)
+  assert_fails(ValueError, lambda xs: jaxrnn.apply_batch(net, params, xs, carry=batch),
+               jnp.stack([XS, XS]), says=["jaxrnn.apply_batch " + where,
+                                          "carry is float32[2, 5]"])
+  # Outside a composite layer, nothing is added.
+  assert_fails(ValueError, lambda xs: jaxrnn.scan(CELL, PARAMS, xs), jnp.ones((T, 2)),
+               says=["jaxrnn.scan: xs has shape (5, 2)"])
 
 
 def test_keys_that_are_not_one_prng_key_are_refused_by_the_layers():
