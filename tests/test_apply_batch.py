@@ -266,7 +266,8 @@ def test_a_time_major_input_of_the_wrong_size_is_named_in_the_callers_layout():
   net = jaxrnn.stack(cell, jaxrnn.gru(H))
   for time_major, shape in ((True, r"\(6, 5, 2\)"), (False, r"\(5, 6, 2\)")):
     xs = XS.swapaxes(0, 1) if time_major else XS
-    with pytest.raises(ValueError, match=rf"jaxrnn.apply_batch: xs has shape {shape}; .* so "
+    with pytest.raises(ValueError, match=rf"jaxrnn.apply_batch \(in layer 0 of the stack, "
+                       rf"counted from 0\): xs has shape {shape}; .* so "
                        rf"xs must be \[{'T, B' if time_major else 'B, T'}, 3\]"):
       jax.jit(lambda x: jaxrnn.apply_batch(net, random_params(net, I), x,
                                            time_major=time_major))(xs[..., :2])

@@ -239,7 +239,8 @@ def test_linen_wrapper_holds_jaxrnn_params_in_flax_state():
   with pytest.raises(ValueError, match=r"xs has shape \(3,\); expected \[T, I\] or \[B, T, I\]"):
     model.apply(variables, XS[0, 0])
   # jaxrnn's message on the input size, not Flax's ScopeParamShapeError.
-  with pytest.raises(ValueError, match=rf"jaxrnn.apply_batch: xs has shape \({B}, {T}, 2\); "
+  with pytest.raises(ValueError, match=rf"jaxrnn.apply_batch \(in the bidirectional layer's "
+                     rf"forward direction\): xs has shape \({B}, {T}, 2\); "
                      rf"these params were initialised for input size {I}"):
     model.apply(variables, XS[..., :2])
 
