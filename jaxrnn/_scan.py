@@ -347,12 +347,18 @@ def check_carry(carry: Carry, expected: Carry, where: str = "scan") -> None:
           f"carry of those shapes and dtypes.")
 
 
+def same_layout(a, b, dtypes: bool = True) -> bool:
+  """Do the pytrees ``a`` and ``b`` (arrays or ``jax.ShapeDtypeStruct``) have
+  the same structure and leaf shapes (and, with ``dtypes``, leaf dtypes)?"""
+  return jax.tree.structure(a) == jax.tree.structure(b) and all(
+      jnp.shape(x) == jnp.shape(y)
+      and (not dtypes or jnp.result_type(x) == jnp.result_type(y))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
 def check_step_carry(new: Carry, old: Carry) -> None:
   """Checks that a cell's step returned a carry like the one it was given."""
-  same = jax.tree.structure(new) == jax.tree.structure(old) and all(
-      jnp.shape(a) == jnp.shape(b) and jnp.result_type(a) == jnp.result_type(b)
-      for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(old)))
-  if not same:
+  if not same_layout(new, old):
     raise TypeError(
         f"jaxrnn.scan: cell.step returned a carry {_describe(new)} but was "
         f"given {_describe(old)}; a step must return a carry of the same "

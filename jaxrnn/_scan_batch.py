@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask
-from jaxrnn._scan import _describe, check_params, default_unroll, named, scan, zero_padding
+from jaxrnn._scan import (_describe, check_params, default_unroll, named, same_layout, scan,
+                          zero_padding)
 
 # `jaxrnn.apply_batch` makes a time-major batch batch-major before its
 # layers run scan_batch; it names itself and its caller's layout here, so
@@ -235,10 +236,7 @@ def _check_batch_carry(where: str, carry: Carry, one: Carry, B: int) -> None:
   """Checks a batched carry against ``cell.initial_carry(params)`` with a leading B;
   the message names ``jaxrnn.{where}``."""
   expected = jax.tree.map(lambda a: jax.ShapeDtypeStruct((B,) + a.shape, a.dtype), one)
-  same = jax.tree.structure(carry) == jax.tree.structure(expected) and all(
-      jnp.shape(a) == b.shape and jnp.result_type(a) == b.dtype
-      for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)))
-  if not same:
+  if not same_layout(carry, expected):
     raise ValueError(
         f"{named(where)}: carry is {_describe(carry)}; expected "
         f"{_describe(expected)}: cell.initial_carry(params) with a leading "

@@ -78,13 +78,18 @@ def test_padding_does_not_change_the_loss():
   np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
-def test_batched_loss_with_scan_batch_trains_like_the_per_example_one():
-  # The GRU's batched kernel runs; same loss, same update.
+def padded_start():
+  """``(opt, state, batch)``: a fresh state and a batch of 16 with lengths 1 to 8."""
   opt = train.optimizer(1e-2)
   state = train.init_state(model_init(jax.random.key(0)), opt)
   lengths = jnp.arange(16) % 8 + 1
   xs, _, y = make_batch(jax.random.key(4))
-  batch = (xs, jnp.arange(8)[None] < lengths[:, None], y)
+  return opt, state, (xs, jnp.arange(8)[None] < lengths[:, None], y)
+
+
+def test_batched_loss_with_scan_batch_trains_like_the_per_example_one():
+  # The GRU's batched kernel runs; same loss, same update.
+  opt, state, batch = padded_start()
   per_example = train.make_train_step(adding_loss, opt, donate=False)(state, batch)
   whole_batch = train.make_train_step(batched_adding_loss, opt, donate=False,
                                       batched=True)(state, batch)
@@ -114,11 +119,7 @@ def batched_dropout_loss(params, batch, key):
 
 
 def test_a_keyed_step_drops_units_afresh_each_update_and_resumes_the_same_draws():
-  opt = train.optimizer(1e-2)
-  state = train.init_state(model_init(jax.random.key(0)), opt)
-  lengths = jnp.arange(16) % 8 + 1
-  xs, _, y = make_batch(jax.random.key(4))
-  batch = (xs, jnp.arange(8)[None] < lengths[:, None], y)
+  opt, state, batch = padded_start()
   key = jax.random.key(9)
   per_example = train.make_train_step(dropout_loss, opt, donate=False, key=key)
   whole_batch = train.make_train_step(batched_dropout_loss, opt, donate=False,

@@ -47,7 +47,7 @@ from jaxrnn._cells.gru import GRUParams
 from jaxrnn._cells.lstm import LSTMParams
 from jaxrnn._cells.rnn import RNNParams
 from jaxrnn._layers import Seq, apply_batch, as_seq
-from jaxrnn._scan import _describe
+from jaxrnn._scan import _describe, same_layout
 from jaxrnn._scan_batch import batch_major
 from jaxrnn.interop import as_numpy
 
@@ -544,10 +544,7 @@ class Recurrent(nnx.Module):
     (4, 16)
     """
     mine = self.params_tree()
-    same = jax.tree.structure(params) == jax.tree.structure(mine) and all(
-        jnp.shape(a) == jnp.shape(b)
-        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mine)))
-    if not same:
+    if not same_layout(params, mine, dtypes=False):     # params keep their own dtypes
       raise ValueError(
           f"jaxrnn.interop.flax.Recurrent.set_params: params are "
           f"{_describe(params)}; expected {_describe(mine)}, this layer's. Fix: "
