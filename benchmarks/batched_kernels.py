@@ -7,7 +7,9 @@ in one process, and prints medians and their ratios to the first form:
   (the generic one of `jaxrnn._fused_batch` for the LSTM variants but the
   peephole LSTM, and for the simple RNN);
 * ``per-example``: the same cell without ``Cell.batched``, so `scan_batch`
-  runs `jaxrnn.scan` under `jax.vmap` on the per-example fused kernel;
+  runs `jaxrnn.scan` under `jax.vmap` on the per-example fused kernel (on
+  the plain step for ``gru_reset_before``, Cho et al.'s GRU, which has no
+  per-example kernel);
 * ``unfused``: `jaxrnn.unfused(cell)`, the plain `lax.scan` of the step;
 * ``hand`` (the ``lstm`` row only): the standard LSTM's hand-written kernel.
   That row's cell is the standard LSTM built with an input activation that
@@ -25,7 +27,7 @@ runs; there, and with ``--dropout``, ``lstm`` is the standard LSTM. With ``--dro
 ``recurrent_dropout=0.2``, each through `jaxrnn.apply_batch` with a key.
 
 Run: ``python benchmarks/batched_kernels.py`` (a few minutes on 2 cores);
-``--shape B,T,I,H``, ``--cells lstm,gru,peephole,cifg,lstmp,rnn``,
+``--shape B,T,I,H``, ``--cells lstm,gru,gru_reset_before,peephole,cifg,lstmp,rnn``,
 ``--rounds``, ``--forward`` (no gradient), ``--precision``, ``--dropout``, ``--cpu-devices
 2`` (the batch split over 2 CPU devices, as `jaxrnn.train.shard_batch`
 does), ``--quick`` (tiny, seconds).
@@ -45,7 +47,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from benchmarks.cli import positive, shape_bthi  # noqa: E402
 
-CELLS = ("lstm", "gru", "peephole", "cifg", "lstmp", "rnn")
+CELLS = ("lstm", "gru", "gru_reset_before", "peephole", "cifg", "lstmp", "rnn")
 
 
 def cell_forms(name: str, H: int, precision: bool = False, dropout: bool = False) -> dict:
@@ -55,6 +57,7 @@ def cell_forms(name: str, H: int, precision: bool = False, dropout: bool = False
       "lstm": (jaxrnn.lstm if precision or dropout else
                lambda H, **kw: jaxrnn.lstm(H, input_activation=lambda z: jnp.tanh(z), **kw)),
       "gru": jaxrnn.gru,
+      "gru_reset_before": lambda H, **kw: jaxrnn.gru(H, reset_after=False, **kw),
       "peephole": jaxrnn.peephole_lstm,
       "cifg": jaxrnn.cifg_lstm,
       "lstmp": lambda H, **kw: jaxrnn.lstm(H, proj_size=H // 2, **kw),
@@ -140,7 +143,7 @@ def main(argv=None) -> None:
     row = {form: 1e3 * statistics.median(ts) for (n, form), ts in times.items()
            if n == name}
     base = next(iter(row.values()))
-    print(f"  {name:9s}" + "  ".join(f"{form} {ms:8.2f} ({ms / base:.2f}x)"
+    print(f"  {name:17s}" + "  ".join(f"{form} {ms:8.2f} ({ms / base:.2f}x)"
                                       for form, ms in row.items()))
 
 

@@ -277,15 +277,16 @@ def build_jax_cudnn(kind, params, dtype, shape):
   return JaxProgram(apply, jnp.asarray(lstm_cudnn.cudnn_weights(params), dtype))
 
 
+BATCHED = ("lstm", "gru", "rnn", "gru_reset_before", "rnn_relu")   # kinds with a batched kernel
 PEERS = [
     Peer("jaxrnn", tuple(KINDS), build_jaxrnn, None),
     Peer("jaxrnn unroll=4", ("lstm", "gru"), partial(build_jaxrnn, unroll=4), None),
     # A plain lax.scan of the step, as one writes it by hand: unroll=1 everywhere.
     Peer("jaxrnn.unfused", ("lstm", "gru", "rnn"), partial(build_jaxrnn, unroll=1, fused=False),
          None),
-    # Batched kernels: the LSTM's and GRU's hand-written ones, the simple
-    # RNN's generic one; Cho's GRU has none (scan_batch is vmap(scan) there).
-    Peer("jaxrnn.scan_batch", ("lstm", "gru", "rnn", "rnn_relu"), build_jaxrnn_batch, None),
+    # Batched kernels: the LSTM's and GRU's hand-written ones (Cho's GRU
+    # included), the simple RNN's generic one.
+    Peer("jaxrnn.scan_batch", BATCHED, build_jaxrnn_batch, None),
     Peer("jaxrnn.scan_batch cuDNN", ("lstm",), partial(build_jaxrnn_batch, use_cudnn=True),
          None),
     Peer("flax.linen OptimizedLSTMCell", ("lstm",), linen_builder("OptimizedLSTMCell"), "flax"),
@@ -311,7 +312,7 @@ def unrolled(unrolls) -> list[Peer]:
           for n in unrolls]
   rows += [Peer(f"jaxrnn.unfused unroll={n}", ("lstm", "gru", "rnn"),
                 partial(build_jaxrnn, unroll=n, fused=False), None) for n in unrolls]
-  rows += [Peer(f"jaxrnn.scan_batch unroll={n}", ("lstm", "gru", "rnn", "rnn_relu"),
+  rows += [Peer(f"jaxrnn.scan_batch unroll={n}", BATCHED,
                 partial(build_jaxrnn_batch, unroll=n), None) for n in unrolls]
   return [peer for peer in rows if peer.name not in {p.name for p in PEERS}]
 

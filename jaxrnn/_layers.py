@@ -173,7 +173,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   In ``apply_batch`` each sequence's masks come from
   ``jax.random.split(key, B)``, so it equals ``jax.vmap(apply)`` over those
   keys. The batched kernels (the LSTM, its variants, the simple RNN, the
-  standard GRU) apply the recurrent mask in their loops
+  GRU) apply the recurrent mask in their loops
   (`jaxrnn.scan_batch`'s ``recurrent_mask``): a training step at B = 32,
   T = 128, H = 256 with ``recurrent_dropout=0.2`` took 0.97-1.02x the
   LSTM's time without dropout, 0.98-1.23x the GRU's and 0.87-1.14x the
@@ -181,7 +181,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   benchmarks/batched_kernels.py --dropout [--cpu-devices 2]``, 2 CPU
   cores), where each sequence with its own scaled ``w_h`` under
   ``jax.vmap`` took 1.5-4.1x. A cell without such a kernel (a GRU with
-  ``reset_after=False`` or other activations, your own cell unless it is
+  other activations, your own cell unless it is
   an additive `jaxrnn.fused_cell` reading ``w_h``) runs that
   ``jax.vmap(apply)`` (``B`` copies of ``w_h`` and of its gradient in
   memory). cuDNN has no recurrent mask: an ``lstm(H, use_cudnn="auto")``

@@ -424,6 +424,9 @@ def test_other_gate_and_candidate_activations_leave_the_standard_kernels():
   from jaxrnn._cells.lstm_batched import lstm_batch_kernel
   assert jaxrnn.lstm(H, gate_activation="sigmoid").batched is lstm_batch_kernel
   assert jaxrnn.gru(H, activation="tanh", gate_activation="sigmoid").batched is gru_batch_kernel
+  reset_before = jaxrnn.gru(H, reset_after=False).batched
+  assert reset_before.func is gru_batch_kernel and reset_before.keywords == {"reset_after": False}
+  assert jaxrnn.gru(H, reset_after=False, activation="relu").batched is None
   hard = jaxrnn.lstm(H, gate_activation="hard_sigmoid").batched
   assert hard is not None and hard is not lstm_batch_kernel       # the generic kernel
   assert jaxrnn.gru(H, activation="relu").batched is None          # vmap of scan

@@ -2,7 +2,7 @@
 
 Cells with a batched kernel (`Cell.batched`, a custom VJP) run it whenever
 there are no resets: the standard LSTM (with or without peepholes) and
-GRU their hand-written ones, every other additive `jaxrnn.fused_cell` (the
+GRU (either form) their hand-written ones, every other additive `jaxrnn.fused_cell` (the
 other LSTM variants, the simple RNN, a cell of your own) the kernel of
 `jaxrnn._fused_batch`. Here each is held
 to the independent NumPy loop, to the vmapped per-example path (outputs,
@@ -39,10 +39,11 @@ def randomised(params, key, scale=0.5):
 # finish reads vectors (peepholes), a matrix (the projection) and a carried
 # gate vector (full_gate_recurrence).
 # The generic kernel's cases are fewer: its code is the same for every cell.
-HAND = ("lstm", "gru")
+HAND = ("lstm", "gru", "gru_reset_before")
 PEEPHOLE = "peephole"       # the standard LSTM's hand-written kernel, with peepholes
 GENERIC = ("peephole_proj", "peephole_cifg_fgr", "rnn_tanh")
-KERNELS = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, PEEPHOLE: jaxrnn.peephole_lstm}
+KERNELS = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, PEEPHOLE: jaxrnn.peephole_lstm,
+           "gru_reset_before": lambda H, **kw: jaxrnn.gru(H, **{"reset_after": False, **kw})}
 KERNELS.update({name: partial(numpy_oracle.library_cell, name) for name in GENERIC})
 NO_BIAS = ("lstm_nobias", "gru_nobias")   # the hand-written kernels with use_bias=False
 KERNELS.update({name: partial(numpy_oracle.library_cell, name) for name in NO_BIAS})
@@ -219,7 +220,8 @@ def elman(additive: bool, counter: bool = False, dtype=jnp.float32, hidden_size:
 
 
 FALLBACKS = {
-    "gru_reset_before": lambda: (jaxrnn.gru(H, reset_after=False), B, False),
+    "gru_reset_before_relu": lambda: (jaxrnn.gru(H, reset_after=False, activation="relu"),
+                                      B, False),
     "non_additive_fused_cell": lambda: (elman(additive=False), B, False),
     "resets": lambda: (jaxrnn.lstm(H), B, True),
     "unfused_lstm": lambda: (jaxrnn.unfused(jaxrnn.lstm(H)), B, False),
@@ -327,7 +329,8 @@ def test_wrong_input_size_is_explained_on_both_paths(with_resets):
 
 @pytest.mark.parametrize("kind, other", [
     ("lstm", dict(full_gate_recurrence=True)), ("lstm", dict(proj_size=H)),
-    ("lstm", dict(peephole=True)), ("gru", dict(reset_after=False))])
+    ("lstm", dict(peephole=True)), ("gru", dict(reset_after=False)),
+    ("gru_reset_before", dict(reset_after=True))])
 def test_scan_batch_refuses_params_of_another_variant(kind, other):
   # Read as they are, some would be ignored (a peephole LSTM's p_i by the
   # standard LSTM), so scan_batch says so instead of computing something else.

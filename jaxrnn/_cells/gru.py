@@ -5,6 +5,7 @@ Lives here: `gru` and `GRUParams`. Not here: drivers (`_scan.py`).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, NamedTuple, Optional, Union
 
 import jax
@@ -86,8 +87,9 @@ def gru(
   None computes in ``param_dtype``).
 
   Initialisation: ``w_x`` LeCun normal, ``w_h`` orthogonal per gate block,
-  biases zero; all overridable. With ``reset_after=True`` the cell also
-  brings a batched kernel (``Cell.batched``) that `jaxrnn.scan_batch` runs.
+  biases zero; all overridable. In either form the cell also brings a
+  batched kernel (``Cell.batched``, `jaxrnn._cells.gru_batched`) that
+  `jaxrnn.scan_batch` runs.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> cell = jaxrnn.gru(16)
@@ -151,6 +153,9 @@ def gru(
 
   cell = Cell(init=init, initial_carry=initial_carry, step=step, output_size=H,
               project=project)
+  if act is jnp.tanh and gate_fn is jax.nn.sigmoid:   # the kernel's equations
+    cell = cell._replace(batched=partial(gru_batch_kernel, reset_after=False))
+    cell.batched.takes_recurrent_mask = True
   return with_compute_dtype(cell, dtype, "jaxrnn.gru")
 
 
