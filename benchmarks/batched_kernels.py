@@ -27,10 +27,12 @@ runs; there, and with ``--dropout``, ``lstm`` is the standard LSTM. With ``--dro
 ``recurrent_dropout=0.2``, each through `jaxrnn.apply_batch` with a key.
 
 Run: ``python benchmarks/batched_kernels.py`` (a few minutes on 2 cores);
-``--shape B,T,I,H``, ``--cells lstm,gru,gru_reset_before,peephole,cifg,lstmp,rnn``,
-``--rounds``, ``--forward`` (no gradient), ``--precision``, ``--dropout``, ``--cpu-devices
-2`` (the batch split over 2 CPU devices, as `jaxrnn.train.shard_batch`
-does), ``--quick`` (tiny, seconds).
+``--shape B,T,I,H``, ``--cells`` (some of `CELLS`, comma-separated;
+``gru_relu_hard`` is the GRU with ``activation="relu"`` and
+``gate_activation="hard_sigmoid"``), ``--rounds``, ``--forward`` (no
+gradient), ``--precision``, ``--dropout``, ``--cpu-devices 2`` (the batch
+split over 2 CPU devices, as `jaxrnn.train.shard_batch` does), ``--quick``
+(tiny, seconds).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from benchmarks.cli import positive, shape_bthi  # noqa: E402
 
-CELLS = ("lstm", "gru", "gru_reset_before", "peephole", "cifg", "lstmp", "rnn")
+CELLS = ("lstm", "gru", "gru_reset_before", "gru_relu_hard", "gru_reset_before_relu_hard",
+         "peephole", "cifg", "lstmp", "rnn")
 
 
 def cell_forms(name: str, H: int, precision: bool = False, dropout: bool = False) -> dict:
@@ -58,6 +61,11 @@ def cell_forms(name: str, H: int, precision: bool = False, dropout: bool = False
                lambda H, **kw: jaxrnn.lstm(H, input_activation=lambda z: jnp.tanh(z), **kw)),
       "gru": jaxrnn.gru,
       "gru_reset_before": lambda H, **kw: jaxrnn.gru(H, reset_after=False, **kw),
+      # Keras' activation="relu" and Keras 2's recurrent_activation="hard_sigmoid"
+      "gru_relu_hard": lambda H, **kw: jaxrnn.gru(
+          H, activation="relu", gate_activation="hard_sigmoid", **kw),
+      "gru_reset_before_relu_hard": lambda H, **kw: jaxrnn.gru(
+          H, reset_after=False, activation="relu", gate_activation="hard_sigmoid", **kw),
       "peephole": jaxrnn.peephole_lstm,
       "cifg": jaxrnn.cifg_lstm,
       "lstmp": lambda H, **kw: jaxrnn.lstm(H, proj_size=H // 2, **kw),
@@ -143,7 +151,7 @@ def main(argv=None) -> None:
     row = {form: 1e3 * statistics.median(ts) for (n, form), ts in times.items()
            if n == name}
     base = next(iter(row.values()))
-    print(f"  {name:17s}" + "  ".join(f"{form} {ms:8.2f} ({ms / base:.2f}x)"
+    print(f"  {name:27s}" + "  ".join(f"{form} {ms:8.2f} ({ms / base:.2f}x)"
                                       for form, ms in row.items()))
 
 

@@ -51,7 +51,7 @@ class Cell(NamedTuple):
       ``bool[B, T]`` or None batched along their first axis) that
       `jaxrnn.scan_batch` uses; it must compute what `jaxrnn.scan` computes
       under `jax.vmap`. Optional; the standard `jaxrnn.lstm` and
-      `jaxrnn.gru` (``reset_after=True``) have hand-written ones, and every
+      `jaxrnn.gru` (either form) have hand-written ones, and every
       `jaxrnn.fused_cell` declared ``additive`` with a ``project`` (the
       LSTM variants, the simple RNN, your own) gets the generic one of
       `jaxrnn._fused_batch`.

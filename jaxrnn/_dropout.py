@@ -17,12 +17,13 @@ every step uses the same two:
   z_t = W (m_x \\odot x_t) + R (m_h \\odot h_{t-1}) + b
 
 The carry itself is not masked (the GRU's ``z_t h_{t-1}`` and the cell
-state see the true ``h_{t-1}``). The batched kernels (the GRU's with its
-default activations, every LSTM's and the simple RNN's) multiply
-``h_{t-1}`` by ``m_h`` in their loops (`jaxrnn.scan_batch`'s ``recurrent_mask``); everywhere else,
-as ``R (m_h \\odot h) = (\\mathrm{diag}(m_h) R) h``, the mask scales the
-rows of ``R`` (``params.w_h``, ``[P, G]``) once per sequence
-(`scale_recurrent_rows`), and the cell runs unchanged.
+state see the true ``h_{t-1}``). The batched kernels (the GRU's with
+`jax.nn` activations, every LSTM's and the simple RNN's) multiply
+``h_{t-1}`` by ``m_h`` in their loops (`jaxrnn.scan_batch`'s
+``recurrent_mask``); everywhere else, as ``R (m_h \\odot h) =
+(\\mathrm{diag}(m_h) R) h``, the mask scales the rows of ``R``
+(``params.w_h``, ``[P, G]``) once per sequence (`scale_recurrent_rows`),
+and the cell runs unchanged.
 """
 
 from __future__ import annotations

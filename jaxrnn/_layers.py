@@ -181,7 +181,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   benchmarks/batched_kernels.py --dropout [--cpu-devices 2]``, 2 CPU
   cores), where each sequence with its own scaled ``w_h`` under
   ``jax.vmap`` took 1.5-4.1x. A cell without such a kernel (a GRU with
-  other activations, your own cell unless it is
+  an activation of your own, your own cell unless it is
   an additive `jaxrnn.fused_cell` reading ``w_h``) runs that
   ``jax.vmap(apply)`` (``B`` copies of ``w_h`` and of its gradient in
   memory). cuDNN has no recurrent mask: an ``lstm(H, use_cudnn="auto")``

@@ -418,19 +418,30 @@ def test_use_bias_false_makes_no_biases_and_refuses_params_with_them(make):
     jaxrnn.scan(make(H), params, random_xs())
 
 
-def test_other_gate_and_candidate_activations_leave_the_standard_kernels():
-  # Those kernels hard-code sigmoid gates and a tanh candidate.
+def test_which_kernel_other_activations_run():
+  # The LSTM's hand-written kernel hard-codes sigmoid gates and tanh; the
+  # GRU's takes any of jax.nn's element-wise functions, in both forms.
   from jaxrnn._cells.gru_batched import gru_batch_kernel
   from jaxrnn._cells.lstm_batched import lstm_batch_kernel
   assert jaxrnn.lstm(H, gate_activation="sigmoid").batched is lstm_batch_kernel
   assert jaxrnn.gru(H, activation="tanh", gate_activation="sigmoid").batched is gru_batch_kernel
-  reset_before = jaxrnn.gru(H, reset_after=False).batched
-  assert reset_before.func is gru_batch_kernel and reset_before.keywords == {"reset_after": False}
-  assert jaxrnn.gru(H, reset_after=False, activation="relu").batched is None
   hard = jaxrnn.lstm(H, gate_activation="hard_sigmoid").batched
   assert hard is not None and hard is not lstm_batch_kernel       # the generic kernel
-  assert jaxrnn.gru(H, activation="relu").batched is None          # vmap of scan
-  assert jaxrnn.gru(H, gate_activation=jax.nn.hard_sigmoid).batched is None
+  for reset_after in (True, False):
+    for act, gate in (("tanh", "sigmoid"), ("relu", "sigmoid"), ("tanh", "hard_sigmoid")):
+      kernel = jaxrnn.gru(H, reset_after=reset_after, activation=act,
+                          gate_activation=getattr(jax.nn, gate)).batched
+      if reset_after and (act, gate) == ("tanh", "sigmoid"):
+        continue                                                  # checked above
+      assert kernel.func is gru_batch_kernel and kernel.takes_recurrent_mask
+      assert kernel.keywords == dict(reset_after=reset_after, activation=getattr(jax.nn, act),
+                                     gate_activation=getattr(jax.nn, gate))
+    # A function of one's own might mix elements: vmap of scan.
+    assert jaxrnn.gru(H, reset_after=reset_after, activation=lambda z: jnp.tanh(z)).batched is None
+  params = jaxrnn.gru(H).init(jax.random.key(0), 3)           # and the kernel's own check
+  with pytest.raises(ValueError, match=r"activation=<function .*<lambda> .*is not one of jax.nn's"):
+    gru_batch_kernel(params, jnp.zeros((2, H)), jnp.ones((2, 4, 3)), None, False, 1,
+                     activation=lambda z: jnp.tanh(z))
   for make, name in ((jaxrnn.lstm, "gate_activation"), (jaxrnn.gru, "activation")):
     with pytest.raises(ValueError, match=f"{name}='hard_sigmod'"):
       make(H, **{name: "hard_sigmod"})

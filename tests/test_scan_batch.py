@@ -46,7 +46,10 @@ KERNELS = {"lstm": jaxrnn.lstm, "gru": jaxrnn.gru, PEEPHOLE: jaxrnn.peephole_lst
            "gru_reset_before": lambda H, **kw: jaxrnn.gru(H, **{"reset_after": False, **kw})}
 KERNELS.update({name: partial(numpy_oracle.library_cell, name) for name in GENERIC})
 NO_BIAS = ("lstm_nobias", "gru_nobias")   # the hand-written kernels with use_bias=False
-KERNELS.update({name: partial(numpy_oracle.library_cell, name) for name in NO_BIAS})
+# The GRU's kernel with other jax.nn activations: their derivatives from JAX's JVP.
+GRU_ACTIVATIONS = ("gru_relu_hard_gates", "gru_reset_before_relu")
+KERNELS.update({name: partial(numpy_oracle.library_cell, name)
+                for name in NO_BIAS + GRU_ACTIVATIONS})
 
 
 def setup(cell=None, batch=B, dtype=jnp.float32, kind="lstm"):
@@ -99,7 +102,8 @@ GENERIC_SCENARIOS = ("reversed_carry", "masked_reversed_carry", "batch_of_one")
 
 
 @pytest.mark.parametrize("kind, scenario", [(k, s) for k in HAND for s in SCENARIOS] +
-                         [(k, s) for k in GENERIC + (PEEPHOLE,) for s in GENERIC_SCENARIOS])
+                         [(k, s) for k in GENERIC + (PEEPHOLE,) + GRU_ACTIVATIONS
+                          for s in GENERIC_SCENARIOS])
 def test_kernel_matches_vmapped_scan(kind, scenario):
   masked, reverse, given, batch = SCENARIOS[scenario]
   cell, params, xs, mask, carry = setup(kind=kind, batch=batch)
@@ -165,7 +169,7 @@ def test_every_variant_through_scan_batch_matches_numpy_oracle(name):
 
 
 @pytest.mark.parametrize("kind, reverse, batch", HAND_CASES + [(k, True, B) for k in GENERIC] +
-                         [(k, False, B) for k in NO_BIAS + (PEEPHOLE,)])
+                         [(k, False, B) for k in NO_BIAS + (PEEPHOLE,) + GRU_ACTIVATIONS])
 def test_kernel_gradients_match_finite_differences(kind, reverse, batch):
   with jax.enable_x64(True):
     cell, params, xs, mask, carry = setup(dtype=jnp.float64, kind=kind, batch=batch)
@@ -220,8 +224,9 @@ def elman(additive: bool, counter: bool = False, dtype=jnp.float32, hidden_size:
 
 
 FALLBACKS = {
-    "gru_reset_before_relu": lambda: (jaxrnn.gru(H, reset_after=False, activation="relu"),
-                                      B, False),
+    # a function the kernel cannot know to be element-wise
+    "gru_own_activation": lambda: (jaxrnn.gru(H, reset_after=False,
+                                              activation=lambda z: jnp.tanh(z)), B, False),
     "non_additive_fused_cell": lambda: (elman(additive=False), B, False),
     "resets": lambda: (jaxrnn.lstm(H), B, True),
     "unfused_lstm": lambda: (jaxrnn.unfused(jaxrnn.lstm(H)), B, False),
@@ -346,6 +351,16 @@ def test_scan_batch_refuses_params_of_another_variant(kind, other):
   untraceable = KERNELS[kind](H, kernel_init=concrete_init)
   with pytest.raises(ValueError, match="made by"):
     jaxrnn.scan_batch(untraceable, params, xs)
+
+
+def test_the_reset_before_kernel_refuses_bias_free_params():
+  # jaxrnn.gru(H, use_bias=False) is a reset_after GRU (a bias-free Cho GRU
+  # is refused at construction), so its params are the wrong GRU's here.
+  cell, _, xs, _, carry = setup(kind="gru_reset_before")
+  params = jaxrnn.gru(H, use_bias=False).init(jax.random.key(0), I)
+  with pytest.raises(ValueError, match=r"reset_after=False but its params have no biases, so "
+                     r"they were made by jaxrnn.gru\(H\)"):
+    cell.batched(params, carry, xs, None, False, 1)
 
 
 def test_the_peephole_lstm_runs_the_hand_written_kernel_and_refuses_standard_params():

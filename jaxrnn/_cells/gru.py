@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_bool, check_size,
                           matmul, project_input, split_gates, stacked_init,
                           with_compute_dtype)
-from jaxrnn._cells.gru_batched import gru_batch_kernel
+from jaxrnn._cells.gru_batched import KERNEL_ACTIVATIONS, gru_batch_kernel
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
@@ -66,9 +66,11 @@ def gru(
 
   ``activation`` replaces the candidate's tanh and ``gate_activation`` the
   sigmoid of r and z (functions or `jax.nn` names: Keras' ``activation``
-  and ``recurrent_activation``, Flax's ``activation_fn`` and ``gate_fn``);
-  with either changed, `jaxrnn.scan_batch` runs `jaxrnn.scan` under
-  `jax.vmap` instead of the batched kernel.
+  and ``recurrent_activation``, Flax's ``activation_fn`` and ``gate_fn``).
+  The batched kernel of `jaxrnn.scan_batch` takes jax.nn's element-wise
+  functions (any name, or ``jax.nn.relu`` itself, say); with another
+  function it runs `jaxrnn.scan` under `jax.vmap`, as the kernel could
+  not know that the function works element by element.
 
   Colah's figure writes ``h_t = (1 - z_t) h + z_t n_t``: his ``z`` is our
   ``1 - z``. We follow Cho et al. and every framework, where ``z`` keeps the
@@ -135,11 +137,20 @@ def gru(
     h = (1.0 - z) * n + z * h
     return record_gru(r, z, n, h)
 
+  def batched_kernel(reset_after):   # for jaxrnn.scan_batch, or None
+    if act not in KERNEL_ACTIVATIONS or gate_fn not in KERNEL_ACTIVATIONS:
+      return None
+    if act is jnp.tanh and gate_fn is jax.nn.sigmoid and reset_after:
+      return gru_batch_kernel
+    kernel = partial(gru_batch_kernel, reset_after=reset_after, activation=act,
+                     gate_activation=gate_fn)
+    kernel.takes_recurrent_mask = True
+    return kernel
+
   if reset_after:
     cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
                       recurrent_input=lambda h: h, finish=finish, output_size=H)
-    if act is jnp.tanh and gate_fn is jax.nn.sigmoid:   # the kernel's equations
-      cell = cell._replace(batched=gru_batch_kernel)     # for jaxrnn.scan_batch
+    cell = cell._replace(batched=batched_kernel(reset_after=True))
     return with_compute_dtype(cell, dtype, "jaxrnn.gru")
 
   def step(params, h, gx):   # Cho et al.: U_n multiplies r * h, a second matmul
@@ -152,10 +163,7 @@ def gru(
     return record_gru(r, z, n, h)
 
   cell = Cell(init=init, initial_carry=initial_carry, step=step, output_size=H,
-              project=project)
-  if act is jnp.tanh and gate_fn is jax.nn.sigmoid:   # the kernel's equations
-    cell = cell._replace(batched=partial(gru_batch_kernel, reset_after=False))
-    cell.batched.takes_recurrent_mask = True
+              project=project, batched=batched_kernel(reset_after=False))
   return with_compute_dtype(cell, dtype, "jaxrnn.gru")
 
 
