@@ -2,9 +2,9 @@
 
 Cells with a batched kernel (`Cell.batched`, a custom VJP) run it whenever
 there are no resets: the standard LSTM (with or without peepholes) and
-GRU (either form) their hand-written ones, every other additive `jaxrnn.fused_cell` (the
-other LSTM variants, the simple RNN, a cell of your own) the kernel of
-`jaxrnn._fused_batch`. Here each is held
+GRU (either form, any jax.nn activations) their hand-written ones, every
+other additive `jaxrnn.fused_cell` (the other LSTM variants, the simple
+RNN, a cell of your own) the kernel of `jaxrnn._fused_batch`. Here each is held
 to the independent NumPy loop, to the vmapped per-example path (outputs,
 final carries, gradients for params, inputs and the initial carry, masked
 and reversed), and to finite differences in float64; every other case must
