@@ -61,7 +61,7 @@ def cell_forms(name: str, H: int, precision: bool = False, dropout: bool = False
                lambda H, **kw: jaxrnn.lstm(H, input_activation=lambda z: jnp.tanh(z), **kw)),
       "gru": jaxrnn.gru,
       "gru_reset_before": lambda H, **kw: jaxrnn.gru(H, reset_after=False, **kw),
-      # Keras' activation="relu" and Keras 2's recurrent_activation="hard_sigmoid"
+      # Keras' activation="relu" and recurrent_activation="hard_sigmoid" (Keras 3's)
       "gru_relu_hard": lambda H, **kw: jaxrnn.gru(
           H, activation="relu", gate_activation="hard_sigmoid", **kw),
       "gru_reset_before_relu_hard": lambda H, **kw: jaxrnn.gru(

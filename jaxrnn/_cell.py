@@ -284,25 +284,28 @@ def check_size(where: str, name: str, value, *, optional: bool = False) -> int:
 # torch's ``nonlinearity="relu"`` do: the elementwise functions of `jax.nn`.
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu", "elu", "selu", "silu", "swish",
                "softplus", "soft_sign", "relu6", "leaky_relu", "celu", "hard_tanh",
-               "hard_sigmoid", "log_sigmoid")
+               "hard_sigmoid", "log_sigmoid", "hard_silu", "hard_swish", "identity")
+ALIASES = {"linear": "identity"}   # Keras' name for no activation
 
 
 def check_activation(where: str, name: str, value, *, optional: bool = False):
   """``value`` as an elementwise function: a callable as it is, a name from
-  ``ACTIVATIONS`` as that `jax.nn` function, None when ``optional`` (the
-  caller reads None as the identity); raises at construction otherwise.
+  ``ACTIVATIONS`` as that `jax.nn` function (Keras' ``"linear"`` as
+  ``"identity"``), None when ``optional`` (the caller reads None as the
+  identity); raises at construction otherwise.
 
   >>> check_activation("jaxrnn.simple_rnn", "activation", "relu") is jax.nn.relu
   True
   """
   if callable(value) or (value is None and optional):
     return value
-  if isinstance(value, str) and value in ACTIVATIONS:
-    return getattr(jax.nn, value)
+  if isinstance(value, str) and ALIASES.get(value, value) in ACTIVATIONS:
+    return getattr(jax.nn, ALIASES.get(value, value))
   expected = f"a function, {'None, ' if optional else ''}or one of {', '.join(ACTIVATIONS)}"
+  none = "" if optional else f", or {name}='identity' (Keras' 'linear') for none"
   raise (ValueError if isinstance(value, str) else TypeError)(
       f"{where}: {name}={value!r}; expected {expected}. Fix: pass "
-      f"{name}=jax.nn.relu or {name}='relu', for example.")
+      f"{name}=jax.nn.relu or {name}='relu', for example{none}.")
 
 
 def check_input_size(name: str, xs: Array, input_size: int) -> None:

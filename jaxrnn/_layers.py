@@ -307,12 +307,20 @@ def sum_(fw: Array, bw: Array) -> Array:
   return fw + bw
 
 
-MERGES = {"concat": concat, "sum": sum_}
+def ave(fw: Array, bw: Array) -> Array:
+  return (fw + bw) / 2
+
+
+def mul(fw: Array, bw: Array) -> Array:
+  return fw * bw
+
+
+MERGES = {"concat": concat, "sum": sum_, "ave": ave, "mul": mul}   # Keras' merge_mode names
 
 
 def bidirectional(
     forward: Layer,
-    backward: Layer,
+    backward: Optional[Layer] = None,
     *,
     merge: Union[str, Callable[[Array, Array], Array]] = "concat",
 ) -> Seq:
@@ -329,9 +337,11 @@ def bidirectional(
       a Cell ``c`` as ``rnn(c, reverse=True)``, a Seq made with
       ``reverse=True`` as it is, any other Seq over the sequence flipped in
       time, so ``bidirectional(stack(a, b), stack(c, d))`` is two deep
-      directions.
-    merge: ``"concat"`` (output size O_f + O_b), ``"sum"``, or a function
-      ``(fw [T, O_f], bw [T, O_b]) -> [T, O]``.
+      directions. Without ``backward``, ``forward`` runs both ways with
+      params of its own in each (Keras' ``Bidirectional(layer)``).
+    merge: ``"concat"`` (output size O_f + O_b), ``"sum"``, ``"ave"``,
+      ``"mul"`` (Keras' ``merge_mode``s; these three need O_f = O_b), or a
+      function ``(fw [T, O_f], bw [T, O_b]) -> [T, O]``.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> layer = jaxrnn.bidirectional(jaxrnn.lstm(4), jaxrnn.lstm(4))
@@ -341,26 +351,27 @@ def bidirectional(
   (7, 8)
   """
   fw = as_seq(forward)
-  bw = run_from_the_end(backward)
+  bw = run_from_the_end(forward if backward is None else backward)
   if isinstance(merge, str):
     if merge not in MERGES:
       raise ValueError(
-          f"jaxrnn.bidirectional: merge={merge!r}; expected 'concat', 'sum' "
-          f"or a function (fw [T, O_f], bw [T, O_b]) -> ys [T, O]. Fix: pass "
-          f"one of those, e.g. merge=lambda fw, bw: (fw + bw) / 2 for a mean.")
+          f"jaxrnn.bidirectional: merge={merge!r}; expected 'concat', 'sum', "
+          f"'ave', 'mul' or a function (fw [T, O_f], bw [T, O_b]) -> ys [T, O]. "
+          f"Fix: pass one of those, e.g. merge=lambda fw, bw: jnp.maximum(fw, bw).")
     merge_fn = MERGES[merge]
   elif callable(merge):
     merge_fn = merge
   else:
     raise TypeError(
         f"jaxrnn.bidirectional: merge is a {type(merge).__name__}; expected "
-        f"'concat', 'sum' or a function (fw [T, O_f], bw [T, O_b]) -> ys [T, O].")
-  if merge == "sum" and fw.output_size != bw.output_size:
+        f"'concat', 'sum', 'ave', 'mul' or a function (fw [T, O_f], bw [T, O_b]) "
+        f"-> ys [T, O].")
+  if merge in ("sum", "ave", "mul") and fw.output_size != bw.output_size:
     raise ValueError(
-        f"jaxrnn.bidirectional: merge='sum' adds the two directions' outputs, "
-        f"but the forward layer puts out {fw.output_size} features and the "
-        f"backward one {bw.output_size}. Fix: give both layers the same "
-        f"output size, or use merge='concat'.")
+        f"jaxrnn.bidirectional: merge={merge!r} combines the two directions' "
+        f"outputs element by element, but the forward layer puts out "
+        f"{fw.output_size} features and the backward one {bw.output_size}. "
+        f"Fix: give both layers the same output size, or use merge='concat'.")
   out = jax.eval_shape(merge_fn, jax.ShapeDtypeStruct((1, fw.output_size), jnp.float32),
                        jax.ShapeDtypeStruct((1, bw.output_size), jnp.float32))
 

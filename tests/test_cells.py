@@ -436,6 +436,8 @@ def test_which_kernel_other_activations_run():
       assert kernel.func is gru_batch_kernel and kernel.takes_recurrent_mask
       assert kernel.keywords == dict(reset_after=reset_after, activation=getattr(jax.nn, act),
                                      gate_activation=getattr(jax.nn, gate))
+    linear = jaxrnn.gru(H, reset_after=reset_after, activation="linear").batched
+    assert linear.keywords["activation"] is jax.nn.identity      # Keras' "linear"
     # A function of one's own might mix elements: vmap of scan.
     assert jaxrnn.gru(H, reset_after=reset_after, activation=lambda z: jnp.tanh(z)).batched is None
   params = jaxrnn.gru(H).init(jax.random.key(0), 3)           # and the kernel's own check

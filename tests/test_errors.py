@@ -211,12 +211,13 @@ def test_stack_rejects_no_layers_and_bad_dropout():
 def test_bidirectional_bad_merge():
   with pytest.raises(ValueError) as info:
     jaxrnn.bidirectional(CELL, CELL, merge="mean")
-  for part in ["merge='mean'", "'concat'", "'sum'", "Fix"]:
+  for part in ["merge='mean'", "'concat'", "'sum'", "'ave'", "'mul'", "Fix"]:
     assert part in str(info.value)
   with pytest.raises(TypeError, match="merge is a int"):
     jaxrnn.bidirectional(CELL, CELL, merge=3)
-  with pytest.raises(ValueError, match="forward layer puts out 4 features and the backward one 5"):
-    jaxrnn.bidirectional(CELL, jaxrnn.lstm(5), merge="sum")
+  for merge in ("sum", "ave", "mul"):
+    with pytest.raises(ValueError, match="forward layer puts out 4 features and the backward one 5"):
+      jaxrnn.bidirectional(CELL, jaxrnn.lstm(5), merge=merge)
 
 
 def test_bidirectional_params_and_carry_must_be_pairs():

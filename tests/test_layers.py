@@ -72,6 +72,8 @@ def first_times_first(fw, bw):
 @pytest.mark.parametrize("merge,bw_size,merge_fn,size", [
     ("concat", H + 1, lambda fw, bw: jnp.concatenate([fw, bw], -1), 2 * H + 1),
     ("sum", H, lambda fw, bw: fw + bw, H),
+    ("ave", H, lambda fw, bw: (fw + bw) / 2, H),       # Keras' merge_mode names
+    ("mul", H, lambda fw, bw: fw * bw, H),
     (first_times_first, H + 1, first_times_first, 2 * H + 2),
 ])
 def test_bidirectional_is_a_forward_and_a_reversed_run_merged(merge, bw_size,
@@ -85,6 +87,16 @@ def test_bidirectional_is_a_forward_and_a_reversed_run_merged(merge, bw_size,
   assert ys.shape == (T, size)
   assert_trees_close(ys, merge_fn(want_fw[1], want_bw[1]))
   assert_trees_close((fw_carry, bw_carry), (want_fw[0], want_bw[0]))
+
+
+def test_bidirectional_of_one_layer_runs_it_both_ways_with_params_of_its_own():
+  # Keras' Bidirectional(layer): the backward direction is the same layer.
+  cell = jaxrnn.gru(H, reset_after=False)
+  one, two = jaxrnn.bidirectional(cell), jaxrnn.bidirectional(cell, cell)
+  params = one.init(jax.random.key(0), I)
+  assert_trees_close(params, two.init(jax.random.key(0), I))
+  assert not np.allclose(params[0].w_h, params[1].w_h)       # independent directions
+  assert_trees_close(one.apply(params, XS), two.apply(params, XS))
 
 
 def test_bidirectional_with_a_mask_equals_the_truncated_sequence():

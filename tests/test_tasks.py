@@ -144,6 +144,23 @@ def test_readout_model_and_its_classification_loss_from_their_equations():
     assert float(metrics["correct"]) == float(want[-1].argmax() == label)
 
 
+def test_readout_model_runs_its_layers_dropout_with_a_key():
+  # The classification loss takes the train step's key last; batched, each
+  # sequence draws from split(key, B), as jaxrnn.apply_batch splits it.
+  layer = jaxrnn.rnn(jaxrnn.gru(6, reset_after=False), dropout=0.3, recurrent_dropout=0.3)
+  model = tasks.readout_model(layer, output_size=3)
+  params = model.init(jax.random.key(0), 4)
+  xs, labels = jax.random.normal(jax.random.key(1), (5, 7, 4)), jnp.arange(5) % 3
+  key = jax.random.key(9)
+  per_example = tasks.last_step_classification_loss(model)
+  batched = tasks.last_step_classification_loss(model, batched=True)
+  got = batched(params, (xs, labels), key)[0]
+  want = jax.vmap(lambda x, y, k: per_example(params, (x, y), k)[0])(
+      xs, labels, jax.random.split(key, 5))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(got, batched(params, (xs, labels))[0])   # without a key: no dropout
+
+
 # A short run of each task lowers its loss. Tiny models, fixed keys; each
 # bound was measured with a wide margin (the measured value is in a comment).
 

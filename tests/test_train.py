@@ -229,6 +229,44 @@ def test_last_valid_is_the_last_true_step_wherever_the_padding_is():
   assert (float(total), float(count)) == (0.0, 0.0)   # a padding row adds nothing
 
 
+def test_losses_on_a_batch_equal_the_sum_of_their_per_example_values():
+  # A loss for make_train_step(batched=True) passes [B, T, ...] arrays; each
+  # helper then sums over the batch what it sums over one example.
+  B, T, C = 4, 5, 3
+  logits = jax.random.normal(jax.random.key(0), (B, T, C))
+  labels = jax.random.randint(jax.random.key(1), (B, T), 0, C)
+  mask = jnp.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 0], [0] * 5], bool)
+  pairs = {
+      "mse": (lambda pred, _, *m: train.mse(pred, jnp.float32(0.5), *m), (logits, labels, mask)),
+      "cross_entropy": (train.cross_entropy, (logits, labels, mask)),
+      "accuracy": (train.accuracy, (logits, labels, mask)),
+      "last_step_cross_entropy": (train.last_step_cross_entropy, (logits, labels[:, 0], mask)),
+  }
+  for name, (loss, args) in pairs.items():
+    for args_used in (args, args[:2]):                       # masked, and without a mask
+      got = loss(*args_used)
+      want = [v.sum() for v in jax.vmap(loss)(*args_used)]
+      for g, w in zip(got, want, strict=True):
+        assert g.shape == ()
+        np.testing.assert_allclose(g, w, rtol=1e-6, err_msg=name)
+  np.testing.assert_array_equal(train.last_valid(logits, mask),
+                                jax.vmap(train.last_valid)(logits, mask))
+  # Shapes that fit neither one example nor a batch are refused, not broadcast.
+  bad = [
+      (lambda: train.cross_entropy(logits, labels[:, :4]), r"cross_entropy: got logits "
+       r"float32\[4, 5, 3\] and labels int32\[4, 4\]; expected .*\[B, T\] for a batch"),
+      (lambda: train.cross_entropy(logits, labels, mask[0]), r"got mask bool\[5\]; "
+       r"expected a mask \[4, 5\]"),
+      (lambda: train.cross_entropy(logits, labels.astype(jnp.float32)), "class indices"),
+      (lambda: train.last_step_cross_entropy(logits, labels, mask), r"labels int\[B\]"),
+      (lambda: train.last_valid(logits, mask.T), r"ys \[B, T, ...\] with mask \[B, T\]"),
+      (lambda: train.mse(logits[..., 0], 0.0, mask[:, :4]), r"mask over the leading axes"),
+  ]
+  for fail, message in bad:
+    with pytest.raises(ValueError, match=message):
+      fail()
+
+
 def test_tbptt_windows_continue_each_stream_and_carry_passes():
   stream = np.arange(1000) % 7
   xs, ys = train.windows(stream, batch_size=4, window=10)

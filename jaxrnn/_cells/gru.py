@@ -46,8 +46,8 @@ def gru(
 ) -> Cell:
   r"""The gated recurrent unit (Cho et al. 2014).
 
-  With ``reset_after=True`` (default; the cuDNN, PyTorch, Flax and Keras 2
-  form), with ``x = x_t``, ``h = h_{t-1}``:
+  With ``reset_after=True`` (default; cuDNN's, PyTorch's and Flax's form,
+  and Keras' default since TensorFlow 2), with ``x = x_t``, ``h = h_{t-1}``:
 
   .. math::
 
@@ -57,8 +57,8 @@ def gru(
     h_t &= (1 - z_t) \odot n_t + z_t \odot h
 
   With ``reset_after=False`` (Cho et al. 2014 exactly; the form in Colah's
-  figure) the reset gate scales h before the matmul and there is no
-  ``b_hn``:
+  figure, Haiku's GRU and Keras' default before TensorFlow 2) the reset
+  gate scales h before the matmul and there is no ``b_hn``:
 
   .. math::
 
@@ -70,7 +70,18 @@ def gru(
   The batched kernel of `jaxrnn.scan_batch` takes jax.nn's element-wise
   functions (any name, or ``jax.nn.relu`` itself, say); with another
   function it runs `jaxrnn.scan` under `jax.vmap`, as the kernel could
-  not know that the function works element by element.
+  not know that the function works element by element. ``"hard_sigmoid"``
+  is `jax.nn.hard_sigmoid`, ``relu6(z + 3) / 6`` as in Keras 3; Keras 2's
+  ``clip(0.2 z + 0.5, 0, 1)`` is that function of ``1.2 z``, so weights
+  trained with it port exactly, and keep the kernel, with the r and z
+  blocks of ``w_x``, ``w_h`` and ``b`` multiplied by 1.2.
+
+  From Keras: its ``kernel`` [I, 3H] and ``recurrent_kernel`` [H, 3H] hold
+  the blocks in the order z, r, h; reorder them to r, z, n. With
+  ``reset_after=True`` its ``bias`` is [2, 3H], input and recurrent
+  biases: ``b`` is their sum for z and r and the input bias alone for n,
+  and ``b_hn`` the recurrent bias of n. With ``reset_after=False`` it is
+  ``b`` [3H], reordered.
 
   Colah's figure writes ``h_t = (1 - z_t) h + z_t n_t``: his ``z`` is our
   ``1 - z``. We follow Cho et al. and every framework, where ``z`` keeps the

@@ -30,11 +30,12 @@ class ModelParams(NamedTuple):
 
 class Model(NamedTuple):
   """``init(key, input_size) -> ModelParams``; ``apply(params, xs [T, I], *,
-  carry=None, mask=None) -> (carry, outputs [T, O])``; ``initial_carry(params)``;
-  ``step(params, carry, x_t [I]) -> (carry, o_t [O])``, one step for decoding;
-  ``apply_batch(params, xs [B, T, I], *, carry=None, mask=None) -> (carry,
-  outputs [B, T, O])``, ``apply`` over a batch on the batched fast path
-  (None in a Model built by hand)."""
+  carry=None, mask=None, key=None) -> (carry, outputs [T, O])``;
+  ``initial_carry(params)``; ``step(params, carry, x_t [I]) -> (carry, o_t
+  [O])``, one step for decoding; ``apply_batch(params, xs [B, T, I], *,
+  carry=None, mask=None, key=None) -> (carry, outputs [B, T, O])``,
+  ``apply`` over a batch on the batched fast path (None in a Model built by
+  hand). ``key`` runs the layer's dropout."""
   init: Callable[[jax.Array, int], ModelParams]
   apply: Callable[..., tuple[Any, jax.Array]]
   initial_carry: Callable[[ModelParams], Any]
@@ -48,7 +49,8 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
 
   ``apply`` runs on one sequence (batch with `jax.vmap`) and returns the
   layer's final carry and the readout ``o_t`` at every step; a mask or an
-  initial carry goes to the layer (for TBPTT pass the carry back in).
+  initial carry goes to the layer (for TBPTT pass the carry back in), and
+  so does a ``key``, which runs its dropout (`jaxrnn.rnn`'s, `jaxrnn.stack`'s).
   ``apply_batch`` does the same for a batch ``[B, T, I]`` through
   `jaxrnn.apply_batch`, so the cells with batched kernels (the LSTM and its
   variants, the GRU, the simple RNN) train on them.
@@ -76,12 +78,13 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
     w_out = jax.random.normal(k_out, (H, output_size)) / jnp.sqrt(H)
     return ModelParams(core, w_out, jnp.zeros((output_size,)))
 
-  def apply(params, xs, *, carry=None, mask=None):
-    carry, hs = seq.apply(params.core, xs, carry=carry, mask=mask)
+  def apply(params, xs, *, carry=None, mask=None, key=None):
+    keyed = {} if key is None else {"key": key}   # a Seq of one's own may take none
+    carry, hs = seq.apply(params.core, xs, carry=carry, mask=mask, **keyed)
     return carry, hs @ params.w_out + params.b_out
 
-  def apply_batch_(params, xs, *, carry=None, mask=None):
-    carry, hs = apply_batch(seq, params.core, xs, carry=carry, mask=mask)
+  def apply_batch_(params, xs, *, carry=None, mask=None, key=None):
+    carry, hs = apply_batch(seq, params.core, xs, carry=carry, mask=mask, key=key)
     return carry, hs @ params.w_out + params.b_out
 
   def step(params, carry, x):
@@ -101,11 +104,13 @@ def param_count(params) -> int:
 def last_step_classification_loss(model: Model, *, batched: bool = False):
   """A per-example loss for `jaxrnn.train`: cross-entropy at the last step.
 
-  ``loss_fn(params, (xs [T, I], label)) -> (loss_sum, 1, {"correct": 0 or 1})``,
-  for tasks that name a class after reading the whole sequence (recall,
-  sequential digits). With ``batched=True`` it takes the whole batch
-  ``(xs [B, T, I], labels int[B])``, runs ``model.apply_batch`` and returns
-  the same sums per example, for ``make_train_step(..., batched=True)``.
+  ``loss_fn(params, (xs [T, I], label), key=None) -> (loss_sum, 1,
+  {"correct": 0 or 1})``, for tasks that name a class after reading the
+  whole sequence (recall, sequential digits); ``key`` runs the model's
+  dropout (``make_train_step(..., key=...)`` passes one). With
+  ``batched=True`` it takes the whole batch ``(xs [B, T, I], labels
+  int[B])``, runs ``model.apply_batch`` and returns the same sums per
+  example, for ``make_train_step(..., batched=True)``.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> model = readout_model(jaxrnn.gru(4), output_size=3)
@@ -125,15 +130,23 @@ def last_step_classification_loss(model: Model, *, batched: bool = False):
     total, count = train.last_step_cross_entropy(logits, label)
     return total, count, {"correct": (logits[-1].argmax() == label) * 1.0}
 
-  def loss_fn(params, example):
+  def keyed(key):   # a Model built by hand may take no key
+    return {} if key is None else {"key": key}
+
+  def loss_fn(params, example, key=None):
     xs, label = example
-    return from_logits(model.apply(params, xs)[1], label)
+    return from_logits(model.apply(params, xs, **keyed(key))[1], label)
 
-  # A Model built by hand may have no apply_batch: vmap its apply instead.
-  run_batch = model.apply_batch or jax.vmap(lambda p, x: model.apply(p, x),
-                                            in_axes=(None, 0))
+  def run_batch(params, xs, key):
+    if model.apply_batch is not None:
+      return model.apply_batch(params, xs, **keyed(key))
+    # A Model built by hand may have no apply_batch: vmap its apply instead.
+    if key is None:
+      return jax.vmap(lambda x: model.apply(params, x))(xs)
+    keys = jax.random.split(key, xs.shape[0])     # as jaxrnn.apply_batch splits it
+    return jax.vmap(lambda x, k: model.apply(params, x, key=k))(xs, keys)
 
-  def batch_loss_fn(params, batch):
+  def batch_loss_fn(params, batch, key=None):
     xs, labels = batch
-    return jax.vmap(from_logits)(run_batch(params, xs)[1], labels)
+    return jax.vmap(from_logits)(run_batch(params, xs, key)[1], labels)
   return batch_loss_fn if batched else loss_fn

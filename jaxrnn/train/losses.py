@@ -1,9 +1,12 @@
-"""Sequence losses and metrics for ONE example, as ``(sum, count)`` pairs.
+"""Sequence losses and metrics, as ``(sum, count)`` pairs.
 
 Lives here: `mse`, `cross_entropy`, `last_step_cross_entropy`, `accuracy`,
 `last_valid`. Each returns the sum over valid elements and their count, so
 `jaxrnn.train.batch_loss` divides once over the whole batch and padded
-steps weigh nothing. A per-example loss function returns
+steps weigh nothing. Each takes one example (``[T, ...]``, for a loss
+written per example) or a batch with leading axes (``[B, T, ...]``, for
+``make_train_step(..., batched=True)``): the labels' and the mask's shape
+says which, and a shape that fits neither raises. A loss function returns
 ``(*loss(...), metric_sums)``. Not here: the train step (`step.py`).
 """
 
@@ -17,14 +20,31 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _step_mask(mask: Optional[Array], length: int) -> Array:
-  return jnp.ones((length,), bool) if mask is None else jnp.asarray(mask, bool)
+def _shape(a) -> str:
+  return f"{jnp.result_type(a)}{list(jnp.shape(a))}"
+
+
+def _check(where: str, ok: bool, got: str, expected: str, fix: str) -> None:
+  if not ok:
+    raise ValueError(f"jaxrnn.train.{where}: got {got}; expected {expected}. Fix: {fix}.")
+
+
+def _step_mask(where: str, mask: Optional[Array], steps: tuple) -> Array:
+  """``mask`` as bool of shape ``steps`` (``[..., T]``), all True when None."""
+  if mask is None:
+    return jnp.ones(steps, bool)
+  _check(where, jnp.shape(mask) == steps, f"mask {_shape(mask)}",
+         f"a mask [{', '.join(map(str, steps))}], one flag per label",
+         "pass the mask of the sequences these outputs came from ([T] for one "
+         "example, [B, T] for a batch)")
+  return jnp.asarray(mask, bool)
 
 
 def mse(pred: Array, target: Array, mask: Optional[Array] = None) -> tuple[Array, Array]:
   """Squared error summed over valid elements, and their count.
 
-  ``mask`` (bool over the leading axis of ``pred``) drops padded steps.
+  ``mask`` (bool over the leading axes of ``pred``: ``[T]`` or ``[B, T]``)
+  drops padded steps.
 
   >>> import jax.numpy as jnp
   >>> total, count = mse(jnp.array([1.0, 2.0, 9.0]), jnp.zeros(3), jnp.array([True, True, False]))
@@ -34,6 +54,10 @@ def mse(pred: Array, target: Array, mask: Optional[Array] = None) -> tuple[Array
   err = (jnp.asarray(pred) - target) ** 2
   if mask is None:
     return jnp.sum(err), jnp.asarray(err.size, jnp.float32)
+  _check("mse", jnp.shape(err)[:jnp.ndim(mask)] == jnp.shape(mask),
+         f"pred {_shape(pred)} and mask {_shape(mask)}",
+         "a mask over the leading axes of pred ([T] for pred [T, ...], [B, T] "
+         "for pred [B, T, ...])", "pass the mask of the sequences pred came from")
   m = jnp.asarray(mask, bool).reshape(jnp.shape(mask) + (1,) * (err.ndim - jnp.ndim(mask)))
   m = jnp.broadcast_to(m, err.shape)
   return jnp.sum(jnp.where(m, err, 0.0)), jnp.sum(m).astype(jnp.float32)
@@ -43,15 +67,17 @@ def cross_entropy(logits: Array, labels: Array, mask: Optional[Array] = None
                   ) -> tuple[Array, Array]:
   """Per-step softmax cross-entropy summed over valid steps, and their count.
 
-  Shapes: logits [T, C], labels int[T], mask bool[T].
+  Shapes: logits [..., T, C], labels int[..., T], mask bool[..., T] (the
+  leading axes, if any, are a batch's).
 
   >>> import jax.numpy as jnp
   >>> total, count = cross_entropy(jnp.array([[0.0, 0.0], [5.0, -5.0]]), jnp.array([1, 0]))
   >>> round(float(total), 3), float(count)
   (0.693, 2.0)
   """
-  mask = _step_mask(mask, logits.shape[0])
-  nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
+  labels = _labels("cross_entropy", logits, labels)
+  mask = _step_mask("cross_entropy", mask, labels.shape)
+  nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
   return jnp.sum(jnp.where(mask, nll, 0.0)), jnp.sum(mask).astype(jnp.float32)
 
 
@@ -59,49 +85,84 @@ def accuracy(logits: Array, labels: Array, mask: Optional[Array] = None
              ) -> tuple[Array, Array]:
   """Correct argmax predictions over valid steps, and their count.
 
+  Shapes as in `cross_entropy`.
+
   >>> import jax.numpy as jnp
   >>> [float(v) for v in accuracy(jnp.array([[1.0, 0.0], [1.0, 0.0]]), jnp.array([0, 1]))]
   [1.0, 2.0]
   """
-  mask = _step_mask(mask, logits.shape[0])
+  labels = _labels("accuracy", logits, labels)
+  mask = _step_mask("accuracy", mask, labels.shape)
   correct = (jnp.argmax(logits, axis=-1) == labels) & mask
   return jnp.sum(correct).astype(jnp.float32), jnp.sum(mask).astype(jnp.float32)
+
+
+def _labels(where: str, logits: Array, labels: Array) -> Array:
+  """``labels`` as an int array with ``logits``' shape but its last axis."""
+  labels = jnp.asarray(labels)
+  _check(where, jnp.ndim(logits) >= 1 and labels.shape == jnp.shape(logits)[:-1]
+         and jnp.issubdtype(labels.dtype, jnp.integer),
+         f"logits {_shape(logits)} and labels {_shape(labels)}",
+         "logits [..., C] and integer labels [...] with the same leading shape "
+         "([T, C] and [T] for one example, [B, T, C] and [B, T] for a batch)",
+         "pass class indices (jnp.argmax of one-hot labels), one per step")
+  return labels
 
 
 def last_valid(ys: Array, mask: Optional[Array] = None) -> Array:
   """``ys`` at the last step where ``mask`` is True (the last step when it is None).
 
-  Padding may sit on either side (Keras' ``pad_sequences`` pads on the left)
-  or in gaps; a row with no valid step gives ``ys[0]``.
+  Shapes: ys [T, ...] and mask bool[T] for one example, ys [B, T, ...] and
+  mask bool[B, T] for a batch (each row's own last valid step); without a
+  mask, ys [T, ...] (for a batch, ``ys[:, -1]``). Padding may sit on
+  either side (Keras' ``pad_sequences`` pads on the left) or in gaps; a row
+  with no valid step gives its step 0.
 
   >>> import jax.numpy as jnp
   >>> float(last_valid(jnp.arange(4.0), jnp.array([True, True, False, False])))
   1.0
-  >>> float(last_valid(jnp.arange(4.0), jnp.array([False, True, True, False])))
-  2.0
+  >>> last_valid(jnp.arange(8.0).reshape(2, 4), jnp.array([[0, 1, 1, 0], [1, 0, 0, 0]], bool))
+  Array([2., 4.], dtype=float32)
   """
   if mask is None:
     return ys[-1]
+  _check("last_valid", jnp.ndim(mask) >= 1 and jnp.shape(ys)[:jnp.ndim(mask)] == jnp.shape(mask),
+         f"ys {_shape(ys)} and mask {_shape(mask)}",
+         "ys [T, ...] with mask [T], or ys [B, T, ...] with mask [B, T]",
+         "pass the mask of the sequences ys came from")
   mask = jnp.asarray(mask, bool)
-  last = mask.shape[0] - 1 - jnp.argmax(mask[::-1])   # argmax: the first True
-  return ys[jnp.where(jnp.any(mask), last, 0)]
+  time = mask.ndim - 1
+  last = mask.shape[-1] - 1 - jnp.argmax(mask[..., ::-1], axis=-1)   # argmax: the first True
+  last = jnp.where(jnp.any(mask, axis=-1), last, 0)
+  index = last.reshape(last.shape + (1,) * (jnp.ndim(ys) - time))
+  return jnp.take_along_axis(ys, index, axis=time).squeeze(time)
 
 
 def last_step_cross_entropy(logits: Array, label: Array, mask: Optional[Array] = None
                             ) -> tuple[Array, Array]:
   """Cross-entropy of the prediction at the last valid step (`last_valid`);
-  count 1, or 0 for a row with no valid step (which then adds nothing).
+  count 1 a sequence, or 0 for a row with no valid step (which then adds
+  nothing).
 
-  Shapes: logits [T, C], label an int, mask bool[T]. For sequence
-  classification.
+  Shapes: logits [T, C], label an int, mask bool[T] for one example;
+  logits [B, T, C], labels int[B], mask bool[B, T] for a batch. For
+  sequence classification.
 
   >>> import jax.numpy as jnp
   >>> total, count = last_step_cross_entropy(jnp.array([[9.0, 0.0], [0.0, 9.0]]), 1)
   >>> round(float(total), 4), float(count)
   (0.0001, 1.0)
   """
-  nll = -jax.nn.log_softmax(last_valid(logits, mask))[label]
+  label = jnp.asarray(label)
+  _check("last_step_cross_entropy",
+         jnp.ndim(logits) == label.ndim + 2 and jnp.shape(logits)[:label.ndim] == label.shape
+         and jnp.issubdtype(label.dtype, jnp.integer),
+         f"logits {_shape(logits)} and label {_shape(label)}",
+         "logits [T, C] with an integer label, or logits [B, T, C] with labels int[B]",
+         "pass one class index per sequence")
+  last = logits[..., -1, :] if mask is None else last_valid(logits, mask)
+  nll = -jnp.take_along_axis(jax.nn.log_softmax(last), label[..., None], axis=-1)[..., 0]
   if mask is None:
-    return nll, jnp.float32(1.0)
-  valid = jnp.any(jnp.asarray(mask, bool))
-  return jnp.where(valid, nll, 0.0), valid.astype(jnp.float32)
+    return jnp.sum(nll), jnp.float32(label.size)
+  valid = jnp.any(jnp.asarray(mask, bool), axis=-1)
+  return jnp.sum(jnp.where(valid, nll, 0.0)), jnp.sum(valid).astype(jnp.float32)
