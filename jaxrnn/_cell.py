@@ -301,7 +301,8 @@ def check_activation(where: str, name: str, value, *, optional: bool = False):
     return value
   if isinstance(value, str) and ALIASES.get(value, value) in ACTIVATIONS:
     return getattr(jax.nn, ALIASES.get(value, value))
-  expected = f"a function, {'None, ' if optional else ''}or one of {', '.join(ACTIVATIONS)}"
+  expected = (f"a function, {'None, ' if optional else ''}or one of {', '.join(ACTIVATIONS)} "
+              f"(Keras' 'linear' is 'identity')")
   none = "" if optional else f", or {name}='identity' (Keras' 'linear') for none"
   raise (ValueError if isinstance(value, str) else TypeError)(
       f"{where}: {name}={value!r}; expected {expected}. Fix: pass "

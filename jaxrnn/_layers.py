@@ -350,7 +350,18 @@ def bidirectional(
   >>> ys.shape
   (7, 8)
   """
+  if isinstance(backward, str):
+    raise TypeError(
+        f"jaxrnn.bidirectional: backward={backward!r}; expected a Cell or a Seq. "
+        f"merge is keyword-only. Fix: jaxrnn.bidirectional(layer, merge={backward!r}).")
   fw = as_seq(forward)
+  if backward is None and getattr(fw, "reverse", False):
+    # Both directions would then read the sequence from its end.
+    raise ValueError(
+        "jaxrnn.bidirectional: the one layer given already runs from the "
+        "sequence's end (reverse=True), so it cannot be the forward direction "
+        "as well. Fix: pass the layer that runs forward, or both layers: "
+        "bidirectional(forward, backward).")
   bw = run_from_the_end(forward if backward is None else backward)
   if isinstance(merge, str):
     if merge not in MERGES:

@@ -215,6 +215,11 @@ def test_bidirectional_bad_merge():
     assert part in str(info.value)
   with pytest.raises(TypeError, match="merge is a int"):
     jaxrnn.bidirectional(CELL, CELL, merge=3)
+  with pytest.raises(TypeError, match=r"merge is keyword-only. Fix: jaxrnn.bidirectional\(layer, "
+                     r"merge='sum'\)"):
+    jaxrnn.bidirectional(CELL, "sum")
+  with pytest.raises(ValueError, match=r"already runs from the sequence's end"):
+    jaxrnn.bidirectional(jaxrnn.rnn(CELL, reverse=True))
   for merge in ("sum", "ave", "mul"):
     with pytest.raises(ValueError, match="forward layer puts out 4 features and the backward one 5"):
       jaxrnn.bidirectional(CELL, jaxrnn.lstm(5), merge=merge)

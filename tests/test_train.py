@@ -261,10 +261,18 @@ def test_losses_on_a_batch_equal_the_sum_of_their_per_example_values():
       (lambda: train.last_step_cross_entropy(logits, labels, mask), r"labels int\[B\]"),
       (lambda: train.last_valid(logits, mask.T), r"ys \[B, T, ...\] with mask \[B, T\]"),
       (lambda: train.mse(logits[..., 0], 0.0, mask[:, :4]), r"mask over the leading axes"),
+      (lambda: train.last_step_cross_entropy(logits[:, :4], labels[:, 0], mask[0, :4]),
+       r"got logits float32\[4, 4, 3\] and mask bool\[4\]"),           # B = T: not one example
   ]
   for fail, message in bad:
     with pytest.raises(ValueError, match=message):
       fail()
+  # What one example took before still works: lists, bool labels, Keras' y [N, 1].
+  assert [float(v) for v in train.mse([1.0, 2.0], 0.0, [True, False])] == [1.0, 1.0]
+  assert [float(v) for v in train.accuracy(jnp.eye(2), jnp.array([False, True]))] == [2.0, 2.0]
+  np.testing.assert_allclose(
+      train.last_step_cross_entropy(logits, labels[:, :1], mask)[0],
+      train.last_step_cross_entropy(logits, labels[:, 0], mask)[0])
 
 
 def test_tbptt_windows_continue_each_stream_and_carry_passes():

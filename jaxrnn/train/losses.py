@@ -21,7 +21,8 @@ Array = jax.Array
 
 
 def _shape(a) -> str:
-  return f"{jnp.result_type(a)}{list(jnp.shape(a))}"
+  a = jnp.asarray(a)                                  # lists and Python numbers too
+  return f"{a.dtype}{list(a.shape)}"
 
 
 def _check(where: str, ok: bool, got: str, expected: str, fix: str) -> None:
@@ -33,7 +34,8 @@ def _step_mask(where: str, mask: Optional[Array], steps: tuple) -> Array:
   """``mask`` as bool of shape ``steps`` (``[..., T]``), all True when None."""
   if mask is None:
     return jnp.ones(steps, bool)
-  _check(where, jnp.shape(mask) == steps, f"mask {_shape(mask)}",
+  mask = jnp.asarray(mask)
+  _check(where, mask.shape == steps, f"mask {_shape(mask)}",
          f"a mask [{', '.join(map(str, steps))}], one flag per label",
          "pass the mask of the sequences these outputs came from ([T] for one "
          "example, [B, T] for a batch)")
@@ -54,11 +56,13 @@ def mse(pred: Array, target: Array, mask: Optional[Array] = None) -> tuple[Array
   err = (jnp.asarray(pred) - target) ** 2
   if mask is None:
     return jnp.sum(err), jnp.asarray(err.size, jnp.float32)
-  _check("mse", jnp.shape(err)[:jnp.ndim(mask)] == jnp.shape(mask),
+  mask = jnp.asarray(mask)
+  _check("mse", mask.ndim <= err.ndim
+         and all(m in (1, e) for m, e in zip(mask.shape, err.shape)),
          f"pred {_shape(pred)} and mask {_shape(mask)}",
          "a mask over the leading axes of pred ([T] for pred [T, ...], [B, T] "
          "for pred [B, T, ...])", "pass the mask of the sequences pred came from")
-  m = jnp.asarray(mask, bool).reshape(jnp.shape(mask) + (1,) * (err.ndim - jnp.ndim(mask)))
+  m = mask.astype(bool).reshape(jnp.shape(mask) + (1,) * (err.ndim - jnp.ndim(mask)))
   m = jnp.broadcast_to(m, err.shape)
   return jnp.sum(jnp.where(m, err, 0.0)), jnp.sum(m).astype(jnp.float32)
 
@@ -98,14 +102,25 @@ def accuracy(logits: Array, labels: Array, mask: Optional[Array] = None
 
 
 def _labels(where: str, logits: Array, labels: Array) -> Array:
-  """``labels`` as an int array with ``logits``' shape but its last axis."""
-  labels = jnp.asarray(labels)
+  """``labels`` as an int array with ``logits``' shape but its last axis (a
+  trailing axis of 1, Keras' ``y [N, 1]``, dropped)."""
+  labels = _class_indices(labels, jnp.shape(logits)[:-1])
   _check(where, jnp.ndim(logits) >= 1 and labels.shape == jnp.shape(logits)[:-1]
          and jnp.issubdtype(labels.dtype, jnp.integer),
          f"logits {_shape(logits)} and labels {_shape(labels)}",
          "logits [..., C] and integer labels [...] with the same leading shape "
          "([T, C] and [T] for one example, [B, T, C] and [B, T] for a batch)",
          "pass class indices (jnp.argmax of one-hot labels), one per step")
+  return labels
+
+
+def _class_indices(labels, shape: tuple) -> Array:
+  """``labels`` as an array, bool as int, and ``[..., 1]`` squeezed to ``shape``."""
+  labels = jnp.asarray(labels)
+  if labels.dtype == bool:
+    labels = labels.astype(jnp.int32)
+  if labels.shape == tuple(shape) + (1,):
+    labels = labels[..., 0]
   return labels
 
 
@@ -126,11 +141,12 @@ def last_valid(ys: Array, mask: Optional[Array] = None) -> Array:
   """
   if mask is None:
     return ys[-1]
-  _check("last_valid", jnp.ndim(mask) >= 1 and jnp.shape(ys)[:jnp.ndim(mask)] == jnp.shape(mask),
+  mask = jnp.asarray(mask)
+  _check("last_valid", mask.ndim >= 1 and jnp.shape(ys)[:mask.ndim] == mask.shape,
          f"ys {_shape(ys)} and mask {_shape(mask)}",
          "ys [T, ...] with mask [T], or ys [B, T, ...] with mask [B, T]",
          "pass the mask of the sequences ys came from")
-  mask = jnp.asarray(mask, bool)
+  mask = mask.astype(bool)
   time = mask.ndim - 1
   last = mask.shape[-1] - 1 - jnp.argmax(mask[..., ::-1], axis=-1)   # argmax: the first True
   last = jnp.where(jnp.any(mask, axis=-1), last, 0)
@@ -153,13 +169,19 @@ def last_step_cross_entropy(logits: Array, label: Array, mask: Optional[Array] =
   >>> round(float(total), 4), float(count)
   (0.0001, 1.0)
   """
-  label = jnp.asarray(label)
+  label = _class_indices(label, jnp.shape(logits)[:-2])
   _check("last_step_cross_entropy",
          jnp.ndim(logits) == label.ndim + 2 and jnp.shape(logits)[:label.ndim] == label.shape
          and jnp.issubdtype(label.dtype, jnp.integer),
          f"logits {_shape(logits)} and label {_shape(label)}",
          "logits [T, C] with an integer label, or logits [B, T, C] with labels int[B]",
          "pass one class index per sequence")
+  if mask is not None:
+    mask = jnp.asarray(mask)
+    _check("last_step_cross_entropy", mask.shape == jnp.shape(logits)[:-1],
+           f"logits {_shape(logits)} and mask {_shape(mask)}",
+           "a mask [T] for logits [T, C], or [B, T] for logits [B, T, C]",
+           "pass the mask of the sequences these logits came from")
   last = logits[..., -1, :] if mask is None else last_valid(logits, mask)
   nll = -jnp.take_along_axis(jax.nn.log_softmax(last), label[..., None], axis=-1)[..., 0]
   if mask is None:
