@@ -14,6 +14,7 @@ form reaches `jaxrnn.scan_batch` and its kernels, which `jax.vmap` of
 from __future__ import annotations
 
 import inspect
+import warnings
 from functools import partial
 from typing import Callable, NamedTuple, Optional, Union
 
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import (check_key, check_rate, mask_inputs, recurrent_size,
                              variational_masks)
-from jaxrnn._scan import check_carry, check_params, named, scan, within
+from jaxrnn._scan import RESTORED_WITHOUT_TEMPLATE, check_carry, check_params, named, scan, within
 from jaxrnn._scan_batch import batch_major, reported_as, scan_batch
 
 
@@ -154,6 +155,17 @@ def split_keys(key: Array, n: int, batched: bool) -> Array:
 Layer = Union[Cell, Seq]
 
 
+def check_one_sequence(where: str, xs) -> None:
+  """A layer's ``apply`` takes one sequence; a batch gets the two ways to run it."""
+  shape = jnp.shape(xs)
+  if len(shape) == 3:
+    raise ValueError(
+        f"{where}: xs has shape {shape}; apply takes one sequence [T, I]. "
+        f"Fix: jaxrnn.apply_batch(layer, params, xs) runs the {shape[0]} "
+        f"sequences (on the batched kernels, faster to train), as does "
+        f"jax.vmap(lambda x: layer.apply(params, x))(xs).")
+
+
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
         dropout: float = 0.0, recurrent_dropout: float = 0.0) -> Seq:
   """A `Seq` that runs ``cell`` over the sequence with `jaxrnn.scan`
@@ -203,6 +215,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
     return variational_masks(key, input_size, size, dropout, recurrent_dropout)
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    check_one_sequence("jaxrnn.rnn(...).apply", xs)
     m_h = None
     if check_key("jaxrnn.rnn(...).apply", key) is not None and (dropout or recurrent_dropout):
       xs = jnp.asarray(xs)
@@ -401,6 +414,8 @@ def bidirectional(
              "bidirectional=True)." if name == "carry" else
              " PyTorch params: jaxrnn.interop.torch.from_torch of the "
              "bidirectional module.")
+    if name == "params" and isinstance(value, (dict, list)):
+      torch += " " + RESTORED_WITHOUT_TEMPLATE
     raise ValueError(
         f"jaxrnn.bidirectional: {name} is {got}; expected a pair (forward, "
         f"backward), as {made}: one {name} per direction. Fix: pass that "
@@ -434,6 +449,7 @@ def bidirectional(
     return (carry_fw, carry_bw), merge(ys_fw, ys_bw)
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    check_one_sequence("jaxrnn.bidirectional(...).apply", xs)
     key = check_key("jaxrnn.bidirectional(...).apply", key)
     return run(False, merge_fn, params, xs, carry, mask, resets, key)
 
@@ -476,6 +492,10 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
   if not layers:
     raise ValueError("jaxrnn.stack: needs at least one layer.")
   dropout = check_rate("jaxrnn.stack", "dropout", dropout)
+  if dropout and len(layers) == 1:   # as torch warns for nn.LSTM(num_layers=1, dropout=p)
+    warnings.warn(f"jaxrnn.stack: dropout={dropout} acts between layers, and one "
+                  f"layer has none: nothing is dropped. Fix: jaxrnn.rnn(cell, "
+                  f"dropout=...) drops a layer's inputs.", stacklevel=2)
   seqs = tuple(as_seq(layer) for layer in layers)
 
   def init(key, input_size):
@@ -502,7 +522,8 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
           f"as made by init; got {type(params).__name__}"
           f"{f' of length {len(params)}' if isinstance(params, tuple) else ''}."
           f" Fix: pass the params this stack's init(key, input_size) "
-          f"returned, one entry per layer.")
+          f"returned, one entry per layer."
+          f"{' ' + RESTORED_WITHOUT_TEMPLATE if isinstance(params, (dict, list)) else ''}")
 
   def check_carry_count(carry):
     if not isinstance(carry, (tuple, list)) or len(carry) != len(seqs):
@@ -543,6 +564,7 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
     return tuple(new_carries), xs
 
   def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    check_one_sequence("jaxrnn.stack(...).apply", xs)
     key = check_key("jaxrnn.stack(...).apply", key)
     return run(False, params, xs, carry, mask, resets, key)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import re
 from functools import lru_cache
 from typing import Optional
 
@@ -92,6 +93,7 @@ def scan(
   >>> batched(jnp.ones((32, 6, 3)))[1].shape
   (32, 6, 4)
   """
+  check_cell("scan", cell)
   xs = jnp.asarray(xs)
   check_xs(xs)
   check_params("scan", cell, params, xs.shape)
@@ -185,13 +187,31 @@ def where(flag: Array, on_true: Carry, on_false: Carry) -> Carry:
   return jax.tree.map(lambda a, b: jnp.where(flag, a, b), on_true, on_false)
 
 
+def check_cell(name: str, cell) -> None:
+  """Refuses anything but a `Cell` (a layer above all, whose ``apply`` is
+  what its caller wanted), where Python would fail on a missing field."""
+  if all(hasattr(cell, field) for field in ("init", "step", "initial_carry", "project")):
+    return
+  if hasattr(cell, "apply") and hasattr(cell, "init"):
+    raise TypeError(
+        f"jaxrnn.{name}: got a layer ({type(cell).__name__}, as jaxrnn.rnn, "
+        f"stack and bidirectional make), where it runs a Cell (jaxrnn.lstm(H), "
+        f"jaxrnn.gru(H), ...). Fix: layer.apply(params, xs) runs one sequence, "
+        f"jaxrnn.apply_batch(layer, params, xs) a batch.")
+  raise TypeError(
+      f"jaxrnn.{name}: got {type(cell).__name__} for the cell; expected a "
+      f"jaxrnn.Cell (jaxrnn.lstm(H), jaxrnn.gru(H), jaxrnn.fused_cell(...), "
+      f"or a Cell of one's own). Fix: pass the cell, then its params.")
+
+
 def check_xs(xs) -> None:
   shape = jnp.shape(xs)
   if len(shape) == 3:
     raise ValueError(
         f"jaxrnn.scan: xs has shape {shape}; a cell takes one sequence "
         f"[T, I]. Batch with jax.vmap: jax.vmap(lambda x: jaxrnn.scan(cell, "
-        f"params, x))(xs) runs all {shape[0]} sequences.")
+        f"params, x))(xs) runs all {shape[0]} sequences; jaxrnn.scan_batch("
+        f"cell, params, xs) runs them on the batched kernels, faster to train.")
   if len(shape) != 2:
     raise ValueError(
         f"jaxrnn.scan: xs has shape {shape}; expected one sequence [T, I] "
@@ -293,6 +313,13 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
                       if missing else ""])
     if extra == [""]:             # the path of a bare array: the params are one leaf
       detail = f"; they are one array, where it makes {', '.join(missing)}"
+    if sorted(map(_as_fields, extra)) == sorted(map(_as_fields, missing)):
+      # the same names and shapes, only in dicts ("['w_h']") where the cell
+      # makes NamedTuples (".w_h"): a checkpoint restored without a template
+      raise ValueError(
+          f"{named(name)}: params are {_describe(params)}, the arrays this "
+          f"cell's init makes but in dicts, where it makes {type(expected).__name__}"
+          f" ({', '.join(missing)}). Fix: {RESTORED_WITHOUT_TEMPLATE}")
     if any(path.endswith(".b") for path in extra + missing) and all(
         path.endswith((".b", ".b_hn")) for path in extra + missing):
       detail += " (only biases differ: one side was built with use_bias=False)"
@@ -323,9 +350,35 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
       f"variant. {fix}")
 
 
+# Said wherever params come in dicts or lists where jaxrnn makes NamedTuples
+# and tuples: what a checkpoint restored without a template gives.
+RESTORED_WITHOUT_TEMPLATE = (
+    "Params restored without a template (flax.serialization.msgpack_restore, "
+    "orbax's restore without a target) come as dicts and lists: restore them "
+    "into one, the params init returns (flax.serialization.from_bytes("
+    "template, data), orbax's restore with a target, "
+    "jaxrnn.train.Checkpoints.restore(template)).")
+
+
+def _as_fields(path: str) -> str:
+  """A key path with dict keys written as fields: ``"['w_h']"`` -> ``".w_h"``."""
+  return re.sub(r"\['([^']*)'\]", r".\1", path)
+
+
 def _describe(tree) -> str:
   return str(jax.tree.map(
       lambda a: f"{jnp.result_type(a).name}{list(jnp.shape(a))}", tree))
+
+
+# Flax's LSTM cells carry (c, h), a plain pair; jaxrnn's LSTMCarry is (h, c).
+FLAX_LSTM_CARRY = ("; Flax's LSTM carry (c, h) goes in as jaxrnn.LSTMCarry(h=h, c=c), "
+                   "the other way round")
+
+
+def flax_lstm_carry(carry: Carry, one: Carry) -> bool:
+  """Is ``carry`` a plain pair where the cell carries an ``LSTMCarry``?"""
+  return (type(one).__name__ == "LSTMCarry" and type(carry) in (tuple, list)
+          and len(carry) == 2)
 
 
 def check_carry(carry: Carry, expected: Carry, where: str = "scan") -> None:
@@ -336,7 +389,8 @@ def check_carry(carry: Carry, expected: Carry, where: str = "scan") -> None:
         f"{named(where)}: carry is {_describe(carry)}; expected a carry of the "
         f"structure {_describe(expected)}, as made by "
         f"cell.initial_carry(params). Fix: start from "
-        f"cell.initial_carry(params) or the carry a previous call returned.")
+        f"cell.initial_carry(params) or the carry a previous call returned"
+        f"{FLAX_LSTM_CARRY if flax_lstm_carry(carry, expected) else ''}.")
   for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)):
     if jnp.shape(got) != jnp.shape(want) or jnp.result_type(got) != want.dtype:
       raise ValueError(

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask
-from jaxrnn._scan import (_describe, check_params, default_unroll, named, same_layout, scan,
+from jaxrnn._scan import (FLAX_LSTM_CARRY, _describe, check_cell, check_params,
+                          default_unroll, flax_lstm_carry, named, same_layout, scan,
                           zero_padding)
 
 # `jaxrnn.apply_batch` makes a time-major batch batch-major before its
@@ -119,7 +120,8 @@ def scan_batch(
   >>> bool(jnp.allclose(ys, same[1], atol=1e-5))
   True
   """
-  xs = jnp.asarray(xs)
+  check_cell("scan_batch", cell)
+  xs = batch_array("jaxrnn.scan_batch", xs)
   where, shown_time_major = "scan_batch", time_major
   if _caller.get() is not None and not time_major:     # apply_batch's layers
     where, shown_time_major = _caller.get()
@@ -167,6 +169,18 @@ def scan_batch(
   return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
 
 
+def batch_array(where: str, xs) -> Array:
+  """``xs`` as an array; a PyTorch ``PackedSequence``, which NumPy reads as
+  its four fields, is told the padded batch and lengths it stands for."""
+  if type(xs).__name__ == "PackedSequence":
+    raise TypeError(
+        f"{where}: xs is a torch PackedSequence; expected the padded batch "
+        f"[B, T, I] with its lengths. Fix: xs, lengths = torch.nn.utils.rnn."
+        f"pad_packed_sequence(packed, batch_first=True), then pass xs.numpy() "
+        f"and seq_lengths=lengths.numpy().")
+  return jnp.asarray(xs)
+
+
 def batch_major(where: str, xs: Array, mask, resets, seq_lengths, time_major: bool,
                 for_one: str, rank: Optional[int] = None):
   """The caller's batch as ``xs [B, T, ...]`` and ``bool[B, T]`` flags, checked.
@@ -178,7 +192,7 @@ def batch_major(where: str, xs: Array, mask, resets, seq_lengths, time_major: bo
   every step and one of T or more none. Returns ``(xs, mask, resets)``,
   mask and resets None where not given.
   """
-  xs = jnp.asarray(xs)
+  xs = batch_array(where, xs)
   if xs.ndim < 2 or rank not in (None, xs.ndim):
     rest = "I" if rank == 3 else "..."
     layout = f"[T, B, {rest}] (with time_major=True)" if time_major else f"[B, T, {rest}]"
@@ -246,4 +260,5 @@ def _check_batch_carry(where: str, carry: Carry, one: Carry, B: int) -> None:
         f"returned, or broadcast the initial carry: jax.tree.map(lambda a: "
         f"jnp.broadcast_to(a, ({B},) + a.shape), cell.initial_carry(params)). "
         f"PyTorch's h0 (and c0), [num_layers * directions, B, H], convert with "
-        f"jaxrnn.interop.torch.carry_from_torch.")
+        f"jaxrnn.interop.torch.carry_from_torch"
+        f"{FLAX_LSTM_CARRY if flax_lstm_carry(carry, one) else ''}.")

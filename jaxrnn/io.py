@@ -18,9 +18,10 @@ The pytree's structure is stored next to the arrays, so `load` needs no
 template: a NamedTuple is written as its class's qualified name and field
 names and comes back as the same class, a None field as None, a tuple as a
 tuple. Only classes `load` knows are rebuilt (jaxrnn's own, those of
-`jaxrnn.train`, `jaxrnn.tasks` and `jaxrnn.seq2seq` included, and those
-passed as ``namedtuples=``): a file names classes but never makes Python
-import one.
+`jaxrnn.train`, `jaxrnn.tasks` and `jaxrnn.seq2seq` included, optax's public
+optimizer states, so a whole `jaxrnn.train.TrainState` loads, and those
+passed as ``namedtuples=``; one error names every other class a file holds):
+a file names classes but never makes Python import one.
 
 Writes are atomic: the bytes go to a temporary file in the same directory,
 are flushed and fsynced, and ``os.replace`` puts the file in place, so a
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from typing import Any, Iterable
 
@@ -92,7 +94,10 @@ def known_namedtuples(extra: Iterable[type]) -> dict[str, type]:
   import jaxrnn.seq2seq
   import jaxrnn.tasks
   import jaxrnn.train
-  found = [v for module in (jaxrnn, jaxrnn.train, jaxrnn.tasks, jaxrnn.seq2seq)
+  # optax's public optimizer states (a TrainState's opt_state), where optax
+  # is imported already: the file still makes Python import nothing.
+  optax = [sys.modules["optax"]] if "optax" in sys.modules else []
+  found = [v for module in (jaxrnn, jaxrnn.train, jaxrnn.tasks, jaxrnn.seq2seq, *optax)
            for v in vars(module).values()
            if isinstance(v, type) and issubclass(v, tuple) and hasattr(v, "_fields")]
   extra = list(extra)
@@ -102,6 +107,25 @@ def known_namedtuples(extra: Iterable[type]) -> dict[str, type]:
       raise TypeError(f"jaxrnn.io.load: namedtuples must hold NamedTuple "
                       f"classes; got {cls!r}.")
   return {qualified_name(c): c for c in found + extra}
+
+
+def unknown_namedtuples(node: Any, path: str, classes: dict[str, type]) -> list:
+  """``(class name, path)`` of the first place each NamedTuple class of the
+  encoded tree that ``classes`` lacks sits, so one error can name them all."""
+  tag = node.get("t") if isinstance(node, dict) else None
+  found, children = [], []
+  if tag in ("tuple", "list"):
+    children = [(v, f"{path}[{i}]") for i, v in enumerate(node["v"])]
+  elif tag == "dict":
+    children = [(v, f"{path}[{k!r}]") for k, v in zip(node["k"], node["v"])]
+  elif tag == "namedtuple":
+    if node["class"] not in classes:
+      found.append((node["class"], path))
+    children = [(v, f"{path}.{k}") for k, v in zip(node["fields"], node["v"])]
+  for child, child_path in children:
+    found += [f for f in unknown_namedtuples(child, child_path, classes)
+              if f[0] not in {name for name, _ in found}]
+  return found
 
 
 def decode(node: Any, path: str, classes: dict[str, type]) -> Any:
@@ -120,11 +144,7 @@ def decode(node: Any, path: str, classes: dict[str, type]) -> Any:
             for k, v in zip(node["k"], node["v"])}
   if tag == "namedtuple":
     name, fields = node["class"], tuple(node["fields"])
-    cls = classes.get(name)
-    if cls is None:
-      raise ValueError(
-          f"jaxrnn.io.load: {path} is a {name}, a NamedTuple this load does "
-          f"not know. Fix: pass the class, load(path, namedtuples=[{name.rsplit('.', 1)[-1]}]).")
+    cls = classes[name]             # `load` checked that it knows every class
     if cls._fields != fields:
       raise ValueError(f"jaxrnn.io.load: {path} is a {name} saved with fields "
                        f"{fields}; the class now has {cls._fields}.")
@@ -202,7 +222,8 @@ def load(path: str | os.PathLike, *, namedtuples: Iterable[type] = ()) -> Any:
   Tuples, lists, dicts (in their order), None and NamedTuples come back as
   they were saved; arrays come back as NumPy arrays (so float64 stays
   float64 whatever ``jax_enable_x64`` says; ``jax.device_put`` moves them).
-  NamedTuples are rebuilt from jaxrnn's public classes and ``namedtuples``.
+  NamedTuples are rebuilt from jaxrnn's public classes, optax's optimizer
+  states and ``namedtuples``.
 
   Raises:
     ValueError: when the file is not a jaxrnn params file, or names a
@@ -234,4 +255,13 @@ def load(path: str | os.PathLike, *, namedtuples: Iterable[type] = ()) -> Any:
     raise ValueError(f"jaxrnn.io.load: {os.fspath(path)!r} has format version "
                      f"{state.get('version')!r}; this jaxrnn reads {VERSION}. "
                      f"Fix: upgrade jaxrnn.")
-  return decode(state["tree"], "tree", known_namedtuples(namedtuples))
+  classes = known_namedtuples(namedtuples)
+  unknown = unknown_namedtuples(state["tree"], "tree", classes)
+  if unknown:
+    names = list(dict.fromkeys(name for name, _ in unknown))   # each once, in order
+    raise ValueError(
+        f"jaxrnn.io.load: the file holds NamedTuples this load does not know: "
+        f"{', '.join(f'{name} (at {path})' for name, path in unknown)}. Fix: "
+        f"pass the classes, load(path, namedtuples=["
+        f"{', '.join(name.rsplit('.', 1)[-1] for name in names)}]).")
+  return decode(state["tree"], "tree", classes)

@@ -143,6 +143,12 @@ def test_carry_of_wrong_structure():
   assert_fails(ValueError, scan_with("carry"), XS, jnp.zeros(H),
                says=["carry is float32[4]", "LSTMCarry", "cell.initial_carry(params)",
                      "Fix"])
+  # Flax's LSTM carry, a plain pair (c, h), one sequence or a batch
+  flax_says = "Flax's LSTM carry (c, h) goes in as jaxrnn.LSTMCarry(h=h, c=c)"
+  assert_fails(ValueError, scan_with("carry"), XS, (jnp.zeros(H), jnp.zeros(H)),
+               says=[flax_says])
+  assert_fails(ValueError, lambda xs, c: jaxrnn.scan_batch(CELL, PARAMS, xs, carry=c),
+               XS[None], (jnp.zeros((1, H)), jnp.zeros((1, H))), says=[flax_says])
 
 
 def test_carry_of_wrong_shape_names_both_shapes():
@@ -206,6 +212,9 @@ def test_stack_rejects_no_layers_and_bad_dropout():
     jaxrnn.stack()
   with pytest.raises(ValueError, match="dropout=1.0"):
     jaxrnn.stack(CELL, CELL, dropout=1.0)
+  with pytest.warns(UserWarning, match=r"dropout=0.3 acts between layers, and one layer has "
+                    r"none: nothing is dropped. Fix: jaxrnn.rnn\(cell, dropout=...\)"):
+    jaxrnn.stack(CELL, dropout=0.3)
 
 
 def test_bidirectional_bad_merge():
@@ -283,6 +292,37 @@ def test_a_hand_written_apply_batch_without_keys_is_told_the_protocol():
     jaxrnn.apply_batch(old, PARAMS, XS[None], key=jax.random.key(0))
   with jax.default_prng_impl("rbg"):                  # its raw keys are uint32[4]
     jaxrnn.apply_batch(layer, PARAMS, XS[None], key=jax.random.PRNGKey(0))
+
+
+def test_a_layer_given_for_a_cell_or_a_batch_given_to_apply_is_told_what_runs_it():
+  layer = jaxrnn.rnn(CELL)
+  for run in (jaxrnn.scan, jaxrnn.scan_batch):
+    with pytest.raises(TypeError, match=rf"jaxrnn.{run.__name__}: got a layer \(Seq.*Fix: "
+                       r"layer.apply\(params, xs\) runs one sequence, jaxrnn.apply_batch"):
+      run(layer, PARAMS, XS)
+  with pytest.raises(TypeError, match=r"got str for the cell; expected a jaxrnn.Cell"):
+    jaxrnn.scan("lstm", PARAMS, XS)
+  net = jaxrnn.stack(layer, layer)
+  for name, seq, params in (("rnn", layer, PARAMS), ("stack", net, (PARAMS, PARAMS)),
+                            ("bidirectional", jaxrnn.bidirectional(CELL), (PARAMS, PARAMS))):
+    assert_fails(ValueError, lambda xs: seq.apply(params, xs), jnp.ones((2, T, I)),
+                 says=[f"jaxrnn.{name}(...).apply: xs has shape (2, 5, 3); apply takes "
+                       f"one sequence [T, I]", "Fix: jaxrnn.apply_batch(layer, params, xs)"])
+
+
+def test_params_restored_without_a_template_are_told_to_restore_into_one():
+  from flax import serialization as flax_serialization   # flax is in the [test] extra
+  restored = flax_serialization.msgpack_restore(flax_serialization.to_bytes(PARAMS))
+  assert isinstance(restored, dict)          # LSTMParams' fields as a dict's keys
+  assert_fails(ValueError, lambda p: jaxrnn.scan(CELL, p, XS), restored,
+               says=["the arrays this cell's init makes but in dicts, where it makes "
+                     "LSTMParams (.b, .w_h, .w_x)", "Fix: Params restored without a template",
+                     "flax.serialization.from_bytes(template, data)"])
+  net = jaxrnn.stack(jaxrnn.rnn(CELL), jaxrnn.rnn(CELL))
+  for seq in (net, jaxrnn.bidirectional(CELL)):
+    params = flax_serialization.msgpack_restore(flax_serialization.to_bytes((PARAMS, PARAMS)))
+    with pytest.raises(ValueError, match="restored without a template"):
+      seq.apply(params, XS)
 
 
 def test_reversed_layer_has_no_step():

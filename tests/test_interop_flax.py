@@ -320,6 +320,18 @@ def test_wrappers_run_dropout_as_flax_dropout_does():
   np.testing.assert_allclose(model(XS, mask=MASK, key=key)[1], without, rtol=1e-6, atol=1e-6)
   model.train()
   assert not np.allclose(model(XS, mask=MASK)[1], without)
+  # Without a "dropout" stream, as nnx.LSTMCell takes nnx.Rngs(params=0): a
+  # layer that drops nothing runs; one that drops asks for a key.
+  plain = Recurrent(jaxrnn.gru(H), I, rngs=nnx.Rngs(params=0))
+  np.testing.assert_array_equal(plain(XS, mask=MASK)[1], jaxrnn.apply_batch(
+      jaxrnn.gru(H), plain.params_tree(), XS, mask=MASK)[1])
+  streamless = Recurrent(layer, I, rngs=nnx.Rngs(params=0))
+  with pytest.raises(ValueError, match=r"the layer runs dropout, deterministic is False, "
+                     r"and there is no key.*Fix: build it with rngs=nnx.Rngs\(params=..., "):
+    streamless(XS, mask=MASK)
+  np.testing.assert_allclose(streamless(XS, mask=MASK, deterministic=True)[1],
+                             jaxrnn.apply_batch(layer, streamless.params_tree(), XS,
+                                                mask=MASK)[1], rtol=1e-6, atol=1e-6)
 
   linen = LinenRecurrent(layer)
   variables = linen.init(jax.random.key(0), XS, MASK)
@@ -381,6 +393,13 @@ def test_from_linen_errors_name_the_key(edit, cell, match):
   edit(variables)
   with pytest.raises(ValueError, match=match):
     from_linen(variables, cell)
+
+
+def test_conversions_under_a_transformation_say_to_convert_before_it():
+  variables = linen_gru_vars()
+  with pytest.raises(TypeError, match=r"from_linen: params\['ir'\]\['kernel'\] is traced.*"
+                     r"Fix: convert once, before the jitted step"):
+    jax.jit(from_linen)(variables)
 
 
 def test_to_linen_and_to_nnx_refuse_what_flax_cannot_hold():

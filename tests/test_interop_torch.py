@@ -209,7 +209,9 @@ def test_prefix_selects_a_submodule_and_layer_reads_module_settings():
     jt.from_torch(outer, "lstm")
   out = jt.to_torch(jt.from_torch(module), bidirectional=True, prefix="encoder.")
   assert list(out) == [k for k in outer if k.startswith("encoder.")]
-  net = jt.layer(torch.nn.LSTM(I, H, num_layers=2, dropout=0.25, proj_size=P))
+  with pytest.warns(UserWarning, match=r"the module has batch_first=False, so its data is "
+                    r"laid out \[T, B, I\].*time_major=True"):
+    net = jt.layer(torch.nn.LSTM(I, H, num_layers=2, dropout=0.25, proj_size=P))
   assert net.output_size == P
   carry, ys = jax.eval_shape(
       lambda k: net.apply(net.init(k, I), jnp.ones((T, I)), key=k), jax.random.key(0))
@@ -220,8 +222,8 @@ def test_layer_keeps_the_modules_dropout():
   # torch drops every layer's output but the last's while training; the
   # layer built from the module does too when given a key, and without a
   # key (inference) it computes the same as with dropout=0.
-  net = jt.layer(torch.nn.GRU(I, H, num_layers=2, dropout=0.5))
-  same = jt.layer(torch.nn.GRU(I, H, num_layers=2))
+  net = jt.layer(torch.nn.GRU(I, H, num_layers=2, dropout=0.5, batch_first=True))
+  same = jt.layer(torch.nn.GRU(I, H, num_layers=2, batch_first=True))
   params = net.init(jax.random.key(0), I)
   xs = jnp.asarray(inputs()[0])
   _, plain = jax.jit(net.apply)(params, xs)
@@ -230,6 +232,29 @@ def test_layer_keeps_the_modules_dropout():
   _, kept = jax.jit(lambda p, x, k: same.apply(p, x, key=k))(params, xs, jax.random.key(1))
   np.testing.assert_array_equal(kept, plain)
   assert not np.allclose(dropped, plain)
+
+
+@pytest.mark.parametrize("module", [torch.nn.LSTMCell(I, H), torch.nn.GRUCell(I, H),
+                                    torch.nn.RNNCell(I, H, nonlinearity="relu"),
+                                    torch.nn.GRUCell(I, H, bias=False)], ids=str)
+def test_torch_cells_convert_to_a_cell_whose_step_is_one_call(module):
+  torch.manual_seed(0)
+  cell, params = jt.layer(module), jt.from_torch(module)
+  assert isinstance(cell, jaxrnn.Cell)
+  x, h = torch.randn(B, I), torch.randn(B, H)
+  if isinstance(module, torch.nn.LSTMCell):
+    c = torch.randn(B, H)
+    want = module(x, (h, c))
+    carry = jaxrnn.LSTMCarry(h=jnp.asarray(h.numpy()), c=jnp.asarray(c.numpy()))
+  else:
+    want, carry = (module(x, h),), jnp.asarray(h.numpy())
+  step = lambda c, x_t: cell.step(params, c, cell.project(params, x_t[None])[0])
+  got, _ = jax.vmap(step)(carry, jnp.asarray(x.numpy()))
+  for a, b in zip(jax.tree.leaves(got), want):     # LSTM: h and c, else h
+    np.testing.assert_allclose(a, b.detach().numpy(), atol=1e-6)
+  back = jt.to_torch(params, cell=True)
+  assert list(back) == list(module.state_dict())
+  assert_same_bits(jt.from_torch(back, jt.CELL_MODULES[type(module).__name__]), params)
 
 
 def test_numpy_state_dict_needs_no_torch_tensors():
@@ -329,9 +354,30 @@ def test_layer_errors_name_the_argument():
       (dict(kind="rnn", hidden_size=4, nonlinearity="gelu"), r"nonlinearity='gelu'"),
       (dict(kind="lstm", hidden_size=4, nonlinearity="relu"), r"is an nn.RNN option"),
       (dict(kind="lstm", hidden_size=0), r"hidden_size=0; expected a positive int"),
+      (dict(kind="lstm", hidden_size=4, batch_first=False),
+       r"batch_first=False; jaxrnn's layout is fixed.*Fix: .*time_major=True"),
   ]:
     with pytest.raises(ValueError, match=match):
       jt.layer(**kwargs)
+  # torch's batch_first=True is jaxrnn's layout: accepted, the same layer
+  assert jt.layer("gru", 4, batch_first=True).output_size == 4
+  with pytest.raises(TypeError, match=r"got a state dict; a state dict holds the weights, "
+                     r"not the settings. Fix: pass the module itself"):
+    jt.layer(torch.nn.GRU(3, 4).state_dict(), "gru")
+  with pytest.raises(ValueError, match=r"cell=True but params are tuple"):
+    jt.to_torch(jt.from_torch(torch.nn.GRU(3, 4, num_layers=2)), cell=True)
+
+
+def test_a_packed_sequence_is_told_the_padded_batch_it_stands_for():
+  packed = torch.nn.utils.rnn.pack_padded_sequence(
+      torch.ones(2, T, I), torch.tensor([T, 2]), batch_first=True, enforce_sorted=False)
+  net = jt.layer("gru", H)
+  params = net.init(jax.random.key(0), I)
+  for run in (lambda: jaxrnn.apply_batch(net, params, packed),
+              lambda: jaxrnn.scan_batch(jaxrnn.gru(H), params, packed)):
+    with pytest.raises(TypeError, match=r"xs is a torch PackedSequence; expected the padded "
+                       r"batch \[B, T, I\] with its lengths. Fix: .*pad_packed_sequence"):
+      run()
 
 
 def test_carry_from_torch_names_the_shape_torch_takes():

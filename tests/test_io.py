@@ -2,7 +2,7 @@
 written atomically, and every error names what went wrong."""
 
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -119,10 +119,17 @@ def test_save_errors_name_the_path_in_the_tree(tmp_path, tree, error, match):
 def test_load_errors(tmp_path):
   path = tmp_path / "c.msgpack"
   jaxrnn.io.save(path, [Custom(np.ones(1))])
-  with pytest.raises(ValueError, match=r"tree\[0\] is a test_io.Custom, a NamedTuple "
-                     r"this load does not know. Fix: pass the class, "
+  with pytest.raises(ValueError, match=r"NamedTuples this load does not know: test_io.Custom "
+                     r"\(at tree\[0\]\). Fix: pass the classes, "
                      r"load\(path, namedtuples=\[Custom\]\)"):
     jaxrnn.io.load(path)
+  class Other(NamedTuple):
+    inner: Any
+  jaxrnn.io.save(tmp_path / "two", {"a": [Other(Custom(1.0))], "b": Other(2.0)})
+  with pytest.raises(ValueError, match=r"does not know: test_io.test_load_errors.<locals>.Other "
+                     r"\(at tree\['a'\]\[0\]\), test_io.Custom \(at tree\['a'\]\[0\].inner\)"
+                     r".*namedtuples=\[Other, Custom\]\)"):    # every class, each once
+    jaxrnn.io.load(tmp_path / "two")
 
   class Custom2(NamedTuple):  # noqa: F811 - same qualified name, other fields
     scale: jax.Array
@@ -150,13 +157,18 @@ def test_load_errors(tmp_path):
     jaxrnn.io.load(tmp_path / "missing")
 
 
-def test_the_namedtuples_of_train_tasks_and_seq2seq_come_back_without_being_named(tmp_path):
+def test_the_namedtuples_of_train_tasks_seq2seq_and_optax_come_back_without_being_named(
+    tmp_path):
+  import optax
   from jaxrnn import seq2seq, tasks, train
   model = tasks.readout_model(jaxrnn.lstm(4), 2)
   params = model.init(jax.random.key(0), 3)
   translator = seq2seq.seq2seq(vocab_size=5, hidden_size=4, src_length=3)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100)
+  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))
   trees = {"model": params, "seq2seq": translator.init(jax.random.key(0)),
-           "state": train.TrainState(params, (), jnp.zeros((), jnp.int32))}
+           "state": train.TrainState(params, (), jnp.zeros((), jnp.int32)),
+           "optax": train.init_state(params, opt)}     # EmptyState, ScaleByAdamState, ...
   for name, tree in trees.items():
     jaxrnn.io.save(tmp_path / f"{name}.msgpack", tree)
     back = jaxrnn.io.load(tmp_path / f"{name}.msgpack")

@@ -141,6 +141,46 @@ def test_a_keyed_step_drops_units_afresh_each_update_and_resumes_the_same_draws(
     train.make_train_step(dropout_loss, opt, key=jnp.int32(3))
 
 
+def test_a_loss_that_cannot_take_or_do_without_the_key_is_told_the_fix():
+  opt, state, batch = padded_start()
+  key = jax.random.key(9)
+  with pytest.raises(TypeError, match=r"loss_fn\(params, example\) takes no third argument.*"
+                     r"Fix: add a last argument key=None"):
+    train.make_train_step(adding_loss, opt, donate=False, key=key)(state, batch)
+  with pytest.raises(TypeError, match=r"loss_fn\(params, example, key\) needs a key.*"
+                     r"Fix: give the key a default, key=None"):
+    train.make_eval_step(lambda params, example, key: adding_loss(params, example)
+                         )(state.params, batch)
+  # A Model built by hand whose apply takes no key= is told so by the task loss.
+  from jaxrnn.tasks import last_step_classification_loss, readout_model
+  model = readout_model(CELL, 2)
+  hand = model._replace(apply=lambda params, xs, *, carry=None, mask=None:
+                        model.apply(params, xs), apply_batch=None)
+  start = train.init_state(hand.init(jax.random.key(0), 2), opt)
+  labelled = (batch[0], jnp.zeros(batch[0].shape[0], int))
+  for batched in (False, True):
+    step = train.make_train_step(last_step_classification_loss(hand, batched=batched),
+                                 opt, donate=False, batched=batched, key=key)
+    with pytest.raises(TypeError, match=r"the Model's apply\(params, xs, \*, carry=None, "
+                       r"mask=None\) takes no key=.*Fix: give apply"):
+      step(start, labelled)
+
+
+def test_a_loss_in_another_format_is_told_the_format_and_donation_spares_the_start():
+  opt, state, batch = padded_start()
+  start = model_init(jax.random.key(0))
+  state = train.init_state(start, opt)
+  mean = lambda params, example: adding_loss(params, example)[0]    # PyTorch's habit
+  pair = lambda params, example: adding_loss(params, example)[:2]
+  for loss, got in ((mean, r"float32\[\]"), (pair, "a tuple of 2")):
+    with pytest.raises(TypeError, match=rf"loss_fn returned {got}; expected \(loss_sum, "
+                       r"count, metric_sums\).*Fix: return \(\*train.mse"):
+      train.make_train_step(loss, opt)(state, batch)
+  # The step donates the state, a copy: the params it started from stay.
+  train.make_train_step(adding_loss, opt)(state, batch)
+  assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(start))
+
+
 def test_masked_mean_counts_valid_steps_only():
   def per_step(params, example):
     preds, mask = example
@@ -261,6 +301,8 @@ def test_losses_on_a_batch_equal_the_sum_of_their_per_example_values():
       (lambda: train.last_step_cross_entropy(logits, labels, mask), r"labels int\[B\]"),
       (lambda: train.last_valid(logits, mask.T), r"ys \[B, T, ...\] with mask \[B, T\]"),
       (lambda: train.mse(logits[..., 0], 0.0, mask[:, :4]), r"mask over the leading axes"),
+      (lambda: train.mse(logits[..., 0], logits[0, :, 0]), r"mse: got pred float32\[4, 5\] "
+       r"and target float32\[5\]; expected a target of pred's shape, or a scalar"),
       (lambda: train.last_step_cross_entropy(logits[:, :4], labels[:, 0], mask[0, :4]),
        r"got logits float32\[4, 4, 3\] and mask bool\[4\]"),           # B = T: not one example
   ]
@@ -269,6 +311,9 @@ def test_losses_on_a_batch_equal_the_sum_of_their_per_example_values():
       fail()
   # What one example took before still works: lists, bool labels, Keras' y [N, 1].
   assert [float(v) for v in train.mse([1.0, 2.0], 0.0, [True, False])] == [1.0, 1.0]
+  for pred, target in ((jnp.arange(4.0), jnp.arange(4.0)[:, None]),   # not [4, 4] broadcast
+                       (jnp.arange(4.0)[:, None], jnp.arange(4.0))):
+    assert [float(v) for v in train.mse(pred, target)] == [0.0, 4.0]
   assert [float(v) for v in train.accuracy(jnp.eye(2), jnp.array([False, True]))] == [2.0, 2.0]
   np.testing.assert_allclose(
       train.last_step_cross_entropy(logits, labels[:, :1], mask)[0],
@@ -498,6 +543,15 @@ SHARDED = textwrap.dedent("""
             train.replicate(params, mesh), train.shard_batch(xs, mesh)).compile().as_text()
         found, bodies = all_reduces_by_computation(hlo)
         assert found and not set(found) & bodies, (cell, found, bodies)
+
+    # A replicated state restores replicated, on the template's devices.
+    import tempfile
+    state = train.replicate(train.init_state(model_init(jax.random.key(0)), opt), mesh)
+    ckpts = train.Checkpoints(tempfile.mkdtemp())
+    ckpts.save(state, 1)
+    back, _ = ckpts.restore(state)
+    assert all(b.sharding == s.sharding and len(b.devices()) == 4
+               for b, s in zip(jax.tree.leaves(back), jax.tree.leaves(state)))
 """)
 
 

@@ -6,14 +6,18 @@ Not here: the cells themselves (`jaxrnn._cells`), saving params to a file
 (`jaxrnn.io`).
 
 * `jaxrnn.interop.torch`: ``nn.LSTM`` (``num_layers``, ``bidirectional``,
-  ``proj_size``, ``bias=False``), ``nn.GRU`` and ``nn.RNN`` state dicts, both
+  ``proj_size``, ``bias=False``), ``nn.GRU`` and ``nn.RNN`` state dicts, and
+  those of their cells (``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``), both
   ways. PyTorch is not needed: state dicts come in as anything NumPy can
   read and go out as NumPy arrays.
 
   - ``from_torch(source, kind=None, *, prefix="") -> params``
-  - ``to_torch(params, *, bidirectional=False, bias=True, prefix="") -> dict``
+  - ``to_torch(params, *, bidirectional=None, bias=None, prefix="",
+    cell=False) -> dict``
   - ``layer(kind, hidden_size, *, num_layers=1, bidirectional=False,
-    proj_size=None, nonlinearity="tanh", dropout=0.0) -> Cell | Seq``
+    proj_size=None, nonlinearity="tanh", dropout=0.0, bias=True,
+    batch_first=True) -> Seq``, or ``layer(module)`` (a torch cell gives a
+    `Cell`)
 
 * `jaxrnn.interop.flax`: Flax linen and NNX ``LSTMCell``,
   ``OptimizedLSTMCell``, ``GRUCell`` and ``SimpleCell`` params, both ways,
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 
 
@@ -47,6 +52,13 @@ def as_numpy(x: Any, name: str, where: str) -> np.ndarray:
   >>> as_numpy([1.0, 2.0], "w", "demo").dtype
   dtype('float64')
   """
+  if isinstance(x, jax.core.Tracer):
+    raise TypeError(
+        f"{where}: {name} is traced (the conversion was called inside "
+        f"jax.jit, grad or vmap); conversions read arrays with NumPy, so they "
+        f"run outside JAX's transformations. Fix: convert once, before the "
+        f"jitted step, and train the converted params (the to_ function of "
+        f"the same module converts them back).")
   if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch.Tensor, duck-typed
     x = x.detach().cpu()
     if str(x.dtype) == "torch.bfloat16":

@@ -466,6 +466,28 @@ def run(layer: Seq, params, xs, mask, carry, key, seq_lengths, time_major):
                      seq_lengths=seq_lengths, time_major=time_major)
 
 
+def draws_random_bits(layer: Seq, params, input_size: int) -> bool:
+  """Does ``layer.apply`` draw random bits from a key (its dropout)? Read
+  from its jaxpr: splitting a key draws nothing, a dropout mask does."""
+  xs = jax.ShapeDtypeStruct((1, input_size), jnp.float32)
+  jaxpr = jax.make_jaxpr(lambda p, x, k: layer.apply(p, x, key=k))(
+      params, xs, jax.random.key(0))
+  return "random_bits" in primitive_names(jaxpr.jaxpr)
+
+
+def primitive_names(jaxpr) -> set[str]:
+  """The primitives of ``jaxpr`` and of every jaxpr inside its equations."""
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, "jaxpr", sub)            # a ClosedJaxpr's own jaxpr
+        if hasattr(sub, "eqns"):
+          names |= primitive_names(sub)
+  return names
+
+
 class Recurrent(nnx.Module):
   """A jaxrnn Cell or Seq as a Flax NNX module; its params are ``nnx.Param``.
 
@@ -493,7 +515,8 @@ class Recurrent(nnx.Module):
   the call's, which wins), so ``model.eval()`` and ``nnx.view(model,
   deterministic=True)`` switch it off and ``model.train()`` on; its key
   comes from the ``"dropout"`` stream of ``rngs`` (``"default"`` when there
-  is none), or from the call's ``key``.
+  is none), or from the call's ``key``; a layer without dropout needs
+  neither (``rngs=nnx.Rngs(params=0)``, as for ``nnx.LSTMCell``).
   ``module.params_tree()`` gives the plain jaxrnn params, and
   ``module.set_params(params)`` puts converted ones (`from_nnx`,
   `from_linen`, ``from_torch``) in place.
@@ -519,7 +542,11 @@ class Recurrent(nnx.Module):
     self.params = nnx.data(jax.tree.map(nnx.Param, params))
     self.deterministic = deterministic
     self.time_major = time_major
-    self.rngs = rngs["dropout"].fork()      # as nnx.Dropout keeps its stream
+    # As nnx.Dropout keeps its stream. Without one (nnx.Rngs(params=0)) a
+    # layer that drops nothing needs none, as nnx.LSTMCell needs none.
+    has_stream = "dropout" in rngs or "default" in rngs
+    self.rngs = rngs["dropout"].fork() if has_stream else nnx.data(None)
+    self.draws = has_stream or draws_random_bits(self.layer, params, input_size)
 
   def set_view(self, deterministic: Optional[bool] = None):
     """What ``nnx.view(model, deterministic=...)`` sets, as on ``nnx.Dropout``."""
@@ -557,8 +584,15 @@ class Recurrent(nnx.Module):
                seq_lengths=None, time_major=None):
     if self.deterministic if deterministic is None else deterministic:
       key = None
-    elif key is None:
+    elif key is None and self.rngs is not None:
       key = self.rngs()
+    elif key is None and self.draws:
+      raise ValueError(
+          "jaxrnn.interop.flax.Recurrent: the layer runs dropout, deterministic "
+          "is False, and there is no key: its rngs had no 'dropout' (or "
+          "'default') stream. Fix: build it with rngs=nnx.Rngs(params=..., "
+          "dropout=...), pass key=, or switch dropout off with "
+          "deterministic=True (model.eval()).")
     time_major = self.time_major if time_major is None else time_major
     return run(self.layer, self.params_tree(), xs, mask, carry, key, seq_lengths,
                time_major)

@@ -1,4 +1,4 @@
-"""PyTorch ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` params, both ways.
+"""PyTorch ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` params (and their cells'), both ways.
 
 Lives here: `from_torch` (a torch module or state dict -> jaxrnn params),
 `to_torch` (jaxrnn params -> a state dict of NumPy arrays), `layer` (the
@@ -79,6 +79,23 @@ def read_kind(kind: Any, where: str) -> str:
   return kind.lower()
 
 
+# torch's one-step cells: their class name -> kind. Their state dict is one
+# layer's without the "_l0" suffix (weight_ih, weight_hh, bias_ih, bias_hh).
+CELL_MODULES = {"LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn"}
+CELL_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def is_cell_module(module: Any) -> bool:
+  """Is ``module`` a torch ``nn.LSTMCell``, ``nn.GRUCell`` or ``nn.RNNCell``?"""
+  return type(module).__name__ in CELL_MODULES and hasattr(module, "state_dict")
+
+
+def cell_config(module: Any) -> dict:
+  """`torch_cell`'s settings for a torch cell module."""
+  return dict(kind=CELL_MODULES[type(module).__name__], hidden_size=module.hidden_size,
+              nonlinearity=getattr(module, "nonlinearity", "tanh"), bias=bool(module.bias))
+
+
 def module_config(module: Any) -> dict:
   """The settings of a torch ``nn.LSTM``/``nn.GRU``/``nn.RNN`` that matter here."""
   mode = getattr(module, "mode", None)
@@ -86,8 +103,8 @@ def module_config(module: Any) -> dict:
     raise ValueError(
         f"jaxrnn.interop.torch: got a {type(module).__name__} with mode "
         f"{mode!r}; expected a torch.nn.LSTM, nn.GRU or nn.RNN (modes "
-        f"{sorted(MODES)}). Fix: pass one of those, or its state_dict() "
-        f"with kind=.")
+        f"{sorted(MODES)}) or their cells (nn.LSTMCell, nn.GRUCell, "
+        f"nn.RNNCell). Fix: pass one of those.")
   kind, nonlinearity = MODES[mode]
   return dict(kind=kind, hidden_size=module.hidden_size,
               num_layers=module.num_layers,
@@ -99,11 +116,15 @@ def module_config(module: Any) -> dict:
 
 def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
           bidirectional: bool = False, proj_size: Optional[int] = None,
-          nonlinearity: str = "tanh", dropout: float = 0.0, bias: bool = True):
+          nonlinearity: str = "tanh", dropout: float = 0.0, bias: bool = True,
+          batch_first: bool = True):
   """The jaxrnn layer (a `Seq`) that computes what the torch module computes.
 
-  ``layer(torch_module)`` reads every setting from the module; otherwise
-  they mirror ``torch.nn.LSTM``'s arguments. One layer in one direction is
+  ``layer(torch_module)`` reads every setting from the module (and warns
+  that a ``batch_first=False`` module's data needs ``time_major=True``,
+  below); otherwise they mirror ``torch.nn.LSTM``'s arguments. A torch
+  cell, ``nn.LSTMCell``, ``nn.GRUCell`` or ``nn.RNNCell``, gives the jaxrnn
+  `Cell` itself (``cell.step`` is one call of the torch cell). One layer in one direction is
   ``jaxrnn.rnn(cell)`` (its params are the cell's; ``jaxrnn.lstm(H)`` and
   the others give the `Cell` itself); a bidirectional layer is
   ``jaxrnn.bidirectional(cell, cell)``; several layers are
@@ -111,12 +132,13 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
   (one sequence), ``step`` and ``apply_batch``. Its params have the
   structure `from_torch` returns. jaxrnn's layout is fixed whatever the module's
   ``batch_first``: ``apply`` takes one sequence ``[T, I]`` and
-  `jaxrnn.apply_batch` a batch ``[B, T, I]`` (torch's ``batch_first=True``),
-  so data laid out for a ``batch_first=False`` module, ``[T, B, I]``, goes
-  in with ``jaxrnn.apply_batch(net, params, xs, time_major=True)``: passed
-  without it, its time and batch axes would be read the other way round,
-  without an error when they fit. A packed sequence's lengths go in as
-  ``seq_lengths``.
+  `jaxrnn.apply_batch` a batch ``[B, T, I]`` (torch's ``batch_first=True``,
+  which this function takes too), so data laid out for a
+  ``batch_first=False`` module, ``[T, B, I]``, goes in with
+  ``jaxrnn.apply_batch(net, params, xs, time_major=True)``: passed without
+  it, its time and batch axes would be read the other way round, without an
+  error when they fit. ``batch_first=False`` given here is refused, saying
+  so. A packed sequence's lengths go in as ``seq_lengths``.
 
   >>> import jax, jaxrnn.interop.torch as jt
   >>> net = jt.layer("lstm", 8, num_layers=2, bidirectional=True)
@@ -126,9 +148,23 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
   >>> net.output_size
   16
   """
-  if not isinstance(kind, str):
-    return layer(**module_config(kind))
   where = "jaxrnn.interop.torch.layer"
+  if isinstance(kind, Mapping):
+    raise TypeError(
+        f"{where}: got a state dict; a state dict holds the weights, not the "
+        f"settings. Fix: pass the module itself, or the settings: "
+        f"layer(kind, hidden_size, num_layers=..., bidirectional=...).")
+  if is_cell_module(kind):
+    return torch_cell(**cell_config(kind))
+  if not isinstance(kind, str):
+    config = module_config(kind)
+    if not getattr(kind, "batch_first", True):
+      warnings.warn(
+          f"{where}: the module has batch_first=False, so its data is laid "
+          f"out [T, B, I]; jaxrnn.apply_batch takes [B, T, I] unless told "
+          f"time_major=True. Fix: jaxrnn.apply_batch(net, params, xs, "
+          f"time_major=True) for that data.", stacklevel=2)
+    return layer(**config)
   kind = read_kind(kind, where)
   if not isinstance(hidden_size, int) or hidden_size <= 0:
     raise ValueError(f"{where}: hidden_size={hidden_size!r}; expected a "
@@ -136,19 +172,19 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
   if proj_size and kind != "lstm":
     raise ValueError(f"{where}: proj_size={proj_size} is an LSTM option; "
                      f"kind={kind!r} has none. Fix: proj_size=None.")
+  if batch_first is not True:
+    raise ValueError(
+        f"{where}: batch_first={batch_first!r}; jaxrnn's layout is fixed, "
+        f"batch first: apply takes one sequence [T, I] and jaxrnn.apply_batch "
+        f"a batch [B, T, I]. Fix: drop batch_first, and pass time-major data "
+        f"[T, B, I] as jaxrnn.apply_batch(net, params, xs, time_major=True).")
   if nonlinearity not in ("tanh", "relu"):
     raise ValueError(f"{where}: nonlinearity={nonlinearity!r}; expected "
                      f"'tanh' or 'relu' as in torch.nn.RNN.")
   if nonlinearity != "tanh" and kind != "rnn":
     raise ValueError(f"{where}: nonlinearity={nonlinearity!r} is an nn.RNN "
                      f"option; kind={kind!r} has none.")
-  if kind == "lstm":
-    # forget_bias only shapes init; converted params carry their own bias.
-    cell = lstm(hidden_size, proj_size=proj_size or None, use_bias=bias)
-  elif kind == "gru":
-    cell = gru(hidden_size, use_bias=bias)
-  else:   # "tanh" or "relu", as jax.nn names them
-    cell = simple_rnn(hidden_size, nonlinearity, use_bias=bias)
+  cell = torch_cell(kind, hidden_size, proj_size, nonlinearity, bias)
   one = bidirectional_layer(cell, cell) if bidirectional else rnn(cell)
   if num_layers == 1:
     if dropout:   # as torch warns: its dropout sits between layers
@@ -157,6 +193,17 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
                     stacklevel=2)
     return one
   return stack(*([one] * num_layers), dropout=dropout)
+
+
+def torch_cell(kind: str, hidden_size: int, proj_size: Optional[int] = None,
+               nonlinearity: str = "tanh", bias: bool = True):
+  """The jaxrnn `Cell` of one torch layer (or torch cell) of that ``kind``."""
+  if kind == "lstm":
+    # forget_bias only shapes init; converted params carry their own bias.
+    return lstm(hidden_size, proj_size=proj_size or None, use_bias=bias)
+  if kind == "gru":
+    return gru(hidden_size, use_bias=bias)
+  return simple_rnn(hidden_size, nonlinearity, use_bias=bias)   # "tanh" or "relu", jax.nn's
 
 
 def carry_from_torch(h0: Any, c0: Any = None, *, num_layers: int = 1,
@@ -223,7 +270,9 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
 
   ``source`` is the module itself (everything is read from it) or a
   mapping from torch's keys to arrays (tensors, NumPy or jax arrays), with
-  ``kind`` = ``"lstm"``, ``"gru"`` or ``"rnn"``. The number of layers,
+  ``kind`` = ``"lstm"``, ``"gru"`` or ``"rnn"``. A torch cell
+  (``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``) or its state dict
+  (keys ``weight_ih``, ``weight_hh``, ...) gives one cell's params. The number of layers,
   bidirectional, ``proj_size`` and ``bias`` are read from the keys, and
   every shape is checked. ``prefix`` selects one module's keys in a larger
   model's state dict (``prefix="encoder."``).
@@ -249,6 +298,13 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
   ((3, 16), (4, 16), [2.0, 2.0])
   """
   where = "jaxrnn.interop.torch.from_torch"
+  if is_cell_module(source):
+    config = cell_config(source)
+    if kind is not None and read_kind(kind, where) != config["kind"]:
+      raise ValueError(f"{where}: kind={kind!r} but the module is a "
+                       f"{type(source).__name__} ({config['kind']}). Fix: "
+                       f"leave kind out when passing a module.")
+    return from_torch(source.state_dict(), config["kind"])
   if hasattr(source, "state_dict") and hasattr(source, "mode"):
     config = module_config(source)
     if kind is not None and read_kind(kind, where) != config["kind"]:
@@ -267,6 +323,8 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
                     f"state_dict() keys to arrays.")
   state = {k[len(prefix):]: v for k, v in state.items()
            if isinstance(k, str) and k.startswith(prefix)}
+  if "weight_ih" in state and "weight_ih_l0" not in state:    # a torch cell's keys
+    state = {f"{k}_l0" if k in CELL_KEYS else k: v for k, v in state.items()}
   get = lambda key: as_numpy(state[key], f"state_dict[{prefix + key!r}]", where)
   G = GATE_BLOCKS[kind]
 
@@ -358,7 +416,8 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
 
 
 def to_torch(params: Any, *, bidirectional: Optional[bool] = None,
-             bias: Optional[bool] = None, prefix: str = "") -> dict[str, np.ndarray]:
+             bias: Optional[bool] = None, prefix: str = "",
+             cell: bool = False) -> dict[str, np.ndarray]:
   """A torch state dict of NumPy arrays from jaxrnn params.
 
   ``params`` has the structure `from_torch` returns: a cell's params
@@ -379,7 +438,9 @@ def to_torch(params: Any, *, bidirectional: Optional[bool] = None,
   other ones (``gate_activation``, the GRU's ``activation``, an LSTM's
   ``input_activation`` or ``output_activation``) go out as torch's sigmoid
   and tanh cell, which computes something else. Keys come in torch's order,
-  with ``prefix`` in front. Load with
+  with ``prefix`` in front; with ``cell=True`` one cell's params go out
+  under the keys of torch's ``nn.LSTMCell``, ``nn.GRUCell`` or
+  ``nn.RNNCell`` (``weight_ih``, without ``_l0``). Load with
   ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
   (bfloat16 params come out as ``ml_dtypes.bfloat16`` arrays, which
   ``torch.from_numpy`` refuses: pass ``torch.from_numpy(v.view(np.int16))
@@ -398,6 +459,14 @@ def to_torch(params: Any, *, bidirectional: Optional[bool] = None,
   {'weight_ih_l0': (12, 3), 'weight_hh_l0': (12, 4), 'bias_ih_l0': (12,), 'bias_hh_l0': (12,)}
   """
   where = "jaxrnn.interop.torch.to_torch"
+  if cell:
+    if not is_cell(params):
+      raise ValueError(f"{where}: cell=True but params are {type(params).__name__}"
+                       f"; expected one cell's params (LSTMParams, GRUParams, "
+                       f"RNNParams), as torch's cells hold one layer in one "
+                       f"direction. Fix: cell=False for a module's layers.")
+    sd = to_torch(params, bidirectional=False, bias=bias, prefix=prefix)
+    return {k[:-len("_l0")]: v for k, v in sd.items()}
   if bidirectional is None:
     fits = [b for b in (False, True) if layout_problem(params, b) is None]
     if len(fits) == 2:

@@ -13,6 +13,7 @@ task compares their recurrences only.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -96,6 +97,23 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
                step=step, output_size=output_size, apply_batch=apply_batch_)
 
 
+def check_takes_key(apply: Callable, name: str) -> None:
+  """Raises a TypeError naming the fix when a hand-built Model's ``apply``
+  (or ``apply_batch``) takes no ``key=`` and a keyed train step needs one."""
+  try:
+    signature = inspect.signature(apply)
+  except (TypeError, ValueError):   # a builtin or C callable: let the call decide
+    return
+  try:
+    signature.bind(None, None, key=None)
+  except TypeError:
+    raise TypeError(
+        f"jaxrnn.tasks: the Model's {name}{signature} takes no key=, and the "
+        f"train step was built with key= (for dropout), so the loss passes "
+        f"one on. Fix: give apply (and apply_batch) a keyword key=None that "
+        f"runs the layer's dropout, or build the step without key=.") from None
+
+
 def param_count(params) -> int:
   """The number of scalars in a params pytree (None leaves count 0)."""
   return sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(params))
@@ -130,21 +148,23 @@ def last_step_classification_loss(model: Model, *, batched: bool = False):
     total, count = train.last_step_cross_entropy(logits, label)
     return total, count, {"correct": (logits[-1].argmax() == label) * 1.0}
 
-  def keyed(key):   # a Model built by hand may take no key
+  def keyed(key, name):   # a Model built by hand may take no key
+    if key is not None:
+      check_takes_key(getattr(model, name), name)
     return {} if key is None else {"key": key}
 
   def loss_fn(params, example, key=None):
     xs, label = example
-    return from_logits(model.apply(params, xs, **keyed(key))[1], label)
+    return from_logits(model.apply(params, xs, **keyed(key, "apply"))[1], label)
 
   def run_batch(params, xs, key):
     if model.apply_batch is not None:
-      return model.apply_batch(params, xs, **keyed(key))
+      return model.apply_batch(params, xs, **keyed(key, "apply_batch"))
     # A Model built by hand may have no apply_batch: vmap its apply instead.
     if key is None:
       return jax.vmap(lambda x: model.apply(params, x))(xs)
     keys = jax.random.split(key, xs.shape[0])     # as jaxrnn.apply_batch splits it
-    return jax.vmap(lambda x, k: model.apply(params, x, key=k))(xs, keys)
+    return jax.vmap(lambda x, k: model.apply(params, x, **keyed(k, "apply")))(xs, keys)
 
   def batch_loss_fn(params, batch, key=None):
     xs, labels = batch

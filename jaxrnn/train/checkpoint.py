@@ -89,7 +89,8 @@ class Checkpoints:
 
     ``template`` is a state of the same structure (for example a fresh
     `jaxrnn.train.init_state`), which also gives optimizer states their
-    classes. Returns ``(state, position)``, or ``(template, 0)`` when there
+    classes and its leaves their devices (a replicated template, replicated
+    leaves). Returns ``(state, position)``, or ``(template, 0)`` when there
     is no checkpoint yet, so a run can always start with ``restore``.
     """
     positions = self.positions()
@@ -110,13 +111,17 @@ class Checkpoints:
           f"same way as the one saved (same model, optimizer and settings).")
     leaves = []
     for path, got, want in zip(paths, saved["leaves"], template_leaves):
-      if got.shape != np.shape(want) or got.dtype != np.asarray(want).dtype:
+      want_dtype = getattr(want, "dtype", None) or np.asarray(want).dtype
+      if got.shape != np.shape(want) or got.dtype != want_dtype:
         raise ValueError(
             f"jaxrnn.train.Checkpoints.restore: leaf {path} is "
             f"{got.dtype}{list(got.shape)} in the file but "
-            f"{np.asarray(want).dtype}{list(np.shape(want))} in the template. "
+            f"{want_dtype}{list(np.shape(want))} in the template. "
             f"Fix: build the template with the saved model's sizes and dtypes.")
-      leaves.append(jax.numpy.asarray(got))
+      # On the template's devices: a replicated template (data-parallel
+      # training) gets replicated leaves, not leaves on device 0.
+      leaves.append(jax.device_put(got, want.sharding) if isinstance(want, jax.Array)
+                    else jax.numpy.asarray(got))
     return jax.tree.unflatten(structure, leaves), int(saved["position"])
 
 

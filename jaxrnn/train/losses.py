@@ -45,15 +45,29 @@ def _step_mask(where: str, mask: Optional[Array], steps: tuple) -> Array:
 def mse(pred: Array, target: Array, mask: Optional[Array] = None) -> tuple[Array, Array]:
   """Squared error summed over valid elements, and their count.
 
-  ``mask`` (bool over the leading axes of ``pred``: ``[T]`` or ``[B, T]``)
-  drops padded steps.
+  ``target`` has ``pred``'s shape, or is a scalar (the same target
+  everywhere); a trailing axis of 1 on either side (Keras' ``y [N, 1]``
+  against ``pred [N]``) is dropped, as Keras does, and other shapes are
+  refused: broadcast, ``[N] - [N, 1]`` would be ``[N, N]``, a wrong loss
+  without an error (PyTorch's ``MSELoss`` only warns). ``mask`` (bool over
+  the leading axes of ``pred``: ``[T]`` or ``[B, T]``) drops padded steps.
 
   >>> import jax.numpy as jnp
   >>> total, count = mse(jnp.array([1.0, 2.0, 9.0]), jnp.zeros(3), jnp.array([True, True, False]))
   >>> float(total), float(count)
   (5.0, 2.0)
   """
-  err = (jnp.asarray(pred) - target) ** 2
+  pred, target = jnp.asarray(pred), jnp.asarray(target)
+  if target.shape == pred.shape + (1,):
+    target = target[..., 0]
+  elif pred.shape == target.shape + (1,):
+    pred = pred[..., 0]
+  _check("mse", target.shape in ((), pred.shape),
+         f"pred {_shape(pred)} and target {_shape(target)}",
+         "a target of pred's shape, or a scalar",
+         "give both the same shape (pred[..., 0] or target[..., None]); "
+         "broadcasting them would compare every prediction with every target")
+  err = (pred - target) ** 2
   if mask is None:
     return jnp.sum(err), jnp.asarray(err.size, jnp.float32)
   mask = jnp.asarray(mask)

@@ -7,6 +7,8 @@ Lives here: `TrainState`, `optimizer` (the default chain), `init_state`,
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -46,7 +48,13 @@ def optimizer(learning_rate: float = 1e-3, *, clip_norm: float | None = 1.0,
 
 
 def init_state(params: Params, opt: optax.GradientTransformation) -> TrainState:
-  """A fresh `TrainState`: step 0 and ``opt.init(params)``."""
+  """A fresh `TrainState`: a copy of ``params``, ``opt.init(params)`` and step 0.
+
+  The copy is what the train step donates (`make_train_step`), so the
+  arrays passed in stay alive, to compare or start again from, where
+  donating them would delete them ("Array has been deleted").
+  """
+  params = jax.tree.map(jnp.copy, params)
   return TrainState(params=params, opt_state=opt.init(params),
                     step=jnp.zeros((), jnp.int32))
 
@@ -73,12 +81,60 @@ def batch_loss(loss_fn: LossFn, params: Params, batch: Any, *, batched: bool = F
   (2.0, Array(True, dtype=bool))
   """
   keys = loss_keys(key, batch, batched)
+  check_takes(loss_fn, len(keys))
+
+  def checked_loss(*args):
+    return check_returns(loss_fn(*args))
+
   if batched:
-    loss_sums, counts, metric_sums = loss_fn(params, batch, *keys)
+    loss_sums, counts, metric_sums = checked_loss(params, batch, *keys)
   else:
     loss_sums, counts, metric_sums = jax.vmap(
-        loss_fn, in_axes=(None, 0) + (0,) * len(keys))(params, batch, *keys)
+        checked_loss, in_axes=(None, 0) + (0,) * len(keys))(params, batch, *keys)
   return means(loss_sums, counts, metric_sums)
+
+
+def check_returns(out):
+  """``out`` if it is ``(loss_sum, count, metric_sums)``; a TypeError naming
+  the format otherwise (a mean loss alone, PyTorch's habit, would fail
+  while being unpacked, with a message that names neither)."""
+  if isinstance(out, (tuple, list)) and len(out) == 3 and isinstance(out[2], Mapping):
+    return out
+  got = (f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list))
+         else f"{jnp.result_type(out).name}{list(jnp.shape(out))}" if hasattr(out, "shape")
+         else type(out).__name__)
+  raise TypeError(
+      f"jaxrnn.train: loss_fn returned {got}; expected (loss_sum, count, "
+      f"metric_sums): the loss summed over the valid elements, their count "
+      f"and a dict of metric sums ({{}} for none), so that padding weighs "
+      f"nothing and the step divides once. Fix: return (*train.mse(pred, "
+      f"target), {{}}) or another loss helper's pair and a dict; a mean "
+      f"loss m over n elements is (m * n, n, {{}}).")
+
+
+def check_takes(loss_fn: Callable, n_keys: int) -> None:
+  """Raises a TypeError naming the fix when ``loss_fn`` cannot be called as
+  ``loss_fn(params, batch)`` (``n_keys`` 0) or ``loss_fn(params, batch,
+  key)`` (1), where Python's own error would name neither."""
+  try:
+    signature = inspect.signature(loss_fn)
+  except (TypeError, ValueError):   # a builtin or C callable: let the call decide
+    return
+  try:
+    signature.bind(*(None,) * (2 + n_keys))
+  except TypeError:
+    if n_keys:
+      raise TypeError(
+          f"jaxrnn.train: loss_fn{signature} takes no third argument, and "
+          f"the step was built with key= (for dropout), so it calls "
+          f"loss_fn(params, batch, key). Fix: add a last argument key=None "
+          f"(positional, not keyword-only) and pass it on to apply (or "
+          f"jaxrnn.apply_batch), or build the step without key=.") from None
+    raise TypeError(
+        f"jaxrnn.train: loss_fn{signature} needs a key, and this step calls "
+        f"loss_fn(params, batch) (an eval step, or a train step built without "
+        f"key=). Fix: give the key a default, key=None (no dropout), or pass "
+        f"key= to make_train_step.") from None
 
 
 def loss_keys(key: Optional[jax.Array], batch: Any, batched: bool) -> tuple:
