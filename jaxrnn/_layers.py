@@ -414,7 +414,7 @@ def bidirectional(
              "bidirectional=True)." if name == "carry" else
              " PyTorch params: jaxrnn.interop.torch.from_torch of the "
              "bidirectional module.")
-    if name == "params" and isinstance(value, (dict, list)):
+    if name == "params" and isinstance(value, dict):
       torch += " " + RESTORED_WITHOUT_TEMPLATE
     raise ValueError(
         f"jaxrnn.bidirectional: {name} is {got}; expected a pair (forward, "
@@ -523,7 +523,7 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
           f"{f' of length {len(params)}' if isinstance(params, tuple) else ''}."
           f" Fix: pass the params this stack's init(key, input_size) "
           f"returned, one entry per layer."
-          f"{' ' + RESTORED_WITHOUT_TEMPLATE if isinstance(params, (dict, list)) else ''}")
+          f"{' ' + RESTORED_WITHOUT_TEMPLATE if isinstance(params, dict) else ''}")
 
   def check_carry_count(carry):
     if not isinstance(carry, (tuple, list)) or len(carry) != len(seqs):

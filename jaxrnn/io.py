@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import tempfile
 from typing import Any, Iterable
 
@@ -89,15 +88,14 @@ def encode(node: Any, path: str) -> Any:
 
 def known_namedtuples(extra: Iterable[type]) -> dict[str, type]:
   """jaxrnn's public NamedTuples (the package's, `jaxrnn.train`'s,
-  `jaxrnn.tasks`' and `jaxrnn.seq2seq`'s) and ``extra``, by qualified name."""
+  `jaxrnn.tasks`' and `jaxrnn.seq2seq`'s), optax's public optimizer states
+  and ``extra``, by qualified name."""
   import jaxrnn  # the package imports this module's siblings, not this one
   import jaxrnn.seq2seq
   import jaxrnn.tasks
   import jaxrnn.train
-  # optax's public optimizer states (a TrainState's opt_state), where optax
-  # is imported already: the file still makes Python import nothing.
-  optax = [sys.modules["optax"]] if "optax" in sys.modules else []
-  found = [v for module in (jaxrnn, jaxrnn.train, jaxrnn.tasks, jaxrnn.seq2seq, *optax)
+  import optax   # its public optimizer states: a TrainState's opt_state
+  found = [v for module in (jaxrnn, jaxrnn.train, jaxrnn.tasks, jaxrnn.seq2seq, optax)
            for v in vars(module).values()
            if isinstance(v, type) and issubclass(v, tuple) and hasattr(v, "_fields")]
   extra = list(extra)

@@ -234,7 +234,11 @@ def test_layer_keeps_the_modules_dropout():
   assert not np.allclose(dropped, plain)
 
 
-@pytest.mark.parametrize("module", [torch.nn.LSTMCell(I, H), torch.nn.GRUCell(I, H),
+class MyLSTMCell(torch.nn.LSTMCell):     # a subclass converts as its base
+  pass
+
+
+@pytest.mark.parametrize("module", [MyLSTMCell(I, H), torch.nn.GRUCell(I, H),
                                     torch.nn.RNNCell(I, H, nonlinearity="relu"),
                                     torch.nn.GRUCell(I, H, bias=False)], ids=str)
 def test_torch_cells_convert_to_a_cell_whose_step_is_one_call(module):
@@ -254,7 +258,7 @@ def test_torch_cells_convert_to_a_cell_whose_step_is_one_call(module):
     np.testing.assert_allclose(a, b.detach().numpy(), atol=1e-6)
   back = jt.to_torch(params, cell=True)
   assert list(back) == list(module.state_dict())
-  assert_same_bits(jt.from_torch(back, jt.CELL_MODULES[type(module).__name__]), params)
+  assert_same_bits(jt.from_torch(back, jt.cell_module_kind(module)), params)
 
 
 def test_numpy_state_dict_needs_no_torch_tensors():
@@ -366,6 +370,12 @@ def test_layer_errors_name_the_argument():
     jt.layer(torch.nn.GRU(3, 4).state_dict(), "gru")
   with pytest.raises(ValueError, match=r"cell=True but params are tuple"):
     jt.to_torch(jt.from_torch(torch.nn.GRU(3, 4, num_layers=2)), cell=True)
+  with pytest.raises(ValueError, match=r"cell=True but params.w_proj is set"):
+    jt.to_torch(jt.from_torch(torch.nn.LSTM(3, 4, proj_size=2)), cell=True)
+  # A torch cell's state dict is told about its own keys, not nn.LSTM's.
+  with pytest.raises(ValueError, match=r"state_dict\['weight_hh'\] has shape \(12, 4\); "
+                     r"expected .*\(read from weight_ih and weight_hh\)"):
+    jt.from_torch(torch.nn.GRUCell(3, 4).state_dict(), "lstm")
 
 
 def test_a_packed_sequence_is_told_the_padded_batch_it_stands_for():

@@ -2,6 +2,7 @@
 runs data-parallel with the same loss, and checkpoints resume a killed run
 to the same params."""
 
+import functools
 import os
 import signal
 import subprocess
@@ -151,6 +152,13 @@ def test_a_loss_that_cannot_take_or_do_without_the_key_is_told_the_fix():
                      r"Fix: give the key a default, key=None"):
     train.make_eval_step(lambda params, example, key: adding_loss(params, example)
                          )(state.params, batch)
+  # A decorator may add the key (functools.wraps copies the 2-argument signature).
+  def keyed(loss):
+    @functools.wraps(loss)
+    def with_key(params, example, key=None):
+      return loss(params, example)
+    return with_key
+  train.make_train_step(keyed(adding_loss), opt, donate=False, key=key)(state, batch)
   # A Model built by hand whose apply takes no key= is told so by the task loss.
   from jaxrnn.tasks import last_step_classification_loss, readout_model
   model = readout_model(CELL, 2)
@@ -172,7 +180,9 @@ def test_a_loss_in_another_format_is_told_the_format_and_donation_spares_the_sta
   state = train.init_state(start, opt)
   mean = lambda params, example: adding_loss(params, example)[0]    # PyTorch's habit
   pair = lambda params, example: adding_loss(params, example)[:2]
-  for loss, got in ((mean, r"float32\[\]"), (pair, "a tuple of 2")):
+  no_dict = lambda params, example: (*adding_loss(params, example)[:2], None)
+  for loss, got in ((mean, r"float32\[\]"), (pair, "a tuple of 2"),
+                    (no_dict, "a tuple of 3 whose last is a NoneType, not a dict")):
     with pytest.raises(TypeError, match=rf"loss_fn returned {got}; expected \(loss_sum, "
                        r"count, metric_sums\).*Fix: return \(\*train.mse"):
       train.make_train_step(loss, opt)(state, batch)
@@ -549,9 +559,12 @@ SHARDED = textwrap.dedent("""
     state = train.replicate(train.init_state(model_init(jax.random.key(0)), opt), mesh)
     ckpts = train.Checkpoints(tempfile.mkdtemp())
     ckpts.save(state, 1)
-    back, _ = ckpts.restore(state)
-    assert all(b.sharding == s.sharding and len(b.devices()) == 4
-               for b, s in zip(jax.tree.leaves(back), jax.tree.leaves(state)))
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                            state)                   # a template without arrays too
+    for template in (state, abstract):
+      back, _ = ckpts.restore(template)
+      assert all(b.sharding == s.sharding and len(b.devices()) == 4
+                 for b, s in zip(jax.tree.leaves(back), jax.tree.leaves(state)))
 """)
 
 

@@ -506,8 +506,10 @@ class Recurrent(nnx.Module):
   and ``time_major`` (the constructor's, or the call's, which wins) takes
   and returns ``[T, B, ...]`` (a mask ``[T, B]``; the carry stays batch
   first). Unlike ``nn.RNN``, outputs at padded steps are zero, a
-  reversed layer returns them in input order (``keep_order=True``), the
-  carry is always returned (``return_carry=True``), and an LSTM's carry is
+  reversed layer returns them in input order and the carry is always
+  returned (as ``nn.RNN`` does with ``keep_order=True`` and
+  ``return_carry=True``, which are not arguments here; ``module(xs)[1]``
+  is the outputs alone), and an LSTM's carry is
   jaxrnn's ``LSTMCarry(h, c)``: Flax's ``(c, h)`` goes in as
   ``jaxrnn.LSTMCarry(h=h, c=c)``. The
   layer's dropout (a stack's between layers, or ``rnn``'s) runs as

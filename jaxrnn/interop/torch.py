@@ -85,14 +85,22 @@ CELL_MODULES = {"LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn"}
 CELL_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
+def cell_module_kind(module: Any) -> Optional[str]:
+  """``"lstm"``, ``"gru"`` or ``"rnn"`` for a torch ``nn.LSTMCell``,
+  ``nn.GRUCell`` or ``nn.RNNCell`` (or a subclass), else None."""
+  if not hasattr(module, "state_dict"):
+    return None
+  return next((CELL_MODULES[c.__name__] for c in type(module).__mro__
+               if c.__name__ in CELL_MODULES), None)
+
+
 def is_cell_module(module: Any) -> bool:
-  """Is ``module`` a torch ``nn.LSTMCell``, ``nn.GRUCell`` or ``nn.RNNCell``?"""
-  return type(module).__name__ in CELL_MODULES and hasattr(module, "state_dict")
+  return cell_module_kind(module) is not None
 
 
 def cell_config(module: Any) -> dict:
   """`torch_cell`'s settings for a torch cell module."""
-  return dict(kind=CELL_MODULES[type(module).__name__], hidden_size=module.hidden_size,
+  return dict(kind=cell_module_kind(module), hidden_size=module.hidden_size,
               nonlinearity=getattr(module, "nonlinearity", "tanh"), bias=bool(module.bias))
 
 
@@ -319,13 +327,19 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
     kind, state = read_kind(kind, where), source
   else:
     raise TypeError(f"{where}: source is a {type(source).__name__}; expected "
-                    f"a torch nn.LSTM/nn.GRU/nn.RNN or a mapping from its "
+                    f"a torch nn.LSTM/nn.GRU/nn.RNN (or a cell, nn.LSTMCell/"
+                    f"nn.GRUCell/nn.RNNCell) or a mapping from its "
                     f"state_dict() keys to arrays.")
   state = {k[len(prefix):]: v for k, v in state.items()
            if isinstance(k, str) and k.startswith(prefix)}
-  if "weight_ih" in state and "weight_ih_l0" not in state:    # a torch cell's keys
+  one_cell = "weight_ih" in state and "weight_ih_l0" not in state   # a torch cell's keys
+  if one_cell:   # read as one layer's; messages name the keys as given
     state = {f"{k}_l0" if k in CELL_KEYS else k: v for k, v in state.items()}
-  get = lambda key: as_numpy(state[key], f"state_dict[{prefix + key!r}]", where)
+
+  def key_name(key: str) -> str:
+    return prefix + (key[:-len("_l0")] if one_cell and key.endswith("_l0") else key)
+
+  get = lambda key: as_numpy(state[key], f"state_dict[{key_name(key)!r}]", where)
   G = GATE_BLOCKS[kind]
 
   if "weight_hh_l0" not in state or "weight_ih_l0" not in state:
@@ -335,14 +349,14 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
                    ) if isinstance(source, Mapping) else []
     hint = (f" (this one has prefix={found[0]!r}{' and others' if found[1:] else ''})"
             if found and prefix != found[0] else "")
-    raise ValueError(f"{where}: missing key {prefix + 'weight_hh_l0'!r} or "
-                     f"{prefix + 'weight_ih_l0'!r}; keys under prefix "
+    raise ValueError(f"{where}: missing key {key_name('weight_hh_l0')!r} or "
+                     f"{key_name('weight_ih_l0')!r}; keys under prefix "
                      f"{prefix!r} are {sorted(state)}. Fix: pass the "
                      f"module's state_dict() (and prefix= for a submodule{hint}).")
   w_hh0 = get("weight_hh_l0")
   if w_hh0.ndim != 2 or w_hh0.shape[0] % G:
     raise ValueError(
-        f"{where}: state_dict[{prefix + 'weight_hh_l0'!r}] has shape "
+        f"{where}: state_dict[{key_name('weight_hh_l0')!r}] has shape "
         f"{w_hh0.shape}; kind={kind!r} expects [{G} * hidden_size, "
         f"hidden_size or proj_size]. Fix: check kind (LSTM 4 gate blocks, "
         f"GRU 3, RNN 1).")
@@ -350,7 +364,7 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
   I = get("weight_ih_l0").shape[-1]
   proj = "weight_hr_l0" in state
   if proj and kind != "lstm":
-    raise ValueError(f"{where}: key {prefix + 'weight_hr_l0'!r} is an LSTM "
+    raise ValueError(f"{where}: key {key_name('weight_hr_l0')!r} is an LSTM "
                      f"projection (proj_size) but kind={kind!r}.")
   P = get("weight_hr_l0").shape[0] if proj else H
   has_bias = "bias_ih_l0" in state
@@ -375,20 +389,20 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
              + (f", proj_size={P}" if proj else ""))
   extra = sorted(set(state) - set(expected))
   if extra:
-    raise ValueError(f"{where}: unexpected key {prefix + extra[0]!r} for a "
+    raise ValueError(f"{where}: unexpected key {key_name(extra[0])!r} for a "
                      f"module with {setting} (read from the other keys). "
                      f"Fix: check kind and prefix, or drop the key.")
   arrays = {}
   for key, shape in expected.items():
     if key not in state:
-      raise ValueError(f"{where}: missing key {prefix + key!r}, expected "
+      raise ValueError(f"{where}: missing key {key_name(key)!r}, expected "
                        f"with shape {shape} for a module with {setting}.")
     arrays[key] = get(key)
     if arrays[key].shape != shape:
-      raise ValueError(f"{where}: state_dict[{prefix + key!r}] has shape "
+      raise ValueError(f"{where}: state_dict[{key_name(key)!r}] has shape "
                        f"{arrays[key].shape}; expected {shape} for a module "
-                       f"with {setting} (read from weight_ih_l0 and "
-                       f"weight_hh_l0). Fix: check kind, and that all keys "
+                       f"with {setting} (read from {key_name('weight_ih_l0')} and "
+                       f"{key_name('weight_hh_l0')}). Fix: check kind, and that all keys "
                        f"come from one module.")
 
   def one(suffix):
@@ -465,6 +479,10 @@ def to_torch(params: Any, *, bidirectional: Optional[bool] = None,
                        f"; expected one cell's params (LSTMParams, GRUParams, "
                        f"RNNParams), as torch's cells hold one layer in one "
                        f"direction. Fix: cell=False for a module's layers.")
+    if getattr(params, "w_proj", None) is not None:
+      raise ValueError(f"{where}: cell=True but params.w_proj is set; torch's "
+                       f"nn.LSTMCell has no projection (proj_size is nn.LSTM's). "
+                       f"Fix: cell=False, for an nn.LSTM with proj_size.")
     sd = to_torch(params, bidirectional=False, bias=bias, prefix=prefix)
     return {k[:-len("_l0")]: v for k, v in sd.items()}
   if bidirectional is None:

@@ -101,7 +101,7 @@ def check_takes_key(apply: Callable, name: str) -> None:
   """Raises a TypeError naming the fix when a hand-built Model's ``apply``
   (or ``apply_batch``) takes no ``key=`` and a keyed train step needs one."""
   try:
-    signature = inspect.signature(apply)
+    signature = inspect.signature(apply, follow_wrapped=False)
   except (TypeError, ValueError):   # a builtin or C callable: let the call decide
     return
   try:

@@ -88,7 +88,8 @@ class Checkpoints:
     """The latest checkpoint (or the one at ``position``) in ``template``'s structure.
 
     ``template`` is a state of the same structure (for example a fresh
-    `jaxrnn.train.init_state`), which also gives optimizer states their
+    `jaxrnn.train.init_state`, or ``jax.ShapeDtypeStruct`` leaves with
+    their shardings), which also gives optimizer states their
     classes and its leaves their devices (a replicated template, replicated
     leaves). Returns ``(state, position)``, or ``(template, 0)`` when there
     is no checkpoint yet, so a run can always start with ``restore``.
@@ -120,8 +121,9 @@ class Checkpoints:
             f"Fix: build the template with the saved model's sizes and dtypes.")
       # On the template's devices: a replicated template (data-parallel
       # training) gets replicated leaves, not leaves on device 0.
-      leaves.append(jax.device_put(got, want.sharding) if isinstance(want, jax.Array)
-                    else jax.numpy.asarray(got))
+      sharding = getattr(want, "sharding", None)   # an Array's or a ShapeDtypeStruct's
+      leaves.append(jax.numpy.asarray(got) if sharding is None
+                    else jax.device_put(got, sharding))
     return jax.tree.unflatten(structure, leaves), int(saved["position"])
 
 

@@ -65,8 +65,8 @@ def mse(pred: Array, target: Array, mask: Optional[Array] = None) -> tuple[Array
   _check("mse", target.shape in ((), pred.shape),
          f"pred {_shape(pred)} and target {_shape(target)}",
          "a target of pred's shape, or a scalar",
-         "give both the same shape (pred[..., 0] or target[..., None]); "
-         "broadcasting them would compare every prediction with every target")
+         "give the target pred's shape, one value per prediction; broadcast, "
+         "other shapes would compare predictions with the wrong targets")
   err = (pred - target) ** 2
   if mask is None:
     return jnp.sum(err), jnp.asarray(err.size, jnp.float32)

@@ -100,7 +100,9 @@ def check_returns(out):
   while being unpacked, with a message that names neither)."""
   if isinstance(out, (tuple, list)) and len(out) == 3 and isinstance(out[2], Mapping):
     return out
-  got = (f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list))
+  got = (f"a {type(out).__name__} of 3 whose last is a {type(out[2]).__name__}, not a dict"
+         if isinstance(out, (tuple, list)) and len(out) == 3
+         else f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list))
          else f"{jnp.result_type(out).name}{list(jnp.shape(out))}" if hasattr(out, "shape")
          else type(out).__name__)
   raise TypeError(
@@ -117,7 +119,7 @@ def check_takes(loss_fn: Callable, n_keys: int) -> None:
   ``loss_fn(params, batch)`` (``n_keys`` 0) or ``loss_fn(params, batch,
   key)`` (1), where Python's own error would name neither."""
   try:
-    signature = inspect.signature(loss_fn)
+    signature = inspect.signature(loss_fn, follow_wrapped=False)
   except (TypeError, ValueError):   # a builtin or C callable: let the call decide
     return
   try:
