@@ -256,10 +256,9 @@ def load(path: str | os.PathLike, *, namedtuples: Iterable[type] = ()) -> Any:
   classes = known_namedtuples(namedtuples)
   unknown = unknown_namedtuples(state["tree"], "tree", classes)
   if unknown:
-    names = list(dict.fromkeys(name for name, _ in unknown))   # each once, in order
     raise ValueError(
         f"jaxrnn.io.load: the file holds NamedTuples this load does not know: "
         f"{', '.join(f'{name} (at {path})' for name, path in unknown)}. Fix: "
         f"pass the classes, load(path, namedtuples=["
-        f"{', '.join(name.rsplit('.', 1)[-1] for name in names)}]).")
+        f"{', '.join(name.rsplit('.', 1)[-1] for name, _ in unknown)}]).")
   return decode(state["tree"], "tree", classes)
