@@ -7,8 +7,8 @@ matmul at full precision. On a CPU (CI) nothing changes.
 
 Compiling is most of the suite's time, and many tests compile the same
 programs (a cell's vmapped reference, its kernel at the same shapes), so
-the run shares JAX's persistent compilation cache between its processes:
-a directory made for this run and removed after it, so every run starts
+each process of the run keeps JAX's persistent compilation cache, in a
+directory made for this run and removed after it, so every run starts
 cold (on 2 cores it took the kernel tests 0.91x the time). An identical
 program gets its executable back, so nothing tested changes. The scripts
 the tests start do not use it: ``compile_time.py`` measures compiling.
@@ -31,6 +31,10 @@ def pytest_configure(config):
     os.environ[CACHE_VARIABLE] = tempfile.mkdtemp(prefix="jaxrnn-tests-jax-cache-")
     config.add_cleanup(lambda: shutil.rmtree(os.environ.pop(CACHE_VARIABLE),
                                              ignore_errors=True))
-  jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_VARIABLE])
+  # One directory per process: JAX writes an entry in place, so a process
+  # reading another's entry mid-write would warn and compile again.
+  worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+  cache = os.path.join(os.environ[CACHE_VARIABLE], worker)
+  jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
