@@ -24,6 +24,17 @@ Params = Any   # a pytree of arrays, usually a NamedTuple such as LSTMParams
 Carry = Any    # a pytree of arrays, usually a NamedTuple such as LSTMCarry
 
 
+def exportable(cls: type) -> type:
+  """Registers the params or carry NamedTuple ``cls`` for `jax.export`'s
+  serialization (as ``jaxrnn.<name>``), so that an exported function taking
+  or returning it serializes; a class decorator."""
+  register = getattr(getattr(jax, "export", None), "register_namedtuple_serialization", None)
+  try:
+    return cls if register is None else register(cls, serialized_name=f"jaxrnn.{cls.__name__}")
+  except ValueError:    # registered already: the module was reloaded (autoreload)
+    return cls
+
+
 class Cell(NamedTuple):
   """One recurrent time step as pure functions: ``c -> x -> (c, y)``.
 
@@ -37,8 +48,9 @@ class Cell(NamedTuple):
       ``gx_t`` is the projected input (``project(params, xs)[t]``), or the raw
       input ``x_t`` when ``project`` is None.
     output_size: the size of ``y_t``.
-    project: ``(params, xs[T, I]) -> gxs[T, G]``, the input matmul for all
-      steps at once, hoisted out of the time loop. Optional. Row by row:
+    project: ``(params, xs[T, I]) -> gxs[T, G]`` (or a pytree of ``[T, ...]``
+      arrays), the input matmul for all steps at once, hoisted out of the
+      time loop. Optional. Row by row:
       ``gxs[t]`` depends on ``xs[t]`` alone, so any number of rows may be
       passed (`jaxrnn.unfused` and decoding pass one, `jaxrnn.scan_batch`'s
       kernels all ``B * T``); put anything that mixes steps before the cell.
@@ -121,9 +133,18 @@ def unfused(cell: Cell) -> Cell:
     return cell._replace(sequence=None, batched=None)
 
   def step(params, carry, x):
-    return cell.step(params, carry, cell.project(params, x[None])[0])
+    return cell.step(params, carry, project_one(cell, params, x))
 
   return cell._replace(step=step, project=None, sequence=None, batched=None)
+
+
+def project_one(cell: Cell, params: Params, x: Array):
+  """``gx`` of one step's input ``x [I]``: ``cell.project`` of one row (row 0
+  of each leaf, for a projection that returns a pytree), or ``x`` itself for
+  a cell without one."""
+  if cell.project is None:
+    return x
+  return jax.tree.map(lambda a: a[0], cell.project(params, x[None]))
 
 
 def with_compute_dtype(cell: Cell, dtype, where: str) -> Cell:

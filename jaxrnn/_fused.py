@@ -32,16 +32,15 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, Carry, Cell, Params, matmul
+from jaxrnn._cell import Array, Carry, Cell, Params, check_bool, check_size, matmul
 from jaxrnn._fused_batch import fused_batch_kernel
-from jaxrnn._scan import check_step_carry, where
+from jaxrnn._scan import _describe, step_output, where
 
 
 def _step_parts(finish, rest, init, carry, gx, u, valid, reset):
   """One masked, resettable step given the recurrent matmul's output ``u``."""
   carry_in = carry if reset is None else where(reset, init, carry)
-  new, y = finish(rest, carry_in, gx, u)
-  check_step_carry(new, carry_in)
+  new, y = step_output(finish(rest, carry_in, gx, u), carry_in, what="finish")
   if valid is not None:
     new = where(valid, new, carry)
     y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
@@ -100,14 +99,16 @@ def _recurrence_jvp(finish, read, reverse, unroll, additive, primals, tangents):
 
   def forward(carry, inputs):
     gx, valid, reset = inputs
-    a = _read_input(read, init, carry, reset)
+    # read linearised too: a cell may read its carry through a nonlinear
+    # function (tanh of a pre-activation carry) or an affine one ([h, 1]).
+    a, read_jvp = jax.linearize(lambda c, i: _read_input(read, i, c, reset), carry, init)
     step = lambda c, r, g, u, i: _step_parts(finish, r, i, c, g, u, valid, reset)
     # The step linearised at this point: its residuals (gate activations)
     # are saved here, so the tangent loop recomputes nothing.
     (new, y), step_jvp = jax.linearize(step, carry, rest, gx, matmul(a, w), init)
-    return new, (y, a, step_jvp)
+    return new, (y, a, step_jvp, read_jvp)
 
-  final, (ys, a_all, step_jvps) = jax.lax.scan(
+  final, (ys, a_all, step_jvps, read_jvps) = jax.lax.scan(
       forward, carry, (gxs, mask, resets), reverse=reverse, unroll=unroll)
   # The weight's share of every step's tangent, hoisted: E_t = a_t dW.
   # Transposed by jax.grad this is dW = A^T dE, a matmul with a transposed
@@ -139,21 +140,55 @@ def _recurrence_jvp(finish, read, reverse, unroll, additive, primals, tangents):
     return jax.tree.map(lambda x, y: x if x.dtype == jax.dtypes.float0 else x + y, a, b)
 
   def tangent(d_carry, inputs):
-    d_gx, step_jvp, e, reset, (rest_carry, rest_y) = inputs
+    d_gx, step_jvp, read_jvp, e, (rest_carry, rest_y) = inputs
     if additive:
       d_gx = jnp.zeros(gxs.shape[1:], gxs.dtype)
-    d_a = _read_input(read, d_init, d_carry, reset)   # read is linear
+    d_a = read_jvp(d_carry, d_init)
     d_new, d_y = step_jvp(d_carry, d_rest_zero, d_gx, e + matmul(d_a, w), d_init_zero)
     return add(d_new, rest_carry), add(d_y, rest_y)
 
   d_final, d_ys = jax.lax.scan(
-      tangent, d_carry, (d_gxs, step_jvps, e_all, resets, rest_all),
+      tangent, d_carry, (d_gxs, step_jvps, read_jvps, e_all, rest_all),
       reverse=reverse, unroll=unroll)
   return (final, ys), (d_final, d_ys)
 
 
 def _get(params: Params, name: str):
   return params[name] if isinstance(params, dict) else getattr(params, name)
+
+
+def _check_parts(params, a, gx, weight: str, additive: bool) -> Array:
+  """``params[weight]``, the recurrent weight ``W [R, G]``; raises at trace
+  time unless ``a = recurrent_input(carry)`` (an array or its
+  ``ShapeDtypeStruct``) is one array ``[..., R]`` and, for an additive
+  cell, ``u = a W`` has ``gx``'s shape."""
+  where = "jaxrnn.fused_cell"
+  try:
+    w = _get(params, weight)
+  except (KeyError, AttributeError, TypeError):
+    names = list(params) if isinstance(params, dict) else list(getattr(params, "_fields", ()))
+    raise ValueError(
+        f"{where}: params have no {weight!r}, the recurrent weight W that "
+        f"u = recurrent_input(carry) @ W reads (weight={weight!r}); they have "
+        f"{names}. Fix: pass weight='<the name of your recurrent matrix>' to "
+        f"fused_cell, or name it {weight!r} in init.") from None
+  if (not (hasattr(a, "shape") and hasattr(a, "dtype")) or len(a.shape) == 0
+      or jnp.ndim(w) != 2 or a.shape[-1] != w.shape[0]):
+    raise ValueError(
+        f"{where}: recurrent_input(carry) returned {_describe(a)} for params "
+        f"{weight!r} of shape {list(jnp.shape(w))}; expected one array a_t [R] "
+        f"with W [R, G], so that u = a_t @ W. Fix: make recurrent_input return "
+        f"the part of the carry the recurrent matrix multiplies (lambda c: c.h), "
+        f"and W of shape [R, G].")
+  u_shape = a.shape[:-1] + w.shape[1:]
+  if additive and (not hasattr(gx, "shape") or tuple(gx.shape) != u_shape):
+    raise ValueError(
+        f"{where}: additive=True says finish reads gx and u only through gx + u, "
+        f"but gx is {_describe(gx)} and u = recurrent_input(carry) @ "
+        f"{weight} is {list(u_shape)}. Fix: project the input to u's size "
+        f"(project=lambda p, xs: xs @ p['w_x'] + p['b']), or pass "
+        f"additive=False.")
+  return w
 
 
 def fused_cell(
@@ -173,7 +208,11 @@ def fused_cell(
   ``W = params[weight]`` (an attribute of a NamedTuple or a dict key). From
   that one description come both ``Cell.step`` (the plain path) and
   ``Cell.sequence`` (the fused kernel `recurrence`, used by `jaxrnn.scan`),
-  so the two cannot disagree. ``finish`` must reach ``W`` only through ``u``.
+  so the two cannot disagree. ``recurrent_input`` may be any differentiable
+  function of the carry (``c.h``, ``tanh(c)``, ``[h, 1]`` with a bias row in
+  ``W``) returning one array ``[R]`` for ``W [R, G]``; ``finish`` may read
+  any params, ``W`` too, though only ``u``'s share of ``W``'s gradient is
+  computed after the loop.
 
   ``additive=True`` declares that ``finish`` reads ``gx`` and ``u`` only
   through their sum ``gx + u`` (true of the LSTM and the Elman RNN, not of
@@ -207,24 +246,43 @@ def fused_cell(
   (4, 4)
   """
 
+  output_size = check_size("jaxrnn.fused_cell", "output_size", output_size)
+  additive = check_bool("jaxrnn.fused_cell", "additive", additive)
+
+  one = lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype)   # without the leading axis
+
+  def recurrent_weight(params, carry, gx) -> Array:
+    """``W``, checked (at trace time, abstractly) against what
+    ``recurrent_input`` and, for an additive cell, ``gx`` need."""
+    return _check_parts(params, jax.eval_shape(recurrent_input, carry), gx, weight, additive)
+
   def step(params, carry, gx):
-    return finish(params, carry, gx, matmul(recurrent_input(carry), _get(params, weight)))
+    a = recurrent_input(carry)
+    w = _check_parts(params, a, gx, weight, additive)
+    return finish(params, carry, gx, matmul(a, w))
 
   def sequence(params, carry, gxs, *, mask, resets, reverse, unroll):
+    w = recurrent_weight(params, carry, jax.tree.map(one, gxs))
     init_carry = initial_carry(params)
     return recurrence(finish, recurrent_input, reverse, unroll, additive, params,
-                      _get(params, weight), carry, gxs, mask, resets, init_carry)
+                      w, carry, gxs, mask, resets, init_carry)
 
-  batched = None
+  kernel = None
   # The batched kernel is written for gx = project(params, xs); a cell
   # without project (gx is the raw input, in no built-in cell) keeps the
   # per-example kernel under vmap.
   if additive and project is not None:
-    batched = fused_batch_kernel(finish, recurrent_input, project,
-                                 lambda params: _get(params, weight))
-    # A recurrent mask scales the rows of params.w_h (jaxrnn._dropout); the
-    # kernel multiplies read(c) by it, which is the same product when W is w_h.
-    batched.takes_recurrent_mask = weight == "w_h"
+    kernel = fused_batch_kernel(finish, recurrent_input, project,
+                                lambda params: _get(params, weight))
+
+  def batched(params, carry, xs, *args, **kwargs):
+    row = jax.ShapeDtypeStruct((1, xs.shape[-1]), xs.dtype)
+    gx = jax.tree.map(one, jax.eval_shape(lambda x: project(params, x), row))
+    recurrent_weight(params, jax.tree.map(one, carry), gx)   # one example's carry
+    return kernel(params, carry, xs, *args, **kwargs)
+  # A recurrent mask scales the rows of params.w_h (jaxrnn._dropout); the
+  # kernel multiplies read(c) by it, which is the same product when W is w_h.
+  batched.takes_recurrent_mask = weight == "w_h"
   return Cell(init=init, initial_carry=initial_carry, step=step,
               output_size=output_size, project=project, sequence=sequence,
-              batched=batched)
+              batched=None if kernel is None else batched)

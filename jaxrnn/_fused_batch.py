@@ -74,7 +74,7 @@ import numpy as np
 
 from jaxrnn._cell import Array, Carry, Params, carry_dtype, matmul, time_batch_matmul
 from jaxrnn._cells.batch_loop import at, over_time, put
-from jaxrnn._scan import check_step_carry
+from jaxrnn._scan import step_output
 
 
 def _step(finish, params, carry, s, keep):
@@ -83,8 +83,9 @@ def _step(finish, params, carry, s, keep):
   A masked step (``keep`` False) passes the carry on and outputs zeros,
   as `jaxrnn.scan` does.
   """
-  new, y = finish(params, carry, s, jnp.zeros_like(s))   # finish reads gx + u only
-  check_step_carry(new, carry)         # jaxrnn.scan's message, not the loop's
+  # finish reads gx + u only
+  new, y = step_output(finish(params, carry, s, jnp.zeros_like(s)), carry,
+                       "scan_batch", "finish")
   if keep is not None:
     new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, carry)
     y = jax.tree.map(lambda a: jnp.where(keep, a, jnp.zeros_like(a)), y)
@@ -212,7 +213,7 @@ def _backward(finish, read, reverse, unroll, residuals, cotangents):
     _, step_vjp = jax.vjp(lambda c, s: _batch_step(finish, params, c, s, keep),
                           carry, at(ss, t))
     d_prev, d_s = step_vjp((whole(d_carry, False), _at_all(d_ys, t)))
-    _, read_vjp = jax.vjp(read_batch, carry)          # read is linear: its transpose
+    _, read_vjp = jax.vjp(read_batch, carry)          # read at this step's carry
     (d_read,) = read_vjp(_masked(matmul(d_s, w_t), recurrent_mask))
     d_carry = [a + b for a, b in zip(floats(d_prev), floats(d_read))]
     return d_carry, d_news, put(d_ss, t, d_s)

@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, Carry, Cell, Params
+from jaxrnn._cell import Array, Carry, Cell, Params, project_one
 from jaxrnn._dropout import (check_key, check_rate, mask_inputs, recurrent_size,
                              variational_masks)
 from jaxrnn._scan import RESTORED_WITHOUT_TEMPLATE, check_carry, check_params, named, scan, within
@@ -180,7 +180,9 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   set). Without a key they do nothing. ``recurrent_dropout`` needs params
   with the recurrent weights as ``w_h [P, G]`` (`jaxrnn.simple_rnn`,
   `jaxrnn.lstm`, `jaxrnn.gru`; peepholes and ``full_gate_recurrence``'s
-  ``w_gates`` are not masked).
+  ``w_gates`` are not masked; in a cell of your own, ``h_{t-1}`` is masked
+  where it meets ``w_h`` alone, so mask it in the step where it meets
+  another recurrent matrix).
 
   In ``apply_batch`` each sequence's masks come from
   ``jax.random.split(key, B)``, so it equals ``jax.vmap(apply)`` over those
@@ -240,8 +242,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
           "sequence from its end, so it cannot decode one step at a time. "
           "Fix: use apply on the whole sequence.")
     check_step(cell, params, carry, x)
-    gx = cell.project(params, x[None])[0] if cell.project is not None else x
-    return cell.step(params, carry, gx)
+    return cell.step(params, carry, project_one(cell, params, x))
 
   return Seq(init=cell.init, apply=apply, initial_carry=cell.initial_carry,
              step=step, output_size=cell.output_size, apply_batch=apply_batch_,

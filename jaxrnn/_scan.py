@@ -15,6 +15,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask, scale_recurrent_rows
@@ -96,11 +97,12 @@ def scan(
   check_cell("scan", cell)
   xs = jnp.asarray(xs)
   check_xs(xs)
+  check_not_varying("scan", xs, carry)
   check_params("scan", cell, params, xs.shape)
   if recurrent_mask is not None:
     params = scale_recurrent_rows(
         params, check_recurrent_mask("jaxrnn.scan", params, recurrent_mask, None))
-  unroll = default_unroll() if unroll is None else unroll
+  reverse, unroll = check_loop_options("scan", reverse, unroll)
   T = xs.shape[0]
   mask = check_flags("mask", mask, T)
   resets = check_flags("resets", resets, T)
@@ -135,8 +137,7 @@ def scan(
     gx, valid, reset = inputs
     if reset is not None:
       carry = where(reset, init, carry)
-    new_carry, y = cell.step(params, carry, gx)
-    check_step_carry(new_carry, carry)
+    new_carry, y = step_output(cell.step(params, carry, gx), carry)
     if valid is not None:
       new_carry = where(valid, new_carry, carry)
       y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
@@ -204,6 +205,61 @@ def check_cell(name: str, cell) -> None:
       f"or a Cell of one's own). Fix: pass the cell, then its params.")
 
 
+def check_loop_options(where: str, reverse, unroll) -> tuple[bool, int | bool]:
+  """``reverse`` and ``unroll`` (None: `default_unroll`) as the Python values
+  the loop is built from; raises for anything else, a tracer above all."""
+  def refuse(name, value, expected):
+    traced = isinstance(value, jax.core.Tracer)
+    got = "a traced value (an argument of a jitted function)" if traced else repr(value)
+    raise TypeError(
+        f"jaxrnn.{where}: {name} is {got}; expected {expected}, which shapes "
+        f"the compiled loop. Fix: " + (
+            f"mark it static (jax.jit(f, static_argnames=('{name}',))) or close "
+            f"over it." if traced else f"pass {expected}."))
+  if not isinstance(reverse, (bool, np.bool_)):
+    refuse("reverse", reverse, "True or False")
+  if unroll is None:
+    unroll = default_unroll()
+  if isinstance(unroll, (bool, np.bool_)):
+    return bool(reverse), bool(unroll)
+  if not (isinstance(unroll, (int, np.integer)) and unroll >= 0):
+    refuse("unroll", unroll, "an int >= 0 or a bool")
+  return bool(reverse), int(unroll)
+
+
+def varying_axes(x) -> frozenset:
+  """The `jax.shard_map` axes ``x`` varies over where the shard_map checks
+  varying types (``check_vma=True``, its default); empty elsewhere."""
+  aval = jax.typeof(x) if hasattr(jax, "typeof") else None
+  varying = getattr(aval, "vma", None)
+  if varying is None:         # jax 0.10's name
+    varying = getattr(getattr(aval, "manual_axis_type", None), "varying", None)
+  return frozenset(varying or ())
+
+
+def check_not_varying(where: str, xs, carry=None) -> None:
+  """Refuses ``xs`` that varies over the axes of a `jax.shard_map` that
+  checks varying types, unless every leaf of the given ``carry`` varies as
+  ``xs`` does (None: the loop makes it, from params that do not vary).
+
+  The loops would start from such an invariant carry and update it with
+  varying values, which that check refuses (JAX's "carry input and carry
+  output must have equal types"); the batched kernels' output buffers
+  always do (they pass no carry here).
+  """
+  varying = varying_axes(xs)
+  if varying and (carry is None or any(not varying <= varying_axes(leaf)
+                                       for leaf in jax.tree.leaves(carry))):
+    raise ValueError(
+        f"{named(where)}: xs varies over the shard_map axes {tuple(sorted(varying))} "
+        f"and this shard_map checks varying types (check_vma=True): jaxrnn's "
+        f"loops start their carries and outputs from values that do not vary, "
+        f"which that check refuses. Fix: jax.shard_map(..., check_vma=False) "
+        f"(outputs and gradients are exact; psum the gradients yourself), or "
+        f"leave partitioning to XLA: jit with the batch sharded "
+        f"(jaxrnn.train.shard_batch), as jaxrnn.train does.")
+
+
 def check_xs(xs) -> None:
   shape = jnp.shape(xs)
   if len(shape) == 3:
@@ -258,6 +314,33 @@ def _trace_init(cell: Cell, input_size: int):
 
 
 _cached_init_shapes = lru_cache(maxsize=256)(_trace_init)
+
+
+def _output_shape(cell: Cell, input_size: int):
+  """The shape of the ``y_t`` that ``cell.step`` returns from its initial
+  carry, traced abstractly once per cell and input size; None where it is
+  not one array or cannot be traced so."""
+  try:
+    return _cached_output_shape(cell, input_size)
+  except TypeError:   # a Cell with an unhashable field: not cached
+    return _trace_output(cell, input_size)
+
+
+def _trace_output(cell: Cell, input_size: int):
+  def y_of_one_step():
+    params = cell.init(jax.random.key(0), input_size)
+    x = jnp.zeros((1, input_size))
+    gx = x[0] if cell.project is None else jax.tree.map(lambda a: a[0],
+                                                        cell.project(params, x))
+    return cell.step(params, cell.initial_carry(params), gx)[1]
+  try:
+    y = jax.eval_shape(y_of_one_step)
+  except Exception:   # noqa: BLE001 - the run itself will say what is wrong
+    return None
+  return y.shape if isinstance(y, jax.ShapeDtypeStruct) else None
+
+
+_cached_output_shape = lru_cache(maxsize=256)(_trace_output)
 
 
 def _shapes_by_path(tree) -> dict[str, tuple]:
@@ -329,6 +412,7 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
         f"or variant. {fix}")
   wrong = [(path, got[path], want[path]) for path in want if got[path] != want[path]]
   if not wrong:
+    _check_output_size(name, cell, input_size)
     return
   # The common case: the right cell, inputs of another size.
   for size in {g for _, shape, made in wrong for g, w in zip(shape, made) if g != w}:
@@ -348,6 +432,19 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
       f"{named(name)}: params do not fit this cell for inputs of size "
       f"{input_size}: {listed}. They were made by a cell of another size or "
       f"variant. {fix}")
+
+
+def _check_output_size(name: str, cell: Cell, input_size: int) -> None:
+  """Refuses a cell whose ``y_t`` is not ``[output_size]``: a stack sizes
+  the next layer, and a readout its weights, from ``output_size``."""
+  shape = _output_shape(cell, input_size)
+  if shape is not None and len(shape) == 1 and shape[0] != cell.output_size:
+    raise ValueError(
+        f"{named(name)}: the cell's step returns y_t of shape {shape}, but the "
+        f"cell declares output_size={cell.output_size}; the layer after it "
+        f"(a stack's next layer, a readout) is sized from output_size. Fix: "
+        f"build the Cell with output_size={shape[0]}, or make the step return "
+        f"[{cell.output_size}].")
 
 
 # Said wherever params come in dicts or lists where jaxrnn makes NamedTuples
@@ -410,12 +507,23 @@ def same_layout(a, b, dtypes: bool = True) -> bool:
       for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def check_step_carry(new: Carry, old: Carry) -> None:
-  """Checks that a cell's step returned a carry like the one it was given."""
+def step_output(out, old: Carry, where: str = "scan", what: str = "cell.step"):
+  """``(new_carry, y_t)``, what a step returned, checked: a pair, its carry
+  like the one the step was given. ``what`` names the step in messages."""
+  if not isinstance(out, (tuple, list)) or len(out) != 2:
+    raise TypeError(
+        f"{named(where)}: {what} returned {_describe(out)}; a step returns the "
+        f"pair (new_carry, y_t), the carry {_describe(old)} as it was given. "
+        f"Fix: end the step with `return new_carry, y` (`return h, h` where "
+        f"the output is the state).")
+  new, y = out
   if not same_layout(new, old):
     raise TypeError(
-        f"jaxrnn.scan: cell.step returned a carry {_describe(new)} but was "
-        f"given {_describe(old)}; a step must return a carry of the same "
-        f"structure, shapes and dtypes. Fix the cell's step (a common cause: "
-        f"float32 params with a float64 or bfloat16 carry, or a missing "
-        f"field in a NamedTuple carry).")
+        f"{named(where)}: {what} returned a carry {_describe(new)} but was "
+        f"given {_describe(old)}; a step returns (new_carry, y_t), in that "
+        f"order, its carry of the same structure, shapes and dtypes. Fix the "
+        f"cell's step (common causes: float32 params with a float64 or "
+        f"bfloat16 carry, or float64 inputs under jax_enable_x64 promoting it "
+        f"(jaxrnn.matmul(x, w) computes in w's dtype); a missing field in a "
+        f"NamedTuple carry; (y, carry) returned the other way round).")
+  return new, y

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask
-from jaxrnn._scan import (FLAX_LSTM_CARRY, _describe, check_cell, check_params,
-                          default_unroll, flax_lstm_carry, named, same_layout, scan,
-                          zero_padding)
+from jaxrnn._scan import (FLAX_LSTM_CARRY, _describe, check_cell, check_loop_options,
+                          check_not_varying, check_params, flax_lstm_carry, named,
+                          same_layout, scan, zero_padding)
 
 # `jaxrnn.apply_batch` makes a time-major batch batch-major before its
 # layers run scan_batch; it names itself and its caller's layout here, so
@@ -96,7 +96,7 @@ def scan_batch(
   Either kernel is a `jax.custom_vjp`: `jax.grad`, `jax.vjp` and
   `jax.jit` work, and `jax.hessian` (forward over reverse: jit it, as eagerly
   with a mask jaxlib 0.10.2's CPU compiler fails on the LSTM kernel's
-  program); forward mode (`jax.jvp`, `jax.jacfwd`) does not (a
+  program); forward mode (`jax.jvp`, `jax.jacfwd`, `jax.linearize`) does not (a
   `TypeError` that says so; traced inside `jax.jit`, JAX's own "can't
   apply forward-mode autodiff (jvp) to a custom_vjp function"); use
   `jaxrnn.scan` under `jax.vmap` for it. Every other case runs exactly
@@ -132,7 +132,7 @@ def scan_batch(
   check_params(where, cell, params, shown, shown_time_major)
   if cell.project is not None:    # its own input checks (size, dtype), on one sequence
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
-  unroll = default_unroll() if unroll is None else unroll
+  reverse, unroll = check_loop_options(where, reverse, unroll)
   if carry is not None:
     _check_batch_carry(where, carry, cell.initial_carry(params), B)
   if recurrent_mask is not None:
@@ -146,8 +146,12 @@ def scan_batch(
       carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
                            cell.initial_carry(params))
     extra = {} if recurrent_mask is None else {"recurrent_mask": recurrent_mask}
+    check_not_varying(where, xs)      # the kernels' buffers never vary
+    kernel = on_explicit_mesh(
+        lambda params, carry, xs, mask, extra:
+        cell.batched(params, carry, xs, mask, reverse, unroll, **extra), xs)
     try:
-      carry, ys = cell.batched(params, carry, xs, mask, reverse, unroll, **extra)
+      carry, ys = kernel(params, carry, xs, mask, extra)
     except TypeError as e:   # forward mode, met here when jax.jvp traces this call
       if "forward-mode autodiff (jvp) to a custom_vjp" not in str(e):
         raise
@@ -163,10 +167,29 @@ def scan_batch(
       return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,
                   unroll=unroll, recurrent_mask=rm)
     axis = lambda a: None if a is None else 0
-    carry, ys = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets),
-                                       axis(recurrent_mask)))(
-        xs, carry, mask, resets, recurrent_mask)
+    run = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets),
+                                 axis(recurrent_mask)))
+    carry, ys = on_explicit_mesh(run, xs)(xs, carry, mask, resets, recurrent_mask)
   return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
+
+
+def on_explicit_mesh(kernel, xs):
+  """``kernel``, run with the mesh axes as Auto where ``xs`` is sharded over
+  Explicit ones (`jax.make_mesh`'s default), its outputs sharded as ``xs``'s
+  batch axis.
+
+  The kernels fill ``[B, T, ...]`` buffers a step at a time and sum weight
+  gradients over the batch; under Explicit axes each such op would need its
+  sharding spelled out. Under Auto axes XLA propagates ``xs``'s.
+  """
+  typeof = getattr(jax, "typeof", None)
+  sharding = getattr(typeof(xs), "sharding", None) if typeof else None
+  mesh = getattr(sharding, "mesh", None)
+  explicit = getattr(jax.sharding, "AxisType", None)
+  if mesh is None or explicit is None or explicit.Explicit not in mesh.axis_types:
+    return kernel
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.spec[0]))
+  return jax.sharding.auto_axes(kernel, out_sharding=batch)
 
 
 def batch_array(where: str, xs) -> Array:

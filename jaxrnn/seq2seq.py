@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import check_size
+from jaxrnn._cell import check_size, exportable, project_one
 from jaxrnn._cells.attention import attention as make_attention
 from jaxrnn._cells.attention import attention_decoder
 from jaxrnn._cells.gru import gru
@@ -45,6 +45,7 @@ from jaxrnn.train.losses import accuracy, cross_entropy
 PAD, BOS = 0, 1
 
 
+@exportable
 class Seq2SeqParams(NamedTuple):
   embed: jax.Array     # [V, E]
   encoder: Any         # bidirectional GRU params
@@ -171,8 +172,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   def decode_step(params, carry, token):
     """One decoder step on the previous token: ``(carry, log p [V], weights [S])``."""
     x = params.embed[token]
-    gx = x if decoder.project is None else decoder.project(params.decoder, x[None])[0]
-    carry, y = decoder.step(params.decoder, carry, gx)
+    carry, y = decoder.step(params.decoder, carry, project_one(decoder, params.decoder, x))
     weights = y[1] if isinstance(y, tuple) else jnp.zeros((S,))
     return carry, jax.nn.log_softmax(logits_of(params, y)), weights
 

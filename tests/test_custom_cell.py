@@ -161,3 +161,36 @@ def test_a_dict_carry_missing_a_key_is_refused():
     jaxrnn.scan(cell, params, XS[0], carry=dict(total=jnp.zeros(I)))
   assert "carry is {'total': 'float32[3]'}" in str(info.value)
   assert "'count': 'float32[]'" in str(info.value)
+
+
+def test_a_projection_returning_a_dict_decodes_and_unfuses():
+  # h' = sigmoid(x W_g) * relu(x W_a + u * h): project hoists both matmuls,
+  # as a dict. Decoding one step and jaxrnn.unfused take row 0 of each leaf.
+  def init(key, n):
+    k1, k2 = jax.random.split(key)
+    return dict(w_a=jax.random.normal(k1, (n, H)), w_g=jax.random.normal(k2, (n, H)),
+                u=jnp.linspace(0.1, 0.9, H))
+
+  def step(p, h, gx):
+    h = jax.nn.sigmoid(gx["g"]) * jax.nn.relu(gx["a"] + p["u"] * h)
+    return h, h
+
+  cell = jaxrnn.Cell(init=init, initial_carry=lambda p: jnp.zeros(H), step=step,
+                     output_size=H,
+                     project=lambda p, xs: dict(a=xs @ p["w_a"], g=xs @ p["w_g"]))
+  params = cell.init(jax.random.key(3), I)
+  p = jax.tree.map(np.asarray, params)
+  h, want = np.zeros(H), []
+  for x in np.asarray(XS[0]):
+    h = 1 / (1 + np.exp(-x @ p["w_g"])) * np.maximum(x @ p["w_a"] + p["u"] * h, 0)
+    want.append(h)
+  _, ys = jaxrnn.scan(cell, params, XS[0])
+  assert_close(ys, np.stack(want))
+  assert_close(jaxrnn.scan(jaxrnn.unfused(cell), params, XS[0])[1], ys)
+  layer = jaxrnn.stack(cell, cell)
+  both = layer.init(jax.random.key(4), I)
+  _, ys = layer.apply(both, XS[0])
+  state = layer.initial_carry(both)
+  for t in range(T):
+    state, y = layer.step(both, state, XS[0, t])
+    assert_close(y, ys[t])

@@ -2,6 +2,7 @@
 was expected, what came, and the fix; eagerly and under `jax.jit` alike."""
 
 import re
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -181,6 +182,85 @@ def test_a_step_that_changes_the_carry_is_a_type_error(step, got):
   assert_fails(TypeError, lambda xs: jaxrnn.scan(cell, params, xs), XS,
                says=["cell.step returned a carry", got, "given float32[4]",
                      "same structure, shapes and dtypes", "Fix"])
+
+
+@pytest.mark.parametrize("step,got", [
+    (lambda p, h, x: jnp.tanh(x @ p["w"] + h), "returned float32[4]"),
+    (lambda p, h, x: (h, h, h), "returned ('float32[4]', 'float32[4]', 'float32[4]')"),
+])
+def test_a_step_that_does_not_return_a_pair_says_so(step, got):
+  cell = plain_cell(step)
+  params = cell.init(None, I)
+  assert_fails(TypeError, lambda xs: jaxrnn.scan(cell, params, xs), XS,
+               says=["jaxrnn.scan", "cell.step", got, "pair (new_carry, y_t)",
+                     "Fix", "return new_carry, y"])
+
+
+def test_a_step_may_return_its_pair_as_a_named_tuple():
+  class Out(NamedTuple):
+    carry: jax.Array
+    y: jax.Array
+  cell = plain_cell(lambda p, h, x: Out(h + x @ p["w"], 2 * h))
+  assert jaxrnn.scan(cell, cell.init(None, I), XS)[1].shape == (T, H)
+
+
+def test_a_step_returning_y_first_is_told_the_order():
+  cell = jaxrnn.Cell(
+      init=lambda key, n: dict(w=jnp.ones((n, H)) / n),
+      initial_carry=lambda p: dict(h=jnp.zeros(H), n=jnp.zeros((), jnp.int32)),
+      step=lambda p, c, x: (c["h"], dict(h=c["h"] + x @ p["w"], n=c["n"] + 1)),
+      output_size=H)
+  assert_fails(TypeError, lambda xs: jaxrnn.scan(cell, cell.init(None, I), xs), XS,
+               says=["returned a carry float32[4]", "(new_carry, y_t), in that order",
+                     "the other way round"])
+
+
+def test_a_step_whose_output_is_not_output_size_is_refused():
+  # A typo in output_size once surfaced in the next layer, blaming its inputs.
+  cell = plain_cell(lambda p, h, x: (h + x @ p["w"], (h + x @ p["w"])[:2]))
+  params = cell.init(None, I)
+  says = ["y_t of shape (2,)", "output_size=4", "Fix", "output_size=2"]
+  assert_fails(ValueError, lambda xs: jaxrnn.scan(cell, params, xs), XS,
+               says=["jaxrnn.scan"] + says)
+  assert_fails(ValueError, lambda xs: jaxrnn.scan_batch(cell, params, xs), XS[None],
+               says=["jaxrnn.scan_batch"] + says)
+  net = jaxrnn.stack(cell, jaxrnn.gru(H))
+  assert_fails(ValueError, lambda xs: net.apply(net.init(jax.random.key(0), I), xs), XS,
+               says=["layer 0 of the stack"] + says)
+
+
+def elman_parts(**overrides):
+  """fused_cell arguments of an Elman RNN, some replaced."""
+  parts = dict(init=lambda key, n: dict(w_x=jnp.ones((n, H)), w_h=jnp.eye(H)),
+               initial_carry=lambda p: jnp.zeros(H),
+               project=lambda p, xs: xs @ p["w_x"], recurrent_input=lambda h: h,
+               finish=lambda p, h, gx, u: (jnp.tanh(gx + u),) * 2,
+               output_size=H, additive=True)
+  return dict(parts, **overrides)
+
+
+@pytest.mark.parametrize("overrides,says", [
+    (dict(init=lambda key, n: dict(w_x=jnp.ones((n, H)), u=jnp.eye(H))),
+     ["params have no 'w_h'", "they have ['w_x', 'u']", "weight='"]),
+    (dict(recurrent_input=lambda h: (h, h)),
+     ["recurrent_input(carry) returned", "'w_h' of shape [4, 4]", "a_t [R]"]),
+    (dict(project=lambda p, xs: xs @ p["w_x"][:, :2]),
+     ["additive=True", "gx is float32[2]", "is [4]", "additive=False"]),
+])
+def test_fused_cell_parts_that_do_not_fit_are_named(overrides, says):
+  cell = jaxrnn.fused_cell(**elman_parts(**overrides))
+  params = cell.init(jax.random.key(0), I)
+  for run in (lambda xs: jaxrnn.scan(cell, params, xs),
+              lambda xs: jaxrnn.scan(jaxrnn.unfused(cell), params, xs),
+              lambda xs: jaxrnn.scan_batch(cell, params, xs[None])):
+    assert_fails(ValueError, run, XS, says=["jaxrnn.fused_cell"] + says)
+
+
+def test_fused_cell_checks_its_switches():
+  with pytest.raises(ValueError, match="additive='yes'; expected True or False"):
+    jaxrnn.fused_cell(**elman_parts(additive="yes"))
+  with pytest.raises(TypeError, match="output_size must be a positive int"):
+    jaxrnn.fused_cell(**elman_parts(output_size="4"))
 
 
 def test_stack_params_of_wrong_length():
@@ -385,3 +465,45 @@ def test_xs_as_a_nested_list_is_an_array():
   np.testing.assert_array_equal(jaxrnn.scan(CELL, PARAMS, XS.tolist())[1], want)
   np.testing.assert_array_equal(jaxrnn.scan_batch(CELL, PARAMS, [XS.tolist()])[1],
                                 jaxrnn.scan_batch(CELL, PARAMS, XS[None])[1])
+
+
+@pytest.mark.parametrize("run", [
+    lambda xs, **kw: jaxrnn.scan(CELL, PARAMS, xs, **kw),
+    lambda xs, **kw: jaxrnn.scan_batch(CELL, PARAMS, xs[None], **kw),
+], ids=["scan", "scan_batch"])
+def test_loop_options_must_be_python_values(run):
+  with pytest.raises(TypeError, match="reverse is 'yes'; expected True or False"):
+    run(XS, reverse="yes")
+  with pytest.raises(TypeError, match="unroll is -1; expected an int >= 0 or a bool"):
+    run(XS, unroll=-1)
+  with pytest.raises(TypeError, match="reverse is a traced value.*static_argnames"):
+    jax.jit(lambda xs, r: run(xs, reverse=r))(XS, True)
+  assert run(XS, reverse=np.True_, unroll=np.int64(2))[1].shape[-2:] == (T, H)
+  # a NumPy True unrolls fully, as Python's does (lax.scan reads only a bool so)
+  jaxpr = str(jax.make_jaxpr(lambda xs: run(xs, unroll=np.True_))(XS))
+  assert f"unroll={T}" in jaxpr or "unroll=True" in jaxpr
+
+
+def test_shard_map_checking_varying_types_is_told_the_fix():
+  # check_vma=True refused jaxrnn's loops deep inside JAX; a one-device mesh
+  # tracks varying types as any other.
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  P = jax.sharding.PartitionSpec
+  runs = {"scan": lambda x: jax.vmap(lambda s: jaxrnn.scan(CELL, PARAMS, s)[1])(x),
+          "scan_batch": lambda x: jaxrnn.scan_batch(CELL, PARAMS, x)[1]}
+  for name, run in runs.items():
+    checked = jax.shard_map(run, mesh=mesh, in_specs=P("data"), out_specs=P("data"))
+    with pytest.raises(ValueError, match=rf"jaxrnn.{name}: xs varies over the shard_map "
+                                         r"axes \('data',\).*check_vma=False"):
+      jax.jit(checked)(XS[None])
+    unchecked = jax.shard_map(run, mesh=mesh, in_specs=P("data"), out_specs=P("data"),
+                              check_vma=False)
+    np.testing.assert_allclose(jax.jit(unchecked)(XS[None]), run(XS[None]), atol=1e-6)
+
+  def given_varying_carry(x):     # a loop that starts varying runs, checked
+    carry = jax.tree.map(lambda a: jax.lax.pcast(a, ("data",), to="varying"),
+                         CELL.initial_carry(PARAMS))
+    return jax.vmap(lambda s: jaxrnn.scan(CELL, PARAMS, s, carry=carry)[1])(x)
+  checked = jax.shard_map(given_varying_carry, mesh=mesh, in_specs=P("data"),
+                          out_specs=P("data"))
+  np.testing.assert_allclose(jax.jit(checked)(XS[None]), runs["scan"](XS[None]), atol=1e-6)

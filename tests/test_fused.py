@@ -165,3 +165,30 @@ def test_fused_cell_with_an_integer_leaf_in_its_carry():
   cell = elman_with(lambda p: dict(h=jnp.zeros(3), n=jnp.int32(1)), finish,
                     dict(v=jnp.array([0.4, 0.1, -0.3])))
   assert_kernel_derivatives_equal_plain(cell)
+
+
+@pytest.mark.parametrize("read", ["tanh", "affine"])
+def test_fused_cell_reading_its_carry_through_a_nonlinear_or_affine_function(read):
+  # The tangent loop once applied recurrent_input to the carry's tangent, as
+  # if it were linear: forward mode came out wrong and reverse mode failed
+  # to transpose tanh. The carry here is a pre-activation, read as tanh(s),
+  # or h read as [h, 1] with the bias as W's last row.
+  reads = {"tanh": (jnp.tanh, 3), "affine": (lambda h: jnp.append(h, 1.0), 4)}
+  recurrent_input, rows = reads[read]
+  cell = jaxrnn.fused_cell(
+      init=lambda key, n: dict(w_x=jax.random.normal(key, (n, 3)),
+                               w_h=0.5 * jax.random.normal(jax.random.key(9), (rows, 3))),
+      initial_carry=lambda p: jnp.full((3,), 0.5),
+      project=lambda p, xs: xs @ p["w_x"],
+      recurrent_input=recurrent_input,
+      finish=lambda p, s, gx, u: (gx + u, jnp.tanh(gx + u)), output_size=3,
+      additive=True)
+  assert_kernel_derivatives_equal_plain(cell, resets=jnp.zeros(T, bool).at[4].set(True))
+  # scan_batch's generic kernel (the cell is additive) differentiates read too
+  params = cell.init(jax.random.key(0), I)
+  xs = jax.random.normal(jax.random.key(1), (2, T, I))
+  plain = cell._replace(sequence=None, batched=None)
+  assert cell.batched is not None
+  f = lambda c, p: jaxrnn.scan_batch(c, p, xs)[1].sum()
+  assert_trees_close(jax.grad(f, argnums=1)(cell, params),
+                     jax.grad(f, argnums=1)(plain, params))

@@ -182,3 +182,20 @@ def test_save_into_a_missing_directory_names_it(tmp_path):
   with pytest.raises(FileNotFoundError, match="is a directory"):
     jaxrnn.io.save(tmp_path, params)
   assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cell", [jaxrnn.lstm(6), jaxrnn.gru(6)], ids=["lstm", "gru"])
+def test_jax_export_with_symbolic_batch_and_time_serializes_and_round_trips(cell):
+  # jaxrnn's NamedTuples are registered for jax.export's serialization, and
+  # the GRU kernel once compared a symbolic batch with an int.
+  from jax import export
+  params = cell.init(jax.random.key(0), 3)
+  run = jax.jit(lambda p, xs: jaxrnn.scan_batch(cell, p, xs))
+  spec = jax.ShapeDtypeStruct(export.symbolic_shape("b, t, 3"), jnp.float32)
+  exported = export.deserialize(export.export(run)(params, spec).serialize())
+  for shape in [(1, 4, 3), (5, 7, 3)]:
+    xs = jax.random.normal(jax.random.key(1), shape)
+    got, want = exported.call(params, xs), run(params, xs)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

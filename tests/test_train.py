@@ -565,6 +565,25 @@ SHARDED = textwrap.dedent("""
       back, _ = ckpts.restore(template)
       assert all(b.sharding == s.sharding and len(b.devices()) == 4
                  for b, s in zip(jax.tree.leaves(back), jax.tree.leaves(state)))
+
+    # A mesh with Explicit axes (jax.make_mesh's default): the batched
+    # kernels run with them as Auto and return the batch sharded as xs.
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    explicit = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Explicit,))
+    x = jax.random.normal(jax.random.key(2), (8, 5, 3))
+    mask = jnp.arange(5) < jnp.arange(8)[:, None] % 5 + 1
+    # (unfused: scan_batch's jax.vmap(scan) path)
+    for cell in (jaxrnn.lstm(8), jaxrnn.gru(8), jaxrnn.cifg_lstm(8), jaxrnn.unfused(jaxrnn.lstm(8))):
+      params = cell.init(jax.random.key(0), 3)
+      loss = lambda p, x: jaxrnn.scan_batch(cell, p, x, mask=mask)[1].sum()
+      want = jax.jit(jax.value_and_grad(loss))(params, x)
+      with jax.set_mesh(explicit):
+        got = jax.jit(jax.value_and_grad(loss))(params, jax.device_put(x, P("data")))
+      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+      ys = jax.jit(lambda p, x: jaxrnn.scan_batch(cell, p, x)[1])(
+          params, jax.device_put(x, NamedSharding(explicit, P("data"))))
+      assert jax.typeof(ys).sharding.spec[0] == "data"
 """)
 
 

@@ -26,12 +26,13 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Carry, Cell, Params, carry_dtype, matmul
+from jaxrnn._cell import Carry, Cell, Params, carry_dtype, exportable, matmul, project_one
 
 Initializer = Callable
 SCORES = ("additive", "dot", "scaled_dot", "general")
 
 
+@exportable
 class AttentionParams(NamedTuple):
   """Attention parameters; fields a score function does not use are None."""
   w_k: Optional[jax.Array] = None  # [D, A] additive key weights; [D, Q] general W^T
@@ -39,6 +40,7 @@ class AttentionParams(NamedTuple):
   v: Optional[jax.Array] = None    # [A]    additive score vector
 
 
+@exportable
 class Prepared(NamedTuple):
   """A memory made ready for attention: done once per sequence, not per step."""
   keys: jax.Array    # [S, K]  what the query is scored against
@@ -188,6 +190,7 @@ def attention(
   return Attention(init=init, prepare=prepare, attend=attend, score=score)
 
 
+@exportable
 class DecoderParams(NamedTuple):
   """Attentional decoder parameters."""
   cell: Params                   # the inner cell's params, input size I + D
@@ -196,6 +199,7 @@ class DecoderParams(NamedTuple):
   b_c: jax.Array                 # [H]
 
 
+@exportable
 class DecoderCarry(NamedTuple):
   """Attentional decoder carry: the memory rides along, prepared once."""
   cell: Carry                    # the inner cell's carry
@@ -271,8 +275,7 @@ def attention_decoder(cell: Cell, att: Attention, memory_length: int,
 
   def step(params, carry, x):
     x_in = jnp.concatenate([x.astype(carry.context.dtype), carry.context])
-    gx = x_in if cell.project is None else cell.project(params.cell, x_in[None])[0]
-    inner, h = cell.step(params.cell, carry.cell, gx)
+    inner, h = cell.step(params.cell, carry.cell, project_one(cell, params.cell, x_in))
     context, weights = att.attend(params.attention, carry.memory, h)
     out = jnp.tanh(matmul(jnp.concatenate([h, context]), params.w_c)
                    + params.b_c.astype(context.dtype))

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_bool, check_size,
+                          exportable,
                           matmul, project_input, split_gates, stacked_init,
                           with_compute_dtype)
 from jaxrnn._cells.gru_batched import KERNEL_ACTIVATIONS, gru_batch_kernel
@@ -23,6 +24,7 @@ Activation = Union[Callable[[jax.Array], jax.Array], str]
 GATES = ("r", "z", "n")
 
 
+@exportable
 class GRUParams(NamedTuple):
   """GRU parameters; fused gate blocks in the order ``r, z, n`` (PyTorch's)."""
   w_x: jax.Array                    # [I, 3H]  input weights W_r, W_z, W_n

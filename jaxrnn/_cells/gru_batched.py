@@ -172,7 +172,9 @@ def _loop(w_x, w_h, b, b_hn, h0, xs, valid, recurrent_mask, reverse, unroll, for
   ys = jnp.zeros((B, T) + h0.shape[1:], h0.dtype)
   G = w_h.shape[-1]
   bfloat16 = w_h.dtype != dtype                   # params narrower than the carry
-  hoisted = B <= (HOIST_MAX_BATCH_BF16_TRAINING if save and bfloat16 else HOIST_MAX_BATCH)
+  # A symbolic batch (jax.export) has no size to compare: the loop for large ones.
+  hoisted = isinstance(B, int) and B <= (
+      HOIST_MAX_BATCH_BF16_TRAINING if save and bfloat16 else HOIST_MAX_BATCH)
   gxs = matmul(xs, w_x) + bias if hoisted else None       # [B, T, 3H]
   ahead = at(gxs, T - 1 if reverse else 0) if hoisted else None
   saved = ()

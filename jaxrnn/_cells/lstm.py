@@ -14,7 +14,7 @@ from typing import Callable, Literal, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, in_dtype,
+from jaxrnn._cell import (Cell, carry_dtype, check_activation, exportable, check_size, in_dtype,
                           matmul, project_input, split_gates, stacked_init,
                           check_bool, check_compute_dtype, with_compute_dtype)
 from jaxrnn._cells.lstm_batched import lstm_batch_kernel
@@ -26,6 +26,7 @@ Initializer = Callable
 Activation = Optional[Callable[[jax.Array], jax.Array]]
 
 
+@exportable
 class LSTMParams(NamedTuple):
   """LSTM parameters; G = number of gates present times H.
 
@@ -43,6 +44,7 @@ class LSTMParams(NamedTuple):
   w_proj: Optional[jax.Array] = None   # [H, P]    LSTMP projection of h
 
 
+@exportable
 class LSTMCarry(NamedTuple):
   h: jax.Array                         # [P]  hidden state (the output y_{t-1})
   c: jax.Array                         # [H]  cell state, the "conveyor belt"

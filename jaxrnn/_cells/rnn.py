@@ -10,7 +10,8 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, in_dtype,
+from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, exportable,
+                          in_dtype,
                           check_bool, project_input, with_compute_dtype)
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
@@ -18,6 +19,7 @@ from jaxrnn._trace import record
 Initializer = Callable
 
 
+@exportable
 class RNNParams(NamedTuple):
   w_x: jax.Array  # [I, H]  input weights
   w_h: jax.Array  # [H, H]  recurrent weights

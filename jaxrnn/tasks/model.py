@@ -19,10 +19,11 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Cell
+from jaxrnn._cell import Cell, exportable
 from jaxrnn._layers import Seq, apply_batch, as_seq
 
 
+@exportable
 class ModelParams(NamedTuple):
   core: Any           # the recurrent layer's params
   w_out: jax.Array    # [H, O] readout weights
