@@ -267,22 +267,25 @@ def fused_cell(
     return recurrence(finish, recurrent_input, reverse, unroll, additive, params,
                       w, carry, gxs, mask, resets, init_carry)
 
-  kernel = None
+  def checked_first(kernel):
+    """The batched ``kernel``, its parts checked on one example first."""
+    def batched(params, carry, xs, *args, **kwargs):
+      row = jax.ShapeDtypeStruct((1, xs.shape[-1]), xs.dtype)
+      gx = jax.tree.map(one, jax.eval_shape(lambda x: project(params, x), row))
+      recurrent_weight(params, jax.tree.map(one, carry), gx)   # one example's carry
+      return kernel(params, carry, xs, *args, **kwargs)
+    return batched
+
+  batched = None
   # The batched kernel is written for gx = project(params, xs); a cell
   # without project (gx is the raw input, in no built-in cell) keeps the
   # per-example kernel under vmap.
   if additive and project is not None:
-    kernel = fused_batch_kernel(finish, recurrent_input, project,
-                                lambda params: _get(params, weight))
-
-  def batched(params, carry, xs, *args, **kwargs):
-    row = jax.ShapeDtypeStruct((1, xs.shape[-1]), xs.dtype)
-    gx = jax.tree.map(one, jax.eval_shape(lambda x: project(params, x), row))
-    recurrent_weight(params, jax.tree.map(one, carry), gx)   # one example's carry
-    return kernel(params, carry, xs, *args, **kwargs)
-  # A recurrent mask scales the rows of params.w_h (jaxrnn._dropout); the
-  # kernel multiplies read(c) by it, which is the same product when W is w_h.
-  batched.takes_recurrent_mask = weight == "w_h"
+    batched = checked_first(fused_batch_kernel(finish, recurrent_input, project,
+                                               lambda params: _get(params, weight)))
+    # A recurrent mask scales the rows of params.w_h (jaxrnn._dropout); the
+    # kernel multiplies read(c) by it, which is the same product when W is w_h.
+    batched.takes_recurrent_mask = weight == "w_h"
   return Cell(init=init, initial_carry=initial_carry, step=step,
               output_size=output_size, project=project, sequence=sequence,
-              batched=None if kernel is None else batched)
+              batched=batched)

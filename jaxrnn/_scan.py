@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._cell import Array, Carry, Cell, Params
+from jaxrnn._cell import Array, Carry, Cell, Params, project_one
 from jaxrnn._dropout import check_recurrent_mask, scale_recurrent_rows
 
 
@@ -296,51 +296,43 @@ def check_flags(name: str, flags, T: int):
   return flags
 
 
+def _once_per_cell_and_size(trace):
+  """``trace(cell, input_size)``, cached; a Cell with an unhashable field
+  is traced at every call."""
+  cached = lru_cache(maxsize=256)(trace)
+
+  def get(cell: Cell, input_size: int):
+    try:
+      return cached(cell, input_size)
+    except TypeError:   # unhashable: not cached
+      return trace(cell, input_size)
+  return get
+
+
+@_once_per_cell_and_size
 def _init_shapes(cell: Cell, input_size: int):
-  """The shapes ``cell.init(key, input_size)`` makes, traced abstractly once
-  per cell and input size; None where init cannot be traced so (then
-  nothing is checked)."""
-  try:
-    return _cached_init_shapes(cell, input_size)
-  except TypeError:   # a Cell with an unhashable field: not cached
-    return _trace_init(cell, input_size)
-
-
-def _trace_init(cell: Cell, input_size: int):
+  """The shapes ``cell.init(key, input_size)`` makes, traced abstractly; None
+  where init cannot be traced so (then nothing is checked)."""
   try:
     return jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size))
   except Exception:   # noqa: BLE001 - an init that needs concrete values goes unchecked
     return None
 
 
-_cached_init_shapes = lru_cache(maxsize=256)(_trace_init)
-
-
+@_once_per_cell_and_size
 def _output_shape(cell: Cell, input_size: int):
   """The shape of the ``y_t`` that ``cell.step`` returns from its initial
-  carry, traced abstractly once per cell and input size; None where it is
-  not one array or cannot be traced so."""
-  try:
-    return _cached_output_shape(cell, input_size)
-  except TypeError:   # a Cell with an unhashable field: not cached
-    return _trace_output(cell, input_size)
-
-
-def _trace_output(cell: Cell, input_size: int):
+  carry, traced abstractly; None where it is not one array or cannot be
+  traced so."""
   def y_of_one_step():
     params = cell.init(jax.random.key(0), input_size)
-    x = jnp.zeros((1, input_size))
-    gx = x[0] if cell.project is None else jax.tree.map(lambda a: a[0],
-                                                        cell.project(params, x))
+    gx = project_one(cell, params, jnp.zeros((input_size,)))
     return cell.step(params, cell.initial_carry(params), gx)[1]
   try:
     y = jax.eval_shape(y_of_one_step)
   except Exception:   # noqa: BLE001 - the run itself will say what is wrong
     return None
   return y.shape if isinstance(y, jax.ShapeDtypeStruct) else None
-
-
-_cached_output_shape = lru_cache(maxsize=256)(_trace_output)
 
 
 def _shapes_by_path(tree) -> dict[str, tuple]:

@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_bool, check_size,
-                          exportable,
-                          matmul, project_input, split_gates, stacked_init,
+                          exportable, matmul, project_input, split_gates, stacked_init,
                           with_compute_dtype)
 from jaxrnn._cells.gru_batched import KERNEL_ACTIVATIONS, gru_batch_kernel
 from jaxrnn._fused import fused_cell

@@ -14,9 +14,9 @@ from typing import Callable, Literal, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import (Cell, carry_dtype, check_activation, exportable, check_size, in_dtype,
+from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, in_dtype,
                           matmul, project_input, split_gates, stacked_init,
-                          check_bool, check_compute_dtype, with_compute_dtype)
+                          check_bool, check_compute_dtype, exportable, with_compute_dtype)
 from jaxrnn._cells.lstm_batched import lstm_batch_kernel
 from jaxrnn._cells.lstm_cudnn import lstm_cudnn_kernel
 from jaxrnn._fused import fused_cell

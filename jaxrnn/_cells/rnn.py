@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_size, exportable,
-                          in_dtype,
-                          check_bool, project_input, with_compute_dtype)
+                          in_dtype, check_bool, project_input, with_compute_dtype)
 from jaxrnn._fused import fused_cell
 from jaxrnn._trace import record
 
