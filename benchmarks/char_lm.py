@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 import jaxrnn  # noqa: E402
 from jaxrnn import train  # noqa: E402
 from benchmarks.cli import positive  # noqa: E402
-from jaxrnn.tasks import (Vocab, param_count, readout_model,  # noqa: E402
+from jaxrnn.tasks import (Vocab, generate, param_count, readout_model,  # noqa: E402
                           reference_text, split_tokens)
 
 CELLS = dict(lstm=jaxrnn.lstm, gru=jaxrnn.gru, rnn=jaxrnn.simple_rnn,
@@ -110,32 +110,11 @@ def bits_per_character(model, vocab_size: int):
 
 def sample(model, params, vocab: Vocab, prompt: str, length: int,
            temperature: float, key) -> str:
-  """``length`` characters after ``prompt``, one at a time.
-
-  The prompt is read with ``apply``; then each step draws
-  ``x ~ softmax(logits / temperature)`` and feeds it back through the
-  layer's one-step ``step`` (temperature 0 takes the most likely character).
-  """
-  V = len(vocab)
-  ids = jnp.asarray(vocab.encode(prompt))
-  carry, logits = model.apply(params, jax.nn.one_hot(ids, V))
-
-  def draw(key, logits):
-    if temperature == 0:
-      return jnp.argmax(logits)
-    return jax.random.categorical(key, logits / temperature)
-
-  @jax.jit
-  def generate(params, carry, last_logits, key):
-    def body(state, key):
-      carry, logits = state
-      x = draw(key, logits)
-      carry, logits = model.step(params, carry, jax.nn.one_hot(x, V))
-      return (carry, logits), x
-    _, xs = jax.lax.scan(body, (carry, last_logits), jax.random.split(key, length))
-    return xs
-
-  return vocab.decode(generate(params, carry, logits[-1], key))
+  """``length`` characters after ``prompt``, one at a time
+  (`jaxrnn.tasks.generate`: temperature 0 takes the most likely one)."""
+  run = jax.jit(lambda params, ids, key: generate(model, params, ids, length, key,
+                                                 temperature=temperature))
+  return vocab.decode(run(params, jnp.asarray(vocab.encode(prompt)), key))
 
 
 def train_tbptt(model, params, train_ids, vocab_size, args, valid_ids,

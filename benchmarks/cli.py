@@ -42,6 +42,24 @@ def positive_list(text: str) -> tuple[int, ...]:
   return tuple(positive(part) for part in text.split(","))
 
 
+def positive_floats(text: str) -> tuple[float, ...]:
+  """An argparse ``type``: comma-separated positive numbers, ``"1e-2,1e-3"``.
+
+  >>> positive_floats("1e-2,1e-3")
+  (0.01, 0.001)
+  """
+  values = []
+  for part in text.split(","):
+    try:
+      value = float(part)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected a number, got {part!r}") from None
+    if not value > 0:
+      raise argparse.ArgumentTypeError(f"expected a positive number, got {part!r}")
+    values.append(value)
+  return tuple(values)
+
+
 def shape_bthi(text: str) -> tuple[int, int, int, int]:
   """An argparse ``type``: a shape ``B,T,I,H`` of positive ints.
 

@@ -22,9 +22,10 @@ import numpy as np
 # gates are sigmoids in [0, 1], the candidate and h are tanh-like in [-1, 1],
 # the cell state is unbounded (its colour scale is set from the data).
 SIGNAL_TITLES = {
-    "i": "input gate i_t", "f": "forget gate f_t", "g": "candidate g_t",
+    "i": "input gate i_t", "f": "forget gate f_t", "g": r"candidate g_t (Colah's $\tilde{C}_t$)",
     "o": "output gate o_t", "c": "cell state c_t", "h": "output h_t",
-    "r": "reset gate r_t", "z": "update gate z_t", "n": "candidate n_t",
+    "r": "reset gate r_t", "z": "update gate z_t (Colah's 1 - z_t)",
+    "n": r"candidate n_t (Colah's $\tilde{h}_t$)",
 }
 GATE_SIGNALS = ("i", "f", "o", "r", "z")
 

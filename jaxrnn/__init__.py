@@ -20,6 +20,7 @@ from jaxrnn._cell import Cell as Cell
 from jaxrnn._cell import carry_dtype as carry_dtype
 from jaxrnn._cell import matmul as matmul
 from jaxrnn._cell import unfused as unfused
+from jaxrnn._cell import with_compute_dtype as with_compute_dtype
 from jaxrnn._cells.attention import Attention as Attention
 from jaxrnn._cells.attention import AttentionParams as AttentionParams
 from jaxrnn._cells.attention import DecoderCarry as DecoderCarry

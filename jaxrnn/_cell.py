@@ -46,7 +46,10 @@ class Cell(NamedTuple):
     initial_carry: ``(params) -> carry``; sizes and dtype come from params.
     step: ``(params, carry, gx_t) -> (carry, y_t)``, in `jax.lax.scan` order.
       ``gx_t`` is the projected input (``project(params, xs)[t]``), or the raw
-      input ``x_t`` when ``project`` is None.
+      input ``x_t`` when ``project`` is None. To step a raw ``x_t`` (as a
+      PyTorch ``LSTMCell`` is called), use ``jaxrnn.rnn(cell).step(params,
+      carry, x_t)``, which projects and checks it: ``cell.step`` given a raw
+      ``x_t`` is wrong, silently where the input size equals ``gx``'s.
     output_size: the size of ``y_t``.
     project: ``(params, xs[T, I]) -> gxs[T, G]`` (or a pytree of ``[T, ...]``
       arrays), the input matmul for all steps at once, hoisted out of the
@@ -147,18 +150,43 @@ def project_one(cell: Cell, params: Params, x: Array):
   return jax.tree.map(lambda a: a[0], cell.project(params, x[None]))
 
 
-def with_compute_dtype(cell: Cell, dtype, where: str) -> Cell:
+def with_compute_dtype(cell: Cell, dtype, where: str = "jaxrnn.with_compute_dtype") -> Cell:
   """``cell`` computing with its floating params cast to ``dtype`` (Flax's
-  ``dtype``, apart from ``param_dtype``); None leaves it as it is.
+  ``dtype``, apart from ``param_dtype``); None leaves it as it is. The
+  built-in cells' ``dtype=`` is this; it gives a cell of your own the same
+  mixed precision.
 
   The params stay as ``init`` makes them (float32 master weights, say), and
   ``initial_carry``, ``step``, ``project``, ``sequence`` and ``batched``
   cast them on the way in: the matmuls run in ``dtype`` (`matmul` computes
-  in the weights' dtype, the inputs cast to it), the carry stays at least
-  float32 (`carry_dtype`), and the gradients come back in the params' dtype
-  through the cast (computed in ``dtype``, so rounded to it, as with Flax's
-  ``dtype``). ``where`` names the constructor in errors.
+  in the weights' dtype, the inputs cast to it), and the gradients come back
+  in the params' dtype through the cast (computed in ``dtype``, so rounded
+  to it, as with Flax's ``dtype``). The carry keeps the dtype that
+  ``initial_carry`` gives it from the cast params: the built-in cells keep
+  it at least float32 (`carry_dtype`), and so does a cell whose
+  ``initial_carry`` builds it in ``carry_dtype`` of a param's dtype.
+  ``where`` names the constructor in errors.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> def indrnn(hidden_size):          # h' = relu(W x + b + u * h)
+  ...   return jaxrnn.Cell(
+  ...       init=lambda key, i: dict(w=jax.random.normal(key, (i, hidden_size)),
+  ...                                u=jnp.ones(hidden_size), b=jnp.zeros(hidden_size)),
+  ...       initial_carry=lambda p: jnp.zeros(hidden_size, jaxrnn.carry_dtype(p["b"].dtype)),
+  ...       step=lambda p, h, gx: (jax.nn.relu(gx + p["u"] * h),) * 2,
+  ...       output_size=hidden_size,
+  ...       project=lambda p, xs: jaxrnn.matmul(xs, p["w"]) + p["b"])
+  >>> cell = jaxrnn.with_compute_dtype(indrnn(4), jnp.bfloat16)
+  >>> params = cell.init(jax.random.key(0), 3)
+  >>> h, ys = jaxrnn.scan(cell, params, jnp.ones((5, 3)))
+  >>> params["w"].dtype, ys.dtype                 # float32 weights, float32 carry
+  (dtype('float32'), dtype('float32'))
   """
+  if not isinstance(cell, Cell):
+    raise TypeError(
+        f"{where}: cell is a {type(cell).__name__}; expected a jaxrnn.Cell. Fix: "
+        f"cast the cell before building the layer, e.g. jaxrnn.rnn("
+        f"jaxrnn.with_compute_dtype(cell, dtype)), or pass dtype= to a built-in cell.")
   dtype = check_compute_dtype(where, dtype)
   if dtype is None:
     return cell

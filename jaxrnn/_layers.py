@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Cell, Params, project_one
 from jaxrnn._dropout import (check_key, check_rate, mask_inputs, recurrent_size,
                              variational_masks)
-from jaxrnn._scan import RESTORED_WITHOUT_TEMPLATE, check_carry, check_params, named, scan, within
+from jaxrnn._scan import (RESTORED_WITHOUT_TEMPLATE, check_carry, check_params,
+                          check_params_of_any_input, named, scan, within)
 from jaxrnn._scan_batch import batch_major, reported_as, scan_batch
 
 
@@ -244,7 +245,17 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
     check_step(cell, params, carry, x)
     return cell.step(params, carry, project_one(cell, params, x))
 
-  return Seq(init=cell.init, apply=apply, initial_carry=cell.initial_carry,
+  def initial_carry(params):
+    if getattr(cell, "decoder_carry", None) is not None:
+      raise ValueError(
+          "jaxrnn.rnn(...).initial_carry: the cell is an attention decoder, "
+          "whose carry holds the memory it attends over; this one would attend "
+          "over nothing. Fix: carry = cell.decoder_carry(params, memory, mask), "
+          "then layer.step(params, carry, x) or layer.apply(params, xs, carry=carry).")
+    check_params_of_any_input("rnn(...).initial_carry", cell, params)
+    return cell.initial_carry(params)
+
+  return Seq(init=cell.init, apply=apply, initial_carry=initial_carry,
              step=step, output_size=cell.output_size, apply_batch=apply_batch_,
              reverse=reverse)
 

@@ -102,8 +102,8 @@ def scan(
   if recurrent_mask is not None:
     params = scale_recurrent_rows(
         params, check_recurrent_mask("jaxrnn.scan", params, recurrent_mask, None))
-  reverse, unroll = check_loop_options("scan", reverse, unroll)
   T = xs.shape[0]
+  reverse, unroll = check_loop_options("scan", reverse, unroll, T)
   mask = check_flags("mask", mask, T)
   resets = check_flags("resets", resets, T)
   init = cell.initial_carry(params)
@@ -205,9 +205,12 @@ def check_cell(name: str, cell) -> None:
       f"or a Cell of one's own). Fix: pass the cell, then its params.")
 
 
-def check_loop_options(where: str, reverse, unroll) -> tuple[bool, int | bool]:
+def check_loop_options(where: str, reverse, unroll, length=None) -> tuple[bool, int | bool]:
   """``reverse`` and ``unroll`` (None: `default_unroll`) as the Python values
-  the loop is built from; raises for anything else, a tracer above all."""
+  the loop is built from; raises for anything else, a tracer above all.
+  Over a symbolic ``length`` (`jax.export`'s shape polymorphism), which no
+  loop can unroll by a factor, an int ``unroll`` becomes 1 (so the GPU's
+  default 8 exports)."""
   def refuse(name, value, expected):
     traced = isinstance(value, jax.core.Tracer)
     got = "a traced value (an argument of a jitted function)" if traced else repr(value)
@@ -224,7 +227,8 @@ def check_loop_options(where: str, reverse, unroll) -> tuple[bool, int | bool]:
     return bool(reverse), bool(unroll)
   if not (isinstance(unroll, (int, np.integer)) and unroll >= 0):
     refuse("unroll", unroll, "an int >= 0 or a bool")
-  return bool(reverse), int(unroll)
+  symbolic = length is not None and not isinstance(length, (int, np.integer))
+  return bool(reverse), 1 if symbolic else int(unroll)
 
 
 def varying_axes(x) -> frozenset:
@@ -363,7 +367,7 @@ def named(name: str) -> str:
 
 
 def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
-                 time_major: bool = False) -> None:
+                 time_major: bool = False, size_known: bool = True) -> None:
   """Checks ``params`` against what ``cell.init(key, I)`` makes for xs ``[..., I]``
   (the caller's shape; ``time_major`` says a batch is ``[T, B, I]``).
 
@@ -371,6 +375,7 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
   LSTM ignores a peephole LSTM's ``p_i``) or fail deep inside XLA. The
   leaves' paths and shapes are compared, not their containers (a list for
   a tuple) or dtypes (bfloat16 copies of float32 params are fine).
+  ``size_known=False`` says the input size is a guess (the fix names none).
   """
   input_size = xs_shape[-1]
   expected = _init_shapes(cell, input_size)
@@ -378,7 +383,7 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
     return
   fix = (f"Fix: build the cell with the constructor, sizes and switches that "
          f"made the params, or make params for this cell with "
-         f"cell.init(key, {input_size}).")
+         f"cell.init(key, {input_size if size_known else 'input_size'}).")
   got, want = _shapes_by_path(params), _shapes_by_path(expected)
   if got.keys() != want.keys():
     extra, missing = sorted(got.keys() - want.keys()), sorted(want.keys() - got.keys())
@@ -424,6 +429,24 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
       f"{named(name)}: params do not fit this cell for inputs of size "
       f"{input_size}: {listed}. They were made by a cell of another size or "
       f"variant. {fix}")
+
+
+def check_params_of_any_input(name: str, cell: Cell, params: Params) -> None:
+  """`check_params` where no input says the input size (``initial_carry``):
+  ``params`` must be what ``cell.init`` makes for some input size, read
+  from the leaves whose shapes differ from those made for size 1."""
+  expected = _init_shapes(cell, 1)
+  if expected is None:
+    return
+  got, want = _shapes_by_path(params), _shapes_by_path(expected)
+  sizes = set()
+  if got.keys() == want.keys():
+    sizes = {g for path in want for g, w in zip(got[path], want[path]) if g != w}
+  for size in sorted(sizes or {1}):
+    other = _init_shapes(cell, size)
+    if other is not None and _shapes_by_path(other) == got:
+      return
+  check_params(name, cell, params, (min(sizes or {1}),), size_known=False)  # raises
 
 
 def _check_output_size(name: str, cell: Cell, input_size: int) -> None:

@@ -13,6 +13,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask
@@ -68,7 +69,8 @@ def scan_batch(
   JAX's default backend is a GPU, 1 elsewhere; `jaxrnn.default_unroll`).
   ``seq_lengths`` (int[B], each sequence's valid steps, padded at its end,
   as Flax's ``nn.RNN`` takes them) is the mask ``jnp.arange(T) <
-  seq_lengths[:, None]``: give one or the other. ``time_major=True`` takes
+  seq_lengths[:, None]``: give one or the other (lengths known at trace
+  time must lie in ``[0, T]``). ``time_major=True`` takes
   ``xs [T, B, I]`` and flags ``[T, B]`` (PyTorch's ``batch_first=False``)
   and returns ``ys [T, B, O]``; the carry keeps its leading B. Outputs at
   masked steps are zero and a sequence with nothing valid keeps its initial
@@ -132,7 +134,7 @@ def scan_batch(
   check_params(where, cell, params, shown, shown_time_major)
   if cell.project is not None:    # its own input checks (size, dtype), on one sequence
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
-  reverse, unroll = check_loop_options(where, reverse, unroll)
+  reverse, unroll = check_loop_options(where, reverse, unroll, T)
   if carry is not None:
     _check_batch_carry(where, carry, cell.initial_carry(params), B)
   if recurrent_mask is not None:
@@ -211,8 +213,10 @@ def batch_major(where: str, xs: Array, mask, resets, seq_lengths, time_major: bo
   ``xs`` must have ``rank`` axes (any from 2 when None; ``for_one`` names
   what runs one sequence). ``time_major`` input (``xs [T, B, ...]``, flags
   ``[T, B]``) is transposed; ``seq_lengths`` (``int[B]``) becomes the mask
-  ``jnp.arange(T) < seq_lengths[:, None]``, so a length of 0 or less masks
-  every step and one of T or more none. Returns ``(xs, mask, resets)``,
+  ``jnp.arange(T) < seq_lengths[:, None]``. Lengths known at trace time
+  must lie in ``[0, T]`` (as PyTorch's ``pack_padded_sequence`` refuses a
+  length over T); traced ones are not checked, and there a negative length
+  masks every step and one over T none. Returns ``(xs, mask, resets)``,
   mask and resets None where not given.
   """
   xs = batch_array(where, xs)
@@ -244,7 +248,25 @@ def batch_major(where: str, xs: Array, mask, resets, seq_lengths, time_major: bo
         f"sequences (padding at their end). Fix: jnp.asarray(lengths, "
         f"jnp.int32) with one entry per sequence; for any other padding, "
         f"pass mask.")
+  _check_length_range(where, seq_lengths, T, time_major)
   return xs, jnp.arange(T) < seq_lengths[:, None], resets
+
+
+def _check_length_range(where: str, seq_lengths: Array, T: int, time_major: bool) -> None:
+  """Lengths outside ``[0, T]`` are refused where their values are known
+  (NumPy, or a jax array outside jit): such a length most often comes
+  from another batch, or from the batch axis read as the time axis."""
+  if isinstance(seq_lengths, jax.core.Tracer):
+    return
+  lengths = np.asarray(seq_lengths)
+  bad = np.flatnonzero((lengths < 0) | (lengths > T))
+  if bad.size:
+    axis = "xs.shape[0] (time_major=True)" if time_major else "xs.shape[1]"
+    raise ValueError(
+        f"{where}: seq_lengths[{bad[0]}] is {lengths[bad[0]]}; expected a "
+        f"length from 0 to T = {T}, the number of steps ({axis}). "
+        f"Fix: pass the number of valid steps of each sequence of this "
+        f"batch; if xs is laid out [T, B, ...], pass time_major=True.")
 
 
 def _check_batch_flags(where: str, name: str, flags, B: int, T: int, time_major: bool):

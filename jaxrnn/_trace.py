@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextvars
 from typing import Optional
 
+import jax.numpy as jnp
+
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._scan import scan
 
@@ -50,9 +52,11 @@ def trace(
   ``jaxrnn.scan``'s and ``signals[name]`` stacks the recorded value over time
   (``[T, ...]``; zero at masked steps). Built-in cells record:
 
-  - LSTM family: ``i``, ``f``, ``g`` (the candidate), ``o`` (the gates it
-    has), ``c`` (the cell state) and ``h``;
-  - GRU: ``r``, ``z``, ``n``, ``h``; simple RNN: ``h``.
+  - LSTM family: ``i``, ``f``, ``g`` (the candidate, Colah's C̃_t), ``o``
+    (the gates it has), ``c`` (the cell state) and ``h``;
+  - GRU: ``r``, ``z``, ``n`` (the candidate, Colah's h̃_t), ``h``, with
+    Cho et al.'s ``z``, the share of the old state kept: Colah's ``z_t`` is
+    ``1 - z``; simple RNN: ``h``.
 
   A custom cell records its own with `jaxrnn.record`.
 
@@ -63,6 +67,21 @@ def trace(
   >>> sorted(signals), signals["f"].shape
   (['c', 'f', 'g', 'h', 'i', 'o'], (10, 4))
   """
+
+  if not isinstance(cell, Cell):
+    raise TypeError(
+        f"jaxrnn.trace: cell is a {type(cell).__name__}; expected a jaxrnn.Cell, "
+        f"whose step it records. Fix: trace the cell a layer is built from: "
+        f"jaxrnn.trace(cell, params, xs) for jaxrnn.rnn(cell) (the same params; "
+        f"reverse=True for a reversed one); for layer k of a stack, "
+        f"jaxrnn.trace(cell_k, params[k], ys) with ys = jaxrnn.stack(*layers[:k])"
+        f".apply(params[:k], xs)[1], the outputs of the layers below it.")
+  if jnp.ndim(xs) != 2:
+    raise ValueError(
+        f"jaxrnn.trace: xs has shape {jnp.shape(xs)}; expected one sequence "
+        f"[T, I]. Fix: for a batch [B, T, I], jax.vmap(lambda x: "
+        f"jaxrnn.trace(cell, params, x))(xs) (a mask [B, T] as a second "
+        f"vmapped argument), which stacks every signal to [B, T, ...].")
 
   def recording_step(params, carry, gx):
     token = _signals.set({})

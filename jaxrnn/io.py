@@ -54,7 +54,7 @@ def encode(node: Any, path: str) -> Any:
   """``node`` as msgpack-ready dicts, lists and NumPy arrays, tagged by type."""
   if node is None:
     return {"t": "none"}
-  if isinstance(node, (bool, int, float)) and not isinstance(node, np.generic):
+  if isinstance(node, (bool, int, float, str)) and not isinstance(node, np.generic):
     return {"t": type(node).__name__, "v": node}
   if is_namedtuple(node):
     return {"t": "namedtuple", "class": qualified_name(type(node)),
@@ -81,8 +81,9 @@ def encode(node: Any, path: str) -> Any:
     # np.ascontiguousarray would turn a 0-d array into 1-d; np.array keeps it.
     return {"t": "array", "v": np.array(node, order="C", copy=True)}
   raise TypeError(
-      f"jaxrnn.io.save: {path} is a {type(node).__name__}; expected arrays "
-      f"in tuples, lists, dicts, NamedTuples or None (a params pytree). "
+      f"jaxrnn.io.save: {path} is a {type(node).__name__}; expected arrays, "
+      f"Python numbers and strings in tuples, lists, dicts, NamedTuples or "
+      f"None (a params pytree, with its settings). "
       f"Fix: convert it to an array, or leave it out of the saved tree.")
 
 
@@ -130,8 +131,8 @@ def decode(node: Any, path: str, classes: dict[str, type]) -> Any:
   tag = node.get("t") if isinstance(node, dict) else None
   if tag == "none":
     return None
-  if tag in ("bool", "int", "float"):
-    return {"bool": bool, "int": int, "float": float}[tag](node["v"])
+  if tag in ("bool", "int", "float", "str"):
+    return {"bool": bool, "int": int, "float": float, "str": str}[tag](node["v"])
   if tag == "array":
     return np.asarray(node["v"])  # a 0-d array comes back from msgpack as a scalar
   if tag in ("tuple", "list"):
@@ -156,9 +157,10 @@ def save(path: str | os.PathLike, tree: Any) -> None:
   """Writes a params pytree to ``path``, atomically.
 
   ``tree`` holds NumPy or jax arrays (any dtype, bfloat16 included), Python
-  bools, ints and floats, in tuples, lists, dicts (str or int keys),
-  NamedTuples and None. Arrays are copied to the host and stored bit for
-  bit. The file is written to a temporary file in the same directory,
+  bools, ints, floats and strings, in tuples, lists, dicts (str or int
+  keys), NamedTuples and None, so the settings that rebuild a model (a
+  dict of sizes and names, a `jaxrnn.tasks.Vocab`) go in the same file as
+  its params. Arrays are copied to the host and stored bit for bit. The file is written to a temporary file in the same directory,
   fsynced, and moved over ``path`` with ``os.replace``; the directory is
   then fsynced so the rename survives a crash.
 

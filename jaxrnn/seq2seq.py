@@ -196,6 +196,8 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     scores = jnp.full((K,), -jnp.inf).at[0].set(0.0)
     tokens = jnp.zeros((K, steps), jnp.int32)
     weights = jnp.zeros((K, steps, S))
+    if steps == 0:     # no tokens, probability 1 (scan would trace a read of token -1)
+      return tokens[0], jnp.zeros((), scores.dtype), weights[0]
 
     def body(state, t):
       carries, scores, tokens, weights = state

@@ -222,11 +222,14 @@ def test_scan_batch_takes_seq_lengths_and_time_major_resets_and_a_hand_written_s
                      jaxrnn.scan_batch(cell, params, XS, mask=MASK), rtol=1e-6, atol=1e-6)
 
 
-def test_seq_lengths_beyond_the_ends_mask_everything_or_nothing():
+def test_seq_lengths_beyond_the_ends_are_refused_when_known_and_clipped_when_traced():
   cell = jaxrnn.gru(H)
   params = random_params(cell, I)
   lengths = jnp.array([0, -2, T, T + 3, 2])
-  carry, ys = jaxrnn.scan_batch(cell, params, XS, seq_lengths=lengths)
+  with pytest.raises(ValueError, match=rf"seq_lengths\[1\] is -2; expected a length from 0 "
+                                       rf"to T = {T}.*xs.shape\[1\]"):
+    jaxrnn.scan_batch(cell, params, XS, seq_lengths=np.asarray(lengths))
+  carry, ys = jax.jit(lambda n: jaxrnn.scan_batch(cell, params, XS, seq_lengths=n))(lengths)
   want = jaxrnn.scan_batch(cell, params, XS, mask=jnp.arange(T) < jnp.clip(lengths, 0, T)[:, None])
   assert_trees_close((carry, ys), want, rtol=0, atol=0)
   np.testing.assert_array_equal(ys[:2], 0)                    # nothing valid
@@ -238,6 +241,8 @@ def test_seq_lengths_beyond_the_ends_mask_everything_or_nothing():
     (lambda f: f(XS, seq_lengths=LENGTHS.astype(jnp.float32)),
      r"seq_lengths is float32\[5\]; expected int\[5\]"),
     (lambda f: f(XS, seq_lengths=LENGTHS[:2]), r"seq_lengths is int32\[2\]; expected int\[5\]"),
+    (lambda f: f(XS.swapaxes(0, 1), seq_lengths=LENGTHS + 2, time_major=True),
+     r"seq_lengths\[4\] is 7; expected a length from 0 to T = 6.*xs.shape\[0\] \(time_major"),
     (lambda f: f(XS.swapaxes(0, 1), mask=MASK, time_major=True),
      r"mask is bool\[5, 6\]; expected bool\[6, 5\].*\[T, B\] \(time_major=True\).*"
      r"jnp.arange\(6\)\[:, None\] < lengths"),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
+from jaxprs import equations
 
 B, T, I, H = 3, 6, 3, 4
 
@@ -194,3 +195,45 @@ def test_a_projection_returning_a_dict_decodes_and_unfuses():
   for t in range(T):
     state, y = layer.step(both, state, XS[0, t])
     assert_close(y, ys[t])
+
+
+def test_with_compute_dtype_gives_a_cell_of_your_own_bfloat16_matmuls_and_float32_carry():
+  # As the built-in cells' dtype=: the params stay float32, the forward
+  # matmuls run in bfloat16, a carry built in carry_dtype stays float32, gradients come
+  # back float32. An additive fused cell keeps its batched kernel.
+  mine = CELL._replace(initial_carry=lambda p: jnp.zeros(H, jaxrnn.carry_dtype(p["b"].dtype)),
+                       project=lambda p, xs: jaxrnn.matmul(xs, p["w"]) + p["b"])
+  elman = jaxrnn.fused_cell(
+      init=lambda key, n: dict(w_x=jax.random.normal(key, (n, H)),
+                               w_h=0.5 * jnp.eye(H), b=jnp.full((H,), 0.1)),
+      initial_carry=lambda p: jnp.zeros(H, jaxrnn.carry_dtype(p["b"].dtype)),
+      project=lambda p, xs: jaxrnn.matmul(xs, p["w_x"]) + p["b"],
+      recurrent_input=lambda h: h, finish=lambda p, h, gx, u: (jnp.tanh(gx + u),) * 2,
+      output_size=H, additive=True)
+  for cell, params in ((mine, PARAMS), (elman, elman.init(jax.random.key(2), I))):
+    half = jaxrnn.with_compute_dtype(cell, jnp.bfloat16)
+    assert jaxrnn.with_compute_dtype(cell, None) is cell
+    grad = lambda c: jax.grad(lambda p: jaxrnn.scan(c, p, XS[0], mask=MASKS[1])[1].sum())
+    # Every product's operands, as the forward program has them.
+    for eqn in equations(jax.make_jaxpr(lambda p: jaxrnn.scan(half, p, XS[0]))(params)):
+      if eqn.primitive.name == "dot_general":
+        assert {v.aval.dtype for v in eqn.invars} == {jnp.dtype(jnp.bfloat16)}, eqn
+    carry, ys = jaxrnn.scan(half, params, XS[0], mask=MASKS[1])
+    want_carry, want_ys = jaxrnn.scan(cell, params, XS[0], mask=MASKS[1])
+    assert carry.dtype == ys.dtype == jnp.float32
+    np.testing.assert_allclose(ys, want_ys, rtol=0.05, atol=0.05)
+    assert 0 < np.abs(ys - want_ys).max()               # rounded: bfloat16 ran
+    grads = grad(half)(params)
+    assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
+    for g, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grad(cell)(params))):
+      np.testing.assert_allclose(g, want, rtol=0.1, atol=0.1 * np.abs(want).max())
+    # The batch: the kernel (elman's) or vmap, the same numbers as scan's.
+    batch = jaxrnn.scan_batch(half, params, XS, mask=MASKS)
+    per_example = jax.vmap(lambda x, m: jaxrnn.scan(half, params, x, mask=m))(XS, MASKS)
+    for a, b in zip(jax.tree.leaves(batch), jax.tree.leaves(per_example)):
+      np.testing.assert_allclose(a, b, rtol=2e-2, atol=2e-2)
+  with pytest.raises(TypeError, match=r"jaxrnn.with_compute_dtype: cell is a Seq; expected "
+                                      r"a jaxrnn.Cell. Fix: .*jaxrnn.rnn\(jaxrnn.with_compute"):
+    jaxrnn.with_compute_dtype(jaxrnn.rnn(mine), jnp.bfloat16)
+  with pytest.raises(ValueError, match=r"jaxrnn.with_compute_dtype: dtype='int8'; expected a floating"):
+    jaxrnn.with_compute_dtype(mine, "int8")

@@ -79,6 +79,23 @@ def test_params_of_another_variant_or_size(cell, made_by, says):
     xs = XS if run is jaxrnn.scan else XS[None]
     assert_fails(ValueError, lambda xs: run(cell, params, xs), xs,
                  says=[f"jaxrnn.{run.__name__}", *says, "Fix", f"cell.init(key, {I})"])
+  # A stream's first call, before any input says the input size.
+  with pytest.raises(ValueError) as error:
+    jaxrnn.rnn(cell).initial_carry(params)
+  for part in ["jaxrnn.rnn(...).initial_carry", *says, "Fix", "cell.init(key, input_size)"]:
+    assert part in str(error.value), (part, str(error.value))
+
+
+def test_initial_carry_takes_params_of_any_input_size_and_refuses_a_decoder():
+  for size in (1, I, 40):
+    params = CELL.init(jax.random.key(0), size)
+    for a, b in zip(jaxrnn.rnn(CELL).initial_carry(params), CELL.initial_carry(params),
+                    strict=True):
+      np.testing.assert_array_equal(a, b)
+  dec = jaxrnn.attention_decoder(jaxrnn.gru(H), jaxrnn.attention("dot"), 4, H)
+  with pytest.raises(ValueError, match=r"initial_carry: the cell is an attention decoder.*"
+                                       r"Fix: carry = cell.decoder_carry\(params, memory, mask\)"):
+    jaxrnn.rnn(dec).initial_carry(dec.init(jax.random.key(0), I))
 
 
 def test_params_in_another_container_with_the_same_leaves_are_fine():
@@ -259,6 +276,8 @@ def test_fused_cell_parts_that_do_not_fit_are_named(overrides, says):
 def test_fused_cell_checks_its_switches():
   with pytest.raises(ValueError, match="additive='yes'; expected True or False"):
     jaxrnn.fused_cell(**elman_parts(additive="yes"))
+  with pytest.raises(ValueError, match="read_ahead=1; expected True or False"):
+    jaxrnn.fused_cell(**elman_parts(read_ahead=1))
   with pytest.raises(TypeError, match="output_size must be a positive int"):
     jaxrnn.fused_cell(**elman_parts(output_size="4"))
 

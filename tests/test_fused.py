@@ -64,7 +64,7 @@ def assert_trees_close(a, b, rtol=2e-5, atol=2e-6):
 
 
 @pytest.mark.parametrize("name,reverse", [(n, False) for n in sorted(CELLS)]
-                         + [("lstm", True), ("gru", True)])
+                         + [("lstm", True), ("gru", True), ("peephole_lstm", True)])
 def test_fused_equals_plain_values_and_gradients(name, reverse):
   fused, plain, params, xs, mask, resets = setup(name)
   args = (xs, mask, resets, reverse)
@@ -192,3 +192,24 @@ def test_fused_cell_reading_its_carry_through_a_nonlinear_or_affine_function(rea
   f = lambda c, p: jaxrnn.scan_batch(c, p, xs)[1].sum()
   assert_trees_close(jax.grad(f, argnums=1)(cell, params),
                      jax.grad(f, argnums=1)(plain, params))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_ahead_is_lax_scan(reverse):
+  # The GRU's and the peephole LSTM's forward loops read each step's input
+  # a step early; every step must still see its own input, in either order.
+  from jaxrnn._fused import scan_ahead
+
+  def body(carry, inputs):
+    x, flag, nothing = inputs
+    carry = 0.5 * carry + jnp.where(flag, x["a"], -x["a"])
+    return carry, (carry, x["b"] * 2)
+
+  for T in (1, 2, 7):
+    xs = ({"a": jnp.arange(T * 3.0).reshape(T, 3), "b": jnp.arange(T)},
+          jnp.arange(T) % 3 == 0, None)
+    for unroll in (1, 3):
+      got = scan_ahead(body, jnp.ones(3), xs, reverse=reverse, unroll=unroll)
+      want = jax.lax.scan(body, jnp.ones(3), xs, reverse=reverse, unroll=unroll)
+      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)

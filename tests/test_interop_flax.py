@@ -302,6 +302,37 @@ def test_wrappers_take_seq_lengths_and_time_major_as_flax_nn_rnn_does(reverse):
     linen_model.apply({"params": {"layer": params}}, XS[1], seq_lengths=jnp.array([2]))
 
 
+def test_wrappers_return_the_outputs_alone_for_sequential_as_flax_nn_rnn_does():
+  layer = jaxrnn.rnn(jaxrnn.gru(H))
+  params = layer.init(jax.random.key(0), I)
+  whole = jaxrnn.apply_batch(layer, params, XS)[1]       # Sequential passes no mask
+  want = jaxrnn.apply_batch(layer, params, XS, mask=MASK)
+  linen = nn.Sequential([LinenRecurrent(layer, return_carry=False), nn.Dense(2)])
+  variables = linen.init(jax.random.key(1), XS)
+  variables["params"]["layers_0"]["layer"] = params
+  dense = variables["params"]["layers_1"]
+  np.testing.assert_allclose(linen.apply(variables, XS),
+                             whole @ dense["kernel"] + dense["bias"], atol=1e-5)
+  model = Recurrent(layer, I, return_carry=False, rngs=nnx.Rngs(0))
+  model.set_params(params)
+  head = nnx.Linear(H, 2, rngs=nnx.Rngs(1))
+  np.testing.assert_allclose(nnx.Sequential(model, head)(XS), head(whole), atol=1e-5)
+  # The call's return_carry wins; True gives both, as it does by default.
+  for got in (model(XS, mask=MASK, return_carry=True),
+              LinenRecurrent(layer, return_carry=False).apply(
+                  {"params": {"layer": params}}, XS, mask=MASK, return_carry=True),
+              LinenRecurrent(layer).apply({"params": {"layer": params}}, XS, mask=MASK)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_allclose(a, b, atol=1e-6)
+  np.testing.assert_allclose(model(XS, mask=MASK), want[1], atol=1e-6)
+  with pytest.raises(ValueError, match=r"interop.flax.Recurrent: return_carry='no'; "
+                                       r"expected True or False"):
+    Recurrent(layer, I, return_carry="no", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"interop.flax.LinenRecurrent: return_carry=1; "
+                                       r"expected True or False"):
+    LinenRecurrent(layer).apply({"params": {"layer": params}}, XS, return_carry=1)
+
+
 def test_wrappers_run_dropout_as_flax_dropout_does():
   layer = jaxrnn.stack(jaxrnn.gru(H), jaxrnn.gru(H), dropout=0.5)
   model = Recurrent(layer, I, rngs=nnx.Rngs(0, dropout=1))

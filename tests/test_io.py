@@ -104,7 +104,7 @@ def test_save_replaces_atomically_and_leaves_no_temporary_file(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("tree, error, match", [
-    ({"w": [np.ones(2), "text"]}, TypeError, r"tree\['w'\]\[1\] is a str; expected arrays"),
+    ({"w": [np.ones(2), b"bytes"]}, TypeError, r"tree\['w'\]\[1\] is a bytes; expected arrays"),
     ({"w": np.array(["a"])}, TypeError, r"tree\['w'\] has dtype <U1; expected a numeric array"),
     ({(1, 2): np.ones(1)}, TypeError, r"tree has key \(1, 2\) of type tuple; dict keys must be str or int"),
     ({"key": jax.random.key(0)}, TypeError, r"tree\['key'\] is a typed PRNG key array; save jax.random.key_data"),
@@ -168,11 +168,15 @@ def test_the_namedtuples_of_train_tasks_seq2seq_and_optax_come_back_without_bein
   opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))
   trees = {"model": params, "seq2seq": translator.init(jax.random.key(0)),
            "state": train.TrainState(params, (), jnp.zeros((), jnp.int32)),
-           "optax": train.init_state(params, opt)}     # EmptyState, ScaleByAdamState, ...
+           "optax": train.init_state(params, opt),     # EmptyState, ScaleByAdamState, ...
+           # What a server rebuilds the model from, beside its params.
+           "serving": {"params": params, "vocab": tasks.Vocab.from_text("héllo wörld"),
+                       "config": {"cell": "lstm", "hidden": 4, "dropout": 0.1}}}
   for name, tree in trees.items():
     jaxrnn.io.save(tmp_path / f"{name}.msgpack", tree)
     back = jaxrnn.io.load(tmp_path / f"{name}.msgpack")
     assert jax.tree.structure(back) == jax.tree.structure(tree), name
+  assert back["vocab"] == trees["serving"]["vocab"] and back["config"] == trees["serving"]["config"]
 
 
 def test_save_into_a_missing_directory_names_it(tmp_path):
@@ -184,18 +188,30 @@ def test_save_into_a_missing_directory_names_it(tmp_path):
   assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("cell", [jaxrnn.lstm(6), jaxrnn.gru(6)], ids=["lstm", "gru"])
+@pytest.mark.parametrize("cell", [jaxrnn.lstm(6), jaxrnn.gru(6), jaxrnn.simple_rnn(6)],
+                         ids=["lstm", "gru", "rnn"])
 def test_jax_export_with_symbolic_batch_and_time_serializes_and_round_trips(cell):
-  # jaxrnn's NamedTuples are registered for jax.export's serialization, and
-  # the GRU kernel once compared a symbolic batch with an int.
+  # jaxrnn's NamedTuples are registered for jax.export's serialization, the
+  # GRU kernel once compared a symbolic batch with an int, and unroll=8 (a
+  # GPU's default) could not unroll a loop over a symbolic time: it runs
+  # unrolled by 1 there.
   from jax import export
   params = cell.init(jax.random.key(0), 3)
-  run = jax.jit(lambda p, xs: jaxrnn.scan_batch(cell, p, xs))
+  runs = {
+      "scan_batch": lambda p, xs: jaxrnn.scan_batch(cell, p, xs),
+      "scan_batch, unroll=8": lambda p, xs: jaxrnn.scan_batch(cell, p, xs, unroll=8),
+      "vmap(scan), unroll=8": lambda p, xs: jax.vmap(
+          lambda x: jaxrnn.scan(cell, p, x, unroll=8))(xs),
+      "apply_batch, unroll=8": lambda p, xs: jaxrnn.apply_batch(
+          jaxrnn.rnn(cell, unroll=8, reverse=True), p, xs),
+  }
   spec = jax.ShapeDtypeStruct(export.symbolic_shape("b, t, 3"), jnp.float32)
-  exported = export.deserialize(export.export(run)(params, spec).serialize())
-  for shape in [(1, 4, 3), (5, 7, 3)]:
-    xs = jax.random.normal(jax.random.key(1), shape)
-    got, want = exported.call(params, xs), run(params, xs)
-    assert jax.tree.structure(got) == jax.tree.structure(want)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  for name, run in runs.items():
+    run = jax.jit(run)
+    exported = export.deserialize(export.export(run)(params, spec).serialize())
+    for shape in [(1, 4, 3), (5, 9, 3)]:
+      xs = jax.random.normal(jax.random.key(1), shape)
+      got, want = exported.call(params, xs), run(params, xs)
+      assert jax.tree.structure(got) == jax.tree.structure(want), name
+      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)

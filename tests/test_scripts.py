@@ -34,13 +34,23 @@ def test_long_term_dependency_smoke(tmp_path):
   lengths = report["settings"]["lengths"]
   assert list(cells) == ["rnn", "lstm"]
   for task in ("adding", "recall"):
-    assert f"{task}: held-out" in stdout
+    assert f"{task}: held-out" in stdout and f"{task}: memory reach" in stdout
     done = {(r["cell"], r["length"]) for r in report["records"]
             if r["task"] == task}
     assert done == {(c, t) for c in cells for t in lengths[task]}
+  lrs = report["settings"]["lr"]
+  assert len(lrs) == 2
   for r in report["records"]:
     assert r["steps"] >= 1 and len(r["losses"]) == r["steps"]
     assert r["params"] > 0 and r["score"] == r["score"]   # not NaN
+    # Each rate in turn until one solves; the best score is the record's.
+    tries = r["tries"]
+    assert [t["lr"] for t in tries] == lrs[:len(tries)]
+    assert len(tries) == len(lrs) or tries[-1]["solved"]
+    sign = -1 if r["task"] == "adding" else 1
+    assert r["score"] == max(t["score"] * sign for t in tries) * sign
+    assert r["lr"] in lrs and any(t["lr"] == r["lr"] and t["steps"] == r["steps"] for t in tries)
+    assert 0 < r["reach_init"] < 1e3 and 0 < r["reach_trained"] < 1e3   # |d h_T / d x_s|
   # The LSTM has 4x the tanh RNN's recurrent parameters at the same H.
   params = {r["cell"]: r["params"] for r in report["records"]
             if r["task"] == "adding"}
@@ -106,15 +116,25 @@ def test_idle_penalty_runs_for_both_frameworks():
     assert len(medians) == 4 and all(m > 0 for m in medians)
 
 
+def test_read_ahead_prints_both_loops_and_their_ratio():
+  stdout = run("read_ahead.py", "--shapes", "1,6,3,4;2,6,3,4", "--cells", "gru,lstm",
+               "--calls", "2")
+  rows = [line for line in stdout.splitlines() if "ratio" in line]
+  assert len(rows) == 4 and all("read ahead" in r and "in the step" in r for r in rows)
+  assert sum("(built read ahead)" in r for r in rows) == 2        # the GRU's two
+
+
 BAD_OPTIONS = [   # each refused by argparse before any work, naming the option
     ("variant_study.py", ["--seeds", "1"], "--seeds: expected 2 or more"),
     ("long_term_dependency.py", ["--batch", "0"], "--batch: expected 1 or more"),
     ("long_term_dependency.py", ["--lengths", "10,abc"], "--lengths: expected an int"),
+    ("long_term_dependency.py", ["--lr", "1e-2,0"], "--lr: expected a positive number"),
     ("attention_task.py", ["--min-len", "5", "--max-len", "3"], "--min-len 5 is above --max-len 3"),
     ("char_lm.py", ["--smoke", "--prompt", ""], "--prompt '': it is empty"),
     ("compile_time.py", ["--cells", "foo"], "--cells: unknown ['foo']"),
     ("batched_kernels.py", ["--shape", "3,6,4,8", "--cpu-devices", "2"], "does not split"),
     ("speed.py", ["--quick", "--shapes", "2,4,4,4"], "--quick sets its own shapes"),
+    ("read_ahead.py", ["--cells", "foo"], "--cells: unknown ['foo']"),
     ("inside_lstm.py", ["--params", "a", "--save-params", "b"], "not allowed with argument"),
 ]
 

@@ -109,6 +109,10 @@ def test_beam_width_one_is_greedy_and_scores_are_log_probs():
   assert float(log_prob) >= log_prob_of(model, params, src, mask, greedy) - 1e-5
   with pytest.raises(ValueError, match="width must be a positive int; got 0"):
     model.beam(params, src, mask, 5, width=0)
+  # No steps: no tokens, as greedy gives, with probability 1.
+  tokens, log_prob, weights = model.beam(params, src, mask, 0, width=2)
+  assert tokens.shape == (0,) and float(log_prob) == 0.0
+  assert weights.shape == model.greedy(params, src, mask, 0)[1].shape
   with pytest.raises(ValueError, match="for a batch, jax.vmap"):
     model.greedy(params, jnp.stack([src, src]), jnp.stack([mask, mask]), 5)
 

@@ -161,6 +161,54 @@ def test_readout_model_runs_its_layers_dropout_with_a_key():
   assert not np.allclose(got, batched(params, (xs, labels))[0])   # without a key: no dropout
 
 
+def test_readout_model_takes_the_batch_options_of_apply_batch():
+  # seq_lengths, time_major and resets reach the layer: the same numbers as
+  # the mask, the transpose and a second sequence started from scratch.
+  model = tasks.readout_model(jaxrnn.lstm(6), output_size=2)
+  params = model.init(jax.random.key(0), 3)
+  xs = jax.random.normal(jax.random.key(1), (4, 7, 3))
+  lengths = jnp.array([7, 5, 1, 3])
+  mask = jnp.arange(7) < lengths[:, None]
+  want = model.apply_batch(params, xs, mask=mask)
+  got = model.apply_batch(params, xs.swapaxes(0, 1), seq_lengths=lengths, time_major=True)
+  np.testing.assert_allclose(got[1].swapaxes(0, 1), want[1], atol=1e-6)
+  for a, b in zip(jax.tree.leaves(got[0]), jax.tree.leaves(want[0]), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  resets = jnp.arange(7) == 4
+  one = model.apply(params, xs[0], resets=resets)[1]
+  np.testing.assert_allclose(one[4:], model.apply(params, xs[0, 4:])[1], atol=1e-6)
+  np.testing.assert_allclose(
+      model.apply_batch(params, xs, resets=jnp.broadcast_to(resets, (4, 7)))[1][0], one, atol=1e-6)
+
+
+def test_generate_continues_a_prompt_greedily_or_by_drawing():
+  model = tasks.readout_model(jaxrnn.gru(8), output_size=6)
+  params = model.init(jax.random.key(0), 6)
+  prompt = jnp.array([1, 4, 2])
+  greedy = tasks.generate(model, params, prompt, 5, temperature=0)
+  # Greedy: each token the argmax of the logits apply gives its prefix.
+  ids = jnp.concatenate([prompt, greedy])
+  logits = model.apply(params, jax.nn.one_hot(ids, 6))[1]
+  np.testing.assert_array_equal(logits[2:-1].argmax(-1), greedy)
+  # Drawn: a pure function of the key; nearly greedy when cold.
+  draw = jax.jit(lambda p, k: tasks.generate(model, p, prompt, 40, k, temperature=1.5))
+  np.testing.assert_array_equal(draw(params, jax.random.key(1)), draw(params, jax.random.key(1)))
+  assert not np.array_equal(draw(params, jax.random.key(1)), draw(params, jax.random.key(2)))
+  cold = tasks.generate(model, params, prompt, 5, jax.random.key(3), temperature=1e-4)
+  np.testing.assert_array_equal(cold, greedy)
+  batch = jax.vmap(lambda p, k: tasks.generate(model, params, p, 5, k))(
+      jnp.stack([prompt, prompt[::-1]]), jax.random.split(jax.random.key(4), 2))
+  assert batch.shape == (2, 5) and batch.dtype == jnp.int32
+  for call, says in [
+      (lambda: tasks.generate(model, params, prompt, 3), "needs a key"),
+      (lambda: tasks.generate(model, params, jnp.array([], int), 3, temperature=0),
+       r"prompt is int32\[0\]; expected int\[P\] with P >= 1"),
+      (lambda: tasks.generate(model, params, prompt, -1, temperature=0), "steps=-1"),
+      (lambda: tasks.generate(model, params, prompt, 3, temperature=-1.0), "temperature=-1.0")]:
+    with pytest.raises(ValueError, match=says):
+      call()
+
+
 # A short run of each task lowers its loss. Tiny models, fixed keys; each
 # bound was measured with a wide margin (the measured value is in a comment).
 

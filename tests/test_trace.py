@@ -70,3 +70,24 @@ def test_custom_cell_records_its_own_signals():
   _, ys, signals = jaxrnn.trace(cell, params, XS)
   assert signals["gate"].shape == (T, H)
   np.testing.assert_allclose(ys, jaxrnn.scan(cell, params, XS)[1], rtol=1e-6)
+
+
+def test_a_layer_of_a_stack_is_traced_through_its_cell_and_the_layers_below():
+  # The recipe the error for a layer gives: layer k's cell on the outputs of
+  # the layers below it. Its h is the stack's output when k is the top.
+  cells = [jaxrnn.lstm(H), jaxrnn.gru(H), jaxrnn.peephole_lstm(H)]
+  net = jaxrnn.stack(*cells)
+  params = net.init(jax.random.key(0), I)
+  below = jaxrnn.stack(*cells[:2]).apply(params[:2], XS)[1]
+  _, ys, signals = jaxrnn.trace(cells[2], params[2], below)
+  np.testing.assert_allclose(signals["h"], net.apply(params, XS)[1], atol=1e-6)
+  np.testing.assert_allclose(ys, signals["h"])
+  for layer in (net, jaxrnn.rnn(cells[0])):
+    with pytest.raises(TypeError, match=r"jaxrnn.trace: cell is a Seq; expected a jaxrnn.Cell.*"
+                                        r"for layer k of a stack, jaxrnn.trace\(cell_k, params\[k\]"):
+      jaxrnn.trace(layer, params[0], XS)
+  with pytest.raises(ValueError, match=r"jaxrnn.trace: xs has shape \(2, 8, 3\); expected one "
+                                       r"sequence \[T, I\]. Fix: .*jax.vmap"):
+    jaxrnn.trace(cells[0], params[0], jnp.stack([XS, XS]))
+  batch = jax.vmap(lambda x: jaxrnn.trace(cells[0], params[0], x))(jnp.stack([XS, XS]))
+  assert batch[2]["f"].shape == (2, T, H)

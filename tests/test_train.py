@@ -431,6 +431,20 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
   with pytest.raises(ValueError, match=r"holds checkpoints at positions \[2, 3\], past this save's 1"):
     ckpts.save(state, position=1)
   assert ckpts.positions() == [2, 3]
+  # A serving process restores the params alone, into a model's init.
+  params, position = ckpts.restore_params(model_init(jax.random.key(9)))
+  assert position == 3 and jax.tree.structure(params) == jax.tree.structure(state.params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  params, position = ckpts.restore_params(
+      jax.eval_shape(lambda: model_init(jax.random.key(9))), position=2)
+  assert position == 2
+  with pytest.raises(ValueError, match=r"restore_params: .* holds params of another structure "
+                     r"than the template: only in the file: .*; only in the template: "
+                     r"\['other'\]"):
+    ckpts.restore_params({"other": jnp.zeros(1)})
+  with pytest.raises(FileNotFoundError, match=r"restore_params: .* holds no checkpoint"):
+    train.Checkpoints(tmp_path / "none").restore_params(params)
 
 
 def test_restore_at_a_position_and_refusing_another_dtype(tmp_path):

@@ -52,9 +52,9 @@ def gru(
 
   .. math::
 
-    r_t &= \sigma(W_r x + U_r h + b_r)                       && \text{reset gate} \\
-    z_t &= \sigma(W_z x + U_z h + b_z)                       && \text{update gate} \\
-    n_t &= \tanh(W_n x + b_n + r_t \odot (U_n h + b_{hn}))   && \text{candidate} \\
+    r_t &= \sigma(x W_r + h U_r + b_r)                       && \text{reset gate} \\
+    z_t &= \sigma(x W_z + h U_z + b_z)                       && \text{update gate} \\
+    n_t &= \tanh(x W_n + b_n + r_t \odot (h U_n + b_{hn}))   && \text{candidate} \\
     h_t &= (1 - z_t) \odot n_t + z_t \odot h
 
   With ``reset_after=False`` (Cho et al. 2014 exactly; the form in Colah's
@@ -63,7 +63,7 @@ def gru(
 
   .. math::
 
-    n_t = \tanh(W_n x + U_n (r_t \odot h) + b_n)
+    n_t = \tanh(x W_n + (r_t \odot h) U_n + b_n)
 
   ``activation`` replaces the candidate's tanh and ``gate_activation`` the
   sigmoid of r and z (functions or `jax.nn` names: Keras' ``activation``
@@ -86,7 +86,10 @@ def gru(
 
   Colah's figure writes ``h_t = (1 - z_t) h + z_t n_t``: his ``z`` is our
   ``1 - z``. We follow Cho et al. and every framework, where ``z`` keeps the
-  old state.
+  old state. Weights of a GRU written as in his figure port by negating the z blocks (``sigmoid(-a)
+  = 1 - sigmoid(a)``): ``w[..., H:2H] *= -1`` for ``w_x``, ``w_h`` and ``b``.
+  Vectors are rows times the weights as stored (``x @ w_x``; PyTorch
+  stores the transposes).
 
   Layout: fused blocks ``r, z, n``; ``GRUParams(w_x [I, 3H], w_h [H, 3H],
   b [3H], b_hn [H] or None)``; carry ``h [H]`` in float32 or wider;
@@ -161,7 +164,8 @@ def gru(
 
   if reset_after:
     cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
-                      recurrent_input=lambda h: h, finish=finish, output_size=H)
+                      recurrent_input=lambda h: h, finish=finish, output_size=H,
+                      read_ahead=True)     # forward 0.44-0.68x the time (fused_cell)
     cell = cell._replace(batched=batched_kernel(reset_after=True))
     return with_compute_dtype(cell, dtype, "jaxrnn.gru")
 

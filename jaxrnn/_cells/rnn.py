@@ -40,12 +40,15 @@ def simple_rnn(
 
   .. math::
 
-    h_t = \phi(W_x x_t + W_h h_{t-1} + b), \qquad y_t = h_t
+    h_t = \phi(x_t W_x + h_{t-1} W_h + b), \qquad y_t = h_t
 
   with :math:`\phi` = ``activation`` (tanh by default; ``jax.nn.relu`` gives
   PyTorch's ``nonlinearity="relu"``). This is the "repeating module with a
   single tanh layer" of Colah's post: it carries information forward, but
   gradients through :math:`W_h` vanish or explode over long spans.
+
+  Vectors are rows, multiplied on the left of the weights as stored
+  (``x_t @ w_x``; PyTorch stores the transposes and writes ``W x``).
 
   Shapes: params ``RNNParams(w_x [I, H], w_h [H, H], b [H] or None)``; carry ``h [H]``
   (float32 at least); ``project(params, xs[T, I]) -> [T, H]``.

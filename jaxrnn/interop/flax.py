@@ -43,6 +43,7 @@ import numpy as np
 from flax import linen as nn
 from flax import nnx
 
+from jaxrnn._cell import check_bool
 from jaxrnn._cells.gru import GRUParams
 from jaxrnn._cells.lstm import LSTMParams
 from jaxrnn._cells.rnn import RNNParams
@@ -466,6 +467,14 @@ def run(layer: Seq, params, xs, mask, carry, key, seq_lengths, time_major):
                      seq_lengths=seq_lengths, time_major=time_major)
 
 
+def outputs(result, return_carry, default: bool, where: str):
+  """``(carry, ys)``, or ``ys`` alone where ``return_carry`` (the call's, else
+  the module's ``default``) is False, as Flax's ``nn.RNN`` returns them."""
+  if return_carry is None:
+    return_carry = default
+  return result if check_bool(where, "return_carry", return_carry) else result[1]
+
+
 def draws_random_bits(layer: Seq, params, input_size: int) -> bool:
   """Does ``layer.apply`` draw random bits from a key (its dropout)? Read
   from its jaxpr: splitting a key draws nothing, a dropout mask does."""
@@ -496,7 +505,8 @@ class Recurrent(nnx.Module):
   the same pytree (a NamedTuple per cell, tuples for stacks), so
   ``nnx.state``, ``nnx.Optimizer``, ``nnx.jit`` and ``nnx.grad`` see them.
   ``module(xs, *, mask=None, carry=None, key=None, deterministic=None,
-  seq_lengths=None, time_major=None) -> (carry, ys)`` runs ``layer.apply``
+  seq_lengths=None, time_major=None, return_carry=None) -> (carry, ys)``
+  runs ``layer.apply``
   on ``xs [T, I]``, or `jaxrnn.apply_batch` on ``[B, T, I]`` (mask
   ``[B, T]``, carry batched; the batched kernels, which are reverse mode
   only; with dropout, sequence b draws from ``jax.random.split(key,
@@ -505,11 +515,12 @@ class Recurrent(nnx.Module):
   counts each sequence's steps before its end padding, in place of a mask,
   and ``time_major`` (the constructor's, or the call's, which wins) takes
   and returns ``[T, B, ...]`` (a mask ``[T, B]``; the carry stays batch
-  first). Unlike ``nn.RNN``, outputs at padded steps are zero, a
-  reversed layer returns them in input order and the carry is always
-  returned (as ``nn.RNN`` does with ``keep_order=True`` and
-  ``return_carry=True``, which are not arguments here; ``module(xs)[1]``
-  is the outputs alone), and an LSTM's carry is
+  first). ``return_carry=False`` (the constructor's, or the call's, which
+  wins) returns ``ys`` alone, as ``nn.RNN``'s default does, for
+  ``nnx.Sequential``; the default, True, returns ``(carry, ys)``. Unlike
+  ``nn.RNN``, outputs at padded steps are zero and a reversed layer returns
+  them in input order (``nn.RNN``'s ``keep_order=True``, not an argument
+  here), and an LSTM's carry is
   jaxrnn's ``LSTMCarry(h, c)``: Flax's ``(c, h)`` goes in as
   ``jaxrnn.LSTMCarry(h=h, c=c)``. The
   layer's dropout (a stack's between layers, or ``rnn``'s) runs as
@@ -538,12 +549,14 @@ class Recurrent(nnx.Module):
   """
 
   def __init__(self, layer: Any, input_size: int, *, deterministic: bool = False,
-               time_major: bool = False, rngs: nnx.Rngs):
+               time_major: bool = False, return_carry: bool = True, rngs: nnx.Rngs):
     self.layer = nnx.static(as_seq(layer))
     params = self.layer.init(rngs.params(), input_size)
     self.params = nnx.data(jax.tree.map(nnx.Param, params))
     self.deterministic = deterministic
     self.time_major = time_major
+    self.return_carry = check_bool("jaxrnn.interop.flax.Recurrent", "return_carry",
+                                   return_carry)
     # As nnx.Dropout keeps its stream. Without one (nnx.Rngs(params=0)) a
     # layer that drops nothing needs none, as nnx.LSTMCell needs none.
     has_stream = "dropout" in rngs or "default" in rngs
@@ -583,7 +596,7 @@ class Recurrent(nnx.Module):
                  is_leaf=is_variable)
 
   def __call__(self, xs, *, mask=None, carry=None, key=None, deterministic=None,
-               seq_lengths=None, time_major=None):
+               seq_lengths=None, time_major=None, return_carry=None):
     if self.deterministic if deterministic is None else deterministic:
       key = None
     elif key is None and self.rngs is not None:
@@ -596,8 +609,9 @@ class Recurrent(nnx.Module):
           "dropout=...), pass key=, or switch dropout off with "
           "deterministic=True (model.eval()).")
     time_major = self.time_major if time_major is None else time_major
-    return run(self.layer, self.params_tree(), xs, mask, carry, key, seq_lengths,
-               time_major)
+    return outputs(run(self.layer, self.params_tree(), xs, mask, carry, key, seq_lengths,
+                       time_major), return_carry, self.return_carry,
+                   "jaxrnn.interop.flax.Recurrent")
 
 
 class LinenRecurrent(nn.Module):
@@ -607,10 +621,12 @@ class LinenRecurrent(nn.Module):
   ``"params"`` rng and the input size of the first call; the jaxrnn params
   pytree sits in ``variables["params"]["layer"]``. Called as
   ``module.apply(variables, xs, mask=None, carry=None, key=None,
-  deterministic=None, seq_lengths=None, time_major=None)`` with ``xs``
-  ``[T, I]`` or ``[B, T, I]`` (through `jaxrnn.apply_batch`, as in
-  `Recurrent`, ``seq_lengths`` and ``time_major`` too); returns
-  ``(carry, ys)``. The layer's dropout (a stack's between layers, or
+  deterministic=None, seq_lengths=None, time_major=None, return_carry=None)``
+  with ``xs`` ``[T, I]`` or ``[B, T, I]`` (through `jaxrnn.apply_batch`, as
+  in `Recurrent`, ``seq_lengths`` and ``time_major`` too); returns
+  ``(carry, ys)``, or ``ys`` alone where ``return_carry`` (the call's,
+  else the attribute's, True by default) is False, as in ``nn.RNN`` (for
+  ``nn.Sequential``). The layer's dropout (a stack's between layers, or
   ``rnn``'s) runs as ``nn.Dropout`` does, when ``deterministic`` (the
   call's, else the attribute's) is False: with the ``"dropout"`` rng
   (``rngs={"dropout": key}``), or the call's ``key``. When neither is set,
@@ -630,10 +646,11 @@ class LinenRecurrent(nn.Module):
   layer: Any
   deterministic: Optional[bool] = None
   time_major: bool = False
+  return_carry: bool = True
 
   @nn.compact
   def __call__(self, xs, mask=None, carry=None, key=None, deterministic=None,
-               seq_lengths=None, time_major=None):
+               seq_lengths=None, time_major=None, return_carry=None):
     layer = as_seq(self.layer)
     if self.has_variable("params", "layer"):
       # Read as they are: self.param would compare them with an init for
@@ -651,4 +668,5 @@ class LinenRecurrent(nn.Module):
       key = None
     elif key is None:
       key = self.make_rng("dropout")
-    return run(layer, params, xs, mask, carry, key, seq_lengths, time_major)
+    return outputs(run(layer, params, xs, mask, carry, key, seq_lengths, time_major),
+                   return_carry, self.return_carry, "jaxrnn.interop.flax.LinenRecurrent")

@@ -132,8 +132,9 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
   that a ``batch_first=False`` module's data needs ``time_major=True``,
   below); otherwise they mirror ``torch.nn.LSTM``'s arguments. A torch
   cell, ``nn.LSTMCell``, ``nn.GRUCell`` or ``nn.RNNCell``, gives the jaxrnn
-  `Cell` itself (``cell.project`` then ``cell.step`` is one call of the
-  torch cell). One layer in one direction is
+  `Cell` itself: one call of the torch cell, ``cell(x, (h, c))``, is
+  ``jaxrnn.rnn(cell).step(params, carry, x)`` (``cell.step`` alone takes
+  the projected input, ``cell.project(params, x[None])[0]``). One layer in one direction is
   ``jaxrnn.rnn(cell)`` (its params are the cell's; ``jaxrnn.lstm(H)`` and
   the others give the `Cell` itself); a bidirectional layer is
   ``jaxrnn.bidirectional(cell, cell)``; several layers are

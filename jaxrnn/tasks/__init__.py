@@ -11,7 +11,8 @@ Every generator is a pure function of a PRNG key that returns a batch
 * `reference_text`, `Vocab`, `split_tokens`: a character corpus shipped
   with Python and its encoding (`jaxrnn.train.windows` lays it out for
   TBPTT).
-* `readout_model`: a recurrent layer plus a linear readout, for all of them.
+* `readout_model`: a recurrent layer plus a linear readout, for all of them;
+  `generate` continues a prompt with a language model built from one.
 """
 
 from jaxrnn.tasks.adding import ADDING_BASELINE_MSE as ADDING_BASELINE_MSE
@@ -28,6 +29,7 @@ from jaxrnn.tasks.digits import Split as Split
 from jaxrnn.tasks.digits import sequential_digits as sequential_digits
 from jaxrnn.tasks.model import Model as Model
 from jaxrnn.tasks.model import ModelParams as ModelParams
+from jaxrnn.tasks.model import generate as generate
 from jaxrnn.tasks.model import last_step_classification_loss as last_step_classification_loss
 from jaxrnn.tasks.model import param_count as param_count
 from jaxrnn.tasks.model import readout_model as readout_model

@@ -1,7 +1,7 @@
 """The model every task trains: a recurrent layer and a linear readout.
 
-Lives here: `readout_model`, `ModelParams`, `param_count`, and
-`last_step_classification_loss`. Not here: the
+Lives here: `readout_model`, `ModelParams`, `param_count`,
+`last_step_classification_loss` and `generate`. Not here: the
 cells and layers (`jaxrnn`), losses and training (`jaxrnn.train`).
 
 .. math:: (c_T, h_{1..T}) = \\mathrm{layer}(x_{1..T}), \\qquad
@@ -32,10 +32,11 @@ class ModelParams(NamedTuple):
 
 class Model(NamedTuple):
   """``init(key, input_size) -> ModelParams``; ``apply(params, xs [T, I], *,
-  carry=None, mask=None, key=None) -> (carry, outputs [T, O])``;
-  ``initial_carry(params)``; ``step(params, carry, x_t [I]) -> (carry, o_t
-  [O])``, one step for decoding; ``apply_batch(params, xs [B, T, I], *,
-  carry=None, mask=None, key=None) -> (carry, outputs [B, T, O])``,
+  carry=None, mask=None, resets=None, key=None) -> (carry, outputs [T,
+  O])``; ``initial_carry(params)``; ``step(params, carry, x_t [I]) ->
+  (carry, o_t [O])``, one step for decoding; ``apply_batch(params, xs [B,
+  T, I], *, carry=None, mask=None, resets=None, key=None,
+  seq_lengths=None, time_major=False) -> (carry, outputs [B, T, O])``,
   ``apply`` over a batch on the batched fast path (None in a Model built by
   hand). ``key`` runs the layer's dropout."""
   init: Callable[[jax.Array, int], ModelParams]
@@ -54,8 +55,9 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
   initial carry goes to the layer (for TBPTT pass the carry back in), and
   so does a ``key``, which runs its dropout (`jaxrnn.rnn`'s, `jaxrnn.stack`'s).
   ``apply_batch`` does the same for a batch ``[B, T, I]`` through
-  `jaxrnn.apply_batch`, so the cells with batched kernels (the LSTM and its
-  variants, the GRU, the simple RNN) train on them.
+  `jaxrnn.apply_batch` (``resets``, ``seq_lengths`` and ``time_major`` as
+  there), so the cells with batched kernels (the LSTM and its variants, the
+  GRU, the simple RNN) train on them.
   ``step`` continues one step at a time from a carry. The
   readout starts at ``W_out ~ N(0, 1/H)``, ``b_out = 0``.
 
@@ -80,13 +82,16 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
     w_out = jax.random.normal(k_out, (H, output_size)) / jnp.sqrt(H)
     return ModelParams(core, w_out, jnp.zeros((output_size,)))
 
-  def apply(params, xs, *, carry=None, mask=None, key=None):
-    keyed = {} if key is None else {"key": key}   # a Seq of one's own may take none
-    carry, hs = seq.apply(params.core, xs, carry=carry, mask=mask, **keyed)
+  def apply(params, xs, *, carry=None, mask=None, resets=None, key=None):
+    # Only what was given: a Seq of one's own may take no key or resets.
+    given = {k: v for k, v in (("key", key), ("resets", resets)) if v is not None}
+    carry, hs = seq.apply(params.core, xs, carry=carry, mask=mask, **given)
     return carry, hs @ params.w_out + params.b_out
 
-  def apply_batch_(params, xs, *, carry=None, mask=None, key=None):
-    carry, hs = apply_batch(seq, params.core, xs, carry=carry, mask=mask, key=key)
+  def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, key=None,
+                   seq_lengths=None, time_major=False):
+    carry, hs = apply_batch(seq, params.core, xs, carry=carry, mask=mask, resets=resets,
+                            key=key, seq_lengths=seq_lengths, time_major=time_major)
     return carry, hs @ params.w_out + params.b_out
 
   def step(params, carry, x):
@@ -171,3 +176,62 @@ def last_step_classification_loss(model: Model, *, batched: bool = False):
     xs, labels = batch
     return jax.vmap(from_logits)(run_batch(params, xs, key)[1], labels)
   return batch_loss_fn if batched else loss_fn
+
+
+def generate(model: Model, params, prompt, steps: int, key=None, *,
+             temperature: float = 1.0) -> jax.Array:
+  """``steps`` token ids with which a language model continues ``prompt``.
+
+  The model reads one-hot tokens of its output size V and returns logits
+  over them (a character model: ``readout_model(layer, V)`` trained on
+  ``jax.nn.one_hot(ids, V)``). ``model.apply`` reads the prompt (``int[P]``,
+  P >= 1); then each step draws ``x ~ softmax(logits / temperature)`` and
+  feeds it back through ``model.step``, in one `jax.lax.scan`.
+  ``temperature=0`` takes the most likely token (no key needed); above 0 a
+  ``key`` draws. Returns ``int32[steps]``; for a batch of prompts of one
+  length, ``jax.vmap`` it with one key each. Jit it with ``model``,
+  ``steps`` and ``temperature`` static (closed over).
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> from jaxrnn.tasks import generate, readout_model
+  >>> model = readout_model(jaxrnn.lstm(16), output_size=5)      # 5 tokens
+  >>> params = model.init(jax.random.key(0), 5)
+  >>> greedy = generate(model, params, jnp.array([1, 2, 3]), 4, temperature=0)
+  >>> greedy.shape, greedy.dtype
+  ((4,), dtype('int32'))
+  >>> # the greedy tokens are those apply finds most likely, read back in
+  >>> ids = jnp.concatenate([jnp.array([1, 2, 3]), greedy])
+  >>> logits = model.apply(params, jax.nn.one_hot(ids, 5))[1]
+  >>> bool((logits[2:-1].argmax(-1) == greedy).all())
+  True
+  """
+  where = "jaxrnn.tasks.generate"
+  prompt = jnp.asarray(prompt)
+  if prompt.ndim != 1 or prompt.shape[0] < 1 or not jnp.issubdtype(prompt.dtype, jnp.integer):
+    raise ValueError(
+        f"{where}: prompt is {prompt.dtype}{list(prompt.shape)}; expected int[P] "
+        f"with P >= 1, the token ids the continuation follows. Fix: "
+        f"jnp.asarray(vocab.encode(text)); for a batch of prompts, jax.vmap.")
+  if not isinstance(steps, int) or steps < 0:
+    raise ValueError(f"{where}: steps={steps!r}; expected an int >= 0, the number of "
+                     f"tokens to generate (static under jit).")
+  greedy = isinstance(temperature, (int, float)) and temperature == 0
+  if isinstance(temperature, (int, float)) and temperature < 0:
+    raise ValueError(f"{where}: temperature={temperature}; expected 0 (greedy) or more.")
+  if key is None and not greedy:
+    raise ValueError(f"{where}: temperature={temperature} draws tokens and needs a "
+                     f"key. Fix: pass key=jax.random.key(...), or temperature=0 "
+                     f"for the most likely tokens.")
+  V = model.output_size
+  carry, logits = model.apply(params, jax.nn.one_hot(prompt, V))
+
+  def body(state, step_key):
+    carry, logits = state
+    token = (jnp.argmax(logits) if greedy else
+             jax.random.categorical(step_key, logits / temperature)).astype(jnp.int32)
+    carry, logits = model.step(params, carry, jax.nn.one_hot(token, V))
+    return (carry, logits), token
+
+  keys = jax.random.split(jax.random.key(0) if key is None else key, steps)
+  _, tokens = jax.lax.scan(body, (carry, logits[-1]), keys)
+  return tokens

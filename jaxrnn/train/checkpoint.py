@@ -108,23 +108,72 @@ class Checkpoints:
       raise ValueError(
           f"jaxrnn.train.Checkpoints.restore: {self.path(position)} holds a "
           f"state of another structure than the template: "
-          f"{_difference(saved, paths)}. Fix: restore into a state built the "
+          f"{_difference(_saved_paths(saved), len(saved['leaves']), paths)}. "
+          f"Fix: restore into a state built the "
           f"same way as the one saved (same model, optimizer and settings).")
-    leaves = []
-    for path, got, want in zip(paths, saved["leaves"], template_leaves):
-      want_dtype = getattr(want, "dtype", None) or np.asarray(want).dtype
-      if got.shape != np.shape(want) or got.dtype != want_dtype:
-        raise ValueError(
-            f"jaxrnn.train.Checkpoints.restore: leaf {path} is "
-            f"{got.dtype}{list(got.shape)} in the file but "
-            f"{want_dtype}{list(np.shape(want))} in the template. "
-            f"Fix: build the template with the saved model's sizes and dtypes.")
-      # On the template's devices: a replicated template (data-parallel
-      # training) gets replicated leaves, not leaves on device 0.
-      sharding = getattr(want, "sharding", None)   # an Array's or a ShapeDtypeStruct's
-      leaves.append(jax.numpy.asarray(got) if sharding is None
-                    else jax.device_put(got, sharding))
+    leaves = [_leaf("restore", path, got, want)
+              for path, got, want in zip(paths, saved["leaves"], template_leaves)]
     return jax.tree.unflatten(structure, leaves), int(saved["position"])
+
+  def restore_params(self, template: Any, position: Optional[int] = None
+                     ) -> tuple[Any, int]:
+    """The params alone of the latest checkpoint (or the one at ``position``),
+    for a process that serves the model and has no optimizer.
+
+    The checkpoint holds a `jaxrnn.train.TrainState`; ``template`` is its
+    ``params`` (``model.init(key, input_size)``, or ``jax.ShapeDtypeStruct``
+    leaves), which gives them their structure, classes and devices.
+    Returns ``(params, position)``; raises where there is no checkpoint.
+
+    >>> import tempfile, jax, jax.numpy as jnp, optax, jaxrnn
+    >>> cell = jaxrnn.gru(4)
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> ckpts = Checkpoints(tempfile.mkdtemp())
+    >>> _ = ckpts.save(jaxrnn.train.init_state(params, optax.adam(1e-3)), position=10)
+    >>> restored, position = ckpts.restore_params(cell.init(jax.random.key(1), 3))
+    >>> bool((restored.w_h == params.w_h).all()), position
+    (True, 10)
+    """
+    where = "jaxrnn.train.Checkpoints.restore_params"
+    positions = self.positions()
+    if position is None:
+      if not positions:
+        raise FileNotFoundError(f"{where}: {self.directory} holds no checkpoint. "
+                                f"Fix: the directory the training run saved to.")
+      position = positions[-1]
+    saved = io.load(self.path(position))
+    # The TrainState's params are the leaves whose paths start ".params".
+    inside = [(p[len(".params"):], leaf)
+              for p, leaf in zip(_saved_paths(saved) or [], saved["leaves"])
+              if p.startswith(".params") and p[len(".params"):][:1] in ("", ".", "[")]
+    paths, template_leaves = _leaf_paths(template), jax.tree.leaves(template)
+    if [p for p, _ in inside] != paths:
+      found = [p for p, _ in inside]
+      raise ValueError(
+          f"{where}: {self.path(position)} holds params of another structure "
+          f"than the template: {_difference(found, len(found), paths)}. Fix: a "
+          f"template made by the saved model's init (same cells, sizes and "
+          f"switches) for a checkpoint of a TrainState, or restore() with the "
+          f"whole state saved as template.")
+    leaves = [_leaf("restore_params", path, got, want)
+              for (path, got), want in zip(inside, template_leaves)]
+    return jax.tree.unflatten(jax.tree.structure(template), leaves), int(saved["position"])
+
+
+def _leaf(method: str, path: str, got: np.ndarray, want: Any) -> jax.Array:
+  """The saved leaf ``got`` as the template's leaf ``want`` has it: the same
+  shape and dtype (else a ValueError naming ``path``), on its devices."""
+  want_dtype = getattr(want, "dtype", None) or np.asarray(want).dtype
+  if got.shape != np.shape(want) or got.dtype != want_dtype:
+    raise ValueError(
+        f"jaxrnn.train.Checkpoints.{method}: leaf {path} is "
+        f"{got.dtype}{list(got.shape)} in the file but "
+        f"{want_dtype}{list(np.shape(want))} in the template. "
+        f"Fix: build the template with the saved model's sizes and dtypes.")
+  # On the template's devices: a replicated template (data-parallel
+  # training) gets replicated leaves, not leaves on device 0.
+  sharding = getattr(want, "sharding", None)   # an Array's or a ShapeDtypeStruct's
+  return jax.numpy.asarray(got) if sharding is None else jax.device_put(got, sharding)
 
 
 def _text_array(text: str) -> np.ndarray:
@@ -141,12 +190,19 @@ def _leaf_paths(tree: Any) -> list[str]:
           for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-def _difference(saved: dict, template_paths: list[str], most: int = 4) -> str:
+def _saved_paths(saved: dict) -> Optional[list[str]]:
+  """The leaf paths a checkpoint file lists; None for a file written before
+  paths were saved."""
+  if "paths" not in saved:
+    return None
+  return _text(saved["paths"]).split("\n") if saved["leaves"] else []
+
+
+def _difference(saved_paths: Optional[list[str]], n_saved: int, template_paths: list[str],
+                most: int = 4) -> str:
   """The leaf paths only the file or only the template has, a few of each."""
-  if "paths" not in saved:   # written before paths were saved
-    return (f"{len(saved['leaves'])} leaves in the file, "
-            f"{len(template_paths)} in the template")
-  saved_paths = _text(saved["paths"]).split("\n") if saved["leaves"] else []
+  if saved_paths is None:
+    return f"{n_saved} leaves in the file, {len(template_paths)} in the template"
   in_file, in_template = set(saved_paths), set(template_paths)
   parts = []
   for where, names in (("only in the file", [p for p in saved_paths if p not in in_template]),
