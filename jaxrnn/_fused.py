@@ -92,15 +92,16 @@ def scan_ahead(body, carry, xs, *, reverse: bool, unroll):
   T = jax.tree.leaves(xs)[0].shape[0]
   if not isinstance(T, int) or T < 2:      # symbolic (jax.export), or nothing ahead
     return jax.lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
-  first = jax.tree.map(lambda a: a[-1] if reverse else a[0], xs)
-  ahead = jax.tree.map(lambda a: jnp.roll(a, 1 if reverse else -1, axis=0), xs)
+  # Read by index, not scanned over a shifted copy: no second [T, ...] buffer.
+  read = lambda t: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, keepdims=False), xs)
 
-  def step(state, x_next):
+  def step(state, t):
     carry, x = state
     carry, y = body(carry, x)
-    return (carry, x_next), y
+    return (carry, read(jnp.clip(t - 1 if reverse else t + 1, 0, T - 1))), y
 
-  (carry, _), ys = jax.lax.scan(step, (carry, first), ahead, reverse=reverse, unroll=unroll)
+  (carry, _), ys = jax.lax.scan(step, (carry, read(T - 1 if reverse else 0)), jnp.arange(T),
+                                reverse=reverse, unroll=unroll)
   return carry, ys
 
 
@@ -271,10 +272,11 @@ def fused_cell(
   outside a derivative) read each step's ``gx`` one step early, into the
   loop's carry (`scan_ahead`), on a CPU. Whether that pays depends on how
   XLA CPU fuses ``finish``; measured in one process (``python
-  benchmarks/read_ahead.py``, 2 CPU cores, B = 1 to 32, T = 128-512,
-  H = 64-256): the GRU's forward took 0.44-0.68x its time and the peephole
-  LSTM's 0.55-0.99x, both built with it, while the LSTM's (CIFG too) and
-  the simple RNN's took 0.97-1.43x, built without it. Training is
+  benchmarks/read_ahead.py``, 2 CPU cores, three runs, B = 1 to 32,
+  T = 128-512, H = 64-256): the GRU's forward took 0.40-0.68x its time and
+  the peephole LSTM's 0.55-0.99x, both built with it, while the LSTM's
+  (CIFG too) and the simple RNN's took 0.95-1.43x, built without it. At
+  H = 16 (calls under 0.1 ms) the peephole LSTM's took 1.22x. Training is
   unchanged: its loops read ahead measured level or 1.2-1.5x slower, so
   they never do.
 

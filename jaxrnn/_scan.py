@@ -209,7 +209,7 @@ def check_loop_options(where: str, reverse, unroll, length=None) -> tuple[bool, 
   """``reverse`` and ``unroll`` (None: `default_unroll`) as the Python values
   the loop is built from; raises for anything else, a tracer above all.
   Over a symbolic ``length`` (`jax.export`'s shape polymorphism), which no
-  loop can unroll by a factor, an int ``unroll`` becomes 1 (so the GPU's
+  loop can unroll by a factor or fully, ``unroll`` becomes 1 (so the GPU's
   default 8 exports)."""
   def refuse(name, value, expected):
     traced = isinstance(value, jax.core.Tracer)
@@ -223,12 +223,12 @@ def check_loop_options(where: str, reverse, unroll, length=None) -> tuple[bool, 
     refuse("reverse", reverse, "True or False")
   if unroll is None:
     unroll = default_unroll()
-  if isinstance(unroll, (bool, np.bool_)):
-    return bool(reverse), bool(unroll)
-  if not (isinstance(unroll, (int, np.integer)) and unroll >= 0):
+  if not (isinstance(unroll, (bool, np.bool_))
+          or isinstance(unroll, (int, np.integer)) and unroll >= 0):
     refuse("unroll", unroll, "an int >= 0 or a bool")
-  symbolic = length is not None and not isinstance(length, (int, np.integer))
-  return bool(reverse), 1 if symbolic else int(unroll)
+  if length is not None and not isinstance(length, (int, np.integer)):
+    return bool(reverse), 1           # a symbolic length
+  return bool(reverse), bool(unroll) if isinstance(unroll, (bool, np.bool_)) else int(unroll)
 
 
 def varying_axes(x) -> frozenset:
@@ -433,22 +433,21 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
 
 def check_params_of_any_input(name: str, cell: Cell, params: Params) -> None:
   """`check_params` where no input says the input size (``initial_carry``):
-  ``params`` must be what ``cell.init`` makes for some input size, read
-  from the leaves whose shapes differ from those made for size 1."""
-  expected = _init_shapes(cell, 1)
-  if expected is None:
+  the leaves' paths must be those ``cell.init`` makes, the leaves whose
+  shapes do not depend on the input size (the same for input sizes 1 and
+  2: recurrent weights, biases) must have those shapes, and the others
+  their rank."""
+  one, two = _init_shapes(cell, 1), _init_shapes(cell, 2)
+  if one is None or two is None:
     return
-  got, want = _shapes_by_path(params), _shapes_by_path(expected)
-  sizes = set()
-  if got.keys() == want.keys():
-    sizes = {g for path in want for g, w in zip(got[path], want[path]) if g != w}
-  for size in sorted(sizes or {1}):
-    other = _init_shapes(cell, size)
-    if other is not None and _shapes_by_path(other) == got:
-      return
-  check_params(name, cell, params, (min(sizes or {1}),), size_known=False)  # raises
-
-
+  got, want, other = _shapes_by_path(params), _shapes_by_path(one), _shapes_by_path(two)
+  fits = got.keys() == want.keys() and all(
+      got[path] == want[path] if want[path] == other[path] else len(got[path]) == len(want[path])
+      for path in want)
+  if not fits:    # check_params says what differs, for a size the params suggest
+    sizes = {g for path in want.keys() & got.keys()
+             for g, w, o in zip(got[path], want[path], other[path]) if w != o}
+    check_params(name, cell, params, (min(sizes or {1}),), size_known=False)
 def _check_output_size(name: str, cell: Cell, input_size: int) -> None:
   """Refuses a cell whose ``y_t`` is not ``[output_size]``: a stack sizes
   the next layer, and a readout its weights, from ``output_size``."""

@@ -71,17 +71,22 @@ def trace(
   if not isinstance(cell, Cell):
     raise TypeError(
         f"jaxrnn.trace: cell is a {type(cell).__name__}; expected a jaxrnn.Cell, "
-        f"whose step it records. Fix: trace the cell a layer is built from: "
-        f"jaxrnn.trace(cell, params, xs) for jaxrnn.rnn(cell) (the same params; "
-        f"reverse=True for a reversed one); for layer k of a stack, "
-        f"jaxrnn.trace(cell_k, params[k], ys) with ys = jaxrnn.stack(*layers[:k])"
-        f".apply(params[:k], xs)[1], the outputs of the layers below it.")
-  if jnp.ndim(xs) != 2:
-    raise ValueError(
-        f"jaxrnn.trace: xs has shape {jnp.shape(xs)}; expected one sequence "
-        f"[T, I]. Fix: for a batch [B, T, I], jax.vmap(lambda x: "
-        f"jaxrnn.trace(cell, params, x))(xs) (a mask [B, T] as a second "
-        f"vmapped argument), which stacks every signal to [B, T, ...].")
+        f"whose step it records. Fix: trace the cell a layer is built from, "
+        f"with the layer's params: jaxrnn.trace(cell, params, xs) for "
+        f"jaxrnn.rnn(cell) (reverse=True for a reversed one; a bidirectional "
+        f"layer's two cells with params[0] and params[1], the second reversed). "
+        f"Layer k > 0 of a stack reads the outputs of the layers below it: "
+        f"ys = jaxrnn.stack(*layers[:k]).apply(params[:k], xs)[1], then "
+        f"jaxrnn.trace(cell_k, params[k], ys); layer 0 reads xs.")
+  shape = jnp.shape(xs)
+  if len(shape) != 2:
+    fix = ("for a batch [B, T, I], jax.vmap(lambda x: jaxrnn.trace(cell, params, "
+           "x))(xs) (a mask [B, T] as a second vmapped argument), which stacks "
+           "every signal to [B, T, ...]." if len(shape) == 3 else
+           "for T steps of one feature, xs[:, None]." if len(shape) == 1 else
+           "pass one sequence [T, I].")
+    raise ValueError(f"jaxrnn.trace: xs has shape {shape}; expected one sequence "
+                     f"[T, I]. Fix: {fix}")
 
   def recording_step(params, carry, gx):
     token = _signals.set({})

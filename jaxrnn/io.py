@@ -54,8 +54,16 @@ def encode(node: Any, path: str) -> Any:
   """``node`` as msgpack-ready dicts, lists and NumPy arrays, tagged by type."""
   if node is None:
     return {"t": "none"}
-  if isinstance(node, (bool, int, float, str)) and not isinstance(node, np.generic):
-    return {"t": type(node).__name__, "v": node}
+  if isinstance(node, str):          # np.str_ and str enums too, stored as str
+    try:
+      node.encode("utf-8")
+    except UnicodeEncodeError as e:
+      raise TypeError(f"jaxrnn.io.save: {path} is a str that is not valid UTF-8 "
+                      f"({e.reason}); expected text the file can hold.") from None
+    return {"t": "str", "v": str.__str__(node)}     # the text, not an enum's name
+  for base in (bool, int, float):    # bool first: it is an int; IntEnums as ints
+    if isinstance(node, base) and not isinstance(node, np.generic):
+      return {"t": base.__name__, "v": base(node)}
   if is_namedtuple(node):
     return {"t": "namedtuple", "class": qualified_name(type(node)),
             "fields": list(node._fields),
@@ -160,9 +168,10 @@ def save(path: str | os.PathLike, tree: Any) -> None:
   bools, ints, floats and strings, in tuples, lists, dicts (str or int
   keys), NamedTuples and None, so the settings that rebuild a model (a
   dict of sizes and names, a `jaxrnn.tasks.Vocab`) go in the same file as
-  its params. Arrays are copied to the host and stored bit for bit. The file is written to a temporary file in the same directory,
-  fsynced, and moved over ``path`` with ``os.replace``; the directory is
-  then fsynced so the rename survives a crash.
+  its params. Arrays are copied to the host and stored bit for bit. The
+  file is written to a temporary file in the same directory, fsynced, and
+  moved over ``path`` with ``os.replace``; the directory is then fsynced
+  so the rename survives a crash.
 
   Raises:
     TypeError: naming the path in the tree of a leaf that is not an array

@@ -63,6 +63,7 @@ class Seq2Seq(NamedTuple):
   teacher_forced: Callable
   greedy: Callable
   beam: Callable
+  sample: Optional[Callable] = None
 
 
 def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
@@ -90,6 +91,10 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     probability. There is no end token: every hypothesis has ``steps``
     tokens, so no length penalty is needed. ``width=1`` is greedy decoding;
     ``width >= V**(steps-1)`` is exhaustive search.
+  * ``sample(params, src, src_mask, steps, key, temperature=1.0) ->
+    (tokens int[steps], weights [steps, S])``: each token drawn from
+    ``softmax(log_p / temperature)`` and fed back, as ``greedy`` feeds back
+    the argmax.
 
   Decoding picks among all V tokens, PAD and BOS included (a trained model
   gives them no mass where it has seen none). Without attention the
@@ -176,16 +181,31 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     weights = y[1] if isinstance(y, tuple) else jnp.zeros((S,))
     return carry, jax.nn.log_softmax(logits_of(params, y)), weights
 
-  def greedy(params, src, src_mask, steps):
-    def body(state, _):
+  def decode(params, src, src_mask, steps, choose, keys):
+    """Feeds back ``choose(log_p, key)`` for ``steps`` steps."""
+    def body(state, key):
       carry, token = state
       carry, log_p, weights = decode_step(params, carry, token)
-      token = jnp.argmax(log_p).astype(jnp.int32)
+      token = choose(log_p, key).astype(jnp.int32)
       return (carry, token), (token, weights)
 
     state = (start(params, src, src_mask), jnp.int32(BOS))
-    _, (tokens, weights) = jax.lax.scan(body, state, None, length=steps)
+    _, (tokens, weights) = jax.lax.scan(body, state, keys, length=steps)
     return tokens, weights
+
+  def greedy(params, src, src_mask, steps):
+    return decode(params, src, src_mask, steps, lambda log_p, _: jnp.argmax(log_p), None)
+
+  def sample(params, src, src_mask, steps, key, temperature=1.0):
+    try:
+      known = float(temperature)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+      known = 1.0                                  # traced: the caller's to keep above 0
+    if not known > 0:
+      raise ValueError(f"jaxrnn.seq2seq: sample's temperature={temperature}; expected "
+                       f"a number above 0 (greedy decodes the most likely tokens).")
+    draw = lambda log_p, k: jax.random.categorical(k, log_p / temperature)
+    return decode(params, src, src_mask, steps, draw, jax.random.split(key, steps))
 
   def beam(params, src, src_mask, steps, width=4):
     K = check_size("jaxrnn.seq2seq: beam", "width", width)   # 1 is greedy decoding
@@ -217,4 +237,4 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     return tokens[0], scores[0], weights[0]             # top_k sorts: 0 is best
 
   return Seq2Seq(init=init, encode=encode, loss=loss, teacher_forced=teacher_forced,
-                 greedy=greedy, beam=beam)
+                 greedy=greedy, beam=beam, sample=sample)

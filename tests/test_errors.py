@@ -92,6 +92,16 @@ def test_initial_carry_takes_params_of_any_input_size_and_refuses_a_decoder():
     for a, b in zip(jaxrnn.rnn(CELL).initial_carry(params), CELL.initial_carry(params),
                     strict=True):
       np.testing.assert_array_equal(a, b)
+  # A weight over [h, x], Colah's form: its size is I + H, not I.
+  concat = jaxrnn.Cell(
+      init=lambda key, n: dict(w=jax.random.normal(key, (H + n, H)), b=jnp.zeros(H)),
+      initial_carry=lambda p: jnp.zeros(H),
+      step=lambda p, h, x: (jnp.tanh(jnp.concatenate([h, x]) @ p["w"] + p["b"]),) * 2,
+      output_size=H)
+  for layer in (jaxrnn.rnn(concat), jaxrnn.stack(concat, concat)):
+    params = layer.init(jax.random.key(0), I)
+    assert jax.tree.structure(layer.initial_carry(params)) == jax.tree.structure(
+        layer.apply(params, XS)[0])
   dec = jaxrnn.attention_decoder(jaxrnn.gru(H), jaxrnn.attention("dot"), 4, H)
   with pytest.raises(ValueError, match=r"initial_carry: the cell is an attention decoder.*"
                                        r"Fix: carry = cell.decoder_carry\(params, memory, mask\)"):

@@ -1,6 +1,7 @@
 """jaxrnn.io: params files restore the same tree, dtypes and bits, are
 written atomically, and every error names what went wrong."""
 
+import enum
 import os
 from typing import Any, NamedTuple
 
@@ -157,6 +158,14 @@ def test_load_errors(tmp_path):
     jaxrnn.io.load(tmp_path / "missing")
 
 
+class Kind(str, enum.Enum):
+  GRU = "gru"
+
+
+class Size(enum.IntEnum):
+  TWO = 2
+
+
 def test_the_namedtuples_of_train_tasks_seq2seq_and_optax_come_back_without_being_named(
     tmp_path):
   import optax
@@ -171,12 +180,17 @@ def test_the_namedtuples_of_train_tasks_seq2seq_and_optax_come_back_without_bein
            "optax": train.init_state(params, opt),     # EmptyState, ScaleByAdamState, ...
            # What a server rebuilds the model from, beside its params.
            "serving": {"params": params, "vocab": tasks.Vocab.from_text("héllo wörld"),
-                       "config": {"cell": "lstm", "hidden": 4, "dropout": 0.1}}}
+                       "config": {"cell": "lstm", "hidden": 4, "dropout": 0.1,
+                                  "kind": Kind.GRU, "layers": Size.TWO, "name": np.str_("a")}}}
   for name, tree in trees.items():
     jaxrnn.io.save(tmp_path / f"{name}.msgpack", tree)
     back = jaxrnn.io.load(tmp_path / f"{name}.msgpack")
     assert jax.tree.structure(back) == jax.tree.structure(tree), name
   assert back["vocab"] == trees["serving"]["vocab"] and back["config"] == trees["serving"]["config"]
+  assert back["config"]["kind"] == "gru" and type(back["config"]["kind"]) is str
+  assert back["config"]["layers"] == 2 and type(back["config"]["layers"]) is int
+  with pytest.raises(TypeError, match=r"tree\['s'\] is a str that is not valid UTF-8"):
+    jaxrnn.io.save(tmp_path / "bad.msgpack", {"s": "\ud800"})
 
 
 def test_save_into_a_missing_directory_names_it(tmp_path):
@@ -202,6 +216,8 @@ def test_jax_export_with_symbolic_batch_and_time_serializes_and_round_trips(cell
       "scan_batch, unroll=8": lambda p, xs: jaxrnn.scan_batch(cell, p, xs, unroll=8),
       "vmap(scan), unroll=8": lambda p, xs: jax.vmap(
           lambda x: jaxrnn.scan(cell, p, x, unroll=8))(xs),
+      "vmap(scan), unroll=True": lambda p, xs: jax.vmap(
+          lambda x: jaxrnn.scan(cell, p, x, unroll=True))(xs),
       "apply_batch, unroll=8": lambda p, xs: jaxrnn.apply_batch(
           jaxrnn.rnn(cell, unroll=8, reverse=True), p, xs),
   }

@@ -49,6 +49,23 @@ def test_greedy_feeds_back_its_own_tokens():
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
 
 
+def test_sample_draws_tokens_fed_back_as_greedy_feeds_back_its_own():
+  model = seq2seq.seq2seq(8, 8, 6, attention="general")
+  params = model.init(jax.random.key(1))
+  src, mask, _, _ = example()
+  draw = jax.jit(lambda k, t: model.sample(params, src, mask, 12, k, temperature=t))
+  tokens, weights = draw(jax.random.key(2), 2.0)
+  np.testing.assert_array_equal(tokens, draw(jax.random.key(2), 2.0)[0])
+  assert not np.array_equal(tokens, draw(jax.random.key(3), 2.0)[0])
+  # The weights are teacher forcing's on the drawn tokens: each was fed back.
+  _, forced = model.teacher_forced(params, src, mask, tokens, jnp.ones(12, bool))
+  np.testing.assert_allclose(weights, forced, rtol=1e-5, atol=1e-6)
+  cold = model.sample(params, src, mask, 5, jax.random.key(4), temperature=1e-4)[0]
+  np.testing.assert_array_equal(cold, model.greedy(params, src, mask, 5)[0])
+  with pytest.raises(ValueError, match="temperature=0; expected a number above 0"):
+    model.sample(params, src, mask, 5, jax.random.key(4), temperature=0)
+
+
 def test_attention_task_quick(tmp_path):
   proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "attention_task.py"),
                          "--quick", "--quiet", "--out", str(tmp_path)],

@@ -196,6 +196,12 @@ def test_generate_continues_a_prompt_greedily_or_by_drawing():
   assert not np.array_equal(draw(params, jax.random.key(1)), draw(params, jax.random.key(2)))
   cold = tasks.generate(model, params, prompt, 5, jax.random.key(3), temperature=1e-4)
   np.testing.assert_array_equal(cold, greedy)
+  # A NumPy zero is greedy; a traced temperature is chosen at run time.
+  np.testing.assert_array_equal(
+      tasks.generate(model, params, prompt, np.int64(5), temperature=np.float32(0)), greedy)
+  traced = jax.jit(lambda t, k: tasks.generate(model, params, prompt, 40, k, temperature=t))
+  np.testing.assert_array_equal(traced(0.0, jax.random.key(1))[:5], greedy)
+  np.testing.assert_array_equal(traced(1.5, jax.random.key(1)), draw(params, jax.random.key(1)))
   batch = jax.vmap(lambda p, k: tasks.generate(model, params, p, 5, k))(
       jnp.stack([prompt, prompt[::-1]]), jax.random.split(jax.random.key(4), 2))
   assert batch.shape == (2, 5) and batch.dtype == jnp.int32
@@ -203,7 +209,7 @@ def test_generate_continues_a_prompt_greedily_or_by_drawing():
       (lambda: tasks.generate(model, params, prompt, 3), "needs a key"),
       (lambda: tasks.generate(model, params, jnp.array([], int), 3, temperature=0),
        r"prompt is int32\[0\]; expected int\[P\] with P >= 1"),
-      (lambda: tasks.generate(model, params, prompt, -1, temperature=0), "steps=-1"),
+      (lambda: tasks.generate(model, params, prompt, -1, temperature=0), "steps is -1"),
       (lambda: tasks.generate(model, params, prompt, 3, temperature=-1.0), "temperature=-1.0")]:
     with pytest.raises(ValueError, match=says):
       call()

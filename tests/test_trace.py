@@ -84,10 +84,13 @@ def test_a_layer_of_a_stack_is_traced_through_its_cell_and_the_layers_below():
   np.testing.assert_allclose(ys, signals["h"])
   for layer in (net, jaxrnn.rnn(cells[0])):
     with pytest.raises(TypeError, match=r"jaxrnn.trace: cell is a Seq; expected a jaxrnn.Cell.*"
-                                        r"for layer k of a stack, jaxrnn.trace\(cell_k, params\[k\]"):
+                                        r"jaxrnn.trace\(cell_k, params\[k\], ys\); layer 0 reads xs"):
       jaxrnn.trace(layer, params[0], XS)
   with pytest.raises(ValueError, match=r"jaxrnn.trace: xs has shape \(2, 8, 3\); expected one "
                                        r"sequence \[T, I\]. Fix: .*jax.vmap"):
     jaxrnn.trace(cells[0], params[0], jnp.stack([XS, XS]))
+  with pytest.raises(ValueError, match=r"xs has shape \(8,\); .*Fix: for T steps of one "
+                                       r"feature, xs\[:, None\]"):
+    jaxrnn.trace(cells[0], params[0], XS[:, 0])
   batch = jax.vmap(lambda x: jaxrnn.trace(cells[0], params[0], x))(jnp.stack([XS, XS]))
   assert batch[2]["f"].shape == (2, T, H)

@@ -445,6 +445,14 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     ckpts.restore_params({"other": jnp.zeros(1)})
   with pytest.raises(FileNotFoundError, match=r"restore_params: .* holds no checkpoint"):
     train.Checkpoints(tmp_path / "none").restore_params(params)
+  # A file from before checkpoints named their leaves: restore() is the way.
+  old = train.Checkpoints(tmp_path / "old")
+  old.directory.mkdir()
+  jaxrnn.io.save(old.path(5), {"leaves": [np.zeros(2)], "position": np.int64(5),
+                               "structure": np.frombuffer(b"PyTreeDef(*)", np.uint8)})
+  with pytest.raises(ValueError, match=r"written before checkpoints named their leaves.*"
+                                       r"Fix: restore\(template\) with the whole state"):
+    old.restore_params(params)
 
 
 def test_restore_at_a_position_and_refusing_another_dtype(tmp_path):

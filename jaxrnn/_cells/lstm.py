@@ -92,11 +92,12 @@ def lstm(
   The peephole terms ``p`` are zero unless ``peephole=True`` (Gers &
   Schmidhuber 2000: i and f look at c_{t-1}, o looks at c_t). Vectors are
   rows times the weights as stored (``x @ w_x``; PyTorch stores the
-  transposes). Colah's ``W_f [h_{t-1}, x_t] + b_f`` is ``h R_f + x W_f + b_f``
-  with the f blocks ``R_f = w_h[:, H:2H]``, ``W_f = w_x[:, H:2H]``, ``b_f =
-  b[H:2H]`` (i, f, g, o: blocks 0 to 3). His peephole figure gives each gate
-  a full matrix over ``[C, h, x]``; Gers & Schmidhuber's peepholes, and
-  these, are diagonal: ``p ⊙ c``, one weight per cell.
+  transposes). Colah's ``W_f [h_{t-1}, x_t] + b_f`` is ``h R_f + x W_f +
+  b_f`` with the f blocks ``R_f = w_h[:, H:2H]``, ``W_f = w_x[:, H:2H]``,
+  ``b_f = b[H:2H]`` (i, f, g, o: blocks 0 to 3), so his ``W_f`` is
+  ``concat([w_h[:, H:2H], w_x[:, H:2H]]).T``. His peephole figure gives each
+  gate a full matrix over ``[C, h, x]``; Gers & Schmidhuber's peepholes,
+  and these, are diagonal: ``p ⊙ c``, one weight per cell.
 
   The switches name the variants of Greff et al. (2015), "LSTM: A Search
   Space Odyssey", whose "vanilla" LSTM is ``peephole=True``:
@@ -297,7 +298,7 @@ def lstm(
     return LSTMCarry(h=h, c=c, gates=new_gates), h
 
   # Read ahead, the peephole LSTM's forward took 0.55-0.99x its time, the
-  # others' 0.97-1.43x (see fused_cell).
+  # others' 0.95-1.43x (see fused_cell).
   cell = fused_cell(init=init, initial_carry=initial_carry, project=project,
                     recurrent_input=lambda carry: carry.h, finish=finish,
                     output_size=out_size, additive=True,   # z = gx + u

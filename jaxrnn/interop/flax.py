@@ -506,8 +506,8 @@ class Recurrent(nnx.Module):
   ``nnx.state``, ``nnx.Optimizer``, ``nnx.jit`` and ``nnx.grad`` see them.
   ``module(xs, *, mask=None, carry=None, key=None, deterministic=None,
   seq_lengths=None, time_major=None, return_carry=None) -> (carry, ys)``
-  runs ``layer.apply``
-  on ``xs [T, I]``, or `jaxrnn.apply_batch` on ``[B, T, I]`` (mask
+  runs ``layer.apply`` on ``xs [T, I]``, or `jaxrnn.apply_batch` on
+  ``[B, T, I]`` (mask
   ``[B, T]``, carry batched; the batched kernels, which are reverse mode
   only; with dropout, sequence b draws from ``jax.random.split(key,
   B)[b]`` what ``layer.apply`` draws from a key). As in

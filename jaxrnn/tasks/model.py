@@ -14,6 +14,7 @@ task compares their recurrences only.
 from __future__ import annotations
 
 import inspect
+import operator
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -189,8 +190,8 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
   feeds it back through ``model.step``, in one `jax.lax.scan`.
   ``temperature=0`` takes the most likely token (no key needed); above 0 a
   ``key`` draws. Returns ``int32[steps]``; for a batch of prompts of one
-  length, ``jax.vmap`` it with one key each. Jit it with ``model``,
-  ``steps`` and ``temperature`` static (closed over).
+  length, ``jax.vmap`` it with one key each. Under jit ``model`` and
+  ``steps`` are static (closed over); ``temperature`` may be traced.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> from jaxrnn.tasks import generate, readout_model
@@ -212,23 +213,38 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
         f"{where}: prompt is {prompt.dtype}{list(prompt.shape)}; expected int[P] "
         f"with P >= 1, the token ids the continuation follows. Fix: "
         f"jnp.asarray(vocab.encode(text)); for a batch of prompts, jax.vmap.")
-  if not isinstance(steps, int) or steps < 0:
-    raise ValueError(f"{where}: steps={steps!r}; expected an int >= 0, the number of "
+  try:
+    steps = operator.index(steps)
+  except TypeError:
+    steps = -1
+  if steps < 0:
+    raise ValueError(f"{where}: steps is {steps!r}; expected an int >= 0, the number of "
                      f"tokens to generate (static under jit).")
-  greedy = isinstance(temperature, (int, float)) and temperature == 0
-  if isinstance(temperature, (int, float)) and temperature < 0:
-    raise ValueError(f"{where}: temperature={temperature}; expected 0 (greedy) or more.")
-  if key is None and not greedy:
+  try:
+    known = float(temperature)                  # None where it is traced
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    known = None
+  if known is not None and known < 0:
+    raise ValueError(f"{where}: temperature={known}; expected 0 (greedy) or more.")
+  if key is None and known != 0:
     raise ValueError(f"{where}: temperature={temperature} draws tokens and needs a "
                      f"key. Fix: pass key=jax.random.key(...), or temperature=0 "
                      f"for the most likely tokens.")
   V = model.output_size
   carry, logits = model.apply(params, jax.nn.one_hot(prompt, V))
 
+  def choose(logits, step_key):
+    if known == 0:
+      return jnp.argmax(logits)
+    if known is not None:
+      return jax.random.categorical(step_key, logits / known)
+    cold = temperature == 0                      # traced: either, chosen at run time
+    drawn = jax.random.categorical(step_key, logits / jnp.where(cold, 1.0, temperature))
+    return jnp.where(cold, jnp.argmax(logits), drawn)
+
   def body(state, step_key):
     carry, logits = state
-    token = (jnp.argmax(logits) if greedy else
-             jax.random.categorical(step_key, logits / temperature)).astype(jnp.int32)
+    token = choose(logits, step_key).astype(jnp.int32)
     carry, logits = model.step(params, carry, jax.nn.one_hot(token, V))
     return (carry, logits), token
 

@@ -142,9 +142,15 @@ class Checkpoints:
                                 f"Fix: the directory the training run saved to.")
       position = positions[-1]
     saved = io.load(self.path(position))
+    if _saved_paths(saved) is None:
+      raise ValueError(
+          f"{where}: {self.path(position)} was written before checkpoints named "
+          f"their leaves, so its params cannot be picked out. Fix: "
+          f"restore(template) with the whole state saved (a TrainState), then "
+          f"take its .params.")
     # The TrainState's params are the leaves whose paths start ".params".
     inside = [(p[len(".params"):], leaf)
-              for p, leaf in zip(_saved_paths(saved) or [], saved["leaves"])
+              for p, leaf in zip(_saved_paths(saved), saved["leaves"])
               if p.startswith(".params") and p[len(".params"):][:1] in ("", ".", "[")]
     paths, template_leaves = _leaf_paths(template), jax.tree.leaves(template)
     if [p for p, _ in inside] != paths:
