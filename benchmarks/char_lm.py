@@ -25,7 +25,9 @@ sees the whole past, gradients flow back ``--window`` steps. When a stream
 ends the carry restarts from zero and reading starts again (a new epoch).
 
 Measure: bits per character, ``-(1/N) sum_t log2 p(x_{t+1} | x_{<=t})``,
-on the held-out test text read the same way (carry passed on, whole text),
+on the held-out test text read the same way (32 streams, each from a zero
+carry passed on window by window; the tokens that do not fill a last
+window, 3% of the test text, are left out: `jaxrnn.train.windows`),
 beside the uniform guess ``log2(V)``. Sampling: from a prompt, one
 character at a time with ``softmax(logits / temperature)``, feeding each
 sample back in.

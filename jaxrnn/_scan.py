@@ -273,10 +273,14 @@ def check_xs(xs) -> None:
         f"params, x))(xs) runs all {shape[0]} sequences; jaxrnn.scan_batch("
         f"cell, params, xs) runs them on the batched kernels, faster to train.")
   if len(shape) != 2:
+    ids = len(shape) == 1 and jnp.issubdtype(jnp.result_type(xs), jnp.integer)
     raise ValueError(
         f"jaxrnn.scan: xs has shape {shape}; expected one sequence [T, I] "
-        f"(rank 2). Fix: for one feature per step use xs[:, None]; for a "
-        f"batch of sequences use jax.vmap.")
+        f"(rank 2). Fix: " + (
+            "token ids go in as vectors: jax.nn.one_hot(ids, V), or an "
+            "embedding's rows, params['embed'][ids]; " if ids else "") +
+        "for one feature per step use xs[:, None]; for a batch of sequences "
+        "use jax.vmap.")
 
 
 def check_flags(name: str, flags, T: int):

@@ -41,6 +41,9 @@ def test_batched_xs_says_to_use_vmap():
 def test_rank_one_xs_says_how_to_add_the_feature_axis():
   assert_fails(ValueError, scan_with(), jnp.ones(T),
                says=["xs has shape (5,)", "[T, I]", "Fix", "xs[:, None]"])
+  # Token ids, as an nn.Embedding user passes them: one-hot or an embedding.
+  assert_fails(ValueError, scan_with(), jnp.arange(T),
+               says=["xs has shape (5,)", "token ids go in as vectors: jax.nn.one_hot(ids, V)"])
 
 
 def leaky(hidden_size):

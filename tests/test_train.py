@@ -182,7 +182,7 @@ def test_a_loss_in_another_format_is_told_the_format_and_donation_spares_the_sta
   pair = lambda params, example: adding_loss(params, example)[:2]
   no_dict = lambda params, example: (*adding_loss(params, example)[:2], None)
   for loss, got in ((mean, r"float32\[\]"), (pair, "a tuple of 2"),
-                    (no_dict, "a tuple of 3 whose last is a NoneType, not a dict")):
+                    (no_dict, "a tuple of 3 whose third is a NoneType, not a dict")):
     with pytest.raises(TypeError, match=rf"loss_fn returned {got}; expected \(loss_sum, "
                        r"count, metric_sums\).*Fix: return \(\*train.mse"):
       train.make_train_step(loss, opt)(state, batch)
@@ -359,6 +359,53 @@ def test_tbptt_windows_continue_each_stream_and_carry_passes():
   assert carry.c.shape == (4, 16) and np.any(np.asarray(carry.c) != 0)
   # The stream is periodic: with the carry passed on, it becomes predictable.
   assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
+
+
+def test_tbptt_losses_in_another_form_are_told_the_fix_and_the_loss_reaches_the_optimizer():
+  cell = jaxrnn.gru(8)
+  params = cell.init(jax.random.key(0), 3)
+  xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+  carry = jnp.zeros((2, 8))
+  def loss_fn(params, carry, batch, key=None):
+    carry, ys = jaxrnn.scan_batch(cell, params, batch, carry=carry)
+    return (*train.mse(ys, 0.5), {}, carry)
+  opt = train.optimizer(1e-2)
+  state = train.init_state(params, opt)
+  cases = [
+      (lambda p, c, b: loss_fn(p, c, b)[:3], {},
+       r"loss_fn returned a tuple of 3; expected \(loss_sum, count, metric_sums, new_carry\)"),
+      (lambda p, b: loss_fn(p, None, b), {}, r"takes no carry; a TBPTT step calls "
+       r"loss_fn\(params, carry, batch\)"),
+      (lambda p, c, b: loss_fn(p, c, b), {"key": jax.random.key(0)},
+       r"takes no fourth argument, and the step was built with key="),
+  ]
+  for loss, extra, says in cases:
+    with pytest.raises(TypeError, match=says):
+      train.make_tbptt_step(loss, opt, batched=True, donate=False, **extra)(state, carry, xs)
+  # donate=False spares the state; the loss reaches optax as value=, which
+  # reduce_on_plateau reads (it raised without one).
+  plateau = optax.chain(optax.sgd(0.1), optax.contrib.reduce_on_plateau(patience=1))
+  state = train.init_state(params, plateau)
+  step = train.make_tbptt_step(loss_fn, plateau, batched=True, donate=False)
+  new, carry, metrics = step(state, carry, xs)
+  assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(state))
+  assert int(new.step) == 1 and carry.shape == (2, 8)
+  step = train.make_train_step(lambda p, b: loss_fn(p, jnp.zeros((2, 8)), b)[:3], plateau,
+                               batched=True)
+  assert int(step(train.init_state(params, plateau), xs)[0].step) == 1
+  # fit runs (state, batch) steps: a TBPTT step is told how to hold the carry.
+  tbptt = train.make_tbptt_step(loss_fn, opt, batched=True)
+  with pytest.raises(TypeError, match=r"fit: train_step\(state.*, carry, batch\) cannot be "
+                                      r"called as train_step\(state, batch\).*Fix: hold the carry"):
+    train.fit(tbptt, state, [xs], 1, quiet=True)
+  wrapped = lambda s, batch: (lambda t, c, m: ((t, c), m))(*tbptt(*s, batch))
+  (trained, carry), history = train.fit(
+      wrapped, (train.init_state(params, opt), jnp.zeros((2, 8))), [xs] * 3, 3, quiet=True)
+  assert int(trained.step) == 3 and len(history) == 3
+  for bad in (0, -1.0, True):
+    with pytest.raises(ValueError, match=rf"clip_norm={bad!r}; expected a number above 0.*"
+                                         r"clip_norm=None for no clipping"):
+      train.optimizer(1e-2, clip_norm=bad)
 
 
 @pytest.mark.parametrize("dropout", [False, True])

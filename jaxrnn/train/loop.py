@@ -5,6 +5,7 @@ Lives here: `fit`. Not here: the step it runs (`step.py`, `tbptt.py`).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Iterable, Optional
 
 import jax
@@ -36,7 +37,9 @@ def fit(
   are saved every ``checkpoint_every`` steps and at the end, so a killed run
   resumes where it stopped: ``state, start = checkpoints.restore(state)``,
   then ``fit`` on the batches from ``start`` on, with ``start=start`` and
-  ``steps`` counted from there.
+  ``steps`` counted from there (the steps still to run, not the total that
+  Keras' ``initial_epoch`` goes with). A TBPTT step holds its carry in the
+  state (`make_tbptt_step`).
 
   Returns the final state and the history: one dict of host-side floats
   per step.
@@ -47,6 +50,7 @@ def fit(
   >>> state, [h["loss"] for h in history]
   (3.0, [1.0, 2.0, 3.0])
   """
+  _check_step(train_step)
   history: list[dict] = []
   progress = tqdm(total=steps, desc=desc, disable=quiet, leave=False)
   done = 0
@@ -69,3 +73,21 @@ def fit(
   if checkpoints is not None:
     checkpoints.save(state, position=start + done)
   return state, history
+
+
+def _check_step(train_step: Callable) -> None:
+  """Refuses a step that cannot be called as ``train_step(state, batch)``,
+  a TBPTT step above all, whose Python error would name neither."""
+  try:
+    signature = inspect.signature(train_step)
+  except (TypeError, ValueError):   # a builtin or C callable: let the call decide
+    return
+  try:
+    signature.bind(None, None)
+  except TypeError:
+    raise TypeError(
+        f"jaxrnn.train.fit: train_step{signature} cannot be called as "
+        f"train_step(state, batch). A TBPTT step (make_tbptt_step) also takes "
+        f"and returns the carry. Fix: hold the carry in the state, e.g. "
+        f"step = lambda s, batch: (lambda t, c, m: ((t, c), m))(*tbptt(*s, batch)) "
+        f"and state (train_state, carry); a checkpoint then holds the carry too.") from None

@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxrnn._dropout import check_key
@@ -36,7 +37,8 @@ def optimizer(learning_rate: float = 1e-3, *, clip_norm: float | None = 1.0,
 
   Clipping is in the default chain because exploding gradients are the
   other face of the recurrent problem this library is about (Pascanu et
-  al. 2013). ``clip_norm=None`` leaves it out.
+  al. 2013). ``clip_norm=None`` leaves it out; it must be above 0 (0
+  would zero every update, a negative norm flip them).
 
   >>> import optax
   >>> isinstance(optimizer(1e-3), optax.GradientTransformation)
@@ -44,6 +46,12 @@ def optimizer(learning_rate: float = 1e-3, *, clip_norm: float | None = 1.0,
   """
   if clip_norm is None:
     return base(learning_rate)
+  if isinstance(clip_norm, bool) or not (isinstance(clip_norm, (int, float, np.number))
+                                         and clip_norm > 0):
+    raise ValueError(
+        f"jaxrnn.train.optimizer: clip_norm={clip_norm!r}; expected a number above 0, "
+        f"the largest global norm of the gradients (0 would zero every update, a "
+        f"negative one flip them). Fix: clip_norm=None for no clipping.")
   return optax.chain(optax.clip_by_global_norm(clip_norm), base(learning_rate))
 
 
@@ -94,49 +102,72 @@ def batch_loss(loss_fn: LossFn, params: Params, batch: Any, *, batched: bool = F
   return means(loss_sums, counts, metric_sums)
 
 
-def check_returns(out):
-  """``out`` if it is ``(loss_sum, count, metric_sums)``; a TypeError naming
-  the format otherwise (a mean loss alone, PyTorch's habit, would fail
-  while being unpacked, with a message that names neither)."""
-  if isinstance(out, (tuple, list)) and len(out) == 3 and isinstance(out[2], Mapping):
+def check_returns(out, carry: bool = False):
+  """``out`` if it is ``(loss_sum, count, metric_sums)`` (and ``new_carry``
+  last, with ``carry``: a TBPTT loss); a TypeError naming the format
+  otherwise (a mean loss alone, PyTorch's habit, would fail while being
+  unpacked, with a message that names neither)."""
+  n = 4 if carry else 3
+  if isinstance(out, (tuple, list)) and len(out) == n and isinstance(out[2], Mapping):
     return out
-  got = (f"a {type(out).__name__} of 3 whose last is a {type(out[2]).__name__}, not a dict"
-         if isinstance(out, (tuple, list)) and len(out) == 3
+  got = (f"a {type(out).__name__} of {n} whose third is a {type(out[2]).__name__}, not a dict"
+         if isinstance(out, (tuple, list)) and len(out) == n
          else f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list))
          else f"{jnp.result_type(out).name}{list(jnp.shape(out))}" if hasattr(out, "shape")
          else type(out).__name__)
+  expected, fix = (("(loss_sum, count, metric_sums, new_carry)", "(*train.cross_entropy("
+                    "logits, targets), {}, carry), the carry apply returned")
+                   if carry else
+                   ("(loss_sum, count, metric_sums)", "(*train.mse(pred, target), {}) "
+                    "or another loss helper's pair and a dict"))
   raise TypeError(
-      f"jaxrnn.train: loss_fn returned {got}; expected (loss_sum, count, "
-      f"metric_sums): the loss summed over the valid elements, their count "
-      f"and a dict of metric sums ({{}} for none), so that padding weighs "
-      f"nothing and the step divides once. Fix: return (*train.mse(pred, "
-      f"target), {{}}) or another loss helper's pair and a dict; a mean "
-      f"loss m over n elements is (m * n, n, {{}}).")
+      f"jaxrnn.train: loss_fn returned {got}; expected {expected}: the loss "
+      f"summed over the valid elements, their count and a dict of metric sums "
+      f"({{}} for none){', then the carry for the next window' if carry else ''}, "
+      f"so that padding weighs nothing and the step divides once. Fix: return "
+      f"{fix}; a mean loss m over n elements is (m * n, n, ...).")
 
 
-def check_takes(loss_fn: Callable, n_keys: int) -> None:
+def check_takes(loss_fn: Callable, n_keys: int, carry: bool = False) -> None:
   """Raises a TypeError naming the fix when ``loss_fn`` cannot be called as
   ``loss_fn(params, batch)`` (``n_keys`` 0) or ``loss_fn(params, batch,
-  key)`` (1), where Python's own error would name neither."""
+  key)`` (1), with ``carry`` after ``params`` for a TBPTT loss, where
+  Python's own error would name neither."""
   try:
     signature = inspect.signature(loss_fn, follow_wrapped=False)
   except (TypeError, ValueError):   # a builtin or C callable: let the call decide
     return
-  try:
-    signature.bind(*(None,) * (2 + n_keys))
-  except TypeError:
-    if n_keys:
-      raise TypeError(
-          f"jaxrnn.train: loss_fn{signature} takes no third argument, and "
-          f"the step was built with key= (for dropout), so it calls "
-          f"loss_fn(params, batch, key). Fix: add a last argument key=None "
-          f"(positional, not keyword-only) and pass it on to apply (or "
-          f"jaxrnn.apply_batch), or build the step without key=.") from None
+  args = "params, carry, batch" if carry else "params, batch"
+  binds = lambda n: _binds(signature, n)
+  if binds(2 + carry + n_keys):
+    return
+  if n_keys:
     raise TypeError(
-        f"jaxrnn.train: loss_fn{signature} needs a key, and this step calls "
-        f"loss_fn(params, batch) (an eval step, or a train step built without "
-        f"key=). Fix: give the key a default, key=None (no dropout), or pass "
-        f"key= to make_train_step.") from None
+        f"jaxrnn.train: loss_fn{signature} takes no {'fourth' if carry else 'third'} "
+        f"argument, and the step was built with key= (for dropout), so it calls "
+        f"loss_fn({args}, key). Fix: add a last argument key=None (positional, "
+        f"not keyword-only) and pass it on to apply (or jaxrnn.apply_batch), or "
+        f"build the step without key=.")
+  if carry and binds(2):
+    raise TypeError(
+        f"jaxrnn.train: loss_fn{signature} takes no carry; a TBPTT step calls "
+        f"loss_fn(params, carry, batch) and takes the window's last carry back "
+        f"as its fourth result. Fix: take the carry second and pass it to apply "
+        f"(carry=carry), or use make_train_step for losses without a carry.")
+  raise TypeError(
+      f"jaxrnn.train: loss_fn{signature} needs a key, and this step calls "
+      f"loss_fn({args}) (an eval step, or a step built without key=). Fix: "
+      f"give the key a default, key=None (no dropout), or pass key= when "
+      f"building the step.")
+
+
+def _binds(signature: inspect.Signature, n: int) -> bool:
+  """Can a function of ``signature`` be called with ``n`` positional arguments?"""
+  try:
+    signature.bind(*(None,) * n)
+    return True
+  except TypeError:
+    return False
 
 
 def loss_keys(key: Optional[jax.Array], batch: Any, batched: bool) -> tuple:
@@ -236,14 +267,22 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch):
     k = None if key is None else step_key(key, state.step)
-    (_, metrics), grads = jax.value_and_grad(
+    (loss, metrics), grads = jax.value_and_grad(
         lambda p: batch_loss(loss_fn, p, batch, batched=batched, key=k), has_aux=True
     )(state.params)
-    updates, opt_state = opt.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state, state.step + 1), metrics
+    return apply_gradients(opt, state, grads, loss), metrics
 
   return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+
+
+def apply_gradients(opt: optax.GradientTransformation, state: TrainState, grads,
+                    loss: jax.Array) -> TrainState:
+  """``state`` one update on: ``opt.update`` with the loss as optax's
+  ``value=`` (`optax.contrib.reduce_on_plateau`, a line search; other
+  transformations ignore it), then the step count."""
+  updates, opt_state = optax.with_extra_args_support(opt).update(
+      grads, state.opt_state, state.params, value=loss)
+  return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1)
 
 
 def make_eval_step(loss_fn: LossFn, *, batched: bool = False):

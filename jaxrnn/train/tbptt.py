@@ -15,7 +15,8 @@ import numpy as np
 import optax
 
 from jaxrnn._dropout import check_key
-from jaxrnn.train.step import TrainState, loss_keys, means, step_key
+from jaxrnn.train.step import (TrainState, apply_gradients, check_returns, check_takes,
+                               loss_keys, means, step_key)
 
 
 def windows(stream: np.ndarray, batch_size: int, window: int
@@ -25,7 +26,10 @@ def windows(stream: np.ndarray, batch_size: int, window: int
   The stream is split into ``B`` contiguous parts read in parallel (so
   example ``b`` of window ``k + 1`` continues example ``b`` of window
   ``k``, and a carry passed across windows is the right history); targets
-  are the inputs shifted by one token.
+  are the inputs shifted by one token. Each stream keeps whole windows
+  only: the targets past them, fewer than ``B * (window + 1)``, are left
+  out. To score every token of a held-out text, pass ``batch_size=1`` and
+  a ``window`` that divides ``len(stream) - 1``, or score the rest apart.
 
   >>> import numpy as np
   >>> xs, ys = windows(np.arange(20), batch_size=2, window=4)
@@ -53,7 +57,8 @@ def windows(stream: np.ndarray, batch_size: int, window: int
 
 
 def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation, *,
-                    batched: bool = False, key: Optional[jax.Array] = None):
+                    batched: bool = False, key: Optional[jax.Array] = None,
+                    donate: bool = True):
   """``step(state, carry, batch) -> (state, carry, metrics)`` for one window.
 
   ``loss_fn(params, carry, example) -> (loss_sum, count, metric_sums,
@@ -64,27 +69,37 @@ def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation, *,
   already summed, and the new batched carry. The incoming carry is wrapped
   in `jax.lax.stop_gradient`: gradients flow within the window only
   (truncation), while the state itself flows on across windows. Jitted,
-  the state donated. With a PRNG ``key`` (dropout), ``loss_fn`` takes a
-  key last, drawn for each window as `jaxrnn.train.make_train_step` draws
-  it for each update (``fold_in(key, state.step)``, split per example).
+  the state donated unless ``donate=False``. With a PRNG ``key`` (dropout),
+  ``loss_fn`` takes a key last, drawn for each window as
+  `jaxrnn.train.make_train_step` draws it for each update (``fold_in(key,
+  state.step)``, split per example). `jaxrnn.train.fit` runs steps of
+  ``(state, batch)``: hold the carry in its state, ``(train_state,
+  carry)``, so that a checkpoint holds both.
+
+  The loss is the mean over tokens (``loss_sum / count``). Zaremba et al.
+  (2014) and TensorFlow's PTB tutorial sum over the window's steps and
+  average over the batch, a gradient ``window`` times larger before
+  clipping: return ``count`` = 1 per example to train with their learning
+  rates.
   """
   key = check_key("jaxrnn.train.make_tbptt_step", key)
+  n_keys = 0 if key is None else 1
 
   def batch_loss(params, carry, batch, k):
     carry = jax.lax.stop_gradient(carry)
     keys = loss_keys(k, batch, batched)
-    per_batch = (loss_fn if batched else
-                 jax.vmap(loss_fn, in_axes=(None, 0, 0) + (0,) * len(keys)))
+    check_takes(loss_fn, n_keys, carry=True)
+    checked = lambda *args: check_returns(loss_fn(*args), carry=True)
+    per_batch = (checked if batched else
+                 jax.vmap(checked, in_axes=(None, 0, 0) + (0,) * len(keys)))
     sums, counts, metric_sums, new_carry = per_batch(params, carry, batch, *keys)
     loss, metrics = means(sums, counts, metric_sums)
     return loss, (metrics, new_carry)
 
   def step(state: TrainState, carry, batch):
     k = None if key is None else step_key(key, state.step)
-    (_, (metrics, carry)), grads = jax.value_and_grad(
+    (loss, (metrics, carry)), grads = jax.value_and_grad(
         batch_loss, has_aux=True)(state.params, carry, batch, k)
-    updates, opt_state = opt.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state, state.step + 1), carry, metrics
+    return apply_gradients(opt, state, grads, loss), carry, metrics
 
-  return jax.jit(step, donate_argnums=(0,))
+  return jax.jit(step, donate_argnums=(0,) if donate else ())
