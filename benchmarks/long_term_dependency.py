@@ -202,28 +202,31 @@ def run_one(task: Task, cell_name: str, length: int, args) -> dict:
   k_init, k_data, k_eval = jax.random.split(jax.random.key(args.seed), 3)
   params = model.init(k_init, task.input_size)
   probe, _ = task.generate(jax.random.fold_in(k_eval, 1), REACH_SEQUENCES, length)
+  evaluate = train.make_eval_step(task.loss_fn(model), batched=True)  # compiled once
   tries = []
   for lr in args.lr:      # every rate from the same params, on the same batches
     record, trained = train_at(task, cell_name, model, params, length, lr,
-                               (k_data, k_eval), args)
+                               (k_data, k_eval), evaluate, args)
     tries.append((record, trained))
     if task.solved(record["valid_score"]):
       break
   rank = lambda s: task.sign * s if s == s else -np.inf     # a NaN score ranks last
   best, trained = max(tries, key=lambda t: rank(t[0]["valid_score"]))
   summary = ("lr", "valid_score", "score", "solved", "steps", "train_seconds")
-  reach = [memory_reach(cell, p.core, probe, task.informative_step(probe))
+  reach_of = memory_reach(cell)      # compiled once for both params
+  # On the host, so that params trained data-parallel (replicated) take the same program.
+  reach = [reach_of(jax.device_get(p.core), probe, task.informative_step(probe))
            for p in (params, trained)]
   return dict(best, reach_init=reach[0], reach_trained=reach[1],
               tries=[{k: r[k] for k in summary} for r, _ in tries])
 
 
 def train_at(task: Task, cell_name: str, model, params, length: int, lr: float, keys,
-             args):
+             evaluate, args):
   """Trains ``model`` (around the cell ``cell_name``) from ``params`` on one
   task at one length at learning rate ``lr``; returns its record (the
-  score on the test set, and on the validation set, which chooses between
-  rates) and the trained params."""
+  score, by ``evaluate``, on the test set, and on the validation set,
+  which chooses between rates) and the trained params."""
   k_data, k_eval = keys
   opt = train.optimizer(lr, clip_norm=1.0)
   state = train.init_state(params, opt)
@@ -242,9 +245,8 @@ def train_at(task: Task, cell_name: str, model, params, length: int, lr: float, 
       train_step, state, batches, steps=args.steps, desc=label,
       quiet=args.quiet, stop=early_stop(task.stop_loss))
   train_seconds = time.perf_counter() - start
-  eval_step = train.make_eval_step(loss_fn, batched=True)
   score, valid_score = (
-      float(task.score(eval_step(state.params, place(task.generate(k, EVAL_SIZE, length)))))
+      float(task.score(evaluate(state.params, place(task.generate(k, EVAL_SIZE, length)))))
       for k in (k_eval, jax.random.fold_in(k_eval, 2)))
   losses = [float(m["loss"]) for m in history]
   return dict(task=task.name, cell=cell_name, length=length, lr=lr,
@@ -253,21 +255,24 @@ def train_at(task: Task, cell_name: str, model, params, length: int, lr: float, 
               train_seconds=round(train_seconds, 2), losses=losses), state.params
 
 
-def memory_reach(cell, params, xs, steps) -> float:
-  """How far the information travels: the median over the sequences ``xs
-  [N, T, I]`` of ``|d h_T / d x_s|`` (Frobenius norm), the change of the
-  last state per change of the input at step ``s = steps[n]``, the step
-  that holds what the task asks for. It is the factor by which the
-  gradient that would teach a cell to keep ``x_s`` reaches ``x_s``, the
-  quantity Bengio et al. (1994) showed vanishing in a plain RNN and the
-  LSTM's cell state is built to keep (Colah's conveyor belt)."""
+def memory_reach(cell) -> Callable:
+  """``reach(params, xs, steps) -> float``: how far the information travels,
+  the median over the sequences ``xs [N, T, I]`` of ``|d h_T / d x_s|``
+  (Frobenius norm), the change of the last state per change of the input
+  at step ``s = steps[n]``, the step that holds what the task asks for. It
+  is the factor by which the gradient that would teach a cell to keep
+  ``x_s`` reaches ``x_s``, the quantity Bengio et al. (1994) showed
+  vanishing in a plain RNN and the LSTM's cell state is built to keep
+  (Colah's conveyor belt)."""
   apply = jaxrnn.rnn(cell).apply
 
-  def one(x, s):
+  def one(params, x, s):
     last = lambda x_s: apply(params, x.at[s].set(x_s))[1][-1]
     return jnp.linalg.norm(jax.jacfwd(last)(x[s]))
 
-  return float(jnp.median(jax.jit(jax.vmap(one))(xs, steps)))
+  median = jax.jit(lambda params, xs, steps: jnp.median(
+      jax.vmap(one, in_axes=(None, 0, 0))(params, xs, steps)))
+  return lambda params, xs, steps: float(median(params, xs, steps))
 
 
 def early_stop(stop_loss: float):

@@ -83,6 +83,13 @@ class Checkpoints:
       self.path(old).unlink(missing_ok=True)
     return path
 
+  def _position(self, position: Optional[int]) -> Optional[int]:
+    """``position``, or the latest on disk when None (None if there is none)."""
+    if position is not None:
+      return position
+    positions = self.positions()
+    return positions[-1] if positions else None
+
   def restore(self, template: Any, position: Optional[int] = None
               ) -> tuple[Any, int]:
     """The latest checkpoint (or the one at ``position``) in ``template``'s structure.
@@ -94,11 +101,9 @@ class Checkpoints:
     leaves). Returns ``(state, position)``, or ``(template, 0)`` when there
     is no checkpoint yet, so a run can always start with ``restore``.
     """
-    positions = self.positions()
+    position = self._position(position)
     if position is None:
-      if not positions:
-        return template, 0
-      position = positions[-1]
+      return template, 0
     saved = io.load(self.path(position))
     structure = jax.tree.structure(template)
     template_leaves = jax.tree.leaves(template)
@@ -135,14 +140,13 @@ class Checkpoints:
     (True, 10)
     """
     where = "jaxrnn.train.Checkpoints.restore_params"
-    positions = self.positions()
+    position = self._position(position)
     if position is None:
-      if not positions:
-        raise FileNotFoundError(f"{where}: {self.directory} holds no checkpoint. "
-                                f"Fix: the directory the training run saved to.")
-      position = positions[-1]
+      raise FileNotFoundError(f"{where}: {self.directory} holds no checkpoint. "
+                              f"Fix: the directory the training run saved to.")
     saved = io.load(self.path(position))
-    if _saved_paths(saved) is None:
+    saved_paths = _saved_paths(saved)
+    if saved_paths is None:
       raise ValueError(
           f"{where}: {self.path(position)} was written before checkpoints named "
           f"their leaves, so its params cannot be picked out. Fix: "
@@ -150,7 +154,7 @@ class Checkpoints:
           f"take its .params.")
     # The TrainState's params are the leaves whose paths start ".params".
     inside = [(p[len(".params"):], leaf)
-              for p, leaf in zip(_saved_paths(saved), saved["leaves"])
+              for p, leaf in zip(saved_paths, saved["leaves"])
               if p.startswith(".params") and p[len(".params"):][:1] in ("", ".", "[")]
     paths, template_leaves = _leaf_paths(template), jax.tree.leaves(template)
     if [p for p, _ in inside] != paths:
