@@ -4,7 +4,8 @@ Run ``python benchmarks/attention_task.py`` (lengths 4..20) or ``--quick``
 (lengths 3..10, a few hundred steps; what the test runs). Options:
 ``--steps``, ``--batch``, ``--hidden``, ``--lr``, ``--min-len``,
 ``--max-len``, ``--score`` (additive, dot, scaled_dot, general),
-``--beam`` (width, 0 for greedy only), ``--seed``, ``--out results/``,
+``--beam`` (width, 0 for greedy only), ``--end-token`` (the model must
+also say where the output ends), ``--seed``, ``--out results/``,
 ``--quiet``.
 
 Lives here: the reversal task, the comparison, its tables, JSON, the
@@ -20,6 +21,15 @@ looks at every encoder state at every step. Scored on 512 held-out
 sequences, decoded greedily and with beam search: token and sequence
 accuracy per length. The heat map shows the attention weights of the
 longest held-out example: reversal reads the anti-diagonal.
+
+By default the decoder runs ``max_len`` steps and what it emits past the
+target's end is not scored, so it never has to know the length. With
+``--end-token`` each target ends in an end token (one more in the
+vocabulary), decoding stops there (`jaxrnn.seq2seq`'s ``end_token``), and
+an output is right only if it ends exactly where the target does. Measured
+so (default lengths 4..20, 2026-12-05, 101 s wall): attention 1.00 sequence
+accuracy at every length, greedy and beam; plain 0.41 overall (0.00 from
+L=16).
 
 Measured (2 shared CPU cores, seed 0), held-out sequence accuracy (all
 tokens right) with greedy decoding. Default (lengths 4..20, H=64, 1500 steps
@@ -57,10 +67,12 @@ from benchmarks.cli import at_least, positive  # noqa: E402
 
 SYMBOLS = 8
 VOCAB = SYMBOLS + 2   # 0 pad, 1 BOS
+END = VOCAB           # with --end-token, one more token
 
 
-def batch(key, n, min_len, max_len):
-  """``(src, src_mask, tgt, tgt_mask)`` with a leading batch axis ``n``."""
+def batch(key, n, min_len, max_len, end=False):
+  """``(src, src_mask, tgt, tgt_mask)`` with a leading batch axis ``n``; with
+  ``end``, the target is one longer, the end token after the reversal."""
   k_len, k_sym = jax.random.split(key)
   lengths = jax.random.randint(k_len, (n,), min_len, max_len + 1)
   mask = jnp.arange(max_len)[None, :] < lengths[:, None]
@@ -68,30 +80,38 @@ def batch(key, n, min_len, max_len):
   # reversed valid part, padding kept at the end
   idx = jnp.clip(lengths[:, None] - 1 - jnp.arange(max_len)[None, :], 0, max_len - 1)
   tgt = jnp.where(mask, jnp.take_along_axis(src, idx, axis=1), 0)
-  return src, mask, tgt, mask
+  if not end:
+    return src, mask, tgt, mask
+  tgt = jnp.concatenate([tgt, jnp.zeros((n, 1), tgt.dtype)], 1)
+  positions = jnp.arange(max_len + 1)[None, :]
+  tgt = jnp.where(positions == lengths[:, None], END, tgt)
+  return src, mask, tgt, positions <= lengths[:, None]
 
 
 def run_model(name, attention, args):
-  model = seq2seq.seq2seq(VOCAB, args.hidden, args.max_len, attention=attention,
-                          embed_size=args.hidden)
+  model = seq2seq.seq2seq(VOCAB + args.end_token, args.hidden, args.max_len,
+                          attention=attention, embed_size=args.hidden,
+                          end_token=END if args.end_token else None)
   params = model.init(jax.random.key(args.seed))
   opt = train.optimizer(args.lr)
   step = train.make_train_step(model.loss, opt)
   data_key = jax.random.key(args.seed + 1)
-  batches = (batch(jax.random.fold_in(data_key, i), args.batch, args.min_len, args.max_len)
-             for i in range(args.steps))
+  batches = (batch(jax.random.fold_in(data_key, i), args.batch, args.min_len, args.max_len,
+                   args.end_token) for i in range(args.steps))
   t0 = time.time()
   state, history = train.fit(step, train.init_state(params, opt), batches, args.steps,
                              desc=name, quiet=args.quiet)
   seconds = time.time() - t0
-  src, mask, tgt, _ = batch(jax.random.key(10_000 + args.seed), 512, args.min_len, args.max_len)
-  greedy = jax.jit(jax.vmap(lambda s, m: model.greedy(state.params, s, m, args.max_len)))
+  src, mask, tgt, tgt_mask = batch(jax.random.key(10_000 + args.seed), 512, args.min_len,
+                                   args.max_len, args.end_token)
+  steps = tgt.shape[1]
+  greedy = jax.jit(jax.vmap(lambda s, m: model.greedy(state.params, s, m, steps)))
   tokens, weights = greedy(src, mask)
-  scores = dict(greedy=accuracy_by_length(tokens, tgt, mask, args))
+  score = lambda tokens: accuracy_by_length(tokens, tgt, tgt_mask, mask.sum(1), args)
+  scores = dict(greedy=score(tokens))
   if args.beam > 1:
-    beam = jax.jit(jax.vmap(lambda s, m: model.beam(state.params, s, m, args.max_len,
-                                                     args.beam)))
-    scores[f"beam{args.beam}"] = accuracy_by_length(beam(src, mask)[0], tgt, mask, args)
+    beam = jax.jit(jax.vmap(lambda s, m: model.beam(state.params, s, m, steps, args.beam)))
+    scores[f"beam{args.beam}"] = score(beam(src, mask)[0])
   return dict(model=name, accuracy=scores["greedy"]["token"],
               sequence_accuracy=scores["greedy"]["sequence"], scores=scores,
               per_length=scores["greedy"]["token_by_length"], seconds=seconds,
@@ -107,10 +127,12 @@ def example_of(src, mask, weights):
               weights=np.asarray(weights[i]).tolist())
 
 
-def accuracy_by_length(tokens, tgt, mask, args):
-  """Token accuracy (valid positions right) and sequence accuracy (all right), per length."""
-  right = np.asarray((tokens == tgt) | ~mask)       # padding counts as right
-  mask, lengths = np.asarray(mask), np.asarray(mask.sum(1))
+def accuracy_by_length(tokens, tgt, mask, lengths, args):
+  """Token accuracy (valid positions right) and sequence accuracy (all right),
+  per source length. Past the target's end, what the decoder emits counts
+  as right, except with an end token, where it must be padding."""
+  right = np.asarray((tokens == tgt) | (~mask & (not args.end_token)))
+  mask, lengths = np.asarray(mask), np.asarray(lengths)
   token_by_length, sequence_by_length = {}, {}
   for L in range(args.min_len, args.max_len + 1):
     rows = lengths == L
@@ -170,6 +192,8 @@ def main(argv=None):
   p.add_argument("--max-len", type=positive, help="default 20 (--quick: 10)")
   p.add_argument("--score", default="general", choices=("general", "dot", "additive", "scaled_dot"))
   p.add_argument("--beam", type=at_least(0), default=4, help="beam width (0: greedy only)")
+  p.add_argument("--end-token", action="store_true",
+                 help="targets end in an end token; decoding must stop right there")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="results")
   p.add_argument("--quiet", action="store_true")

@@ -7,8 +7,9 @@ Not here: the attention itself (`jaxrnn._cells.attention`), the training
 loop (`jaxrnn.train`), tasks (``benchmarks/attention_task.py``).
 
 Tokens: 0 is padding, 1 is BOS (the decoder's first input); the rest are
-data. One example is ``(src int[S], src_mask bool[S], tgt int[T],
-tgt_mask bool[T])``, both sides right-padded.
+data, one of which may be chosen as the end token (``end_token=``), after
+which decoding emits padding. One example is ``(src int[S], src_mask
+bool[S], tgt int[T], tgt_mask bool[T])``, both sides right-padded.
 
 .. math::
 
@@ -33,6 +34,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._cell import check_size, exportable, project_one
 from jaxrnn._cells.attention import attention as make_attention
@@ -55,6 +57,43 @@ class Seq2SeqParams(NamedTuple):
   b_out: jax.Array     # [V]
 
 
+class Hypotheses(NamedTuple):
+  """Beam search's K hypotheses: ``tokens int[K, steps]``, ``weights
+  [K, steps, S]``, ``log_prob [K]``."""
+  tokens: jax.Array
+  weights: jax.Array
+  log_prob: jax.Array
+
+
+def take(hypotheses: Hypotheses, index: jax.Array) -> Hypotheses:
+  return jax.tree.map(lambda a: a[index], hypotheses)
+
+
+def check_end_token(end_token, vocab_size: int) -> int:
+  """The end token as an int, or -1 (matches no token) for None."""
+  if end_token is None:
+    return -1
+  if (isinstance(end_token, (int, np.integer)) and not isinstance(end_token, bool)
+      and 2 <= end_token < vocab_size):
+    return int(end_token)
+  raise ValueError(
+      f"jaxrnn.seq2seq: end_token={end_token!r}; expected a data token, an int "
+      f"in [2, {vocab_size}) (0 is PAD, 1 is BOS). Fix: pick one of the "
+      f"vocabulary's tokens as the end, and put it after every target.")
+
+
+def check_length_penalty(value) -> float:
+  try:
+    alpha = float(value)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    alpha = float("nan")
+  if alpha >= 0:
+    return alpha
+  raise ValueError(
+      f"jaxrnn.seq2seq: beam's length_penalty={value!r}; expected a number >= 0 "
+      f"(0 ranks finished hypotheses by log probability, GNMT used 0.6-0.7).")
+
+
 class Seq2Seq(NamedTuple):
   """The model's pure functions; see `seq2seq`."""
   init: Callable
@@ -67,7 +106,8 @@ class Seq2Seq(NamedTuple):
 
 
 def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
-            attention: Optional[str] = "general", embed_size: int = 16) -> Seq2Seq:
+            attention: Optional[str] = "general", embed_size: int = 16,
+            end_token: Optional[int] = None) -> Seq2Seq:
   """A bidirectional-GRU encoder and a GRU decoder, attentional unless ``attention=None``.
 
   Functions (one example each; batch with `jax.vmap` or
@@ -85,12 +125,13 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   * ``greedy(params, src, src_mask, steps) -> (tokens int[steps], weights
     [steps, S])``: argmax decoding with `jax.lax.scan` (weights are zeros
     without attention).
-  * ``beam(params, src, src_mask, steps, width) -> (tokens int[steps],
-    log_prob, weights [steps, S])``: beam search keeping the ``width`` most
-    probable prefixes and returning the most probable one with its log
-    probability. There is no end token: every hypothesis has ``steps``
-    tokens, so no length penalty is needed. ``width=1`` is greedy decoding;
-    ``width >= V**(steps-1)`` is exhaustive search.
+  * ``beam(params, src, src_mask, steps, width=4, length_penalty=0.6) ->
+    (tokens int[steps], log_prob, weights [steps, S])``: beam search
+    keeping the ``width`` most probable prefixes, returning the best
+    hypothesis with its log probability. Without an end token every
+    hypothesis has ``steps`` tokens and the best is the most probable:
+    ``width=1`` is greedy decoding and ``width >= V**(steps-1)``
+    exhaustive search. With one, see below.
   * ``sample(params, src, src_mask, steps, key, temperature=1.0) ->
     (tokens int[steps], weights [steps, S])``: each token drawn from
     ``softmax(log_p / temperature)`` and fed back, as ``greedy`` feeds back
@@ -99,6 +140,21 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   Decoding picks among all V tokens, PAD and BOS included (a trained model
   gives them no mass where it has seen none). Without attention the
   weights are all zero.
+
+  ``end_token`` (a data token, ``2 <= end_token < V``; put it at the end of
+  every target when training): decoding stops at it, in the sense that
+  every later token is PAD and its weights zero (the shapes stay
+  ``[steps]``, so a batch vmaps; the output's length is the number of
+  tokens up to and including the end token). ``beam`` then keeps, as
+  Flax's WMT decoder does, the ``width`` best unfinished prefixes and the
+  ``width`` best finished hypotheses apart: each step it takes the
+  ``2 * width`` best continuations, of which at most ``width`` end, so
+  ``width`` prefixes always go on. A finished hypothesis of ``n`` tokens
+  (the end token counted) scores ``log p / ((5 + n) / 6) ** length_penalty``
+  (Wu et al. 2016, GNMT), since the raw log probability favours stopping
+  early (``length_penalty=0`` compares it). The best finished hypothesis
+  is returned, or, where none ended within ``steps``, the most probable
+  unfinished one; ``log_prob`` is always the raw log probability.
 
   >>> import jax, jax.numpy as jnp
   >>> model = seq2seq(8, 16, src_length=5)
@@ -113,8 +169,18 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   >>> best, log_prob, _ = model.beam(params, src, mask, 4, width=3)
   >>> best.shape, bool(log_prob <= 0)
   ((4,), True)
+
+  With an end token, what follows it is padding:
+
+  >>> model = seq2seq(8, 16, src_length=5, end_token=7)
+  >>> params = model.init(jax.random.key(0))
+  >>> tokens, _ = model.greedy(params, src, mask, 12)
+  >>> ends = jnp.flatnonzero(tokens == 7)
+  >>> bool(ends.size == 0 or (tokens[ends[0] + 1:] == PAD).all())
+  True
   """
   V, H, S, E = vocab_size, hidden_size, src_length, embed_size
+  end = check_end_token(end_token, V)
   summed = attention in ("dot", "scaled_dot")     # query and memory both H wide
   encoder = bidirectional(gru(H), gru(H), merge="sum" if summed else "concat")
   if attention is None:
@@ -182,14 +248,16 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     return carry, jax.nn.log_softmax(logits_of(params, y)), weights
 
   def decode(params, src, src_mask, steps, choose, keys):
-    """Feeds back ``choose(log_p, key)`` for ``steps`` steps."""
+    """Feeds back ``choose(log_p, key)`` for ``steps`` steps, PAD after the end token."""
     def body(state, key):
-      carry, token = state
+      carry, token, ended = state
       carry, log_p, weights = decode_step(params, carry, token)
-      token = choose(log_p, key).astype(jnp.int32)
-      return (carry, token), (token, weights)
+      token = jnp.where(ended, PAD, choose(log_p, key).astype(jnp.int32))
+      weights = jnp.where(ended, jnp.zeros_like(weights), weights)
+      ended = ended | (token == end)      # never, without an end token (end = -1)
+      return (carry, token, ended), (token, weights)
 
-    state = (start(params, src, src_mask), jnp.int32(BOS))
+    state = (start(params, src, src_mask), jnp.int32(BOS), jnp.bool_(False))
     _, (tokens, weights) = jax.lax.scan(body, state, keys, length=steps)
     return tokens, weights
 
@@ -207,34 +275,47 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     draw = lambda log_p, k: jax.random.categorical(k, log_p / temperature)
     return decode(params, src, src_mask, steps, draw, jax.random.split(key, steps))
 
-  def beam(params, src, src_mask, steps, width=4):
+  def beam(params, src, src_mask, steps, width=4, length_penalty=0.6):
     K = check_size("jaxrnn.seq2seq: beam", "width", width)   # 1 is greedy decoding
+    alpha = check_length_penalty(length_penalty)
     # K copies of the start carry; only beam 0 is live at first (the others
     # score -inf), so the first expansion does not pick K copies of one token.
     carries = jax.tree.map(lambda a: jnp.broadcast_to(a, (K,) + a.shape),
                            start(params, src, src_mask))
-    scores = jnp.full((K,), -jnp.inf).at[0].set(0.0)
-    tokens = jnp.zeros((K, steps), jnp.int32)
-    weights = jnp.zeros((K, steps, S))
+    live = Hypotheses(tokens=jnp.zeros((K, steps), jnp.int32),
+                      weights=jnp.zeros((K, steps, S)),
+                      log_prob=jnp.full((K,), -jnp.inf).at[0].set(0.0))
+    done = live._replace(log_prob=jnp.full((K,), -jnp.inf))   # finished, best first
+    done_score = jnp.full((K,), -jnp.inf)
     if steps == 0:     # no tokens, probability 1 (scan would trace a read of token -1)
-      return tokens[0], jnp.zeros((), scores.dtype), weights[0]
+      return live.tokens[0], jnp.zeros((), live.log_prob.dtype), live.weights[0]
 
     def body(state, t):
-      carries, scores, tokens, weights = state
-      last = jnp.where(t == 0, BOS, tokens[:, jnp.maximum(t - 1, 0)])
+      carries, live, done, done_score = state
+      last = jnp.where(t == 0, BOS, live.tokens[:, jnp.maximum(t - 1, 0)])
       carries, log_p, w = jax.vmap(decode_step, (None, 0, 0))(params, carries, last)
-      total = (scores[:, None] + log_p).reshape(-1)          # [K * V]
-      scores, flat = jax.lax.top_k(total, K)
+      total = (live.log_prob[:, None] + log_p).reshape(-1)          # [K * V]
+      # 2K continuations: each prefix ends in at most one, so K go on.
+      log_prob, flat = jax.lax.top_k(total, min(2 * K, K * V))
       parent, token = flat // V, (flat % V).astype(jnp.int32)
-      pick = lambda a: a[parent]
-      carries = jax.tree.map(pick, carries)
-      tokens = pick(tokens).at[:, t].set(token)
-      weights = pick(weights).at[:, t].set(pick(w))
-      return (carries, scores, tokens, weights), None
+      grown = Hypotheses(tokens=live.tokens[parent].at[:, t].set(token),
+                         weights=live.weights[parent].at[:, t].set(w[parent]),
+                         log_prob=log_prob)
+      ends = token == end
+      _, going = jax.lax.top_k(jnp.where(ends, -jnp.inf, log_prob), K)
+      live = take(grown, going)
+      carries = jax.tree.map(lambda a: a[parent[going]], carries)
+      score = jnp.where(ends, log_prob / ((5.0 + t + 1) / 6.0) ** alpha, -jnp.inf)
+      done_score, best = jax.lax.top_k(jnp.concatenate([done_score, score]), K)
+      done = take(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), done, grown), best)
+      return (carries, live, done, done_score), None
 
-    (_, scores, tokens, weights), _ = jax.lax.scan(
-        body, (carries, scores, tokens, weights), jnp.arange(steps))
-    return tokens[0], scores[0], weights[0]             # top_k sorts: 0 is best
+    (_, live, done, done_score), _ = jax.lax.scan(
+        body, (carries, live, done, done_score), jnp.arange(steps))
+    # top_k sorts, so 0 is best: a finished hypothesis if any, else a live one
+    best = jax.tree.map(lambda a, b: jnp.where(done_score[0] > -jnp.inf, a[0], b[0]),
+                        done, live)
+    return best.tokens, best.log_prob, best.weights
 
   return Seq2Seq(init=init, encode=encode, loss=loss, teacher_forced=teacher_forced,
                  greedy=greedy, beam=beam, sample=sample)

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -82,6 +83,28 @@ def test_attention_task_quick(tmp_path):
   for png in ("attention_alignment.png", "attention_accuracy.png"):
     assert (tmp_path / png).stat().st_size > 5_000
   assert "held-out sequence accuracy" in proc.stdout
+
+
+def test_attention_task_with_an_end_token_scores_where_the_output_stops():
+  if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+  from benchmarks import attention_task as task
+  src, mask, tgt, tmask = task.batch(jax.random.key(0), 64, 2, 5, end=True)
+  lengths = np.asarray(mask.sum(1))
+  assert tgt.shape == (64, 6) and (np.asarray(tmask.sum(1)) == lengths + 1).all()
+  for row, L in zip(np.asarray(tgt), lengths):
+    assert row[L] == task.END and (row[L + 1:] == seq2seq.PAD).all()
+    assert (row[:L] != task.END).all() and (row[:L] >= 2).all()
+  plain = task.batch(jax.random.key(0), 64, 2, 5)[2]       # the same reversal
+  np.testing.assert_array_equal(jnp.where(tgt == task.END, 0, tgt)[:, :5], plain)
+  args = task.argparse.Namespace(min_len=2, max_len=5, end_token=True)
+  score = lambda tokens, **kw: task.accuracy_by_length(tokens, tgt, tmask, lengths,
+                                                       task.argparse.Namespace(**{**vars(args), **kw}))
+  assert score(tgt)["sequence"] == 1.0
+  # An output that goes on past its end token is wrong with one, right without.
+  babble = jnp.where(tmask, tgt, 2)
+  assert score(babble)["sequence"] == float((lengths == 5).mean())
+  assert score(babble, end_token=False)["sequence"] == 1.0
 
 
 def log_prob_of(model, params, src, mask, tokens):
@@ -195,3 +218,91 @@ def test_beam_as_wide_as_the_vocabulary_is_exhaustive_over_two_steps():
   np.testing.assert_array_equal(tokens, best)
   np.testing.assert_allclose(log_prob, best_log_prob, rtol=1e-4)
   assert (best[:, 0] != greedy[:, 0]).any()    # the case the test is for occurred
+
+
+def test_end_token_pads_what_follows_and_changes_nothing_before():
+  # The same params with and without an end token: greedy and sample agree
+  # up to and including the first end token, then give PAD with zero weights.
+  plain = seq2seq.seq2seq(6, 8, 6, attention="general")
+  ended = seq2seq.seq2seq(6, 8, 6, attention="general", end_token=5)
+  src, mask, _, _ = example()
+  params = plain.init(jax.random.key(6))      # the end comes at step 2 and 4
+  runs = [jax.jit(lambda m, p: m.greedy(p, src, mask, 10), static_argnums=0),
+          jax.jit(lambda m, p: m.sample(p, src, mask, 10, jax.random.key(8), 1.5),
+                  static_argnums=0)]
+  for run in runs:
+    tokens, weights = run(plain, params)
+    cut, cut_weights = run(ended, params)
+    n = int(np.argmax(np.asarray(tokens) == 5)) + 1
+    assert tokens[n - 1] == 5 and 1 < n < 10       # the end came, not first, not last
+    np.testing.assert_array_equal(cut[:n], tokens[:n])
+    np.testing.assert_array_equal(cut[n:], seq2seq.PAD)
+    np.testing.assert_allclose(cut_weights[:n], weights[:n], rtol=1e-6)
+    assert (cut_weights[n:] == 0).all()
+
+
+def complete_hypotheses(model, params, src, mask, V, steps, end):
+  """Every output of at most ``steps`` tokens ending in ``end``, by brute
+  force: tokens (PAD after the end), length and log probability."""
+  grid = np.stack(np.meshgrid(*[np.arange(V)] * steps, indexing="ij"), -1).reshape(-1, steps)
+  forced = jax.jit(jax.vmap(model.teacher_forced, (None, None, None, 0, None)))
+  logits, _ = forced(params, src, mask, grid, jnp.ones(steps, bool))
+  log_p = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits), np.float64),
+                             grid[..., None], -1)[..., 0]
+  first = np.argmax(grid == end, axis=1)
+  complete = (grid == end).any(axis=1)
+  n = first[complete] + 1
+  tokens = np.where(np.arange(steps) < n[:, None], grid[complete], seq2seq.PAD)
+  log_prob = np.where(np.arange(steps) < n[:, None], log_p[complete], 0.0).sum(1)
+  return tokens, n, log_prob
+
+
+def test_beam_with_an_end_token_equals_exhaustive_search():
+  # V = 4 (PAD, BOS, one data token, the end), 3 steps: at most 9 live
+  # prefixes and 36 continuations, so width 18 (2 * 18 kept) never prunes
+  # and the beam must return the best complete output by GNMT's score.
+  V, steps, end = 4, 3, 3
+  model = seq2seq.seq2seq(V, 6, 4, attention="additive", end_token=end)
+  params = model.init(jax.random.key(3))
+  params = params._replace(b_out=jnp.array([0.0, 0.0, 1.5, -0.5]))
+  beams = {alpha: jax.jit(partial(model.beam, steps=steps, width=18, length_penalty=alpha))
+           for alpha in (0.0, 0.6, 2.0)}
+  teacher_forced = jax.jit(model.teacher_forced)
+  found_lengths = set()
+  for seed in range(6):
+    src = jax.random.randint(jax.random.key(seed), (4,), 2, V)
+    mask = jnp.arange(4) < 1 + seed % 4
+    tokens, n, log_prob = complete_hypotheses(model, params, src, mask, V, steps, end)
+    for alpha, beam in beams.items():
+      best = np.argmax(log_prob / ((5.0 + n) / 6.0) ** alpha)
+      found, found_log_prob, weights = beam(params, src, mask)
+      np.testing.assert_array_equal(found, tokens[best])
+      np.testing.assert_allclose(found_log_prob, log_prob[best], rtol=1e-5)
+      _, forced = teacher_forced(params, src, mask, found, jnp.ones(steps, bool))
+      np.testing.assert_allclose(weights[:n[best]], forced[:n[best]], rtol=1e-5, atol=1e-7)
+      assert (weights[n[best]:] == 0).all()
+      found_lengths.add(int(n[best]))
+  assert len(found_lengths) > 1       # the penalty and the sources chose different lengths
+
+
+def test_beam_with_an_end_token_never_chosen_is_the_plain_beam():
+  # Where no hypothesis ends within the steps, the most probable unfinished one.
+  plain = seq2seq.seq2seq(8, 8, 6, attention="additive")
+  ended = seq2seq.seq2seq(8, 8, 6, attention="additive", end_token=7)
+  params = plain.init(jax.random.key(2))
+  params = params._replace(b_out=params.b_out.at[7].set(-1e4))
+  src, mask, _, _ = example()
+  for got, want in zip(ended.beam(params, src, mask, 5, width=3),
+                       plain.beam(params, src, mask, 5, width=3)):
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_end_token_and_length_penalty_are_checked():
+  for bad in (0, 1, 8, True, 2.0, "7"):
+    with pytest.raises(ValueError, match=r"expected a data token, an int in \[2, 8\)"):
+      seq2seq.seq2seq(8, 8, 6, end_token=bad)
+  model = seq2seq.seq2seq(8, 8, 6, end_token=np.int64(7))
+  params = model.init(jax.random.key(0))
+  src, mask, _, _ = example()
+  with pytest.raises(ValueError, match="length_penalty=-1; expected a number >= 0"):
+    model.beam(params, src, mask, 3, length_penalty=-1)
