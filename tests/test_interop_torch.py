@@ -411,3 +411,76 @@ def test_layer_warns_that_one_layer_has_no_dropout_as_torch_does():
   key = jax.random.key(1)        # no dropout runs, with a key or without
   np.testing.assert_array_equal(net.apply(params, jnp.ones((T, I)), key=key)[1],
                                 jaxrnn.scan(jaxrnn.gru(H), params, jnp.ones((T, I)))[1])
+
+
+def torch_and_optax(recipe):
+  """The same optimizer, torch's and optax's (a learning rate of 1e-2,
+  gradients clipped to a global norm of 0.5)."""
+  import optax
+  if recipe == "sgd":          # momentum and weight decay in the gradient
+    return (lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, weight_decay=0.1),
+            optax.chain(optax.clip_by_global_norm(0.5), optax.add_decayed_weights(0.1),
+                        optax.sgd(1e-2, momentum=0.9)))
+  return (lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+          optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(1e-2, weight_decay=0.1)))
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@pytest.mark.parametrize("recipe", ["sgd", "adamw"])
+@pytest.mark.parametrize("name", ["lstm_2x_bi_proj", "gru"])
+def test_fine_tuning_with_torch_biases_follows_torchs_training(name, recipe):
+  # Five clipped steps of torch's training and of jaxrnn's on the ported
+  # params: with_torch_biases(opt) lands where torch does, opt alone does not.
+  import optax
+  module = make_module(name)
+  xs = inputs()
+  target = np.random.RandomState(4).randn(B, T, module.proj_size or H).astype(np.float32)
+  target = np.concatenate([target] * (2 if module.bidirectional else 1), -1)
+  net, start = jt.layer(module), jt.from_torch(module)
+  torch_opt, opt = torch_and_optax(recipe)
+
+  optimizer = torch_opt(module.parameters())
+  for _ in range(5):
+    optimizer.zero_grad()
+    loss = ((module(torch.as_tensor(xs))[0] - torch.as_tensor(target)) ** 2).mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 0.5)
+    optimizer.step()
+  want = jt.from_torch(module)      # weights as they are, the two biases summed
+
+  def train(opt):
+    loss = lambda p: ((jaxrnn.apply_batch(net, p, xs)[1] - target) ** 2).mean()
+    params, state = start, opt.init(start)
+    for _ in range(5):
+      updates, state = opt.update(jax.grad(loss)(params), state, params)
+      params = optax.apply_updates(params, updates)
+    return params
+
+  got = train(jt.with_torch_biases(opt))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), got, want)
+  plain = train(opt)
+  merged = [p.b for p in jax.tree.leaves(plain, is_leaf=jt.is_cell)]
+  wanted = [p.b for p in jax.tree.leaves(want, is_leaf=jt.is_cell)]
+  assert max(float(np.abs(a - b).max()) for a, b in zip(merged, wanted)) > 3e-4
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_layer_init_draws_as_torch_initialises(kind):
+  # Leaf by leaf, the same range and spread as a fresh torch module's
+  # converted params: U(-k, k), k = 1/sqrt(H); merged biases the sum of two.
+  H, I = 64, 32
+  torch.manual_seed(0)
+  cls = dict(lstm=torch.nn.LSTM, gru=torch.nn.GRU, rnn=torch.nn.RNN)[kind]
+  extra = dict(proj_size=16) if kind == "lstm" else {}
+  module = cls(I, H, num_layers=2, bidirectional=True, batch_first=True, **extra)
+  want = jt.from_torch(module)
+  got = jt.layer(module).init(jax.random.key(0), I)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for path, a, b in zip(*zip(*jax.tree_util.tree_flatten_with_path(got)[0]), jax.tree.leaves(want)):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype
+    bound = 1 / np.sqrt(H) * (2 if np.abs(b).max() > 1 / np.sqrt(H) else 1)
+    assert np.abs(a).max() <= bound, path
+    np.testing.assert_allclose(a.std(), b.std(), rtol=0.15, err_msg=str(path))
+  cell = jt.layer(torch.nn.GRUCell(I, H)).init(jax.random.key(0), I)
+  assert np.abs(np.asarray(cell.w_h)).max() <= 1 / np.sqrt(H)

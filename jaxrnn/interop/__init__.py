@@ -17,7 +17,9 @@ Not here: the cells themselves (`jaxrnn._cells`), saving params to a file
   - ``layer(kind, hidden_size, *, num_layers=1, bidirectional=False,
     proj_size=None, nonlinearity="tanh", dropout=0.0, bias=True,
     batch_first=True) -> Seq``, or ``layer(module)`` (a torch cell gives a
-    `Cell`)
+    `Cell`); its ``init`` draws as torch's (``init_like_torch``)
+  - ``with_torch_biases(opt)``: an optax optimizer that steps the merged
+    biases as torch steps its two, to fine-tune a ported model as torch would
 
 * `jaxrnn.interop.flax`: Flax linen and NNX ``LSTMCell``,
   ``OptimizedLSTMCell``, ``GRUCell`` and ``SimpleCell`` params, both ways,

@@ -4,7 +4,8 @@ Lives here: `from_torch` (a torch module or state dict -> jaxrnn params),
 `to_torch` (jaxrnn params -> a state dict of NumPy arrays), `layer` (the
 jaxrnn Seq that computes what a torch module computes), and
 `carry_from_torch`/`carry_to_torch` (torch's ``h_0, c_0`` and ``h_n, c_n``
-<-> that layer's carry). Not here:
+<-> that layer's carry), `init_like_torch` and `with_torch_biases` (to
+start and train as torch does). Not here:
 Flax (`jaxrnn.interop.flax`), files (`jaxrnn.io`). PyTorch itself is never
 imported: state dicts are read with NumPy, so a dict of NumPy arrays works
 as well as the tensors of ``module.state_dict()``.
@@ -28,7 +29,8 @@ Gate orders agree (PyTorch's LSTM is i, f, g, o and its GRU r, z, n), so no
 block is permuted. ``to_torch`` puts the whole folded bias into ``bias_ih``
 and zeros into ``bias_hh`` (GRU: ``b_hn`` in its n part), so jaxrnn ->
 torch -> jaxrnn returns the same bits. torch -> jaxrnn -> torch returns the
-same function but not the same split of the two biases: jaxrnn keeps one.
+same function but not the same split of the two biases: jaxrnn keeps one
+(so a torch optimizer's two bias steps are `with_torch_biases`'s business).
 
 Structure: one layer in one direction is the cell's params
 (``LSTMParams``, ``GRUParams``, ``RNNParams``); a bidirectional layer is
@@ -148,7 +150,9 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
   ``jaxrnn.apply_batch(net, params, xs, time_major=True)``: passed without
   it, its time and batch axes would be read the other way round, without an
   error when they fit. ``batch_first=False`` given here is refused, saying
-  so. A packed sequence's lengths go in as ``seq_lengths``.
+  so. A packed sequence's lengths go in as ``seq_lengths``. Its ``init``
+  draws as torch initialises the module (`init_like_torch`), not as
+  jaxrnn's cells do (orthogonal recurrent weights, forget bias 1).
 
   >>> import jax, jaxrnn.interop.torch as jt
   >>> net = jt.layer("lstm", 8, num_layers=2, bidirectional=True)
@@ -165,7 +169,7 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
         f"settings. Fix: pass the module itself, or the settings: "
         f"layer(kind, hidden_size, num_layers=..., bidirectional=...).")
   if is_cell_module(kind):
-    return torch_cell(**cell_config(kind))
+    return with_torch_init(torch_cell(**cell_config(kind)))
   if not isinstance(kind, str):
     config = module_config(kind)
     if not getattr(kind, "batch_first", True):
@@ -201,8 +205,46 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
       warnings.warn(f"{where}: dropout={dropout} acts between layers, and "
                     f"num_layers=1 has none: no dropout runs, as in torch.",
                     stacklevel=2)
-    return one
-  return stack(*([one] * num_layers), dropout=dropout)
+    return with_torch_init(one)
+  return with_torch_init(stack(*([one] * num_layers), dropout=dropout))
+
+
+def with_torch_init(model):
+  """``model`` (a Cell or Seq) with its ``init`` drawing as torch's."""
+  return model._replace(init=lambda key, input_size: init_like_torch(
+      key, model.init(key, input_size)))
+
+
+def init_like_torch(key: jax.Array, params: Any) -> Any:
+  """Params of the same structure, drawn as torch initialises ``nn.LSTM``,
+  ``nn.GRU`` and ``nn.RNN``: every weight and bias ``U(-k, k)`` with
+  ``k = 1 / sqrt(H)``, so a bias `from_torch` merges, ``bias_ih +
+  bias_hh``, is the sum of two such draws. Leaves other than cells'
+  params are kept.
+
+  >>> import jax, jaxrnn, jaxrnn.interop.torch as jt
+  >>> params = jt.init_like_torch(jax.random.key(0), jaxrnn.gru(16).init(jax.random.key(1), 3))
+  >>> bool(abs(params.w_h).max() <= 0.25), bool(abs(params.b).max() <= 0.5)
+  (True, True)
+  """
+  cells, tree = jax.tree.flatten(params, is_leaf=is_cell)
+
+  def draw(p, key):
+    if not is_cell(p):
+      return p
+    k = 1.0 / np.sqrt(p.w_h.shape[-1] // GATE_BLOCKS[PARAMS_KIND[type(p)]])
+    fields = {name: value for name, value in p._asdict().items() if value is not None}
+    keys = dict(zip(fields, jax.random.split(key, len(fields) + 1)))
+    new = {name: jax.random.uniform(keys[name], value.shape, value.dtype, -k, k)
+           for name, value in fields.items()}
+    merged = merged_bias(p)
+    if merged is not None:   # torch's second bias, bias_hh, folded in
+      twin = jax.random.uniform(jax.random.fold_in(key, 1), merged.shape, merged.dtype, -k, k)
+      new = {**new, "b": add_to_merged_bias(p._replace(b=new["b"]), twin).b}
+    return p._replace(**new)
+
+  keys = jax.random.split(key, len(cells))
+  return jax.tree.unflatten(tree, [draw(p, k) for p, k in zip(cells, keys)])
 
 
 def torch_cell(kind: str, hidden_size: int, proj_size: Optional[int] = None,
@@ -610,3 +652,79 @@ def export_cell(kind: str, p: Any, suffix: str, bias: bool, prefix: str,
     out[f"weight_hr_{suffix}"] = np_(p.w_proj).T
   # Fresh, contiguous, writable arrays: torch.from_numpy wants all three.
   return {prefix + k: np.array(v, order="C", copy=True) for k, v in out.items()}
+
+
+def merged_bias(p: Any) -> Optional[jax.Array]:
+  """The part of a cell's ``b`` that `from_torch` made from both torch
+  biases, ``bias_ih + bias_hh`` (the GRU's r and z parts; its n part is
+  ``bias_ih`` alone), or None for anything else."""
+  if not is_cell(p) or p.b is None:
+    return None
+  return p.b[..., :2 * (p.b.shape[-1] // 3)] if type(p) is GRUParams else p.b
+
+
+def add_to_merged_bias(p: Any, twin: Optional[jax.Array]) -> Any:
+  """``p`` with ``twin`` added to its `merged_bias` part."""
+  if twin is None:
+    return p
+  pad = p.b.shape[-1] - twin.shape[-1]       # the GRU's n part: no twin
+  twin = jnp.concatenate([twin, jnp.zeros(twin.shape[:-1] + (pad,), twin.dtype)], -1)
+  return p._replace(b=p.b + twin)
+
+
+def with_torch_biases(opt: Any) -> Any:
+  r"""An optax optimizer that moves `from_torch`'s merged biases as torch
+  moves its two.
+
+  `from_torch` keeps one bias ``b = bias_ih + bias_hh``: the same function
+  and, since both enter the gates as a sum, the same gradient ``g`` as
+  each of torch's. But a torch optimizer steps both, so their sum moves by
+  both steps, clipping by the global norm counts ``g`` twice, and weight
+  decay shrinks each. Fine-tuned with ``opt`` itself, a ported model's
+  biases take about half torch's steps (Adam: exactly half), and its
+  training drifts from torch's from the first update. This runs ``opt`` on
+  the params together with a twin of every merged bias (gradient ``g``,
+  value 0, so that decay of ``b`` counts each torch bias once) and adds the
+  twin's update to ``b``:
+
+  .. math::
+
+    (\Delta p, \Delta t) = \mathrm{opt}((g_p, g_b), (p, 0)), \qquad
+    b \leftarrow b + \Delta b + \Delta t
+
+  It follows torch's updates exactly for optimizers linear in the
+  gradients (SGD, with momentum, Nesterov or weight decay) and for
+  elementwise ones without weight decay in the gradient (Adam, AdamW,
+  RMSprop, Adagrad), with `optax.clip_by_global_norm` as
+  ``clip_grad_norm_``; Adam with coupled weight decay
+  (``torch.optim.Adam(weight_decay=...)``) depends on how torch split the
+  sum, which `from_torch` does not keep. Every cell's params in the tree
+  (``LSTMParams``, ``GRUParams``, ``RNNParams``, wherever they sit in a
+  larger model) are taken as ported: for cells jaxrnn initialised, use
+  ``opt`` itself.
+
+  >>> import jax, jax.numpy as jnp, optax, jaxrnn, jaxrnn.interop.torch as jt
+  >>> params = jaxrnn.lstm(2).init(jax.random.key(0), 3)
+  >>> grads = jax.tree.map(jnp.ones_like, params)
+  >>> opt = jt.with_torch_biases(optax.sgd(0.1))
+  >>> updates, _ = opt.update(grads, opt.init(params), params)
+  >>> round(float(updates.w_x[0, 0]), 6), round(float(updates.b[0]), 6)   # b moves twice
+  (-0.1, -0.2)
+  """
+  import optax       # the train extra; imported here so that conversions need only NumPy
+
+  opt = optax.with_extra_args_support(opt)
+  twins = lambda tree: jax.tree.map(merged_bias, tree, is_leaf=is_cell)
+  zeros = lambda tree: jax.tree.map(jnp.zeros_like, twins(tree))
+
+  def init(params):
+    return opt.init((params, zeros(params)))
+
+  def update(grads, state, params=None, **extra_args):
+    both = None if params is None else (params, zeros(params))
+    (updates, twin_updates), state = opt.update((grads, twins(grads)), state, both,
+                                                **extra_args)
+    updates = jax.tree.map(add_to_merged_bias, updates, twin_updates, is_leaf=is_cell)
+    return updates, state
+
+  return optax.GradientTransformationExtraArgs(init, update)
