@@ -302,6 +302,22 @@ def bias_or_zeros(b: Optional[Array], size: int, like: Array) -> Array:
   return jnp.zeros((size,), like.dtype) if b is None else b
 
 
+def not_a_cell(x) -> tuple[str, str]:
+  """(what ``x`` is, the fix) for an error that expected a Cell or a Seq:
+  a jaxrnn constructor not called, a Flax cell, anything else."""
+  if callable(x) and (getattr(x, "__module__", "") or "").startswith("jaxrnn"):
+    name = getattr(x, "__name__", "?")
+    return (f"the function jaxrnn.{name} itself",
+            f"call it with the hidden size: jaxrnn.{name}(H)")
+  if (getattr(type(x), "__module__", "") or "").startswith("flax"):
+    return (f"a Flax {type(x).__name__}",
+            "build the jaxrnn cell of the same kind (jaxrnn.lstm(H), jaxrnn.gru(H), "
+            "jaxrnn.simple_rnn(H)); to carry over a Flax cell's weights, convert "
+            "them with jaxrnn.interop.flax.from_linen or from_nnx")
+  return (f"a {type(x).__name__}",
+          "pass a cell such as jaxrnn.lstm(H), or a layer built from cells")
+
+
 def check_size(where: str, name: str, value, *, optional: bool = False) -> int:
   """``value`` as an int; raises at construction unless it is a positive int
   (or None, when ``optional``: then the caller passes None on).
@@ -358,15 +374,25 @@ def check_activation(where: str, name: str, value, *, optional: bool = False):
       f"{name}=jax.nn.relu or {name}='relu', for example{none}.")
 
 
+def token_ids_fix(dtype) -> str:
+  """The end of an input-size error's fix where xs holds integers, else ""."""
+  if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
+    return ""
+  return ("; xs holds integers: token ids (a batch of them [B, T] reads as one "
+          "sequence) go in as vectors, jax.nn.one_hot(ids, V) or an embedding's "
+          "rows, params['embed'][ids]")
+
+
 def check_input_size(name: str, xs: Array, input_size: int) -> None:
   """Raises at trace time when xs is not ``[T, input_size]``."""
   xs_shape = jnp.shape(xs)
   if len(xs_shape) != 2 or xs_shape[-1] != input_size:
+    ids = token_ids_fix(jnp.result_type(xs))
     raise ValueError(
         f"jaxrnn.{name}: xs has shape {tuple(xs_shape)}; these params were "
         f"initialised for input size {input_size}, so xs must be "
         f"[T, {input_size}]. Fix: pass inputs with {input_size} features, or "
-        f"re-run init(key, input_size={xs_shape[-1] if xs_shape else '?'}).")
+        f"re-run init(key, input_size={xs_shape[-1] if xs_shape else '?'}){ids}.")
 
 
 def split_gates(z: Array, names: tuple[str, ...]) -> dict[str, Array]:

@@ -21,11 +21,11 @@ from typing import Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, Carry, Cell, Params, project_one
+from jaxrnn._cell import Array, Carry, Cell, Params, not_a_cell, project_one
 from jaxrnn._dropout import (check_key, check_rate, mask_inputs, recurrent_size,
                              variational_masks)
-from jaxrnn._scan import (RESTORED_WITHOUT_TEMPLATE, check_carry, check_params,
-                          check_params_of_any_input, named, scan, within)
+from jaxrnn._scan import (RESTORED_WITHOUT_TEMPLATE, check_carry, check_cell, check_params,
+                          check_params_of_any_input, named, scan, torch_free, within)
 from jaxrnn._scan_batch import batch_major, reported_as, scan_batch
 
 
@@ -105,7 +105,8 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   >>> ys.shape, bool(jnp.allclose(ys, same, atol=1e-5))
   ((4, 5, 8), True)
   """
-  seq = as_seq(layer)
+  seq = as_seq(layer, "jaxrnn.apply_batch")
+  carry = torch_free(carry)
   xs, mask, resets = batch_major("jaxrnn.apply_batch", xs, mask, resets,
                                  seq_lengths, time_major, "layer.apply")
   key = check_key("jaxrnn.apply_batch", key)
@@ -210,6 +211,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   >>> ys.shape, y.shape
   ((5, 8), (8,))
   """
+  check_cell("rnn", cell)
   dropout = check_rate("jaxrnn.rnn", "dropout", dropout)
   recurrent_dropout = check_rate("jaxrnn.rnn", "recurrent_dropout", recurrent_dropout)
 
@@ -255,7 +257,13 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
     check_params_of_any_input("rnn(...).initial_carry", cell, params)
     return cell.initial_carry(params)
 
-  return Seq(init=cell.init, apply=apply, initial_carry=initial_carry,
+  def init(key, input_size):
+    params = cell.init(key, input_size)
+    if recurrent_dropout:      # refused here, not at the first step with a key
+      recurrent_size("jaxrnn.rnn", params)
+    return params
+
+  return Seq(init=init, apply=apply, initial_carry=initial_carry,
              step=step, output_size=cell.output_size, apply_batch=apply_batch_,
              reverse=reverse)
 
@@ -275,9 +283,18 @@ def check_step(cell: Cell, params: Params, carry: Carry, x) -> None:
   check_carry(carry, cell.initial_carry(params), where)
 
 
-def as_seq(layer: Layer) -> Seq:
-  """A Cell becomes ``rnn(cell)``; a Seq stays as it is."""
-  return rnn(layer) if isinstance(layer, Cell) else layer
+def as_seq(layer: Layer, where: str = "jaxrnn") -> Seq:
+  """A Cell becomes ``rnn(cell)``; a Seq stays as it is; anything else is
+  refused, naming the likely mistake."""
+  if isinstance(layer, Cell):
+    return rnn(layer)
+  if all(hasattr(layer, field) for field in ("init", "apply", "initial_carry", "output_size")):
+    return layer
+  what, fix = not_a_cell(layer)
+  raise TypeError(f"{where}: got {what}; expected a jaxrnn Cell or Seq "
+                  f"(jaxrnn.lstm(H), jaxrnn.rnn(cell), jaxrnn.stack(...), ...). "
+                  f"Fix: {fix}.")
+
 
 
 def run_from_the_end(layer: Layer) -> Seq:
@@ -291,6 +308,7 @@ def run_from_the_end(layer: Layer) -> Seq:
   """
   if isinstance(layer, Cell):
     return rnn(layer, reverse=True)
+  layer = as_seq(layer, "jaxrnn.bidirectional")
   if layer.reverse:
     return layer
   if layer.reverse is None:
@@ -379,7 +397,7 @@ def bidirectional(
     raise TypeError(
         f"jaxrnn.bidirectional: backward={backward!r}; expected a Cell or a Seq. "
         f"merge is keyword-only. Fix: jaxrnn.bidirectional(layer, merge={backward!r}).")
-  fw = as_seq(forward)
+  fw = as_seq(forward, "jaxrnn.bidirectional")
   if backward is None and getattr(fw, "reverse", False):
     # Both directions would then read the sequence from its end.
     raise ValueError(
@@ -410,6 +428,12 @@ def bidirectional(
         f"Fix: give both layers the same output size, or use merge='concat'.")
   out = jax.eval_shape(merge_fn, jax.ShapeDtypeStruct((1, fw.output_size), jnp.float32),
                        jax.ShapeDtypeStruct((1, bw.output_size), jnp.float32))
+  if not hasattr(out, "shape"):
+    raise TypeError(
+        f"jaxrnn.bidirectional: merge returned a {type(out).__name__}; expected one "
+        f"array ys [T, O] from (fw [T, {fw.output_size}], bw [T, {bw.output_size}]). "
+        f"Fix: for the two directions apart (Keras' merge_mode=None), keep "
+        f"merge='concat' and split: ys[..., :{fw.output_size}], ys[..., {fw.output_size}:].")
 
   def init(key, input_size):
     k_fw, k_bw = jax.random.split(key)
@@ -508,7 +532,7 @@ def stack(*layers: Layer, residual: bool = False, dropout: float = 0.0) -> Seq:
     warnings.warn(f"jaxrnn.stack: dropout={dropout} acts between layers, and one "
                   f"layer has none: nothing is dropped. Fix: jaxrnn.rnn(cell, "
                   f"dropout=...) drops a layer's inputs.", stacklevel=2)
-  seqs = tuple(as_seq(layer) for layer in layers)
+  seqs = tuple(as_seq(layer, "jaxrnn.stack") for layer in layers)
 
   def init(key, input_size):
     sizes = [input_size] + [s.output_size for s in seqs]

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._cell import Array, Carry, Cell, Params, project_one
+from jaxrnn._cell import Array, Carry, Cell, Params, not_a_cell, project_one, token_ids_fix
 from jaxrnn._dropout import check_recurrent_mask, scale_recurrent_rows
 
 
@@ -98,7 +98,7 @@ def scan(
   xs = jnp.asarray(xs)
   check_xs(xs)
   check_not_varying("scan", xs, carry)
-  check_params("scan", cell, params, xs.shape)
+  check_params("scan", cell, params, xs.shape, xs_dtype=xs.dtype)
   if recurrent_mask is not None:
     params = scale_recurrent_rows(
         params, check_recurrent_mask("jaxrnn.scan", params, recurrent_mask, None))
@@ -116,6 +116,7 @@ def scan(
           "carry=cell.decoder_carry(params, memory, mask).")
     carry = init
   else:
+    carry = torch_free(carry)
     check_carry(carry, init)
   if resets is not None and mask is not None:
     # A masked step is a no-op, the reset included.
@@ -199,10 +200,11 @@ def check_cell(name: str, cell) -> None:
         f"stack and bidirectional make), where it runs a Cell (jaxrnn.lstm(H), "
         f"jaxrnn.gru(H), ...). Fix: layer.apply(params, xs) runs one sequence, "
         f"jaxrnn.apply_batch(layer, params, xs) a batch.")
+  what, fix = not_a_cell(cell)
   raise TypeError(
-      f"jaxrnn.{name}: got {type(cell).__name__} for the cell; expected a "
-      f"jaxrnn.Cell (jaxrnn.lstm(H), jaxrnn.gru(H), jaxrnn.fused_cell(...), "
-      f"or a Cell of one's own). Fix: pass the cell, then its params.")
+      f"jaxrnn.{name}: got {what} for the cell; expected a jaxrnn.Cell "
+      f"(jaxrnn.lstm(H), jaxrnn.gru(H), jaxrnn.fused_cell(...), or a Cell of "
+      f"one's own). Fix: {fix}.")
 
 
 def check_loop_options(where: str, reverse, unroll, length=None) -> tuple[bool, int | bool]:
@@ -371,7 +373,8 @@ def named(name: str) -> str:
 
 
 def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
-                 time_major: bool = False, size_known: bool = True) -> None:
+                 time_major: bool = False, size_known: bool = True,
+                 xs_dtype=None) -> None:
   """Checks ``params`` against what ``cell.init(key, I)`` makes for xs ``[..., I]``
   (the caller's shape; ``time_major`` says a batch is ``[T, B, I]``).
 
@@ -426,7 +429,7 @@ def check_params(name: str, cell: Cell, params: Params, xs_shape: tuple,
           f"{named(name)}: {noun} has shape {tuple(xs_shape)}; these params were "
           f"initialised for input size {size}, so {noun} must be {layout}{size}]. "
           f"Fix: pass inputs with {size} features, or re-run "
-          f"init(key, input_size={input_size}).")
+          f"init(key, input_size={input_size}){token_ids_fix(xs_dtype)}.")
   listed = "; ".join(f"{path} is {list(shape)} where it makes {list(made)}"
                      for path, shape, made in wrong)
   raise ValueError(
@@ -514,6 +517,17 @@ def check_carry(carry: Carry, expected: Carry, where: str = "scan") -> None:
           f"A batched carry goes through jax.vmap with xs; the carry stays "
           f"in float32 (or wider) even for bfloat16 params. Fix: pass a "
           f"carry of those shapes and dtypes.")
+
+
+def torch_free(tree):
+  """``tree`` with its PyTorch tensors read as NumPy arrays (detached: a
+  learned initial state requires grad), which jax reads; other leaves as
+  they are. So ``carry=`` takes tensors, as ``xs`` does."""
+  if not any(hasattr(a, "detach") for a in jax.tree.leaves(tree)):
+    return tree
+  from jaxrnn.interop import as_numpy
+  return jax.tree.map(lambda a: as_numpy(a, "carry", "jaxrnn") if hasattr(a, "detach") else a,
+                      tree)
 
 
 def same_layout(a, b, dtypes: bool = True) -> bool:

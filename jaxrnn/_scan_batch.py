@@ -19,7 +19,7 @@ from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask
 from jaxrnn._scan import (FLAX_LSTM_CARRY, _describe, check_cell, check_loop_options,
                           check_not_varying, check_params, flax_lstm_carry, named,
-                          same_layout, scan, zero_padding)
+                          same_layout, scan, torch_free, zero_padding)
 
 # `jaxrnn.apply_batch` makes a time-major batch batch-major before its
 # layers run scan_batch; it names itself and its caller's layout here, so
@@ -131,11 +131,12 @@ def scan_batch(
                                  seq_lengths, time_major, "jaxrnn.scan", rank=3)
   B, T = xs.shape[:2]
   shown = (T, B) + xs.shape[2:] if shown_time_major else xs.shape   # for messages
-  check_params(where, cell, params, shown, shown_time_major)
+  check_params(where, cell, params, shown, shown_time_major, xs_dtype=xs.dtype)
   if cell.project is not None:    # its own input checks (size, dtype), on one sequence
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
   reverse, unroll = check_loop_options(where, reverse, unroll, T)
   if carry is not None:
+    carry = torch_free(carry)
     _check_batch_carry(where, carry, cell.initial_carry(params), B)
   if recurrent_mask is not None:
     recurrent_mask = check_recurrent_mask("jaxrnn.scan_batch", params, recurrent_mask, B)

@@ -137,6 +137,8 @@ def test_bad_rates_and_cells_without_w_h_are_refused():
   with pytest.raises(ValueError, match=r"recurrent_dropout masks h_\(t-1\) through the rows "
                      r"of the recurrent weights, params.w_h"):
     layer.apply(cell.init(jax.random.key(0), I), XS[0], key=jax.random.key(1))
+  with pytest.raises(ValueError, match=r"these params \(dict\) have none"):
+    layer.init(jax.random.key(0), I)        # at init, before any training step
   # Input dropout alone needs nothing of the cell.
   jaxrnn.rnn(cell, dropout=0.2).apply(cell.init(jax.random.key(0), I), XS[0],
                                       key=jax.random.key(1))

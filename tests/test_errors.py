@@ -539,3 +539,45 @@ def test_shard_map_checking_varying_types_is_told_the_fix():
   checked = jax.shard_map(given_varying_carry, mesh=mesh, in_specs=P("data"),
                           out_specs=P("data"))
   np.testing.assert_allclose(jax.jit(checked)(XS[None]), runs["scan"](XS[None]), atol=1e-6)
+
+
+def test_a_constructor_not_called_or_a_flax_cell_is_named_where_a_layer_goes():
+  flax_nn = pytest.importorskip("flax.linen")
+  from jaxrnn.interop.flax import LinenRecurrent
+  uncalled = "got the function jaxrnn.lstm itself"
+  cases = [
+      (lambda: jaxrnn.apply_batch(jaxrnn.lstm, PARAMS, jnp.ones((2, T, I))), uncalled),
+      (lambda: jaxrnn.scan(jaxrnn.lstm, PARAMS, XS), uncalled),
+      (lambda: jaxrnn.rnn(jaxrnn.lstm), uncalled),
+      (lambda: jaxrnn.bidirectional(CELL, jaxrnn.lstm), uncalled),
+      (lambda: jaxrnn.stack(CELL, flax_nn.GRUCell(H)), "got a Flax GRUCell"),
+      (lambda: LinenRecurrent(flax_nn.LSTMCell(H)), "got a Flax LSTMCell"),
+      (lambda: jaxrnn.stack(CELL, "lstm"), "got a str"),
+  ]
+  for run, says in cases:
+    with pytest.raises(TypeError, match=re.escape(says)) as info:
+      run()
+    assert "Fix: " in str(info.value)
+  with pytest.raises(TypeError, match=r"from_linen or from_nnx"):
+    LinenRecurrent(flax_nn.LSTMCell(H))
+  with pytest.raises(TypeError, match=r"call it with the hidden size: jaxrnn.lstm\(H\)"):
+    jaxrnn.rnn(jaxrnn.lstm)
+
+
+def test_a_merge_returning_the_two_directions_apart_is_told_how():
+  # Keras' merge_mode=None: split the concatenation instead.
+  with pytest.raises(TypeError, match=re.escape(
+      "merge returned a tuple; expected one array ys [T, O] from (fw [T, 4], bw [T, 6])")) as info:
+    jaxrnn.bidirectional(jaxrnn.lstm(4), jaxrnn.gru(6), merge=lambda fw, bw: (fw, bw))
+  assert "ys[..., :4], ys[..., 4:]" in str(info.value)
+
+
+def test_token_ids_of_the_wrong_size_are_told_to_be_embedded():
+  ids = jnp.ones((T, 7), jnp.int32)          # [B, T] ids, read as one sequence
+  says = ["initialised for input size 3", "xs holds integers: token ids",
+          "jax.nn.one_hot(ids, V)"]
+  assert_fails(ValueError, lambda x: jaxrnn.scan(CELL, PARAMS, x), ids, says=says)
+  assert_fails(ValueError, lambda x: jaxrnn.scan_batch(CELL, PARAMS, x), ids[None], says=says)
+  with pytest.raises(ValueError) as info:       # floats of the wrong size: no such hint
+    jaxrnn.scan(CELL, PARAMS, jnp.ones((T, 7)))
+  assert "token ids" not in str(info.value)

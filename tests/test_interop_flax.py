@@ -482,3 +482,35 @@ def test_from_nnx_errors_name_the_key():
   pure["dense_h"]["bias"] = np.zeros(H)
   with pytest.raises(ValueError, match=r"state\['dense_h'\] has keys \['bias', 'kernel'\]; expected \['kernel'\]"):
     from_nnx(pure)
+
+
+def test_a_linen_bidirectional_converts_whole_and_a_models_params_are_told_apart():
+  # nn.Bidirectional(nn.RNN(cell), nn.RNN(cell)) is jaxrnn.bidirectional(cell,
+  # cell) with its default concatenation, on the valid steps (Flax's padded
+  # outputs are not zero).
+  bi = nn.Bidirectional(nn.RNN(nn.GRUCell(H, bias_init=BIAS)),
+                        nn.RNN(nn.GRUCell(H, bias_init=BIAS)))
+  variables = bi.init(jax.random.key(0), XS)
+  params = from_linen(variables)
+  want = bi.apply(variables, XS, seq_lengths=LENGTHS)
+  _, got = jaxrnn.apply_batch(jaxrnn.bidirectional(jaxrnn.gru(H), jaxrnn.gru(H)), params, XS,
+                              seq_lengths=LENGTHS)
+  np.testing.assert_allclose(np.where(MASK[..., None], got, 0),
+                             np.where(MASK[..., None], want, 0), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="cell='LSTMCell' but the params are a GRU"):
+    from_linen(variables, "LSTMCell")
+
+  class TwoLayers(nn.Module):
+    @nn.compact
+    def __call__(self, xs):
+      hs = nn.RNN(nn.LSTMCell(H))(xs)           # LSTMCell_0, then LSTMCell_1
+      return nn.RNN(nn.LSTMCell(H))(hs)
+
+  variables = TwoLayers().init(jax.random.key(0), XS)
+  with pytest.raises(ValueError, match=r"look like a model's submodules .* a tuple in "
+                                       r"layer order for jaxrnn.stack"):
+    from_linen(variables)
+  names = sorted(variables["params"])
+  stacked = tuple(from_linen(variables["params"][n]) for n in names)
+  _, ys = jaxrnn.apply_batch(jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.lstm(H)), stacked, XS)
+  np.testing.assert_allclose(ys, TwoLayers().apply(variables, XS), rtol=1e-5, atol=1e-6)

@@ -196,6 +196,16 @@ def test_torch_to_jaxrnn_folds_biases_and_keeps_dtype():
   np.testing.assert_array_equal(
       np.asarray(bf16.w_h, np.float32),
       make_module("lstm").state_dict()["weight_hh_l0"].to(torch.bfloat16).float().numpy().T)
+  # back: float32 arrays torch.from_numpy takes, loading into a bfloat16
+  # module bit for bit
+  sd = jt.to_torch(bf16)
+  assert {v.dtype for v in sd.values()} == {np.dtype(np.float32)}
+  module = make_module("lstm", seed=5).to(torch.bfloat16)
+  module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+  again = jt.from_torch(module)
+  assert again.w_h.dtype == jnp.bfloat16
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a, np.float32),
+                                                          np.asarray(b, np.float32)), again, bf16)
 
 
 def test_prefix_selects_a_submodule_and_layer_reads_module_settings():
@@ -484,3 +494,34 @@ def test_layer_init_draws_as_torch_initialises(kind):
     np.testing.assert_allclose(a.std(), b.std(), rtol=0.15, err_msg=str(path))
   cell = jt.layer(torch.nn.GRUCell(I, H)).init(jax.random.key(0), I)
   assert np.abs(np.asarray(cell.w_h)).max() <= 1 / np.sqrt(H)
+
+
+def test_a_carry_of_torch_tensors_is_read_as_xs_is():
+  module = make_module("lstm")
+  net, params = jt.layer(module), jt.from_torch(module)
+  xs = torch.as_tensor(inputs())
+  h0, c0 = initial_state(module)
+  want = jaxrnn.apply_batch(net, params, xs.numpy(), carry=jt.carry_from_torch(h0, c0))
+  learned = torch.tensor(c0[0], requires_grad=True)      # a learned initial state
+  carry = jaxrnn.LSTMCarry(torch.as_tensor(h0[0]), learned)
+  got = jaxrnn.apply_batch(net, params, xs, carry=carry)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+  got = jax.vmap(lambda x, c: jaxrnn.scan(jaxrnn.lstm(H), params, x, carry=c))(
+      xs.numpy(), jt.carry_from_torch(h0, c0))
+  one = jaxrnn.scan(jaxrnn.lstm(H), params, xs[0].numpy(),
+                    carry=jaxrnn.LSTMCarry(torch.as_tensor(h0[0, 0]), learned[0]))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b[0], rtol=1e-6), one, got)
+  # torch's own (h0, c0), [L * D, B, H], are told the conversion
+  with pytest.raises(ValueError, match="convert with jaxrnn.interop.torch.carry_from_torch"):
+    jaxrnn.apply_batch(net, params, xs, carry=(torch.as_tensor(h0), torch.as_tensor(c0)))
+  gru = make_module("gru")
+  ys = jaxrnn.apply_batch(jt.layer(gru), jt.from_torch(gru), xs, carry=torch.zeros(B, H))[1]
+  np.testing.assert_allclose(ys, gru(xs)[0].detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_carry_to_torch_refuses_a_carry_no_torch_module_has():
+  stack = jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.gru(H))
+  carry, _ = jaxrnn.apply_batch(stack, stack.init(jax.random.key(0), I), inputs())
+  with pytest.raises(ValueError, match=r"holds \['LSTMCarry', \[3, 5\]\]; expected the "
+                                       r"carry of one torch module's layers"):
+    jt.carry_to_torch(carry)

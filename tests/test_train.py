@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -662,3 +663,16 @@ def test_data_parallel_on_four_devices_gives_the_same_loss(tmp_path):
   result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_fit_warns_when_the_batches_run_out_before_steps():
+  step = lambda s, b: (s + b, {"loss": s + b})
+  with pytest.warns(UserWarning, match=r"batches ran out after 5 of steps=8; training "
+                                       r"stopped there"):
+    state, history = train.fit(step, 0.0, [1.0] * 5, steps=8, quiet=True)
+  assert state == 5.0 and len(history) == 5
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")        # exactly enough, or stopped early: no warning
+    train.fit(step, 0.0, [1.0] * 5, steps=5, quiet=True)
+    train.fit(step, 0.0, iter([1.0] * 9), steps=8, quiet=True)
+    train.fit(step, 0.0, [1.0] * 5, steps=8, quiet=True, stop=lambda h: len(h) == 2)

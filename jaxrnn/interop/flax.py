@@ -109,15 +109,26 @@ def unwrap_linen(variables: Any, where: str) -> dict:
   return variables
 
 
+BIDIRECTIONAL_KEYS = {"forward_rnn", "backward_rnn"}    # nn.Bidirectional's submodules
+
+
 def linen_kind(tree: dict, where: str) -> str:
   keys = set(tree.keys())
   for kind, names in LINEN_KEYS.items():
     if keys == set(names):
       return kind
+  # A model's params: its submodules, each a dict of its own.
+  nested = all(hasattr(tree[k], "keys") and not {"kernel", "bias"} & set(tree[k].keys())
+               for k in keys)
+  fix = (f" These look like a model's submodules ({sorted(keys)}). Fix: convert "
+         f"each recurrent cell's own params, from_linen(variables['params'][name]), "
+         f"and put them together as jaxrnn's layer holds them: a tuple in layer "
+         f"order for jaxrnn.stack, (forward, backward) for jaxrnn.bidirectional "
+         f"(an nn.Bidirectional converts whole)." if keys and nested else "")
   raise ValueError(
       f"{where}: params have keys {sorted(keys)}; expected those of a linen "
       f"LSTMCell/OptimizedLSTMCell {sorted(LINEN_KEYS['lstm'])}, GRUCell "
-      f"{sorted(LINEN_KEYS['gru'])} or SimpleCell {sorted(LINEN_KEYS['rnn'])}.")
+      f"{sorted(LINEN_KEYS['gru'])} or SimpleCell {sorted(LINEN_KEYS['rnn'])}.{fix}")
 
 
 def check_kind(kind: str, name: Optional[str], what: str, where: str) -> None:
@@ -138,7 +149,10 @@ def from_linen(variables: Any, cell: Any = None):
   level). The kind is read from the keys; ``cell`` (``"LSTMCell"``,
   ``"OptimizedLSTMCell"``, ``"GRUCell"``, ``"SimpleCell"``, or the class)
   checks it. Returns ``LSTMParams``, ``GRUParams`` (``reset_after=True``)
-  or ``RNNParams`` in the params' dtype, the same bits.
+  or ``RNNParams`` in the params' dtype, the same bits. The variables of an
+  ``nn.Bidirectional`` of two ``nn.RNN`` give the ``(forward, backward)``
+  pair of ``jaxrnn.bidirectional(cell, cell)``, which computes what it
+  computes with its default concatenation.
 
   Raises:
     ValueError: naming the key, for a missing key, unknown keys, a shape
@@ -156,6 +170,8 @@ def from_linen(variables: Any, cell: Any = None):
   where = "jaxrnn.interop.flax.from_linen"
   name = cell_name(cell, where)
   tree = unwrap_linen(variables, where)
+  if set(tree.keys()) == BIDIRECTIONAL_KEYS:
+    return tuple(from_linen(tree[k], cell) for k in ("forward_rnn", "backward_rnn"))
   kind = linen_kind(tree, where)
   check_kind(kind, name, "the params", where)
   read = Reader(tree, "params", where)
@@ -550,7 +566,7 @@ class Recurrent(nnx.Module):
 
   def __init__(self, layer: Any, input_size: int, *, deterministic: bool = False,
                time_major: bool = False, return_carry: bool = True, rngs: nnx.Rngs):
-    self.layer = nnx.static(as_seq(layer))
+    self.layer = nnx.static(as_seq(layer, "jaxrnn.interop.flax.Recurrent"))
     params = self.layer.init(rngs.params(), input_size)
     self.params = nnx.data(jax.tree.map(nnx.Param, params))
     self.deterministic = deterministic
@@ -647,6 +663,12 @@ class LinenRecurrent(nn.Module):
   deterministic: Optional[bool] = None
   time_major: bool = False
   return_carry: bool = True
+
+  def __post_init__(self):
+    # Before Flax adopts a Flax cell given here as a submodule, whose
+    # params would then collide with "layer".
+    as_seq(self.layer, "jaxrnn.interop.flax.LinenRecurrent")
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, xs, mask=None, carry=None, key=None, deterministic=None,

@@ -314,6 +314,14 @@ def carry_to_torch(carry: Any):
   states = jax.tree.leaves(carry, is_leaf=lambda x: isinstance(x, LSTMCarry))
   if states and all(isinstance(c, LSTMCarry) for c in states):
     return jnp.stack([c.h for c in states]), jnp.stack([c.c for c in states])
+  if any(isinstance(c, LSTMCarry) for c in states) or len({jnp.shape(c) for c in states}) > 1:
+    raise ValueError(
+        f"jaxrnn.interop.torch.carry_to_torch: carry holds "
+        f"{[type(c).__name__ if isinstance(c, LSTMCarry) else list(jnp.shape(c)) for c in states]}"
+        f"; expected the carry of one torch module's layers: all LSTMCarry "
+        f"(nn.LSTM) or all arrays of one shape (nn.GRU, nn.RNN). Fix: convert "
+        f"the carry of each torch module's layers apart (a stack's carry is a "
+        f"tuple, one entry per layer).")
   return jnp.stack(states)
 
 
@@ -500,9 +508,9 @@ def to_torch(params: Any, *, bidirectional: Optional[bool] = None,
   under the keys of torch's ``nn.LSTMCell``, ``nn.GRUCell`` or
   ``nn.RNNCell`` (``weight_ih``, without ``_l0``). Load with
   ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
-  (bfloat16 params come out as ``ml_dtypes.bfloat16`` arrays, which
-  ``torch.from_numpy`` refuses: pass ``torch.from_numpy(v.view(np.int16))
-  .view(torch.bfloat16)`` for those).
+  (bfloat16 and float16 params come out as float32, exactly, as
+  ``torch.from_numpy`` refuses ``ml_dtypes.bfloat16``; ``load_state_dict``
+  copies them into the module's own dtype).
 
   Raises:
     ValueError: for params torch cannot hold (peepholes, a missing gate,
@@ -650,8 +658,10 @@ def export_cell(kind: str, p: Any, suffix: str, bias: bool, prefix: str,
     out[f"bias_hh_{suffix}"] = b_hh
   if kind == "lstm" and p.w_proj is not None:
     out[f"weight_hr_{suffix}"] = np_(p.w_proj).T
-  # Fresh, contiguous, writable arrays: torch.from_numpy wants all three.
-  return {prefix + k: np.array(v, order="C", copy=True) for k, v in out.items()}
+  # Fresh, contiguous, writable arrays: torch.from_numpy wants all three,
+  # and float32 for narrower floats (it refuses ml_dtypes' bfloat16).
+  wide = lambda v: v.astype(np.float32) if v.dtype.itemsize < 4 else v
+  return {prefix + k: np.array(wide(v), order="C", copy=True) for k, v in out.items()}
 
 
 def merged_bias(p: Any) -> Optional[jax.Array]:

@@ -74,7 +74,7 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
   >>> model.apply_batch(params, jnp.ones((4, 5, 2)))[1].shape
   (4, 5, 3)
   """
-  seq = as_seq(layer)
+  seq = as_seq(layer, "jaxrnn.tasks.readout_model")
   H = seq.output_size
 
   def init(key, input_size):

@@ -6,6 +6,7 @@ Lives here: `fit`. Not here: the step it runs (`step.py`, `tbptt.py`).
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Callable, Iterable, Optional
 
 import jax
@@ -42,7 +43,9 @@ def fit(
   state (`make_tbptt_step`).
 
   Returns the final state and the history: one dict of host-side floats
-  per step.
+  per step. Batches that run out before ``steps`` end training with a
+  warning, as Keras' ``fit`` warns (for epochs over a list, pass
+  ``itertools.chain.from_iterable(itertools.repeat(batches, epochs))``).
 
   >>> import jax.numpy as jnp
   >>> step = lambda s, b: (s + b, {"loss": s + b})
@@ -69,6 +72,13 @@ def fit(
       checkpoints.save(state, position=start + done)
     if stop is not None and stop(history):
       break
+  else:
+    if done < steps:
+      warnings.warn(
+          f"jaxrnn.train.fit: the batches ran out after {done} of steps={steps}; "
+          f"training stopped there. Fix: batches that last {steps} steps (epochs "
+          f"over a list: itertools.chain.from_iterable(itertools.repeat(batches, "
+          f"epochs))), or steps={done}.", stacklevel=2)
   progress.close()
   if checkpoints is not None:
     checkpoints.save(state, position=start + done)

@@ -142,8 +142,11 @@ def last_valid(ys: Array, mask: Optional[Array] = None) -> Array:
   """``ys`` at the last step where ``mask`` is True (the last step when it is None).
 
   Shapes: ys [T, ...] and mask bool[T] for one example, ys [B, T, ...] and
-  mask bool[B, T] for a batch (each row's own last valid step); without a
-  mask, ys [T, ...] (for a batch, ``ys[:, -1]``). Padding may sit on
+  mask bool[B, T] for a batch (each row's own last valid step). Without a
+  mask it is ``ys[-1]``, one example's last step: a batch's rows cannot be
+  told from an example's trailing axes, so for a batch without a mask
+  write ``ys[:, -1]`` (``last_valid(ys)`` would give the last example).
+  Padding may sit on
   either side (Keras' ``pad_sequences`` pads on the left) or in gaps; a row
   with no valid step gives its step 0.
 
