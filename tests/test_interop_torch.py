@@ -185,7 +185,8 @@ def test_bias_false_converts_to_cells_without_biases_and_refuses_nonzero_ones():
 def test_torch_to_jaxrnn_folds_biases_and_keeps_dtype():
   module = make_module("gru").double()
   state = module.state_dict()
-  params = jt.from_torch(state, "gru")
+  with pytest.warns(UserWarning, match="float64 and jax_enable_x64 is off, so they become float32"):
+    params = jt.from_torch(state, "gru")
   assert params.w_x.dtype == jnp.float32  # jax_enable_x64 is off: jax's rule
   b_ih, b_hh = state["bias_ih_l0"].numpy(), state["bias_hh_l0"].numpy()
   np.testing.assert_allclose(params.b[:2 * H], (b_ih + b_hh)[:2 * H], rtol=1e-6)

@@ -343,7 +343,8 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
   ``b = bias_ih + bias_hh`` (GRU: the n part of ``bias_hh`` becomes
   ``b_hn``); ``bias=False`` gives None for both, as ``use_bias=False``
   cells have. Leaves are jax arrays (so float64
-  becomes float32 unless ``jax_enable_x64`` is on, as with any jax array).
+  becomes float32 unless ``jax_enable_x64`` is on, as with any jax array;
+  a warning says so).
 
   Raises:
     ValueError: naming the key, for a missing or unexpected key, a wrong
@@ -476,6 +477,12 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
       p = RNNParams(w_x=w_x, w_h=w_h, b=b)
     return jax.tree.map(jnp.asarray, p)
 
+  if not jax.config.jax_enable_x64 and any(a.dtype == np.float64 for a in arrays.values()):
+    warnings.warn(
+        f"{where}: the params are float64 and jax_enable_x64 is off, so they "
+        f"become float32 (to_torch gives float32 back). Fix: "
+        f"jax.config.update('jax_enable_x64', True) first to keep float64, "
+        f"or convert a float32 module to silence this.", stacklevel=2)
   layers = tuple((one(f"_l{k}"), one(f"_l{k}_reverse")) if two else one(f"_l{k}")
                  for k in range(L))
   return layers[0] if L == 1 else layers
