@@ -1,7 +1,7 @@
 """A character-level language model trained with truncated BPTT.
 
 Run ``python benchmarks/char_lm.py`` (82-122 s of training measured
-on 2 shared CPU cores; test bits per character 1.78-1.79), ``--quick`` (under a
+on 2 shared CPU cores; test bits per character 1.775-1.79), ``--quick`` (under a
 minute) or ``--smoke`` (seconds; the tests). Options:
 ``--cell lstm|gru|rnn|peephole``, ``--hidden``, ``--batch`` (parallel
 streams), ``--window`` (TBPTT length), ``--steps``, ``--lr``, ``--seed``,
@@ -26,8 +26,9 @@ ends the carry restarts from zero and reading starts again (a new epoch).
 
 Measure: bits per character, ``-(1/N) sum_t log2 p(x_{t+1} | x_{<=t})``,
 on the held-out test text read the same way (32 streams, each from a zero
-carry passed on window by window; the tokens that do not fill a last
-window, 3% of the test text, are left out: `jaxrnn.train.windows`),
+carry passed on window by window; every character is scored once, the
+last window of each stream padded and masked: `jaxrnn.train.windows(...,
+keep_tail=True)`),
 beside the uniform guess ``log2(V)``. Sampling: from a prompt, one
 character at a time with ``softmax(logits / temperature)``, feeding each
 sample back in.
@@ -72,16 +73,19 @@ def char_model(args, vocab_size: int):
 
 
 def window_nll(model, vocab_size: int):
-  """``(params, carry, inputs [W], targets [W]) -> (carry, nll_sum)`` for one stream.
+  """``(params, carry, inputs [W], targets [W], mask bool[W]) -> (carry,
+  nll_sum)`` for one stream.
 
-  The negative log-likelihood in nats, summed over the window; the carry
-  comes in from the previous window and goes out to the next one.
+  The negative log-likelihood in nats, summed over the window's real
+  targets (``mask``); the carry comes in from the previous window and goes
+  out to the next one.
   """
-  def nll(params, carry, inputs, targets):
+  def nll(params, carry, inputs, targets, mask):
     carry, logits = model.apply(params, jax.nn.one_hot(inputs, vocab_size),
                                 carry=carry)
     logp = jax.nn.log_softmax(logits)
-    return carry, -jnp.take_along_axis(logp, targets[:, None], -1).sum()
+    return carry, -jnp.where(mask, jnp.take_along_axis(logp, targets[:, None], -1)[:, 0],
+                             0.0).sum()
   return nll
 
 
@@ -95,18 +99,18 @@ def bits_per_character(model, vocab_size: int):
   nll = window_nll(model, vocab_size)
 
   @jax.jit
-  def total_nll(params, inputs, targets):   # inputs, targets: [K, B, W]
+  def total_nll(params, inputs, targets, mask):   # [K, B, W] each
     carry = jax.vmap(lambda _: model.initial_carry(params))(inputs[0])
 
-    def body(carry, xy):
-      carry, total = jax.vmap(nll, (None, 0, 0, 0))(params, carry, *xy)
+    def body(carry, xym):
+      carry, total = jax.vmap(nll, (None, 0, 0, 0, 0))(params, carry, *xym)
       return carry, total.sum()
-    _, totals = jax.lax.scan(body, carry, (inputs, targets))
+    _, totals = jax.lax.scan(body, carry, (inputs, targets, mask))
     return totals.sum()
 
   def bpc(params, tokens, batch_size, window):
-    inputs, targets = train.windows(tokens, batch_size, window)
-    return float(total_nll(params, inputs, targets)) / inputs.size / math.log(2)
+    inputs, targets, mask = train.windows(tokens, batch_size, window, keep_tail=True)
+    return float(total_nll(params, inputs, targets, mask)) / int(mask.sum()) / math.log(2)
   return bpc
 
 

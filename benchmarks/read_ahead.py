@@ -1,11 +1,12 @@
 """Reading each step's input a step early: the forward loops with and without it.
 
-`jaxrnn.fused_cell`'s ``read_ahead`` carries step t's projected input into
-the loop a step early (`jaxrnn._fused.scan_ahead`), so XLA CPU does not fuse
+`jaxrnn.fused_cell`'s ``read_ahead`` (and `jaxrnn._fused.read_ahead_sequence`,
+for a cell with a plain step) carries step t's projected input into the
+loop a step early (`jaxrnn._fused.scan_ahead`), so XLA CPU does not fuse
 the per-step slice of the input into the step's elementwise work. This
 script times `jaxrnn.scan`'s forward (inference) loop of each cell both
 ways, interleaved in one process, and prints the medians and their ratio;
-the cells that gain are built with it (the GRU, the peephole LSTM).
+the cells that gain are built with it (both GRUs, the peephole LSTM).
 
     python benchmarks/read_ahead.py                 # ~1 min on 2 CPU cores
     python benchmarks/read_ahead.py --shapes 16,128,64,128 --calls 41
@@ -27,8 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # jaxrnn from 
 
 from benchmarks.cli import positive, shape_bthi  # noqa: E402
 
-CELLS = ("gru", "peephole_lstm", "lstm", "cifg_lstm", "simple_rnn")
-BUILT_AHEAD = ("gru", "peephole_lstm")     # the cells whose constructors set read_ahead
+CELLS = ("gru", "cho_gru", "peephole_lstm", "lstm", "cifg_lstm", "simple_rnn")
+BUILT_AHEAD = ("gru", "cho_gru", "peephole_lstm")     # the cells built reading ahead
+
+
+def make_cell(name: str, H: int):
+  import jaxrnn
+  if name == "cho_gru":                    # Cho et al.'s: reset before the matmul
+    return jaxrnn.gru(H, reset_after=False)
+  return getattr(jaxrnn, name)(H)
 
 
 def forward(cell, params, xs):
@@ -55,7 +63,6 @@ def main(argv=None) -> list[dict]:
 
   import jax
   import numpy as np
-  import jaxrnn
   from jaxrnn import _fused
 
   built = _fused.forward_loop
@@ -65,7 +72,7 @@ def main(argv=None) -> list[dict]:
   for B, T, I, H in shapes:
     xs = jax.random.normal(jax.random.key(1), (B, T, I))
     for name in cells:
-      cell = getattr(jaxrnn, name)(H)
+      cell = make_cell(name, H)
       params = cell.init(jax.random.key(0), I)
       fns = {}
       for label, loop in (("read ahead", _fused.scan_ahead), ("in the step", jax.lax.scan)):

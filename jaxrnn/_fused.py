@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params, check_bool, check_size, matmul
 from jaxrnn._fused_batch import fused_batch_kernel
-from jaxrnn._scan import _describe, step_output, where
+from jaxrnn._scan import _describe, masked_step, step_output, where
 
 
 def _step_parts(finish, rest, init, carry, gx, u, valid, reset):
@@ -103,6 +103,38 @@ def scan_ahead(body, carry, xs, *, reverse: bool, unroll):
   (carry, _), ys = jax.lax.scan(step, (carry, read(T - 1 if reverse else 0)), jnp.arange(T),
                                 reverse=reverse, unroll=unroll)
   return carry, ys
+
+
+def read_ahead_sequence(step: Callable, initial_carry: Callable) -> Callable:
+  """A ``Cell.sequence`` for a cell with a plain ``step``: `jaxrnn.scan`'s
+  own loop, its forward reading ahead (`scan_ahead`, on a CPU) and its
+  derivatives those of the plain loop, which reading ahead would slow.
+
+  For a cell that is no `fused_cell` (one recurrent matmul) but gains from
+  reading ahead: Cho et al.'s GRU (``gru(H, reset_after=False)``), whose
+  second matmul reads the reset gate.
+  """
+  def sequence(params, carry, gxs, *, mask, resets, reverse, unroll):
+    return _plain_ahead(step, reverse, unroll, params, carry, gxs, mask, resets,
+                        initial_carry(params))
+  return sequence
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _plain_ahead(step, reverse, unroll, params, carry, gxs, mask, resets, init):
+  body = partial(masked_step, step, params, init)
+  return forward_loop(True)(body, carry, (gxs, mask, resets), reverse=reverse, unroll=unroll)
+
+
+@_plain_ahead.defjvp
+def _plain_ahead_jvp(step, reverse, unroll, primals, tangents):
+  params, carry, gxs, mask, resets, init = primals
+  d_params, d_carry, d_gxs, _, _, d_init = tangents
+
+  def plain(params, carry, gxs, init):
+    return jax.lax.scan(partial(masked_step, step, params, init), carry, (gxs, mask, resets),
+                        reverse=reverse, unroll=unroll)
+  return jax.jvp(plain, (params, carry, gxs, init), (d_params, d_carry, d_gxs, d_init))
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3, 4, 5))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Optional
 
 import jax
@@ -134,20 +134,24 @@ def scan(
     return cell.sequence(params, carry, gxs, mask=mask, resets=resets,
                          reverse=reverse, unroll=unroll)
 
-  def body(carry, inputs):
-    gx, valid, reset = inputs
-    if reset is not None:
-      carry = where(reset, init, carry)
-    new_carry, y = step_output(cell.step(params, carry, gx), carry)
-    if valid is not None:
-      new_carry = where(valid, new_carry, carry)
-      y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
-    return new_carry, y
-
   # Scanned over, not read by index: under jax.vmap that costs a time-major
   # copy of gxs, but only then does unroll pay on CPU (see _fused._forward).
-  return jax.lax.scan(body, carry, (gxs, mask, resets),
-                      reverse=reverse, unroll=unroll)
+  return jax.lax.scan(partial(masked_step, cell.step, params, init), carry,
+                      (gxs, mask, resets), reverse=reverse, unroll=unroll)
+
+
+def masked_step(step, params: Params, init: Carry, carry: Carry, inputs):
+  """One step of `scan`'s loop: ``inputs = (gx_t, valid_t, reset_t)`` (the
+  flags None where not given); a reset restores ``init`` first, and a step
+  that is not valid keeps the carry and outputs zeros."""
+  gx, valid, reset = inputs
+  if reset is not None:
+    carry = where(reset, init, carry)
+  new_carry, y = step_output(step(params, carry, gx), carry)
+  if valid is not None:
+    new_carry = where(valid, new_carry, carry)
+    y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
+  return new_carry, y
 
 
 # On a GPU each iteration of XLA's loop costs a fixed few microseconds of

@@ -23,6 +23,7 @@ CELLS = {
     "nig_noaf": lambda: jaxrnn.lstm(5, input_gate=False, output_activation=None),
     "lstmp": lambda: jaxrnn.lstm(5, proj_size=3, peephole=True),
     "gru": lambda: jaxrnn.gru(5),
+    "cho_gru": lambda: jaxrnn.gru(5, reset_after=False),   # read_ahead_sequence, no fused kernel
 }
 T, I = 9, 4
 
@@ -213,3 +214,27 @@ def test_scan_ahead_is_lax_scan(reverse):
       want = jax.lax.scan(body, jnp.ones(3), xs, reverse=reverse, unroll=unroll)
       for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_chos_gru_reads_ahead_forward_and_differentiates_as_the_plain_loop():
+  # Its sequence (read_ahead_sequence) carries the next step's input in
+  # the forward loop, on a CPU; jax.grad sees the plain loop's derivative:
+  # the same loops and arithmetic (the custom JVP adds a few broadcast
+  # zeros and constants outside them).
+  from collections import Counter
+  from jaxprs import equations
+  cell, plain, params, xs, mask, resets = setup("cho_gru")
+  forward = lambda c: jax.make_jaxpr(lambda p, x: jaxrnn.scan(c, p, x))(params, xs[0])
+  carries = lambda c: [e.params["num_carry"] for e in equations(forward(c))
+                       if e.primitive.name == "scan"]
+  assert carries(plain) == [1]
+  assert carries(cell) == ([2] if jax.default_backend() == "cpu" else [1])
+
+  def ops(c):
+    grad = jax.jit(jax.grad(lambda p: loss(c, p, xs, mask, resets, False)))
+    text = grad.lower(params).as_text()
+    names = (line.split("=", 1)[1].split()[0].split("(")[0] for line in text.splitlines()
+             if " = stablehlo." in line)
+    return Counter(n for n in names
+                   if n not in ("stablehlo.constant", "stablehlo.broadcast_in_dim"))
+  assert ops(cell) == ops(plain)

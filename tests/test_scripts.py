@@ -121,11 +121,11 @@ def test_idle_penalty_runs_for_both_frameworks():
 
 
 def test_read_ahead_prints_both_loops_and_their_ratio():
-  stdout = run("read_ahead.py", "--shapes", "1,6,3,4;2,6,3,4", "--cells", "gru,lstm",
+  stdout = run("read_ahead.py", "--shapes", "1,6,3,4;2,6,3,4", "--cells", "gru,cho_gru,lstm",
                "--calls", "2")
   rows = [line for line in stdout.splitlines() if "ratio" in line]
-  assert len(rows) == 4 and all("read ahead" in r and "in the step" in r for r in rows)
-  assert sum("(built read ahead)" in r for r in rows) == 2        # the GRU's two
+  assert len(rows) == 6 and all("read ahead" in r and "in the step" in r for r in rows)
+  assert sum("(built read ahead)" in r for r in rows) == 4        # the GRUs' four
 
 
 BAD_OPTIONS = [   # each refused by argparse before any work, naming the option

@@ -676,3 +676,29 @@ def test_fit_warns_when_the_batches_run_out_before_steps():
     train.fit(step, 0.0, [1.0] * 5, steps=5, quiet=True)
     train.fit(step, 0.0, iter([1.0] * 9), steps=8, quiet=True)
     train.fit(step, 0.0, [1.0] * 5, steps=8, quiet=True, stop=lambda h: len(h) == 2)
+
+
+def test_windows_keep_tail_scores_every_target_once_in_stream_order():
+  for n, B, W in [(20, 2, 4), (101, 4, 7), (9, 5, 3), (2, 3, 8), (1000, 32, 35)]:
+    stream = np.arange(n) + 100          # distinct tokens, none 0 (padding's)
+    xs, ys, mask = train.windows(stream, B, W, keep_tail=True)
+    assert xs.shape == ys.shape == mask.shape and xs.shape[1:] == (B, W)
+    assert mask.dtype == bool and int(mask.sum()) == n - 1
+    np.testing.assert_array_equal(ys[mask], xs[mask] + 1)      # next-token targets
+    np.testing.assert_array_equal(np.sort(xs[mask]), stream[:-1])
+    assert (xs[~mask] == 0).all() and (ys[~mask] == 0).all()
+    for b in range(B):    # each stream contiguous across its windows, then padding
+      flat_x, flat_m = xs[:, b].reshape(-1), mask[:, b].reshape(-1)
+      valid = flat_x[flat_m]
+      assert (np.diff(valid) == 1).all() and not flat_m[flat_m.sum():].any()
+  # where whole windows cover every target, the same windows as without keep_tail
+  stream = np.arange(1 + 3 * 2 * 5) % 11
+  xs, ys, mask = train.windows(stream, 3, 5, keep_tail=True)
+  plain = train.windows(stream, 3, 5)
+  assert mask.all()
+  np.testing.assert_array_equal(xs, plain[0])
+  np.testing.assert_array_equal(ys, plain[1])
+  with pytest.raises(ValueError, match="or keep_tail=True"):
+    train.windows(np.arange(10), 4, 5)
+  with pytest.raises(ValueError, match="no next token to predict"):
+    train.windows(np.arange(1), 4, 5, keep_tail=True)

@@ -15,7 +15,7 @@ from jaxrnn._cell import (Cell, carry_dtype, check_activation, check_bool, check
                           exportable, matmul, project_input, split_gates, stacked_init,
                           with_compute_dtype)
 from jaxrnn._cells.gru_batched import KERNEL_ACTIVATIONS, gru_batch_kernel
-from jaxrnn._fused import fused_cell
+from jaxrnn._fused import fused_cell, read_ahead_sequence
 from jaxrnn._trace import record
 
 Initializer = Callable
@@ -64,6 +64,10 @@ def gru(
   .. math::
 
     n_t = \tanh(x W_n + (r_t \odot h) U_n + b_n)
+
+  Its second matmul reads r, so it is no `fused_cell`: `jaxrnn.scan` runs
+  its step in the plain loop, reading each input a step early for
+  inference on a CPU (`jaxrnn._fused.read_ahead_sequence`).
 
   ``activation`` replaces the candidate's tanh and ``gate_activation`` the
   sigmoid of r and z (functions or `jax.nn` names: Keras' ``activation``
@@ -182,7 +186,8 @@ def gru(
     return record_gru(r, z, n, h)
 
   cell = Cell(init=init, initial_carry=initial_carry, step=step, output_size=H,
-              project=project, batched=batched_kernel(reset_after=False))
+              project=project, sequence=read_ahead_sequence(step, initial_carry),
+              batched=batched_kernel(reset_after=False))
   return with_compute_dtype(cell, dtype, "jaxrnn.gru")
 
 

@@ -19,41 +19,60 @@ from jaxrnn.train.step import (TrainState, apply_gradients, check_returns, check
                                loss_keys, means, step_key)
 
 
-def windows(stream: np.ndarray, batch_size: int, window: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+def windows(stream: np.ndarray, batch_size: int, window: int, *, keep_tail: bool = False):
   """Inputs and next-token targets ``[num_windows, B, window]`` from a stream.
 
   The stream is split into ``B`` contiguous parts read in parallel (so
   example ``b`` of window ``k + 1`` continues example ``b`` of window
   ``k``, and a carry passed across windows is the right history); targets
-  are the inputs shifted by one token. Each stream keeps whole windows
-  only: the targets past them, fewer than ``B * (window + 1)``, are left
-  out. To score every token of a held-out text, pass ``batch_size=1`` and
-  a ``window`` that divides ``len(stream) - 1``, or score the rest apart.
+  are the inputs shifted by one token. By default each stream keeps whole
+  windows only: the targets past them, fewer than ``B * (window + 1)``,
+  are left out, fine for training. To score every token of a held-out
+  text (perplexity), pass ``keep_tail=True``: the ``N = len(stream) - 1``
+  targets are cut into ``B`` streams of ``ceil(N / B)`` (the last one
+  shorter), the last window of each padded, and a third array, ``mask
+  bool[num_windows, B, window]``, marks the real targets (every one of the
+  ``N`` exactly once; padding reads token 0): ``(xs, ys, mask)``, for a
+  masked loss. PyTorch's word-language-model example instead drops the
+  ``N mod B`` last tokens and gives the last window fewer steps.
 
   >>> import numpy as np
   >>> xs, ys = windows(np.arange(20), batch_size=2, window=4)
   >>> xs.shape, xs[0, 1].tolist(), ys[0, 1].tolist(), xs[1, 1].tolist()
   ((2, 2, 4), [9, 10, 11, 12], [10, 11, 12, 13], [13, 14, 15, 16])
+  >>> xs, ys, mask = windows(np.arange(20), batch_size=2, window=4, keep_tail=True)
+  >>> xs.shape, int(mask.sum()), ys[2, 1].tolist(), mask[2, 1].tolist()
+  ((3, 2, 4), 19, [19, 0, 0, 0], [True, False, False, False])
   """
   stream = np.asarray(stream)
   if batch_size < 1 or window < 1:
     raise ValueError(
         f"jaxrnn.train.windows: batch_size={batch_size} and window={window}; "
         f"both must be 1 or more.")
-  per_stream = (len(stream) - 1) // batch_size
-  num_windows = per_stream // window
-  if num_windows < 1:
-    raise ValueError(
-        f"jaxrnn.train.windows: a stream of {len(stream)} tokens gives each "
-        f"of {batch_size} parallel streams {per_stream} steps, fewer than one "
-        f"window of {window}. Fix: a longer stream, a smaller batch or window.")
-  used = num_windows * window
-  starts = np.arange(batch_size) * per_stream
-  idx = starts[:, None] + np.arange(used)[None, :]                   # [B, used]
-  xs = stream[idx].reshape(batch_size, num_windows, window).transpose(1, 0, 2)
-  ys = stream[idx + 1].reshape(batch_size, num_windows, window).transpose(1, 0, 2)
-  return xs, ys
+  targets = len(stream) - 1
+  if keep_tail:
+    if targets < 1:
+      raise ValueError(
+          f"jaxrnn.train.windows: a stream of {len(stream)} tokens has no "
+          f"next token to predict. Fix: a stream of 2 tokens or more.")
+    per_stream = -(-targets // batch_size)                  # ceil
+    num_windows = -(-per_stream // window)
+  else:
+    per_stream = targets // batch_size
+    num_windows = per_stream // window
+    if num_windows < 1:
+      raise ValueError(
+          f"jaxrnn.train.windows: a stream of {len(stream)} tokens gives each "
+          f"of {batch_size} parallel streams {per_stream} steps, fewer than one "
+          f"window of {window}. Fix: a longer stream, a smaller batch or window, "
+          f"or keep_tail=True (padded, with a mask).")
+  steps = np.arange(num_windows * window)[None, :]
+  idx = np.arange(batch_size)[:, None] * per_stream + steps            # [B, used]
+  mask = (steps < per_stream) & (idx < targets)
+  cut = lambda a: a.reshape(batch_size, num_windows, window).transpose(1, 0, 2)
+  read = lambda i: np.where(mask, stream[np.where(mask, i, 0)], 0).astype(stream.dtype)
+  xs, ys = cut(read(idx)), cut(read(idx + 1))
+  return (xs, ys, cut(mask)) if keep_tail else (xs, ys)
 
 
 def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation, *,
