@@ -215,6 +215,34 @@ def test_generate_continues_a_prompt_greedily_or_by_drawing():
       call()
 
 
+def test_generate_drives_a_model_that_embeds_its_own_ids():
+  # A Model built by hand around an embedding (E = 3 for 6 tokens): with
+  # inputs=identity it takes ids, and continues the prompt as the one-hot
+  # readout_model does with the embedding as its first layer's input.
+  core = tasks.readout_model(jaxrnn.gru(8), output_size=6)
+  params = {"embed": jax.random.normal(jax.random.key(5), (6, 3)),
+            "model": core.init(jax.random.key(0), 3)}
+  embedded = tasks.Model(
+      init=None, output_size=6,
+      apply=lambda p, ids, **kw: core.apply(p["model"], p["embed"][ids], **kw),
+      step=lambda p, c, i: core.step(p["model"], c, p["embed"][i]),
+      initial_carry=lambda p: core.initial_carry(p["model"]))
+  prompt = jnp.array([1, 4, 2])
+  got = tasks.generate(embedded, params, prompt, 6, jax.random.key(1), temperature=0.8,
+                       inputs=lambda ids: ids)
+  # the same draws from the one-hot path through an equivalent first layer
+  # (one_hot(ids) @ embed = embed[ids])
+  linear = tasks.Model(
+      init=None, output_size=6,
+      apply=lambda p, x, **kw: core.apply(p["model"], x @ p["embed"], **kw),
+      step=lambda p, c, x: core.step(p["model"], c, x @ p["embed"]),
+      initial_carry=lambda p: core.initial_carry(p["model"]))
+  want = tasks.generate(linear, params, prompt, 6, jax.random.key(1), temperature=0.8)
+  np.testing.assert_array_equal(got, want)
+  ids = jnp.concatenate([prompt, got])
+  assert got.dtype == jnp.int32 and embedded.apply(params, ids)[1].shape == (9, 6)
+
+
 # A short run of each task lowers its loss. Tiny models, fixed keys; each
 # bound was measured with a wide margin (the measured value is in a comment).
 

@@ -180,12 +180,16 @@ def last_step_classification_loss(model: Model, *, batched: bool = False):
 
 
 def generate(model: Model, params, prompt, steps: int, key=None, *,
-             temperature: float = 1.0) -> jax.Array:
+             temperature: float = 1.0, inputs: Optional[Callable] = None) -> jax.Array:
   """``steps`` token ids with which a language model continues ``prompt``.
 
-  The model reads one-hot tokens of its output size V and returns logits
-  over them (a character model: ``readout_model(layer, V)`` trained on
-  ``jax.nn.one_hot(ids, V)``). ``model.apply`` reads the prompt (``int[P]``,
+  The model returns logits over V tokens (its output size) and reads
+  ``inputs(ids)``, by default one-hot tokens, ``jax.nn.one_hot(ids, V)`` (a
+  character model: ``readout_model(layer, V)`` trained on them). A model
+  that embeds the ids itself (a `Model` built by hand whose ``apply`` and
+  ``step`` take ``int[T]`` and ``int`` ids, looking up an embedding in
+  their params) goes with ``inputs=lambda ids: ids``.
+  ``model.apply`` reads the prompt (``int[P]``,
   P >= 1); then each step draws ``x ~ softmax(logits / temperature)`` and
   feeds it back through ``model.step``, in one `jax.lax.scan`.
   ``temperature=0`` takes the most likely token (no key needed); above 0 a
@@ -231,7 +235,9 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
                      f"key. Fix: pass key=jax.random.key(...), or temperature=0 "
                      f"for the most likely tokens.")
   V = model.output_size
-  carry, logits = model.apply(params, jax.nn.one_hot(prompt, V))
+  if inputs is None:
+    inputs = lambda ids: jax.nn.one_hot(ids, V)
+  carry, logits = model.apply(params, inputs(prompt))
 
   def choose(logits, step_key):
     if known == 0:
@@ -245,7 +251,7 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
   def body(state, step_key):
     carry, logits = state
     token = choose(logits, step_key).astype(jnp.int32)
-    carry, logits = model.step(params, carry, jax.nn.one_hot(token, V))
+    carry, logits = model.step(params, carry, inputs(token))
     return (carry, logits), token
 
   keys = jax.random.split(jax.random.key(0) if key is None else key, steps)
