@@ -302,20 +302,30 @@ def bias_or_zeros(b: Optional[Array], size: int, like: Array) -> Array:
   return jnp.zeros((size,), like.dtype) if b is None else b
 
 
+def is_flax(x) -> bool:
+  """Is ``x`` a Flax module (linen or NNX), a cell above all?"""
+  return (getattr(type(x), "__module__", "") or "").startswith("flax")
+
+
 def not_a_cell(x) -> tuple[str, str]:
   """(what ``x`` is, the fix) for an error that expected a Cell or a Seq:
   a jaxrnn constructor not called, a Flax cell, anything else."""
-  if callable(x) and (getattr(x, "__module__", "") or "").startswith("jaxrnn"):
+  module = getattr(x, "__module__", "") or ""
+  if callable(x) and (module == "jaxrnn" or module.startswith("jaxrnn.")):
+    import jaxrnn
     name = getattr(x, "__name__", "?")
-    return (f"the function jaxrnn.{name} itself",
-            f"call it with the hidden size: jaxrnn.{name}(H)")
-  if (getattr(type(x), "__module__", "") or "").startswith("flax"):
+    # jaxrnn.lstm by its public name; jaxrnn.interop.torch.layer by its module's
+    public = (f"jaxrnn.{name}" if getattr(jaxrnn, name, None) is x else
+              f"{module}.{getattr(x, '__qualname__', name)}")
+    return (f"the function {public} itself",
+            f"call it to build the cell or layer, e.g. {public}(H)")
+  if is_flax(x):
     return (f"a Flax {type(x).__name__}",
             "build the jaxrnn cell of the same kind (jaxrnn.lstm(H), jaxrnn.gru(H), "
             "jaxrnn.simple_rnn(H)); to carry over a Flax cell's weights, convert "
             "them with jaxrnn.interop.flax.from_linen or from_nnx")
   return (f"a {type(x).__name__}",
-          "pass a cell such as jaxrnn.lstm(H), or a layer built from cells")
+          "pass a cell such as jaxrnn.lstm(H)")
 
 
 def check_size(where: str, name: str, value, *, optional: bool = False) -> int:

@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._cell import Array, Carry, Cell, Params, not_a_cell, project_one
+from jaxrnn._cell import Array, Carry, Cell, Params, is_flax, not_a_cell, project_one
 from jaxrnn._dropout import (check_key, check_rate, mask_inputs, recurrent_size,
                              variational_masks)
 from jaxrnn._scan import (RESTORED_WITHOUT_TEMPLATE, check_carry, check_cell, check_params,
@@ -257,13 +257,12 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
     check_params_of_any_input("rnn(...).initial_carry", cell, params)
     return cell.initial_carry(params)
 
-  def init(key, input_size):
-    params = cell.init(key, input_size)
-    if recurrent_dropout:      # refused here, not at the first step with a key
-      recurrent_size("jaxrnn.rnn", params)
+  def init(*args, **kwargs):
+    params = cell.init(*args, **kwargs)
+    recurrent_size("jaxrnn.rnn", params)   # refused here, not at the first keyed step
     return params
 
-  return Seq(init=init, apply=apply, initial_carry=initial_carry,
+  return Seq(init=init if recurrent_dropout else cell.init, apply=apply, initial_carry=initial_carry,
              step=step, output_size=cell.output_size, apply_batch=apply_batch_,
              reverse=reverse)
 
@@ -288,7 +287,7 @@ def as_seq(layer: Layer, where: str = "jaxrnn") -> Seq:
   refused, naming the likely mistake."""
   if isinstance(layer, Cell):
     return rnn(layer)
-  if all(hasattr(layer, field) for field in ("init", "apply", "initial_carry", "output_size")):
+  if hasattr(layer, "apply") and not is_flax(layer):   # a Seq, or one's own like it
     return layer
   what, fix = not_a_cell(layer)
   raise TypeError(f"{where}: got {what}; expected a jaxrnn Cell or Seq "

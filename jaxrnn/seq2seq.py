@@ -83,9 +83,14 @@ def check_end_token(end_token, vocab_size: int) -> int:
 
 
 def check_length_penalty(value) -> float:
+  if isinstance(value, jax.core.Tracer):
+    raise TypeError(
+        f"jaxrnn.seq2seq: beam's length_penalty is traced ({value}); expected a "
+        f"Python number >= 0, static under jit. Fix: close over it, or mark it "
+        f"static: jax.jit(model.beam, static_argnames=('length_penalty', 'width')).")
   try:
     alpha = float(value)
-  except (TypeError, jax.errors.ConcretizationTypeError):
+  except TypeError:
     alpha = float("nan")
   if alpha >= 0:
     return alpha
@@ -277,7 +282,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
 
   def beam(params, src, src_mask, steps, width=4, length_penalty=0.6):
     K = check_size("jaxrnn.seq2seq: beam", "width", width)   # 1 is greedy decoding
-    alpha = check_length_penalty(length_penalty)
+    alpha = check_length_penalty(length_penalty)   # static: a Python number
     # K copies of the start carry; only beam 0 is live at first (the others
     # score -inf), so the first expansion does not pick K copies of one token.
     carries = jax.tree.map(lambda a: jnp.broadcast_to(a, (K,) + a.shape),
@@ -302,8 +307,11 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
                          weights=live.weights[parent].at[:, t].set(w[parent]),
                          log_prob=log_prob)
       ends = token == end
-      _, going = jax.lax.top_k(jnp.where(ends, -jnp.inf, log_prob), K)
-      live = take(grown, going)
+      # A prefix that ended goes on no further: -inf, also where top_k must
+      # fill the live beam with it (fewer than K others finite).
+      going_score = jnp.where(ends, -jnp.inf, log_prob)
+      _, going = jax.lax.top_k(going_score, K)
+      live = take(grown._replace(log_prob=going_score), going)
       carries = jax.tree.map(lambda a: a[parent[going]], carries)
       score = jnp.where(ends, log_prob / ((5.0 + t + 1) / 6.0) ** alpha, -jnp.inf)
       done_score, best = jax.lax.top_k(jnp.concatenate([done_score, score]), K)

@@ -412,7 +412,7 @@ def test_a_layer_given_for_a_cell_or_a_batch_given_to_apply_is_told_what_runs_it
     with pytest.raises(TypeError, match=rf"jaxrnn.{run.__name__}: got a layer \(Seq.*Fix: "
                        r"layer.apply\(params, xs\) runs one sequence, jaxrnn.apply_batch"):
       run(layer, PARAMS, XS)
-  with pytest.raises(TypeError, match=r"got str for the cell; expected a jaxrnn.Cell"):
+  with pytest.raises(TypeError, match=r"got a str for the cell; expected a jaxrnn.Cell"):
     jaxrnn.scan("lstm", PARAMS, XS)
   net = jaxrnn.stack(layer, layer)
   for name, seq, params in (("rnn", layer, PARAMS), ("stack", net, (PARAMS, PARAMS)),
@@ -560,8 +560,11 @@ def test_a_constructor_not_called_or_a_flax_cell_is_named_where_a_layer_goes():
     assert "Fix: " in str(info.value)
   with pytest.raises(TypeError, match=r"from_linen or from_nnx"):
     LinenRecurrent(flax_nn.LSTMCell(H))
-  with pytest.raises(TypeError, match=r"call it with the hidden size: jaxrnn.lstm\(H\)"):
+  with pytest.raises(TypeError, match=r"call it to build the cell or layer, e.g. jaxrnn.lstm\(H\)"):
     jaxrnn.rnn(jaxrnn.lstm)
+  from jaxrnn.interop import torch as jt      # not jaxrnn.layer: its own module's name
+  with pytest.raises(TypeError, match=r"got the function jaxrnn.interop.torch.layer itself"):
+    jaxrnn.apply_batch(jt.layer, PARAMS, jnp.ones((2, T, I)))
 
 
 def test_a_merge_returning_the_two_directions_apart_is_told_how():

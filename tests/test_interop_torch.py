@@ -493,8 +493,18 @@ def test_layer_init_draws_as_torch_initialises(kind):
     bound = 1 / np.sqrt(H) * (2 if np.abs(b).max() > 1 / np.sqrt(H) else 1)
     assert np.abs(a).max() <= bound, path
     np.testing.assert_allclose(a.std(), b.std(), rtol=0.15, err_msg=str(path))
+  # drawn apart: the bias from neither the weights' keys nor each other's
+  for p in jax.tree.leaves(got, is_leaf=jt.is_cell):
+    b = np.asarray(p.b)
+    for row in (np.asarray(p.w_h)[0], np.asarray(p.w_x)[0]):
+      assert abs(np.corrcoef(b, row)[0, 1]) < 4 / np.sqrt(b.size)   # 4 sigma; one key: 0.7
   cell = jt.layer(torch.nn.GRUCell(I, H)).init(jax.random.key(0), I)
   assert np.abs(np.asarray(cell.w_h)).max() <= 1 / np.sqrt(H)
+  for other, says in [(jaxrnn.peephole_lstm(H), "have p_i"),
+                      (jaxrnn.lstm(H, coupled_input_forget=True), "a missing gate"),
+                      (jaxrnn.gru(H, reset_after=False), "Cho et al.'s")]:
+    with pytest.raises(ValueError, match=says):
+      jt.init_like_torch(jax.random.key(0), other.init(jax.random.key(1), I))
 
 
 def test_a_carry_of_torch_tensors_is_read_as_xs_is():
@@ -526,3 +536,43 @@ def test_carry_to_torch_refuses_a_carry_no_torch_module_has():
   with pytest.raises(ValueError, match=r"holds \['LSTMCarry', \[3, 5\]\]; expected the "
                                        r"carry of one torch module's layers"):
     jt.carry_to_torch(carry)
+
+
+def test_with_torch_biases_fits_masks_labels_and_nnx_state():
+  # b becomes a pair in place, so pytree masks and labels still fit, a b
+  # masked out from outside is left alone, and NNX's dict-shaped cell
+  # params are found.
+  import optax
+  from flax import nnx
+  from jaxrnn.interop.flax import Recurrent
+  params = jt.from_torch(make_module("gru"))
+  grads = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype).reshape(a.shape)),
+                       params)
+  step = lambda opt, p=params, g=grads: opt.update(g, opt.init(p), p)[0]
+  want = step(jt.with_torch_biases(optax.adamw(0.1, weight_decay=0.5,
+                                               mask=lambda p: jax.tree.map(lambda a: a.ndim > 1, p))))
+  decay_weights = jax.tree.map(lambda a: a.ndim > 1, params)           # a pytree mask
+  got = step(jt.with_torch_biases(optax.adamw(0.1, weight_decay=0.5, mask=decay_weights)))
+  jax.tree.map(np.testing.assert_array_equal, got, want)
+  labels = params._replace(**{f: ("bias" if f.startswith("b") else "weight")
+                              for f in params._fields})
+  got = step(jt.with_torch_biases(optax.multi_transform(
+      {"bias": optax.sgd(0.1), "weight": optax.sgd(0.01)}, labels)))
+  np.testing.assert_allclose(got.w_h, -0.01 * grads.w_h, rtol=1e-6)
+  doubled = grads.b + jnp.concatenate([grads.b[:2 * H], jnp.zeros(H)])   # r, z parts twice
+  np.testing.assert_allclose(got.b, -0.1 * doubled, rtol=1e-6)
+  np.testing.assert_allclose(got.b_hn, -0.1 * grads.b_hn, rtol=1e-6)
+  frozen = params._replace(b=False, b_hn=False, w_x=True, w_h=True)
+  got = step(optax.masked(jt.with_torch_biases(optax.sgd(0.1)), frozen))
+  np.testing.assert_array_equal(got.b, grads.b)              # masked: passed through
+  np.testing.assert_allclose(got.w_x, -0.1 * grads.w_x, rtol=1e-6)
+
+  model = Recurrent(jaxrnn.gru(H), I, rngs=nnx.Rngs(0))
+  model.set_params(params)
+  optimizer = nnx.Optimizer(model, jt.with_torch_biases(optax.sgd(0.1)), wrt=nnx.Param)
+  nnx_grads = nnx.grad(lambda m: m(inputs())[1].sum())(model)
+  g = jax.grad(lambda p: jaxrnn.apply_batch(jaxrnn.gru(H), p, inputs())[1].sum())(params)
+  optimizer.update(model, nnx_grads)
+  b = model.params_tree().b
+  np.testing.assert_allclose(b, params.b - 0.1 * (g.b + jnp.concatenate([g.b[:2 * H], jnp.zeros(H)])),
+                             rtol=1e-5, atol=1e-6)

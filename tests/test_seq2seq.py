@@ -261,12 +261,15 @@ def test_beam_with_an_end_token_equals_exhaustive_search():
   # V = 4 (PAD, BOS, one data token, the end), 3 steps: at most 9 live
   # prefixes and 36 continuations, so width 18 (2 * 18 kept) never prunes
   # and the beam must return the best complete output by GNMT's score.
+  # Widths of V and more (18 here) fill the live beam from fewer finite
+  # continuations than it holds at the first step; a large penalty (5)
+  # rewards the long outputs that an ended prefix carried on would fake.
   V, steps, end = 4, 3, 3
   model = seq2seq.seq2seq(V, 6, 4, attention="additive", end_token=end)
   params = model.init(jax.random.key(3))
   params = params._replace(b_out=jnp.array([0.0, 0.0, 1.5, -0.5]))
   beams = {alpha: jax.jit(partial(model.beam, steps=steps, width=18, length_penalty=alpha))
-           for alpha in (0.0, 0.6, 2.0)}
+           for alpha in (0.0, 0.6, 2.0, 5.0)}
   teacher_forced = jax.jit(model.teacher_forced)
   found_lengths = set()
   for seed in range(6):
@@ -306,3 +309,21 @@ def test_end_token_and_length_penalty_are_checked():
   src, mask, _, _ = example()
   with pytest.raises(ValueError, match="length_penalty=-1; expected a number >= 0"):
     model.beam(params, src, mask, 3, length_penalty=-1)
+  with pytest.raises(TypeError, match="length_penalty is traced .* static under jit"):
+    jax.jit(lambda a: model.beam(params, src, mask, 3, length_penalty=a))(0.6)
+
+
+def test_beam_outputs_end_once_then_pad_at_any_width():
+  # From a reviewer: at widths of V and more, an ended prefix must not go on.
+  V, end = 4, 3
+  model = seq2seq.seq2seq(V, 6, 4, attention="additive", end_token=end)
+  params = model.init(jax.random.key(3))._replace(b_out=jnp.zeros(V))
+  beam = jax.jit(jax.vmap(lambda s, m: model.beam(params, s, m, 4, width=6,
+                                                  length_penalty=5.0)))
+  srcs = jax.random.randint(jax.random.key(0), (32, 4), 2, V)
+  masks = jnp.arange(4)[None] < jax.random.randint(jax.random.key(1), (32, 1), 1, 5)
+  tokens = np.asarray(beam(srcs, masks)[0])
+  for row in tokens:
+    ends = np.flatnonzero(row == end)
+    if ends.size:
+      assert (row[ends[0] + 1:] == seq2seq.PAD).all(), row

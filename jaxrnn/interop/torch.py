@@ -28,7 +28,8 @@ torch key (layer k)               jaxrnn field
 Gate orders agree (PyTorch's LSTM is i, f, g, o and its GRU r, z, n), so no
 block is permuted. ``to_torch`` puts the whole folded bias into ``bias_ih``
 and zeros into ``bias_hh`` (GRU: ``b_hn`` in its n part), so jaxrnn ->
-torch -> jaxrnn returns the same bits. torch -> jaxrnn -> torch returns the
+torch -> jaxrnn returns the same bits (float32 params; narrower ones come
+back as float32, the same values). torch -> jaxrnn -> torch returns the
 same function but not the same split of the two biases: jaxrnn keeps one
 (so a torch optimizer's two bias steps are `with_torch_biases`'s business).
 
@@ -45,7 +46,7 @@ A ``bias=False`` module converts to params without biases (``b`` and
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -220,7 +221,8 @@ def init_like_torch(key: jax.Array, params: Any) -> Any:
   ``nn.GRU`` and ``nn.RNN``: every weight and bias ``U(-k, k)`` with
   ``k = 1 / sqrt(H)``, so a bias `from_torch` merges, ``bias_ih +
   bias_hh``, is the sum of two such draws. Leaves other than cells'
-  params are kept.
+  params are kept; cells torch has no equivalent of (peepholes, a missing
+  gate, full gate recurrence, Cho's GRU) are refused.
 
   >>> import jax, jaxrnn, jaxrnn.interop.torch as jt
   >>> params = jt.init_like_torch(jax.random.key(0), jaxrnn.gru(16).init(jax.random.key(1), 3))
@@ -232,19 +234,42 @@ def init_like_torch(key: jax.Array, params: Any) -> Any:
   def draw(p, key):
     if not is_cell(p):
       return p
+    problem = torch_shape_problem(p)
+    if problem:
+      raise ValueError(f"jaxrnn.interop.torch.init_like_torch: {problem}; torch "
+                       f"has no such module, so no initialisation to copy.")
     k = 1.0 / np.sqrt(p.w_h.shape[-1] // GATE_BLOCKS[PARAMS_KIND[type(p)]])
     fields = {name: value for name, value in p._asdict().items() if value is not None}
-    keys = dict(zip(fields, jax.random.split(key, len(fields) + 1)))
-    new = {name: jax.random.uniform(keys[name], value.shape, value.dtype, -k, k)
-           for name, value in fields.items()}
-    merged = merged_bias(p)
-    if merged is not None:   # torch's second bias, bias_hh, folded in
-      twin = jax.random.uniform(jax.random.fold_in(key, 1), merged.shape, merged.dtype, -k, k)
-      new = {**new, "b": add_to_merged_bias(p._replace(b=new["b"]), twin).b}
+    *field_keys, twin_key = jax.random.split(key, len(fields) + 1)
+    new = {name: jax.random.uniform(k_, value.shape, value.dtype, -k, k)
+           for (name, value), k_ in zip(fields.items(), field_keys)}
+    n = merged_width(p)
+    if n:                    # torch's second bias, bias_hh, folded in
+      b = new["b"]
+      new["b"] = b.at[..., :n].add(
+          jax.random.uniform(twin_key, b.shape[:-1] + (n,), b.dtype, -k, k))
     return p._replace(**new)
 
   keys = jax.random.split(key, len(cells))
   return jax.tree.unflatten(tree, [draw(p, k) for p, k in zip(cells, keys)])
+
+
+def torch_shape_problem(p: Any) -> Optional[str]:
+  """What in a cell's params no torch module holds, from their shapes, or None."""
+  kind = PARAMS_KIND[type(p)]
+  G = GATE_BLOCKS[kind]
+  if kind == "lstm":
+    extra = [f for f in ("p_i", "p_f", "p_o", "w_gates") if getattr(p, f) is not None]
+    if extra:
+      return f"the LSTM params have {extra[0]} (peepholes or full gate recurrence)"
+  if kind == "gru" and p.b is not None and p.b_hn is None:
+    return "the GRU params are Cho et al.'s (reset_after=False)"
+  H = p.w_h.shape[-1] // G
+  state = p.w_proj.shape[-2] if kind == "lstm" and p.w_proj is not None else p.w_h.shape[-2]
+  if H * G != p.w_h.shape[-1] or state != H:
+    return (f"the {kind.upper()} params' w_h is {list(p.w_h.shape)}, not {G} gate "
+            f"blocks of the hidden size (a missing gate)")
+  return None
 
 
 def torch_cell(kind: str, hidden_size: int, proj_size: Optional[int] = None,
@@ -352,8 +377,9 @@ def from_torch(source: Any, kind: Optional[str] = None, *, prefix: str = ""):
 
   >>> import numpy as np, jaxrnn.interop.torch as jt
   >>> H, I = 4, 3
-  >>> sd = {"weight_ih_l0": np.ones((4 * H, I)), "weight_hh_l0": np.ones((4 * H, H)),
-  ...       "bias_ih_l0": np.ones(4 * H), "bias_hh_l0": np.ones(4 * H)}
+  >>> one = lambda *shape: np.ones(shape, np.float32)      # float64 would warn
+  >>> sd = {"weight_ih_l0": one(4 * H, I), "weight_hh_l0": one(4 * H, H),
+  ...       "bias_ih_l0": one(4 * H), "bias_hh_l0": one(4 * H)}
   >>> p = jt.from_torch(sd, "lstm")
   >>> p.w_x.shape, p.w_h.shape, p.b[:2].tolist()
   ((3, 16), (4, 16), [2.0, 2.0])
@@ -671,22 +697,43 @@ def export_cell(kind: str, p: Any, suffix: str, bias: bool, prefix: str,
   return {prefix + k: np.array(wide(v), order="C", copy=True) for k, v in out.items()}
 
 
-def merged_bias(p: Any) -> Optional[jax.Array]:
-  """The part of a cell's ``b`` that `from_torch` made from both torch
-  biases, ``bias_ih + bias_hh`` (the GRU's r and z parts; its n part is
-  ``bias_ih`` alone), or None for anything else."""
-  if not is_cell(p) or p.b is None:
-    return None
-  return p.b[..., :2 * (p.b.shape[-1] // 3)] if type(p) is GRUParams else p.b
+CELL_KEYS_ANY = {"w_x", "w_h", "b"}       # a cell's params held as a dict (NNX state)
 
 
-def add_to_merged_bias(p: Any, twin: Optional[jax.Array]) -> Any:
-  """``p`` with ``twin`` added to its `merged_bias` part."""
-  if twin is None:
-    return p
-  pad = p.b.shape[-1] - twin.shape[-1]       # the GRU's n part: no twin
-  twin = jnp.concatenate([twin, jnp.zeros(twin.shape[:-1] + (pad,), twin.dtype)], -1)
-  return p._replace(b=p.b + twin)
+class BiasPair(NamedTuple):
+  """`with_torch_biases`' stand-in for a merged bias: ``b`` and its twin,
+  torch's second bias (``b``'s merged part's shape)."""
+  b: Any
+  twin: Any
+
+
+def is_cell_like(p: Any) -> bool:
+  """Cell params: a ``LSTMParams``, ``GRUParams`` or ``RNNParams``, or a
+  mapping with their keys (how ``nnx.state`` and a file restored without
+  a template hold them)."""
+  return is_cell(p) or (isinstance(p, Mapping) and CELL_KEYS_ANY <= set(p.keys()))
+
+
+def merged_width(p: Any) -> int:
+  """How much of the cell's ``b`` `from_torch` made from both torch biases,
+  ``bias_ih + bias_hh``: all of it, but the GRU's r and z parts only (its n
+  part is ``bias_ih`` alone; ``b_hn`` holds the other); 0 for no ``b``
+  array (no biases, or one an outer ``optax.masked`` left out)."""
+  b = p.get("b") if isinstance(p, Mapping) else p.b
+  if not hasattr(b, "shape"):
+    return 0
+  gru = type(p) is GRUParams or (isinstance(p, Mapping) and "b_hn" in p)
+  return 2 * (b.shape[-1] // 3) if gru else b.shape[-1]
+
+
+def with_b(p: Any, b: Any) -> Any:
+  """Cell params ``p`` with ``b`` in place of their bias, of ``p``'s own type."""
+  if is_cell(p):
+    return p._replace(b=b)
+  children, tree = jax.tree_util.tree_flatten_with_path(p, is_leaf=lambda x: x is not p)
+  name = lambda path: getattr(path[0], "key", getattr(path[0], "name", None))
+  return jax.tree.unflatten(tree, [b if name(path) == "b" else child
+                                   for path, child in children])
 
 
 def with_torch_biases(opt: Any) -> Any:
@@ -700,14 +747,19 @@ def with_torch_biases(opt: Any) -> Any:
   decay shrinks each. Fine-tuned with ``opt`` itself, a ported model's
   biases take about half torch's steps (Adam: exactly half), and its
   training drifts from torch's from the first update. This runs ``opt`` on
-  the params together with a twin of every merged bias (gradient ``g``,
-  value 0, so that decay of ``b`` counts each torch bias once) and adds the
-  twin's update to ``b``:
+  the params with every merged bias ``b`` replaced by the pair ``(b, t)``,
+  ``t`` its twin (gradient ``g``, value 0, so that decay of ``b`` counts
+  each torch bias once), and adds the twin's update to ``b``:
 
   .. math::
 
-    (\Delta p, \Delta t) = \mathrm{opt}((g_p, g_b), (p, 0)), \qquad
+    (\Delta p, (\Delta b, \Delta t)) = \mathrm{opt}((g_p, (g_b, g_b)), (p, (b, 0))), \qquad
     b \leftarrow b + \Delta b + \Delta t
+
+  As ``b`` becomes a pair in place, masks and labels given as pytrees of
+  the params (``optax.masked``, ``adamw(mask=...)``,
+  ``optax.multi_transform``) still fit, as prefixes; a ``b`` that an outer
+  ``optax.masked`` leaves out is left alone.
 
   It follows torch's updates exactly for optimizers linear in the
   gradients (SGD, with momentum, Nesterov or weight decay) and for
@@ -716,9 +768,9 @@ def with_torch_biases(opt: Any) -> Any:
   ``clip_grad_norm_``; Adam with coupled weight decay
   (``torch.optim.Adam(weight_decay=...)``) depends on how torch split the
   sum, which `from_torch` does not keep. Every cell's params in the tree
-  (``LSTMParams``, ``GRUParams``, ``RNNParams``, wherever they sit in a
-  larger model) are taken as ported: for cells jaxrnn initialised, use
-  ``opt`` itself.
+  (``LSTMParams``, ``GRUParams``, ``RNNParams``, or a mapping with their
+  keys as ``nnx.state`` holds them, wherever they sit in a larger model)
+  are taken as ported: for cells jaxrnn initialised, use ``opt`` itself.
 
   >>> import jax, jax.numpy as jnp, optax, jaxrnn, jaxrnn.interop.torch as jt
   >>> params = jaxrnn.lstm(2).init(jax.random.key(0), 3)
@@ -731,17 +783,34 @@ def with_torch_biases(opt: Any) -> Any:
   import optax       # the train extra; imported here so that conversions need only NumPy
 
   opt = optax.with_extra_args_support(opt)
-  twins = lambda tree: jax.tree.map(merged_bias, tree, is_leaf=is_cell)
-  zeros = lambda tree: jax.tree.map(jnp.zeros_like, twins(tree))
+
+  def expand(tree, twin):
+    """Each merged bias ``b`` as the pair ``(b, twin(b's merged part))``."""
+    def one(p):
+      n = merged_width(p) if is_cell_like(p) else 0
+      if not n:
+        return p
+      b = p.get("b") if isinstance(p, Mapping) else p.b
+      return with_b(p, BiasPair(b, twin(b[..., :n])))
+    return jax.tree.map(one, tree, is_leaf=is_cell_like)
+
+  def collapse(updates):
+    """Each pair's second update added to the first's merged part."""
+    def one(p):
+      b = p.get("b") if isinstance(p, Mapping) else getattr(p, "b", None)
+      if not (is_cell_like(p) and isinstance(b, BiasPair)):
+        return p
+      u, twin = b
+      pad = [(0, 0)] * (twin.ndim - 1) + [(0, u.shape[-1] - twin.shape[-1])]
+      return with_b(p, u + jnp.pad(twin, pad))
+    return jax.tree.map(one, updates, is_leaf=is_cell_like)
 
   def init(params):
-    return opt.init((params, zeros(params)))
+    return opt.init(expand(params, jnp.zeros_like))
 
   def update(grads, state, params=None, **extra_args):
-    both = None if params is None else (params, zeros(params))
-    (updates, twin_updates), state = opt.update((grads, twins(grads)), state, both,
-                                                **extra_args)
-    updates = jax.tree.map(add_to_merged_bias, updates, twin_updates, is_leaf=is_cell)
-    return updates, state
+    params = None if params is None else expand(params, jnp.zeros_like)
+    updates, state = opt.update(expand(grads, lambda g: g), state, params, **extra_args)
+    return collapse(updates), state
 
   return optax.GradientTransformationExtraArgs(init, update)
