@@ -30,6 +30,7 @@ concatenated.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -73,9 +74,12 @@ def check_end_token(end_token, vocab_size: int) -> int:
   """The end token as an int, or -1 (matches no token) for None."""
   if end_token is None:
     return -1
-  if (isinstance(end_token, (int, np.integer)) and not isinstance(end_token, bool)
-      and 2 <= end_token < vocab_size):
-    return int(end_token)
+  try:
+    token = None if isinstance(end_token, bool) else operator.index(end_token)
+  except TypeError:
+    token = None
+  if token is not None and 2 <= token < vocab_size:
+    return token
   raise ValueError(
       f"jaxrnn.seq2seq: end_token={end_token!r}; expected a data token, an int "
       f"in [2, {vocab_size}) (0 is PAD, 1 is BOS). Fix: pick one of the "
@@ -97,6 +101,35 @@ def check_length_penalty(value) -> float:
   raise ValueError(
       f"jaxrnn.seq2seq: beam's length_penalty={value!r}; expected a number >= 0 "
       f"(0 ranks finished hypotheses by log probability, GNMT used 0.6-0.7).")
+
+
+def check_tokens(name: str, ids, vocab_size: int) -> None:
+  """Refuses token ids outside ``[0, V)`` where they are known (not traced):
+  indexing would clamp or wrap them into a plausible wrong answer."""
+  if ids is None or isinstance(ids, jax.core.Tracer):
+    return
+  ids = np.asarray(ids)
+  if not np.issubdtype(ids.dtype, np.integer):
+    raise ValueError(f"jaxrnn.seq2seq: {name} is {ids.dtype}{list(ids.shape)}; expected "
+                     f"int token ids. Fix: jnp.asarray(ids, jnp.int32).")
+  bad = ids[(ids < 0) | (ids >= vocab_size)]
+  if bad.size:
+    raise ValueError(
+        f"jaxrnn.seq2seq: {name} holds token {int(bad[0])}; expected ids in "
+        f"[0, {vocab_size}) for this model's vocabulary of {vocab_size} (0 is PAD, "
+        f"1 is BOS). Fix: map unknown words to a token of their own, or build the "
+        f"model with a larger vocab_size.")
+
+
+def check_steps(steps) -> int:
+  try:
+    steps = operator.index(steps)
+  except TypeError:
+    raise TypeError(f"jaxrnn.seq2seq: steps is {steps!r}; expected an int >= 0, the "
+                    f"number of tokens to decode, static under jit (close over it).") from None
+  if steps < 0:
+    raise ValueError(f"jaxrnn.seq2seq: steps={steps}; expected an int >= 0.")
+  return steps
 
 
 class Seq2Seq(NamedTuple):
@@ -130,13 +163,14 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   * ``greedy(params, src, src_mask, steps) -> (tokens int[steps], weights
     [steps, S])``: argmax decoding with `jax.lax.scan` (weights are zeros
     without attention).
-  * ``beam(params, src, src_mask, steps, width=4, length_penalty=0.6) ->
-    (tokens int[steps], log_prob, weights [steps, S])``: beam search
-    keeping the ``width`` most probable prefixes, returning the best
-    hypothesis with its log probability. Without an end token every
-    hypothesis has ``steps`` tokens and the best is the most probable:
-    ``width=1`` is greedy decoding and ``width >= V**(steps-1)``
-    exhaustive search. With one, see below.
+  * ``beam(params, src, src_mask, steps, width=4, length_penalty=0.6,
+    n_best=None) -> (tokens int[steps], log_prob, weights [steps, S])``:
+    beam search keeping the ``width`` most probable prefixes, returning the
+    best hypothesis with its log probability (with ``n_best=n <= width``,
+    the n best, best first: ``int[n, steps]``, ``[n]``, ``[n, steps, S]``).
+    Without an end token every hypothesis has ``steps`` tokens and the best
+    is the most probable: ``width=1`` is greedy decoding and ``width >=
+    V**(steps-1)`` exhaustive search. With one, see below.
   * ``sample(params, src, src_mask, steps, key, temperature=1.0) ->
     (tokens int[steps], weights [steps, S])``: each token drawn from
     ``softmax(log_p / temperature)`` and fed back, as ``greedy`` feeds back
@@ -144,7 +178,14 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
 
   Decoding picks among all V tokens, PAD and BOS included (a trained model
   gives them no mass where it has seen none). Without attention the
-  weights are all zero.
+  weights are all zero. The decoders are jitted once per model (``steps``,
+  ``width``, ``length_penalty`` and ``n_best`` static), so calls outside
+  `jax.jit` with the same settings reuse one program; they also run under
+  `jax.jit` and `jax.vmap` (a batch of sources). Token ids outside ``[0,
+  V)`` are refused where they are known (not traced). The log probability
+  of a given target is ``-loss(params, (src, src_mask, tgt, tgt_mask))[0]``.
+  Only the source's padding depends on ``src_length``: params trained at
+  one length serve a model built for another.
 
   ``end_token`` (a data token, ``2 <= end_token < V``; put it at the end of
   every target when training): decoding stops at it, in the sense that
@@ -157,9 +198,12 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   ``width`` prefixes always go on. A finished hypothesis of ``n`` tokens
   (the end token counted) scores ``log p / ((5 + n) / 6) ** length_penalty``
   (Wu et al. 2016, GNMT), since the raw log probability favours stopping
-  early (``length_penalty=0`` compares it). The best finished hypothesis
-  is returned, or, where none ended within ``steps``, the most probable
-  unfinished one; ``log_prob`` is always the raw log probability.
+  early (``length_penalty=0`` compares it). At the end the finished
+  hypotheses and the unfinished ones, scored so at ``n = steps``, compete
+  (as Hugging Face's ``generate`` finalises; Flax's decoder returns a
+  finished one whenever there is one, however improbable): an output
+  without the end token ran out of steps. ``log_prob`` is always the raw
+  log probability.
 
   >>> import jax, jax.numpy as jnp
   >>> model = seq2seq(8, 16, src_length=5)
@@ -185,6 +229,9 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   True
   """
   V, H, S, E = vocab_size, hidden_size, src_length, embed_size
+  if check_size("jaxrnn.seq2seq", "vocab_size", V) < 3:
+    raise ValueError(f"jaxrnn.seq2seq: vocab_size={V}; expected 3 or more: 0 is PAD and "
+                     f"1 is BOS, so the data needs tokens from 2 on.")
   end = check_end_token(end_token, V)
   summed = attention in ("dot", "scaled_dot")     # query and memory both H wide
   encoder = bidirectional(gru(H), gru(H), merge="sum" if summed else "concat")
@@ -205,7 +252,15 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
         w_out=lecun(ko, (H, V)),
         b_out=jnp.zeros((V,)))
 
+  def embed(params, ids):    # params.embed may be NumPy (jaxrnn.io.load)
+    return jnp.asarray(params.embed)[ids]
+
   def encode(params, src, src_mask):
+    if src_mask is None:
+      raise ValueError(f"jaxrnn.seq2seq: src_mask is None; expected bool[{S}], True at "
+                       f"the source's tokens. Fix: src_mask=src != jaxrnn.seq2seq.PAD.")
+    check_tokens("src", src, V)
+    src, src_mask = jnp.asarray(src), jnp.asarray(src_mask)
     if src.shape != (S,) or src_mask.shape != (S,):
       batched = src.ndim == 2 and src.shape[1] == S
       fix = ("its functions take one example; for a batch, jax.vmap them (or "
@@ -216,7 +271,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
           f"jaxrnn.seq2seq: src is {src.shape} and src_mask {src_mask.shape}; "
           f"this model was built for src_length={S}, so both must be ({S},). "
           f"Fix: {fix}.")
-    (fw, bw), memory = encoder.apply(params.encoder, params.embed[src], mask=src_mask)
+    (fw, bw), memory = encoder.apply(params.encoder, embed(params, src), mask=src_mask)
     s0 = jnp.tanh(jnp.concatenate([fw, bw]) @ params.bridge)
     return memory, s0
 
@@ -231,9 +286,11 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     return h @ params.w_out + params.b_out
 
   def teacher_forced(params, src, src_mask, tgt, tgt_mask):
+    check_tokens("tgt", tgt, V)
+    tgt = jnp.asarray(tgt)
     # [BOS, tgt_0 .. tgt_{T-2}], also right for T = 0 and 1
     inputs = jnp.concatenate([jnp.array([BOS], tgt.dtype), tgt])[:tgt.shape[0]]
-    _, ys = scan(decoder, params.decoder, params.embed[inputs],
+    _, ys = scan(decoder, params.decoder, embed(params, inputs),
                  carry=start(params, src, src_mask), mask=tgt_mask)
     weights = ys[1] if isinstance(ys, tuple) else jnp.zeros((tgt.shape[0], S))
     return logits_of(params, ys), weights
@@ -247,7 +304,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
 
   def decode_step(params, carry, token):
     """One decoder step on the previous token: ``(carry, log p [V], weights [S])``."""
-    x = params.embed[token]
+    x = embed(params, token)
     carry, y = decoder.step(params.decoder, carry, project_one(decoder, params.decoder, x))
     weights = y[1] if isinstance(y, tuple) else jnp.zeros((S,))
     return carry, jax.nn.log_softmax(logits_of(params, y)), weights
@@ -266,23 +323,14 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     _, (tokens, weights) = jax.lax.scan(body, state, keys, length=steps)
     return tokens, weights
 
-  def greedy(params, src, src_mask, steps):
+  def greedy_(params, src, src_mask, steps):
     return decode(params, src, src_mask, steps, lambda log_p, _: jnp.argmax(log_p), None)
 
-  def sample(params, src, src_mask, steps, key, temperature=1.0):
-    try:
-      known = float(temperature)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-      known = 1.0                                  # traced: the caller's to keep above 0
-    if not known > 0:
-      raise ValueError(f"jaxrnn.seq2seq: sample's temperature={temperature}; expected "
-                       f"a number above 0 (greedy decodes the most likely tokens).")
+  def sample_(params, src, src_mask, steps, key, temperature):
     draw = lambda log_p, k: jax.random.categorical(k, log_p / temperature)
     return decode(params, src, src_mask, steps, draw, jax.random.split(key, steps))
 
-  def beam(params, src, src_mask, steps, width=4, length_penalty=0.6):
-    K = check_size("jaxrnn.seq2seq: beam", "width", width)   # 1 is greedy decoding
-    alpha = check_length_penalty(length_penalty)   # static: a Python number
+  def beam_(params, src, src_mask, steps, K, alpha, n_best):
     # K copies of the start carry; only beam 0 is live at first (the others
     # score -inf), so the first expansion does not pick K copies of one token.
     carries = jax.tree.map(lambda a: jnp.broadcast_to(a, (K,) + a.shape),
@@ -292,8 +340,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
                       log_prob=jnp.full((K,), -jnp.inf).at[0].set(0.0))
     done = live._replace(log_prob=jnp.full((K,), -jnp.inf))   # finished, best first
     done_score = jnp.full((K,), -jnp.inf)
-    if steps == 0:     # no tokens, probability 1 (scan would trace a read of token -1)
-      return live.tokens[0], jnp.zeros((), live.log_prob.dtype), live.weights[0]
+    penalty = lambda n: ((5.0 + n) / 6.0) ** alpha            # GNMT's, n tokens
 
     def body(state, t):
       carries, live, done, done_score = state
@@ -313,17 +360,58 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
       _, going = jax.lax.top_k(going_score, K)
       live = take(grown._replace(log_prob=going_score), going)
       carries = jax.tree.map(lambda a: a[parent[going]], carries)
-      score = jnp.where(ends, log_prob / ((5.0 + t + 1) / 6.0) ** alpha, -jnp.inf)
+      score = jnp.where(ends, log_prob / penalty(t + 1), -jnp.inf)
       done_score, best = jax.lax.top_k(jnp.concatenate([done_score, score]), K)
       done = take(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), done, grown), best)
       return (carries, live, done, done_score), None
 
-    (_, live, done, done_score), _ = jax.lax.scan(
-        body, (carries, live, done, done_score), jnp.arange(steps))
-    # top_k sorts, so 0 is best: a finished hypothesis if any, else a live one
-    best = jax.tree.map(lambda a, b: jnp.where(done_score[0] > -jnp.inf, a[0], b[0]),
-                        done, live)
+    if steps:      # none: no tokens, probability 1 (scan would trace a read of token -1)
+      (_, live, done, done_score), _ = jax.lax.scan(
+          body, (carries, live, done, done_score), jnp.arange(steps))
+    # The finished hypotheses and the live ones at `steps` tokens compete
+    # (as Hugging Face's generate finalises), scored alike; 0 is the best.
+    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), done, live)
+    scores = jnp.concatenate([done_score, live.log_prob / penalty(steps)])
+    _, order = jax.lax.top_k(scores, n_best or 1)
+    best = take(both, order)
+    best = best._replace(log_prob=jnp.where(steps, best.log_prob, 0.0))
+    if n_best is None:
+      best = jax.tree.map(lambda a: a[0], best)
     return best.tokens, best.log_prob, best.weights
+
+  # Jitted once per model, so repeated calls outside jit reuse one program.
+  greedy_jit = jax.jit(greedy_, static_argnames=("steps",))
+  sample_jit = jax.jit(sample_, static_argnames=("steps",))
+  beam_jit = jax.jit(beam_, static_argnames=("steps", "K", "alpha", "n_best"))
+
+  def greedy(params, src, src_mask, steps):
+    return greedy_jit(params, *checked(src, src_mask), check_steps(steps))
+
+  def sample(params, src, src_mask, steps, key, temperature=1.0):
+    try:
+      known = float(temperature)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+      known = 1.0                                  # traced: the caller's to keep above 0
+    if not known > 0:
+      raise ValueError(f"jaxrnn.seq2seq: sample's temperature={temperature}; expected "
+                       f"a number above 0 (greedy decodes the most likely tokens).")
+    return sample_jit(params, *checked(src, src_mask), check_steps(steps), key, temperature)
+
+  def beam(params, src, src_mask, steps, width=4, length_penalty=0.6, n_best=None):
+    K = check_size("jaxrnn.seq2seq: beam", "width", width)   # 1 is greedy decoding
+    alpha = check_length_penalty(length_penalty)   # static: a Python number
+    if n_best is not None and not 1 <= check_size("jaxrnn.seq2seq: beam", "n_best",
+                                                  n_best) <= K:
+      raise ValueError(f"jaxrnn.seq2seq: beam's n_best={n_best}; expected at most "
+                       f"width={K}, the hypotheses the search keeps. Fix: width >= n_best.")
+    return beam_jit(params, *checked(src, src_mask), check_steps(steps), K, alpha, n_best)
+
+  def checked(src, src_mask):
+    """The source checked where it is known, before the jitted decoders."""
+    if src_mask is None:
+      encode(None, src, src_mask)            # raises, with the fix
+    check_tokens("src", src, V)
+    return src, src_mask
 
   return Seq2Seq(init=init, encode=encode, loss=loss, teacher_forced=teacher_forced,
                  greedy=greedy, beam=beam, sample=sample)

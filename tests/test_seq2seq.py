@@ -1,6 +1,7 @@
 """jaxrnn.seq2seq and benchmarks/attention_task.py --quick."""
 
 import json
+import re
 import subprocess
 import sys
 from functools import partial
@@ -241,41 +242,44 @@ def test_end_token_pads_what_follows_and_changes_nothing_before():
     assert (cut_weights[n:] == 0).all()
 
 
-def complete_hypotheses(model, params, src, mask, V, steps, end):
-  """Every output of at most ``steps`` tokens ending in ``end``, by brute
-  force: tokens (PAD after the end), length and log probability."""
+def every_output(model, params, src, mask, V, steps, end):
+  """Every output of ``steps`` tokens by brute force, cut after its first end
+  token (PAD after it): tokens, length n (the end token counted; ``steps``
+  for one that does not end) and log probability."""
   grid = np.stack(np.meshgrid(*[np.arange(V)] * steps, indexing="ij"), -1).reshape(-1, steps)
   forced = jax.jit(jax.vmap(model.teacher_forced, (None, None, None, 0, None)))
   logits, _ = forced(params, src, mask, grid, jnp.ones(steps, bool))
   log_p = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits), np.float64),
                              grid[..., None], -1)[..., 0]
-  first = np.argmax(grid == end, axis=1)
-  complete = (grid == end).any(axis=1)
-  n = first[complete] + 1
-  tokens = np.where(np.arange(steps) < n[:, None], grid[complete], seq2seq.PAD)
-  log_prob = np.where(np.arange(steps) < n[:, None], log_p[complete], 0.0).sum(1)
-  return tokens, n, log_prob
+  n = np.where((grid == end).any(axis=1), np.argmax(grid == end, axis=1) + 1, steps)
+  kept = np.arange(steps) < n[:, None]
+  tokens = np.where(kept, grid, seq2seq.PAD)
+  tokens, first = np.unique(tokens, axis=0, return_index=True)     # one per cut output
+  return tokens, n[first], np.where(kept, log_p, 0.0).sum(1)[first]
 
 
 def test_beam_with_an_end_token_equals_exhaustive_search():
   # V = 4 (PAD, BOS, one data token, the end), 3 steps: at most 9 live
   # prefixes and 36 continuations, so width 18 (2 * 18 kept) never prunes
-  # and the beam must return the best complete output by GNMT's score.
+  # and the beam must return the best output by GNMT's score, and its
+  # n_best the best n in order. Outputs that end compete with those still
+  # going at `steps` tokens.
   # Widths of V and more (18 here) fill the live beam from fewer finite
   # continuations than it holds at the first step; a large penalty (5)
   # rewards the long outputs that an ended prefix carried on would fake.
   V, steps, end = 4, 3, 3
   model = seq2seq.seq2seq(V, 6, 4, attention="additive", end_token=end)
   params = model.init(jax.random.key(3))
-  params = params._replace(b_out=jnp.array([0.0, 0.0, 1.5, -0.5]))
+  params = params._replace(b_out=jnp.array([-1.0, 0.0, 0.0, 0.0]))
   beams = {alpha: jax.jit(partial(model.beam, steps=steps, width=18, length_penalty=alpha))
            for alpha in (0.0, 0.6, 2.0, 5.0)}
+  n_best = jax.jit(partial(model.beam, steps=steps, width=18, n_best=4))
   teacher_forced = jax.jit(model.teacher_forced)
   found_lengths = set()
   for seed in range(6):
     src = jax.random.randint(jax.random.key(seed), (4,), 2, V)
     mask = jnp.arange(4) < 1 + seed % 4
-    tokens, n, log_prob = complete_hypotheses(model, params, src, mask, V, steps, end)
+    tokens, n, log_prob = every_output(model, params, src, mask, V, steps, end)
     for alpha, beam in beams.items():
       best = np.argmax(log_prob / ((5.0 + n) / 6.0) ** alpha)
       found, found_log_prob, weights = beam(params, src, mask)
@@ -284,8 +288,14 @@ def test_beam_with_an_end_token_equals_exhaustive_search():
       _, forced = teacher_forced(params, src, mask, found, jnp.ones(steps, bool))
       np.testing.assert_allclose(weights[:n[best]], forced[:n[best]], rtol=1e-5, atol=1e-7)
       assert (weights[n[best]:] == 0).all()
-      found_lengths.add(int(n[best]))
-  assert len(found_lengths) > 1       # the penalty and the sources chose different lengths
+      found_lengths.add((int(n[best]), bool((found == end).any())))
+    order = np.argsort(-log_prob / ((5.0 + n) / 6.0) ** 0.6)[:4]
+    found, found_log_prob, weights = n_best(params, src, mask)
+    assert found.shape == (4, steps) and weights.shape == (4, steps, 4)
+    np.testing.assert_array_equal(found, tokens[order])
+    np.testing.assert_allclose(found_log_prob, log_prob[order], rtol=1e-5)
+  # the penalty and the sources chose outputs of several lengths, ended or not
+  assert {n for n, _ in found_lengths} == {1, 3} and {e for _, e in found_lengths} == {True, False}
 
 
 def test_beam_with_an_end_token_never_chosen_is_the_plain_beam():
@@ -327,3 +337,46 @@ def test_beam_outputs_end_once_then_pad_at_any_width():
     ends = np.flatnonzero(row == end)
     if ends.size:
       assert (row[ends[0] + 1:] == seq2seq.PAD).all(), row
+
+
+def test_decoding_reads_saved_params_and_compiles_once_per_setting(tmp_path, caplog):
+  # jaxrnn.io.load gives NumPy arrays; the decoders take them outside jit,
+  # and called again with the same settings they reuse their programs.
+  from jaxrnn import io
+  model = seq2seq.seq2seq(8, 8, 6, attention="general", end_token=7)
+  params = model.init(jax.random.key(0))
+  io.save(tmp_path / "p.msgpack", params)
+  loaded = io.load(tmp_path / "p.msgpack")
+  assert isinstance(loaded.embed, np.ndarray)
+  src, mask, _, _ = example()
+  for run in (lambda p: model.greedy(p, src, mask, 5),
+              lambda p: model.sample(p, src, mask, 5, jax.random.key(1), 0.7),
+              lambda p: model.beam(p, src, mask, 5, width=3)):
+    for got, want in zip(run(loaded), run(params)):
+      np.testing.assert_array_equal(got, want)
+  with jax.log_compiles(), caplog.at_level("DEBUG", logger="jax"):
+    model.greedy(params, src, mask, 5)
+    model.sample(params, src, mask, 5, jax.random.key(2), 1.3)     # another temperature
+    model.beam(params, src, mask, 5, width=3)
+  assert not [r for r in caplog.records if "Finished tracing" in r.getMessage()]
+
+
+def test_bad_tokens_masks_and_sizes_are_refused_with_the_fix():
+  model = seq2seq.seq2seq(8, 8, 6, end_token=jnp.int32(7))    # a jax int is an int
+  params = model.init(jax.random.key(0))
+  src, mask, tgt, tmask = example()
+  cases = [
+      (lambda: model.greedy(params, src.at[0].set(8), mask, 3), "src holds token 8; expected ids in [0, 8)"),
+      (lambda: model.beam(params, src.at[1].set(-1), mask, 3), "src holds token -1"),
+      (lambda: model.loss(params, (src, mask, tgt.at[2].set(99), tmask)), "tgt holds token 99"),
+      (lambda: model.greedy(params, src, None, 3), "src_mask is None; expected bool[6]"),
+      (lambda: model.greedy(params, src.astype(float), mask, 3), "expected int token ids"),
+      (lambda: model.beam(params, src, mask, 3, width=2, n_best=3), "n_best=3; expected at most width=2"),
+      (lambda: model.greedy(params, src, mask, -1), "steps=-1; expected an int >= 0"),
+      (lambda: seq2seq.seq2seq(2, 8, 6), "vocab_size=2; expected 3 or more"),
+  ]
+  for run, says in cases:
+    with pytest.raises(ValueError, match=re.escape(says)):
+      run()
+  with pytest.raises(TypeError, match="steps is 2.5; expected an int >= 0"):
+    model.greedy(params, src, mask, 2.5)
