@@ -374,7 +374,6 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     scores = jnp.concatenate([done_score, live.log_prob / penalty(steps)])
     _, order = jax.lax.top_k(scores, n_best or 1)
     best = take(both, order)
-    best = best._replace(log_prob=jnp.where(steps, best.log_prob, 0.0))
     if n_best is None:
       best = jax.tree.map(lambda a: a[0], best)
     return best.tokens, best.log_prob, best.weights

@@ -272,7 +272,7 @@ def test_beam_with_an_end_token_equals_exhaustive_search():
   params = model.init(jax.random.key(3))
   params = params._replace(b_out=jnp.array([-1.0, 0.0, 0.0, 0.0]))
   beams = {alpha: jax.jit(partial(model.beam, steps=steps, width=18, length_penalty=alpha))
-           for alpha in (0.0, 0.6, 2.0, 5.0)}
+           for alpha in (0.0, 0.6, 5.0)}
   n_best = jax.jit(partial(model.beam, steps=steps, width=18, n_best=4))
   teacher_forced = jax.jit(model.teacher_forced)
   found_lengths = set()
