@@ -160,26 +160,27 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   * ``loss(params, (src, src_mask, tgt, tgt_mask)) -> (nll_sum, count,
     {"accuracy": correct_sum})``: teacher forcing, the `jaxrnn.train` loss
     convention.
-  * ``greedy(params, src, src_mask, steps) -> (tokens int[steps], weights
-    [steps, S])``: argmax decoding with `jax.lax.scan` (weights are zeros
-    without attention).
+  * ``greedy(params, src, src_mask, steps, min_length=0) -> (tokens
+    int[steps], weights [steps, S])``: argmax decoding with `jax.lax.scan`
+    (weights are zeros without attention).
   * ``beam(params, src, src_mask, steps, width=4, length_penalty=0.6,
-    n_best=None) -> (tokens int[steps], log_prob, weights [steps, S])``:
+    n_best=None, min_length=0) -> (tokens int[steps], log_prob, weights
+    [steps, S])``:
     beam search keeping the ``width`` most probable prefixes, returning the
     best hypothesis with its log probability (with ``n_best=n <= width``,
     the n best, best first: ``int[n, steps]``, ``[n]``, ``[n, steps, S]``).
     Without an end token every hypothesis has ``steps`` tokens and the best
     is the most probable: ``width=1`` is greedy decoding and ``width >=
     V**(steps-1)`` exhaustive search. With one, see below.
-  * ``sample(params, src, src_mask, steps, key, temperature=1.0) ->
-    (tokens int[steps], weights [steps, S])``: each token drawn from
+  * ``sample(params, src, src_mask, steps, key, temperature=1.0,
+    min_length=0) -> (tokens int[steps], weights [steps, S])``: each token drawn from
     ``softmax(log_p / temperature)`` and fed back, as ``greedy`` feeds back
     the argmax.
 
   Decoding picks among all V tokens, PAD and BOS included (a trained model
   gives them no mass where it has seen none). Without attention the
   weights are all zero. The decoders are jitted once per model (``steps``,
-  ``width``, ``length_penalty`` and ``n_best`` static), so calls outside
+  ``min_length``, ``width``, ``length_penalty`` and ``n_best`` static), so calls outside
   `jax.jit` with the same settings reuse one program; they also run under
   `jax.jit` and `jax.vmap` (a batch of sources). Token ids outside ``[0,
   V)`` are refused where they are known (not traced). The log probability
@@ -198,7 +199,9 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   ``width`` prefixes always go on. A finished hypothesis of ``n`` tokens
   (the end token counted) scores ``log p / ((5 + n) / 6) ** length_penalty``
   (Wu et al. 2016, GNMT), since the raw log probability favours stopping
-  early (``length_penalty=0`` compares it). At the end the finished
+  early (``length_penalty=0`` compares it). ``min_length`` (fairseq's
+  ``--min-len``) rules the end token out for the first ``min_length``
+  steps, in all three decoders. At the end the finished
   hypotheses and the unfinished ones, scored so at ``n = steps``, compete
   (as Hugging Face's ``generate`` finalises; Flax's decoder returns a
   finished one whenever there is one, however improbable): an output
@@ -309,28 +312,36 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     weights = y[1] if isinstance(y, tuple) else jnp.zeros((S,))
     return carry, jax.nn.log_softmax(logits_of(params, y)), weights
 
-  def decode(params, src, src_mask, steps, choose, keys):
+  def too_soon(log_p, t, min_length):
+    """``log_p`` with the end token ruled out before step ``min_length``."""
+    return jnp.where((t < min_length) & (jnp.arange(V) == end), -jnp.inf, log_p)
+
+  def decode(params, src, src_mask, steps, min_length, choose, keys):
     """Feeds back ``choose(log_p, key)`` for ``steps`` steps, PAD after the end token."""
-    def body(state, key):
+    def body(state, inputs):
+      key, t = inputs
       carry, token, ended = state
       carry, log_p, weights = decode_step(params, carry, token)
+      log_p = too_soon(log_p, t, min_length)
       token = jnp.where(ended, PAD, choose(log_p, key).astype(jnp.int32))
       weights = jnp.where(ended, jnp.zeros_like(weights), weights)
       ended = ended | (token == end)      # never, without an end token (end = -1)
       return (carry, token, ended), (token, weights)
 
     state = (start(params, src, src_mask), jnp.int32(BOS), jnp.bool_(False))
-    _, (tokens, weights) = jax.lax.scan(body, state, keys, length=steps)
+    _, (tokens, weights) = jax.lax.scan(body, state, (keys, jnp.arange(steps)))
     return tokens, weights
 
-  def greedy_(params, src, src_mask, steps):
-    return decode(params, src, src_mask, steps, lambda log_p, _: jnp.argmax(log_p), None)
+  def greedy_(params, src, src_mask, steps, min_length):
+    return decode(params, src, src_mask, steps, min_length,
+                  lambda log_p, _: jnp.argmax(log_p), None)
 
-  def sample_(params, src, src_mask, steps, key, temperature):
+  def sample_(params, src, src_mask, steps, min_length, key, temperature):
     draw = lambda log_p, k: jax.random.categorical(k, log_p / temperature)
-    return decode(params, src, src_mask, steps, draw, jax.random.split(key, steps))
+    return decode(params, src, src_mask, steps, min_length, draw,
+                  jax.random.split(key, steps))
 
-  def beam_(params, src, src_mask, steps, K, alpha, n_best):
+  def beam_(params, src, src_mask, steps, min_length, K, alpha, n_best):
     # K copies of the start carry; only beam 0 is live at first (the others
     # score -inf), so the first expansion does not pick K copies of one token.
     carries = jax.tree.map(lambda a: jnp.broadcast_to(a, (K,) + a.shape),
@@ -346,6 +357,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
       carries, live, done, done_score = state
       last = jnp.where(t == 0, BOS, live.tokens[:, jnp.maximum(t - 1, 0)])
       carries, log_p, w = jax.vmap(decode_step, (None, 0, 0))(params, carries, last)
+      log_p = too_soon(log_p, t, min_length)
       total = (live.log_prob[:, None] + log_p).reshape(-1)          # [K * V]
       # 2K continuations: each prefix ends in at most one, so K go on.
       log_prob, flat = jax.lax.top_k(total, min(2 * K, K * V))
@@ -379,14 +391,15 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     return best.tokens, best.log_prob, best.weights
 
   # Jitted once per model, so repeated calls outside jit reuse one program.
-  greedy_jit = jax.jit(greedy_, static_argnames=("steps",))
-  sample_jit = jax.jit(sample_, static_argnames=("steps",))
-  beam_jit = jax.jit(beam_, static_argnames=("steps", "K", "alpha", "n_best"))
+  greedy_jit = jax.jit(greedy_, static_argnames=("steps", "min_length"))
+  sample_jit = jax.jit(sample_, static_argnames=("steps", "min_length"))
+  beam_jit = jax.jit(beam_, static_argnames=("steps", "min_length", "K", "alpha", "n_best"))
 
-  def greedy(params, src, src_mask, steps):
-    return greedy_jit(params, *checked(src, src_mask), check_steps(steps))
+  def greedy(params, src, src_mask, steps, min_length=0):
+    return greedy_jit(params, *checked(src, src_mask), check_steps(steps),
+                      check_min_length(min_length))
 
-  def sample(params, src, src_mask, steps, key, temperature=1.0):
+  def sample(params, src, src_mask, steps, key, temperature=1.0, min_length=0):
     try:
       known = float(temperature)
     except (TypeError, jax.errors.ConcretizationTypeError):
@@ -394,16 +407,34 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     if not known > 0:
       raise ValueError(f"jaxrnn.seq2seq: sample's temperature={temperature}; expected "
                        f"a number above 0 (greedy decodes the most likely tokens).")
-    return sample_jit(params, *checked(src, src_mask), check_steps(steps), key, temperature)
+    return sample_jit(params, *checked(src, src_mask), check_steps(steps),
+                      check_min_length(min_length), key, temperature)
 
-  def beam(params, src, src_mask, steps, width=4, length_penalty=0.6, n_best=None):
+  def beam(params, src, src_mask, steps, width=4, length_penalty=0.6, n_best=None,
+           min_length=0):
     K = check_size("jaxrnn.seq2seq: beam", "width", width)   # 1 is greedy decoding
     alpha = check_length_penalty(length_penalty)   # static: a Python number
     if n_best is not None and not 1 <= check_size("jaxrnn.seq2seq: beam", "n_best",
                                                   n_best) <= K:
       raise ValueError(f"jaxrnn.seq2seq: beam's n_best={n_best}; expected at most "
                        f"width={K}, the hypotheses the search keeps. Fix: width >= n_best.")
-    return beam_jit(params, *checked(src, src_mask), check_steps(steps), K, alpha, n_best)
+    return beam_jit(params, *checked(src, src_mask), check_steps(steps),
+                    check_min_length(min_length), K, alpha, n_best)
+
+  def check_min_length(min_length):
+    """``min_length`` (steps before the end token may come) as an int."""
+    try:
+      n = None if isinstance(min_length, bool) else operator.index(min_length)
+    except TypeError:
+      n = None
+    if n is None or n < 0:
+      raise ValueError(f"jaxrnn.seq2seq: min_length={min_length!r}; expected an int >= 0, "
+                       f"the tokens an output has before its end token (static).")
+    if n and end < 0:
+      raise ValueError(f"jaxrnn.seq2seq: min_length={n} without an end token; every "
+                       f"output already has steps tokens. Fix: build the model with "
+                       f"end_token=..., or drop min_length.")
+    return n
 
   def checked(src, src_mask):
     """The source checked where it is known, before the jitted decoders."""

@@ -242,6 +242,31 @@ def test_end_token_pads_what_follows_and_changes_nothing_before():
     assert (cut_weights[n:] == 0).all()
 
 
+def test_min_length_rules_the_end_token_out_before_it():
+  # The same params that end at step 2 (greedy) and 4 (sample) without it.
+  model = seq2seq.seq2seq(6, 8, 6, attention="general", end_token=5)
+  params = model.init(jax.random.key(6))
+  src, mask, _, _ = example()
+  tokens, _ = model.greedy(params, src, mask, 10)
+  assert int(np.argmax(np.asarray(tokens) == 5)) == 1
+  for m in (3, 6):
+    tokens, _ = model.greedy(params, src, mask, 10, min_length=m)
+    assert not (tokens[:m] == 5).any()
+    # each token the argmax of teacher forcing's logits on the tokens before
+    # it, the end token left out before step m, up to the first end
+    n = int(np.argmax(np.asarray(tokens) == 5)) + 1 if (tokens == 5).any() else 10
+    logits, _ = model.teacher_forced(params, src, mask, tokens, jnp.ones(10, bool))
+    logits = jnp.where((jnp.arange(10)[:, None] < m) & (jnp.arange(6) == 5), -jnp.inf, logits)
+    np.testing.assert_array_equal(logits[:n].argmax(-1), tokens[:n])
+    drawn, _ = model.sample(params, src, mask, 10, jax.random.key(8), 1.5, min_length=m)
+    assert not (drawn[:m] == 5).any()
+  for bad in (-1, 1.5, True):
+    with pytest.raises(ValueError, match="expected an int >= 0"):
+      model.greedy(params, src, mask, 5, min_length=bad)
+  with pytest.raises(ValueError, match="min_length=2 without an end token"):
+    seq2seq.seq2seq(6, 8, 6).beam(params, src, mask, 5, min_length=2)
+
+
 def every_output(model, params, src, mask, V, steps, end):
   """Every output of ``steps`` tokens by brute force, cut after its first end
   token (PAD after it): tokens, length n (the end token counted; ``steps``
@@ -274,6 +299,7 @@ def test_beam_with_an_end_token_equals_exhaustive_search():
   beams = {alpha: jax.jit(partial(model.beam, steps=steps, width=18, length_penalty=alpha))
            for alpha in (0.0, 0.6, 5.0)}
   n_best = jax.jit(partial(model.beam, steps=steps, width=18, n_best=4))
+  at_least_one = jax.jit(partial(model.beam, steps=steps, width=18, min_length=1))
   teacher_forced = jax.jit(model.teacher_forced)
   found_lengths = set()
   for seed in range(6):
@@ -289,6 +315,11 @@ def test_beam_with_an_end_token_equals_exhaustive_search():
       np.testing.assert_allclose(weights[:n[best]], forced[:n[best]], rtol=1e-5, atol=1e-7)
       assert (weights[n[best]:] == 0).all()
       found_lengths.add((int(n[best]), bool((found == end).any())))
+    # min_length=1: outputs of the end token alone are ruled out
+    best = np.argmax(np.where(n > 1, log_prob / ((5.0 + n) / 6.0) ** 0.6, -np.inf))
+    found, found_log_prob, _ = at_least_one(params, src, mask)
+    np.testing.assert_array_equal(found, tokens[best])
+    np.testing.assert_allclose(found_log_prob, log_prob[best], rtol=1e-5)
     order = np.argsort(-log_prob / ((5.0 + n) / 6.0) ** 0.6)[:4]
     found, found_log_prob, weights = n_best(params, src, mask)
     assert found.shape == (4, steps) and weights.shape == (4, steps, 4)
