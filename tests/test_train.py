@@ -702,3 +702,55 @@ def test_windows_keep_tail_scores_every_target_once_in_stream_order():
     train.windows(np.arange(10), 4, 5)
   with pytest.raises(ValueError, match="no next token to predict"):
     train.windows(np.arange(1), 4, 5, keep_tail=True)
+
+
+def test_fit_restores_the_best_evaluated_state_and_takes_ensemble_metrics():
+  # A real, donating step: the best params must survive the steps after them.
+  from jaxrnn.tasks import readout_model
+  model = readout_model(jaxrnn.gru(4), 1)
+  params = model.init(jax.random.key(0), 2)
+  opt = train.optimizer(0.3)                     # large: the loss goes up and down
+
+  def loss_fn(params, batch):
+    xs, ys = batch
+    _, out = model.apply_batch(params, xs)
+    return (*train.mse(out[:, -1, 0], ys), {})
+  step = train.make_train_step(loss_fn, opt, batched=True)
+  rng = np.random.default_rng(0)
+  batches = [(rng.normal(size=(8, 5, 2)).astype(np.float32),
+              rng.normal(size=8).astype(np.float32)) for _ in range(12)]
+  held_out = batches[0]
+  evaluate = jax.jit(lambda s: {"loss": loss_fn(s.params, held_out)[0] / 8})
+  best, history = train.fit(step, train.init_state(params, opt), batches, 12, quiet=True,
+                            evaluate=evaluate, eval_every=1, restore_best="loss")
+  evals = [h["eval"]["loss"] for h in history]
+  assert int(best.step) == 1 + int(np.argmin(evals)) and int(best.step) != 12
+  np.testing.assert_allclose(float(evaluate(best)["loss"]), min(evals), rtol=1e-6)
+  last, _ = train.fit(step, train.init_state(params, opt), batches, 12, quiet=True,
+                      evaluate=evaluate, eval_every=1, restore_best="loss", best_mode="max")
+  assert int(last.step) == 1 + int(np.argmax(evals))
+  # per-member metrics of a vmapped ensemble step come back as lists
+  ensemble = lambda s, b: (s + b, {"loss": jnp.stack([s + b, 2 * (s + b)])})
+  _, history = train.fit(ensemble, 0.0, [1.0] * 3, 3, quiet=True)
+  assert history[-1]["loss"] == [3.0, 6.0]
+  for kwargs, says in [(dict(evaluate=evaluate), "eval_every=0, so it would never run"),
+                       (dict(restore_best="loss"), "no evaluate is given"),
+                       (dict(evaluate=evaluate, eval_every=1, restore_best="acc"),
+                        r"evaluate returned \['loss'\]")]:
+    with pytest.raises(ValueError, match=says):
+      train.fit(step, train.init_state(params, opt), batches, 2, quiet=True, **kwargs)
+
+
+def test_windows_carries_a_series_feature_axes():
+  series = np.arange(101 * 3, dtype=np.float32).reshape(101, 3)    # [N, F]
+  xs, ys = train.windows(series, 4, 5)
+  ids = train.windows(np.arange(101), 4, 5)
+  assert xs.shape == (5, 4, 5, 3)
+  np.testing.assert_array_equal(xs, series[ids[0]])
+  np.testing.assert_array_equal(ys, series[ids[1]])
+  xs, ys, mask = train.windows(series, 4, 7, keep_tail=True)
+  ids = train.windows(np.arange(101), 4, 7, keep_tail=True)
+  assert xs.shape == (4, 4, 7, 3) and mask.shape == (4, 4, 7)
+  np.testing.assert_array_equal(mask, ids[2])
+  np.testing.assert_array_equal(xs[mask], series[ids[0][mask]])
+  assert (xs[~mask] == 0).all()

@@ -10,6 +10,8 @@ import warnings
 from typing import Any, Callable, Iterable, Optional
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from tqdm.auto import tqdm
 
 
@@ -27,13 +29,23 @@ def fit(
     checkpoints: Optional[Any] = None,
     checkpoint_every: int = 0,
     start: int = 0,
+    restore_best: Optional[str] = None,
+    best_mode: str = "min",
 ) -> tuple[Any, list[dict]]:
   """Runs ``state, metrics = train_step(state, batch)`` for up to ``steps`` batches.
 
   Shows a tqdm progress bar with the running loss (``quiet=True`` hides it,
   for tests). ``stop(history)`` ends training early when it returns True.
-  ``evaluate(state)`` runs every ``eval_every`` steps, its metrics going into
-  that step's history entry under ``"eval"``. With ``checkpoints`` (a
+  ``evaluate(state)`` runs every ``eval_every`` steps (required with it),
+  its metrics going into that step's history entry under ``"eval"``. The
+  step donates its state, so an ``evaluate`` that keeps the params must
+  copy them (``jax.tree.map(jnp.copy, state.params)``); ``restore_best``
+  does that for you: with ``restore_best="loss"`` (a key of ``evaluate``'s
+  metrics) the state returned is the one at the evaluation where that
+  metric was lowest (``best_mode="max"``: highest), as Keras'
+  ``EarlyStopping(restore_best_weights=True)`` gives (pair it with
+  ``stop`` for the early stopping itself); checkpoints still save the state
+  as trained, to resume from. With ``checkpoints`` (a
   `jaxrnn.train.Checkpoints`), the state and the number of batches consumed
   are saved every ``checkpoint_every`` steps and at the end, so a killed run
   resumes where it stopped: ``state, start = checkpoints.restore(state)``,
@@ -43,7 +55,8 @@ def fit(
   state (`make_tbptt_step`).
 
   Returns the final state and the history: one dict of host-side floats
-  per step. Batches that run out before ``steps`` end training with a
+  per step (a metric with more than one value, such as the losses of a
+  `jax.vmap`-ed ensemble step, as a list; the progress bar shows the mean). Batches that run out before ``steps`` end training with a
   warning, as Keras' ``fit`` warns (for epochs over a list, pass
   ``itertools.chain.from_iterable(itertools.repeat(batches, epochs))``).
 
@@ -54,6 +67,19 @@ def fit(
   (3.0, [1.0, 2.0, 3.0])
   """
   _check_step(train_step)
+  if evaluate is not None and not eval_every:
+    raise ValueError(
+        "jaxrnn.train.fit: evaluate is given but eval_every=0, so it would never "
+        "run. Fix: eval_every=N evaluates every N steps (the history's entry for "
+        "those steps holds the metrics under 'eval').")
+  if restore_best is not None and evaluate is None:
+    raise ValueError(
+        f"jaxrnn.train.fit: restore_best={restore_best!r} keeps the state where "
+        f"evaluate's metric {restore_best!r} was best, but no evaluate is given. "
+        f"Fix: pass evaluate=... and eval_every=N.")
+  if best_mode not in ("min", "max"):
+    raise ValueError(f"jaxrnn.train.fit: best_mode={best_mode!r}; expected 'min' or 'max'.")
+  best_state, best_value = None, None
   history: list[dict] = []
   progress = tqdm(total=steps, desc=desc, disable=quiet, leave=False)
   done = 0
@@ -62,12 +88,17 @@ def fit(
       break
     state, metrics = train_step(state, batch)
     done += 1
-    record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    record = host_values(metrics)
     if evaluate is not None and eval_every and done % eval_every == 0:
-      record["eval"] = {k: float(v) for k, v in jax.device_get(evaluate(state)).items()}
+      record["eval"] = host_values(evaluate(state))
+      if restore_best is not None:
+        value = _metric(record["eval"], restore_best)
+        if best_value is None or (value < best_value if best_mode == "min" else value > best_value):
+          # a copy: the next step donates (deletes) the state's buffers
+          best_state, best_value = jax.tree.map(_copy, state), value
     history.append(record)
     progress.update(1)
-    progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}")
+    progress.set_postfix(loss=f"{np.mean(record.get('loss', float('nan'))):.4g}")
     if checkpoints is not None and checkpoint_every and done % checkpoint_every == 0:
       checkpoints.save(state, position=start + done)
     if stop is not None and stop(history):
@@ -82,7 +113,27 @@ def fit(
   progress.close()
   if checkpoints is not None:
     checkpoints.save(state, position=start + done)
-  return state, history
+  return (state if best_state is None else best_state), history
+
+
+def host_values(metrics: dict) -> dict:
+  """Metrics as host values: a float, or a list where there are several."""
+  out = {}
+  for k, v in jax.device_get(metrics).items():
+    v = np.asarray(v)
+    out[k] = float(v) if v.size == 1 else v.tolist()
+  return out
+
+
+def _metric(metrics: dict, name: str) -> float:
+  if name not in metrics:
+    raise ValueError(f"jaxrnn.train.fit: restore_best={name!r}, but evaluate returned "
+                     f"{sorted(metrics)}. Fix: name one of those.")
+  return float(np.mean(metrics[name]))
+
+
+def _copy(leaf):
+  return jnp.copy(leaf) if isinstance(leaf, jax.Array) else leaf
 
 
 def _check_step(train_step: Callable) -> None:

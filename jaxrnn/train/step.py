@@ -30,10 +30,16 @@ class TrainState(NamedTuple):
   step: jax.Array  # int32 scalar: updates applied so far
 
 
-def optimizer(learning_rate: float = 1e-3, *, clip_norm: float | None = 1.0,
+def optimizer(learning_rate: float | optax.Schedule = 1e-3, *, clip_norm: float | None = 1.0,
               base: Callable[..., optax.GradientTransformation] = optax.adam
               ) -> optax.GradientTransformation:
   """``base(learning_rate)`` after clipping gradients by global norm.
+
+  ``learning_rate`` is a number or an optax schedule
+  (``optax.warmup_cosine_decay_schedule(...)``), as ``base`` takes it; to
+  read or change the rate as training goes (Keras' ``ReduceLROnPlateau`` on
+  a validation loss), pass ``base=optax.inject_hyperparams(optax.adam)``
+  and set ``state.opt_state[1].hyperparams["learning_rate"]``.
 
   Clipping is in the default chain because exploding gradients are the
   other face of the recurrent problem this library is about (Pascanu et

@@ -20,7 +20,13 @@ from jaxrnn.train.step import (TrainState, apply_gradients, check_returns, check
 
 
 def windows(stream: np.ndarray, batch_size: int, window: int, *, keep_tail: bool = False):
-  """Inputs and next-token targets ``[num_windows, B, window]`` from a stream.
+  """Inputs and next-token targets ``[num_windows, B, window, ...]`` from a stream.
+
+  ``stream`` is ``[N, ...]``: token ids ``[N]``, or a series of feature
+  vectors ``[N, F]`` (the trailing axes are carried along). For targets
+  other than the next step (a forecast horizon of k steps), window the
+  positions, ``xi, yi = windows(np.arange(N), B, W)``, and read what you
+  need at them (``series[xi]``, ``series[xi + k]`` with N cut by k).
 
   The stream is split into ``B`` contiguous parts read in parallel (so
   example ``b`` of window ``k + 1`` continues example ``b`` of window
@@ -45,6 +51,9 @@ def windows(stream: np.ndarray, batch_size: int, window: int, *, keep_tail: bool
   ((3, 2, 4), 19, [19, 0, 0, 0], [True, False, False, False])
   """
   stream = np.asarray(stream)
+  if stream.ndim < 1:
+    raise ValueError(f"jaxrnn.train.windows: stream is a scalar; expected [N] token ids "
+                     f"or an [N, ...] series.")
   if batch_size < 1 or window < 1:
     raise ValueError(
         f"jaxrnn.train.windows: batch_size={batch_size} and window={window}; "
@@ -69,8 +78,10 @@ def windows(stream: np.ndarray, batch_size: int, window: int, *, keep_tail: bool
   steps = np.arange(num_windows * window)[None, :]
   idx = np.arange(batch_size)[:, None] * per_stream + steps            # [B, used]
   mask = (steps < per_stream) & (idx < targets)
-  cut = lambda a: a.reshape(batch_size, num_windows, window).transpose(1, 0, 2)
-  read = lambda i: np.where(mask, stream[np.where(mask, i, 0)], 0).astype(stream.dtype)
+  rest = stream.shape[1:]                         # a series' feature axes
+  cut = lambda a: np.swapaxes(a.reshape((batch_size, num_windows, window) + a.shape[2:]), 0, 1)
+  flags = mask.reshape(mask.shape + (1,) * len(rest))
+  read = lambda i: np.where(flags, stream[np.where(mask, i, 0)], 0).astype(stream.dtype)
   xs, ys = cut(read(idx)), cut(read(idx + 1))
   return (xs, ys, cut(mask)) if keep_tail else (xs, ys)
 
