@@ -13,6 +13,7 @@ Dimension legend used in every docstring:
 from __future__ import annotations
 
 import functools
+import inspect
 import operator
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -205,8 +206,11 @@ def with_compute_dtype(cell: Cell, dtype, where: str = "jaxrnn.with_compute_dtyp
     return cast_first
 
   # initial_carry too, so that the carry has the dtype the cast params give it.
+  # A sequence that can (`jaxrnn._fused.read_ahead_sequence`) casts inside its step.
+  rebuild = getattr(cell.sequence, "rebuild", None)
   return cell._replace(initial_carry=casting(cell.initial_carry), step=casting(cell.step),
-                       project=casting(cell.project), sequence=casting(cell.sequence),
+                       project=casting(cell.project),
+                       sequence=casting(cell.sequence) if rebuild is None else rebuild(casting),
                        batched=casting(cell.batched))
 
 
@@ -303,15 +307,16 @@ def bias_or_zeros(b: Optional[Array], size: int, like: Array) -> Array:
 
 
 def is_flax(x) -> bool:
-  """Is ``x`` a Flax module (linen or NNX), a cell above all?"""
-  return (getattr(type(x), "__module__", "") or "").startswith("flax")
+  """Is ``x`` a Flax module (linen or NNX; a cell, or a module of one's own)?"""
+  return any((getattr(c, "__module__", "") or "").startswith("flax.")
+             for c in type(x).__mro__)
 
 
 def not_a_cell(x) -> tuple[str, str]:
   """(what ``x`` is, the fix) for an error that expected a Cell or a Seq:
   a jaxrnn constructor not called, a Flax cell, anything else."""
   module = getattr(x, "__module__", "") or ""
-  if callable(x) and (module == "jaxrnn" or module.startswith("jaxrnn.")):
+  if inspect.isfunction(x) and (module == "jaxrnn" or module.startswith("jaxrnn.")):
     import jaxrnn
     name = getattr(x, "__name__", "?")
     # jaxrnn.lstm by its public name; jaxrnn.interop.torch.layer by its module's
@@ -319,6 +324,10 @@ def not_a_cell(x) -> tuple[str, str]:
               f"{module}.{getattr(x, '__qualname__', name)}")
     return (f"the function {public} itself",
             f"call it to build the cell or layer, e.g. {public}(H)")
+  if is_flax(x) and type(x).__name__ in ("Recurrent", "LinenRecurrent"):
+    return (f"a Flax {type(x).__name__} (jaxrnn's wrapper)",
+            "pass the jaxrnn layer it wraps, the one given to it, and use the "
+            "wrapper in Flax models")
   if is_flax(x):
     return (f"a Flax {type(x).__name__}",
             "build the jaxrnn cell of the same kind (jaxrnn.lstm(H), jaxrnn.gru(H), "

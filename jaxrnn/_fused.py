@@ -115,8 +115,19 @@ def read_ahead_sequence(step: Callable, initial_carry: Callable) -> Callable:
   second matmul reads the reset gate.
   """
   def sequence(params, carry, gxs, *, mask, resets, reverse, unroll):
-    return _plain_ahead(step, reverse, unroll, params, carry, gxs, mask, resets,
+    # Values the step closes over (traced where they are differentiated, an
+    # activation's scale say) become arguments: a custom JVP's functions
+    # may not close over tracers.
+    gx = jax.tree.map(lambda a: a[0], gxs)
+    converted, consts = jax.closure_convert(step, params, carry, gx)
+    plain = lambda both, carry, gx: converted(both[0], carry, gx, *both[1])
+    return _plain_ahead(plain, reverse, unroll, (params, consts), carry, gxs, mask, resets,
                         initial_carry(params))
+
+  # with_compute_dtype rebuilds it around the casting step and initial
+  # carry, so that derivatives see the params in their own dtype (the
+  # backward loop then sums the weight's gradient in it, not in bfloat16).
+  sequence.rebuild = lambda wrap: read_ahead_sequence(wrap(step), wrap(initial_carry))
   return sequence
 
 

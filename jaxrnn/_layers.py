@@ -287,7 +287,8 @@ def as_seq(layer: Layer, where: str = "jaxrnn") -> Seq:
   refused, naming the likely mistake."""
   if isinstance(layer, Cell):
     return rnn(layer)
-  if hasattr(layer, "apply") and not is_flax(layer):   # a Seq, or one's own like it
+  # A Seq, or a layer of one's own with the fields the layers read.
+  if all(hasattr(layer, f) for f in ("init", "apply", "output_size")) and not is_flax(layer):
     return layer
   what, fix = not_a_cell(layer)
   raise TypeError(f"{where}: got {what}; expected a jaxrnn Cell or Seq "

@@ -103,15 +103,18 @@ def check_length_penalty(value) -> float:
       f"(0 ranks finished hypotheses by log probability, GNMT used 0.6-0.7).")
 
 
-def check_tokens(name: str, ids, vocab_size: int) -> None:
-  """Refuses token ids outside ``[0, V)`` where they are known (not traced):
-  indexing would clamp or wrap them into a plausible wrong answer."""
-  if ids is None or isinstance(ids, jax.core.Tracer):
+def check_tokens(name: str, ids, mask, vocab_size: int) -> None:
+  """Refuses token ids outside ``[0, V)`` at the positions ``mask`` keeps,
+  where they are known (not traced): indexing would clamp or wrap them into
+  a plausible wrong answer. Padding may hold anything (-100, say)."""
+  if any(isinstance(a, jax.core.Tracer) for a in (ids, mask)):
     return
   ids = np.asarray(ids)
   if not np.issubdtype(ids.dtype, np.integer):
     raise ValueError(f"jaxrnn.seq2seq: {name} is {ids.dtype}{list(ids.shape)}; expected "
                      f"int token ids. Fix: jnp.asarray(ids, jnp.int32).")
+  if mask is not None and np.shape(mask) == ids.shape:
+    ids = ids[np.asarray(mask, bool)]
   bad = ids[(ids < 0) | (ids >= vocab_size)]
   if bad.size:
     raise ValueError(
@@ -168,7 +171,9 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     [steps, S])``:
     beam search keeping the ``width`` most probable prefixes, returning the
     best hypothesis with its log probability (with ``n_best=n <= width``,
-    the n best, best first: ``int[n, steps]``, ``[n]``, ``[n, steps, S]``).
+    the n best, best first: ``int[n, steps]``, ``[n]``, ``[n, steps, S]``;
+    where the search holds fewer, the rest are padding with log probability
+    -inf).
     Without an end token every hypothesis has ``steps`` tokens and the best
     is the most probable: ``width=1`` is greedy decoding and ``width >=
     V**(steps-1)`` exhaustive search. With one, see below.
@@ -262,7 +267,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     if src_mask is None:
       raise ValueError(f"jaxrnn.seq2seq: src_mask is None; expected bool[{S}], True at "
                        f"the source's tokens. Fix: src_mask=src != jaxrnn.seq2seq.PAD.")
-    check_tokens("src", src, V)
+    check_tokens("src", src, src_mask, V)
     src, src_mask = jnp.asarray(src), jnp.asarray(src_mask)
     if src.shape != (S,) or src_mask.shape != (S,):
       batched = src.ndim == 2 and src.shape[1] == S
@@ -289,7 +294,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     return h @ params.w_out + params.b_out
 
   def teacher_forced(params, src, src_mask, tgt, tgt_mask):
-    check_tokens("tgt", tgt, V)
+    check_tokens("tgt", tgt, tgt_mask, V)
     tgt = jnp.asarray(tgt)
     # [BOS, tgt_0 .. tgt_{T-2}], also right for T = 0 and 1
     inputs = jnp.concatenate([jnp.array([BOS], tgt.dtype), tgt])[:tgt.shape[0]]
@@ -384,8 +389,13 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     # (as Hugging Face's generate finalises), scored alike; 0 is the best.
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), done, live)
     scores = jnp.concatenate([done_score, live.log_prob / penalty(steps)])
-    _, order = jax.lax.top_k(scores, n_best or 1)
+    score, order = jax.lax.top_k(scores, n_best or 1)
     best = take(both, order)
+    # Fewer real hypotheses than n_best (a short search): the rest are
+    # -inf rows, given as padding with no weights.
+    real = score > -jnp.inf
+    best = best._replace(tokens=jnp.where(real[:, None], best.tokens, PAD),
+                         weights=jnp.where(real[:, None, None], best.weights, 0.0))
     if n_best is None:
       best = jax.tree.map(lambda a: a[0], best)
     return best.tokens, best.log_prob, best.weights
@@ -440,8 +450,8 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     """The source checked where it is known, before the jitted decoders."""
     if src_mask is None:
       encode(None, src, src_mask)            # raises, with the fix
-    check_tokens("src", src, V)
-    return src, src_mask
+    check_tokens("src", src, src_mask, V)
+    return jnp.asarray(src), jnp.asarray(src_mask)
 
   return Seq2Seq(init=init, encode=encode, loss=loss, teacher_forced=teacher_forced,
                  greedy=greedy, beam=beam, sample=sample)

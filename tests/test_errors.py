@@ -584,3 +584,18 @@ def test_token_ids_of_the_wrong_size_are_told_to_be_embedded():
   with pytest.raises(ValueError) as info:       # floats of the wrong size: no such hint
     jaxrnn.scan(CELL, PARAMS, jnp.ones((T, 7)))
   assert "token ids" not in str(info.value)
+
+
+def test_flax_modules_of_ones_own_and_the_wrappers_are_named_where_a_layer_goes():
+  flax_nn = pytest.importorskip("flax.linen")
+  from jaxrnn.interop.flax import LinenRecurrent
+
+  class Mine(flax_nn.Module):          # has .apply, but is no jaxrnn layer
+    @flax_nn.compact
+    def __call__(self, x):
+      return x
+  with pytest.raises(TypeError, match="got a Flax Mine; expected a jaxrnn Cell or Seq"):
+    jaxrnn.stack(CELL, Mine())
+  with pytest.raises(TypeError, match=r"Flax LinenRecurrent \(jaxrnn's wrapper\).*pass the "
+                                      r"jaxrnn layer it wraps"):
+    jaxrnn.apply_batch(LinenRecurrent(CELL), PARAMS, jnp.ones((2, T, I)))

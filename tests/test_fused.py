@@ -238,3 +238,25 @@ def test_chos_gru_reads_ahead_forward_and_differentiates_as_the_plain_loop():
     return Counter(n for n in names
                    if n not in ("stablehlo.constant", "stablehlo.broadcast_in_dim"))
   assert ops(cell) == ops(plain)
+
+
+def test_chos_gru_read_ahead_keeps_bfloat16_gradients_and_closed_over_values():
+  # From a review: with dtype=bfloat16 its weight gradient is summed in the
+  # params' float32 (0.02 relative error at T = 400 when it was not), and
+  # a step closing over a differentiated value (an activation's scale)
+  # differentiates as the plain loop does.
+  ref = jaxrnn.gru(32, reset_after=False)
+  params = ref.init(jax.random.key(0), 8)
+  xs = jax.random.normal(jax.random.key(1), (400, 8))
+  grad = lambda c: jax.jit(jax.grad(lambda p: jnp.mean(jaxrnn.scan(c, p, xs)[1] ** 2)))(params).w_h
+  g32 = grad(ref)
+  g16 = grad(jaxrnn.gru(32, reset_after=False, dtype=jnp.bfloat16))
+  assert float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32)) < 0.01
+
+  cell = lambda s: jaxrnn.gru(5, reset_after=False, activation=lambda x: jnp.tanh(s * x))
+  p = cell(1.0).init(jax.random.key(2), I)
+  run = lambda c: lambda s: jaxrnn.scan(c(s), p, jnp.ones((T, I)))[1].sum()
+  plain = lambda s: cell(s)._replace(sequence=None)
+  np.testing.assert_allclose(jax.grad(run(cell))(1.3), jax.grad(run(plain))(1.3), rtol=1e-5)
+  np.testing.assert_allclose(jax.jvp(run(cell), (1.3,), (1.0,))[1],
+                             jax.jvp(run(plain), (1.3,), (1.0,))[1], rtol=1e-5)

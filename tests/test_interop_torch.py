@@ -562,6 +562,12 @@ def test_with_torch_biases_fits_masks_labels_and_nnx_state():
   doubled = grads.b + jnp.concatenate([grads.b[:2 * H], jnp.zeros(H)])   # r, z parts twice
   np.testing.assert_allclose(got.b, -0.1 * doubled, rtol=1e-6)
   np.testing.assert_allclose(got.b_hn, -0.1 * grads.b_hn, rtol=1e-6)
+  # a label function reading key paths sees the twin as the b it stands for
+  by_path = lambda p: jax.tree_util.tree_map_with_path(
+      lambda path, _: "frozen" if getattr(path[-1], "name", None) == "b" else "train", p)
+  got = step(jt.with_torch_biases(optax.multi_transform(
+      {"train": optax.sgd(0.1), "frozen": optax.set_to_zero()}, by_path)))
+  assert not np.asarray(got.b).any() and np.asarray(got.w_x).any()
   frozen = params._replace(b=False, b_hn=False, w_x=True, w_h=True)
   got = step(optax.masked(jt.with_torch_biases(optax.sgd(0.1)), frozen))
   np.testing.assert_array_equal(got.b, grads.b)              # masked: passed through

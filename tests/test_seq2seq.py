@@ -411,3 +411,21 @@ def test_bad_tokens_masks_and_sizes_are_refused_with_the_fix():
       run()
   with pytest.raises(TypeError, match="steps is 2.5; expected an int >= 0"):
     model.greedy(params, src, mask, 2.5)
+
+
+def test_padding_may_hold_any_id_and_short_searches_pad_their_n_best():
+  model = seq2seq.seq2seq(8, 8, 6, attention="general", end_token=7)
+  params = model.init(jax.random.key(0))
+  src, mask, tgt, tmask = example()
+  tmask = tmask.at[3:].set(False)
+  # ignore_index-style padding (-100) past the masks is never read as a token
+  want = model.loss(params, (src, mask, tgt, tmask))[0]
+  got = model.loss(params, (src.at[4:].set(-1), mask, tgt.at[3:].set(-100), tmask))[0]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert model.greedy(params, list(np.asarray(src)), list(np.asarray(mask)), 3)[0].shape == (3,)
+  # V = 3 tokens, one step: 3 hypotheses for n_best = 4; the last is padding
+  tiny = seq2seq.seq2seq(3, 4, 6, attention=None)
+  tokens, log_prob, weights = tiny.beam(tiny.init(jax.random.key(0)), src % 3, mask, 1,
+                                        width=4, n_best=4)
+  assert np.isfinite(log_prob[:3]).all() and log_prob[3] == -np.inf
+  assert sorted(np.asarray(tokens[:3, 0])) == [0, 1, 2] and tokens[3, 0] == seq2seq.PAD

@@ -702,9 +702,29 @@ CELL_KEYS_ANY = {"w_x", "w_h", "b"}       # a cell's params held as a dict (NNX 
 
 class BiasPair(NamedTuple):
   """`with_torch_biases`' stand-in for a merged bias: ``b`` and its twin,
-  torch's second bias (``b``'s merged part's shape)."""
+  torch's second bias (``b``'s merged part's shape). Both halves' key in a
+  key path reads as ``b`` too (`BiasKey`), so that a mask or label
+  function that looks at paths (``path[-1].name == "b"``) treats the twin
+  as the bias it stands for."""
   b: Any
   twin: Any
+
+
+class BiasKey(NamedTuple):
+  """A `BiasPair` half's key: ``.name`` and ``.key`` are ``"b"``, as
+  ``GetAttrKey`` and ``DictKey`` have them; ``half`` tells them apart."""
+  half: int
+  name: str = "b"
+  key: str = "b"
+
+  def __str__(self):
+    return f"[b{'' if self.half == 0 else ' twin'}]"
+
+
+jax.tree_util.register_pytree_with_keys(
+    BiasPair,
+    lambda pair: (((BiasKey(0), pair.b), (BiasKey(1), pair.twin)), None),
+    lambda _, children: BiasPair(*children))
 
 
 def is_cell_like(p: Any) -> bool:
@@ -720,7 +740,7 @@ def merged_width(p: Any) -> int:
   part is ``bias_ih`` alone; ``b_hn`` holds the other); 0 for no ``b``
   array (no biases, or one an outer ``optax.masked`` left out)."""
   b = p.get("b") if isinstance(p, Mapping) else p.b
-  if not hasattr(b, "shape"):
+  if getattr(b, "ndim", 0) < 1:           # None, a masked-out node, a scalar
     return 0
   gru = type(p) is GRUParams or (isinstance(p, Mapping) and "b_hn" in p)
   return 2 * (b.shape[-1] // 3) if gru else b.shape[-1]
