@@ -52,8 +52,8 @@ def windows(stream: np.ndarray, batch_size: int, window: int, *, keep_tail: bool
   """
   stream = np.asarray(stream)
   if stream.ndim < 1:
-    raise ValueError(f"jaxrnn.train.windows: stream is a scalar; expected [N] token ids "
-                     f"or an [N, ...] series.")
+    raise ValueError("jaxrnn.train.windows: stream is a scalar; expected [N] token ids "
+                     "or an [N, ...] series.")
   if batch_size < 1 or window < 1:
     raise ValueError(
         f"jaxrnn.train.windows: batch_size={batch_size} and window={window}; "
