@@ -249,17 +249,18 @@ def test_min_length_rules_the_end_token_out_before_it():
   src, mask, _, _ = example()
   tokens, _ = model.greedy(params, src, mask, 10)
   assert int(np.argmax(np.asarray(tokens) == 5)) == 1
-  for m in (3, 6):
-    tokens, _ = model.greedy(params, src, mask, 10, min_length=m)
-    assert not (tokens[:m] == 5).any()
-    # each token the argmax of teacher forcing's logits on the tokens before
-    # it, the end token left out before step m, up to the first end
-    n = int(np.argmax(np.asarray(tokens) == 5)) + 1 if (tokens == 5).any() else 10
-    logits, _ = model.teacher_forced(params, src, mask, tokens, jnp.ones(10, bool))
-    logits = jnp.where((jnp.arange(10)[:, None] < m) & (jnp.arange(6) == 5), -jnp.inf, logits)
-    np.testing.assert_array_equal(logits[:n].argmax(-1), tokens[:n])
-    drawn, _ = model.sample(params, src, mask, 10, jax.random.key(8), 1.5, min_length=m)
-    assert not (drawn[:m] == 5).any()
+  m = 3
+  tokens, _ = model.greedy(params, src, mask, 10, min_length=m)
+  assert not (tokens[:m] == 5).any()
+  # each token the argmax of teacher forcing's logits on the tokens before
+  # it, the end token left out before step m, up to the first end
+  n = int(np.argmax(np.asarray(tokens) == 5)) + 1 if (tokens == 5).any() else 10
+  logits, _ = model.teacher_forced(params, src, mask, tokens, jnp.ones(10, bool))
+  logits = jnp.where((jnp.arange(10)[:, None] < m) & (jnp.arange(6) == 5), -jnp.inf, logits)
+  np.testing.assert_array_equal(logits[:n].argmax(-1), tokens[:n])
+  # drawn: the end came at step 4 without it
+  drawn, _ = model.sample(params, src, mask, 10, jax.random.key(8), 1.5, min_length=5)
+  assert not (drawn[:5] == 5).any()
   for bad in (-1, 1.5, True):
     with pytest.raises(ValueError, match="expected an int >= 0"):
       model.greedy(params, src, mask, 5, min_length=bad)
