@@ -262,9 +262,9 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
     recurrent_size("jaxrnn.rnn", params)   # refused here, not at the first keyed step
     return params
 
-  return Seq(init=init if recurrent_dropout else cell.init, apply=apply, initial_carry=initial_carry,
-             step=step, output_size=cell.output_size, apply_batch=apply_batch_,
-             reverse=reverse)
+  return Seq(init=init if recurrent_dropout else cell.init, apply=apply,
+             initial_carry=initial_carry, step=step, output_size=cell.output_size,
+             apply_batch=apply_batch_, reverse=reverse)
 
 
 def check_step(cell: Cell, params: Params, carry: Carry, x) -> None:

@@ -56,7 +56,8 @@ def fit(
 
   Returns the final state and the history: one dict of host-side floats
   per step (a metric with more than one value, such as the losses of a
-  `jax.vmap`-ed ensemble step, as a list; the progress bar shows the mean). Batches that run out before ``steps`` end training with a
+  `jax.vmap`-ed ensemble step, as a list; the progress bar shows the
+  mean). Batches that run out before ``steps`` end training with a
   warning, as Keras' ``fit`` warns (for epochs over a list, pass
   ``itertools.chain.from_iterable(itertools.repeat(batches, epochs))``).
 
