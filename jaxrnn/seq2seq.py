@@ -264,11 +264,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     return jnp.asarray(params.embed)[ids]
 
   def encode(params, src, src_mask):
-    if src_mask is None:
-      raise ValueError(f"jaxrnn.seq2seq: src_mask is None; expected bool[{S}], True at "
-                       f"the source's tokens. Fix: src_mask=src != jaxrnn.seq2seq.PAD.")
-    check_tokens("src", src, src_mask, V)
-    src, src_mask = jnp.asarray(src), jnp.asarray(src_mask)
+    src, src_mask = checked(src, src_mask)
     if src.shape != (S,) or src_mask.shape != (S,):
       batched = src.ndim == 2 and src.shape[1] == S
       fix = ("its functions take one example; for a batch, jax.vmap them (or "
@@ -447,9 +443,10 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     return n
 
   def checked(src, src_mask):
-    """The source checked where it is known, before the jitted decoders."""
+    """The source checked where it is known (encode, and the decoders before their jit)."""
     if src_mask is None:
-      encode(None, src, src_mask)            # raises, with the fix
+      raise ValueError(f"jaxrnn.seq2seq: src_mask is None; expected bool[{S}], True at "
+                       f"the source's tokens. Fix: src_mask=src != jaxrnn.seq2seq.PAD.")
     check_tokens("src", src, src_mask, V)
     return jnp.asarray(src), jnp.asarray(src_mask)
 
