@@ -152,7 +152,10 @@ def decode(node: Any, path: str, classes: dict[str, type]) -> Any:
   if tag == "namedtuple":
     name, fields = node["class"], tuple(node["fields"])
     cls = classes[name]             # `load` checked that it knows every class
-    if cls._fields != fields:
+    # A class that since gained fields with defaults (Seq2SeqParams's
+    # tgt_embed) still reads older files: the new fields take their defaults.
+    added = cls._fields[len(fields):]
+    if cls._fields[:len(fields)] != fields or not set(added) <= set(cls._field_defaults):
       raise ValueError(f"jaxrnn.io.load: {path} is a {name} saved with fields "
                        f"{fields}; the class now has {cls._fields}.")
     return cls(*(decode(v, f"{path}.{k}", classes)

@@ -16,7 +16,8 @@ bool[S], tgt int[T], tgt_mask bool[T])``, both sides right-padded.
   m &= \mathrm{BiGRU}(E[src])                 && [S, 2H] \text{ encoder states} \\
   s_0 &= \tanh(W_b [\overrightarrow{h}_{last}; \overleftarrow{h}_{first}])
                                               && \text{bridge} \\
-  y_t &= \mathrm{decoder}(s_{t-1}, E[tgt_{t-1}])  && \text{teacher forcing} \\
+  y_t &= \mathrm{decoder}(s_{t-1}, E'[tgt_{t-1}]) && \text{teacher forcing; } E' = E
+                                              \text{ unless target\_vocab\_size} \\
   p(tgt_t) &= \mathrm{softmax}(W_o y_t + b_o)
 
 With ``attention=None`` the decoder is a GRU that sees the source only
@@ -50,12 +51,13 @@ PAD, BOS = 0, 1
 
 @exportable
 class Seq2SeqParams(NamedTuple):
-  embed: jax.Array     # [V, E]
+  embed: jax.Array     # [V, E], the source's (and the target's, unless tgt_embed)
   encoder: Any         # bidirectional GRU params
   bridge: jax.Array    # [2H, H]
   decoder: Any         # GRU or attention-decoder params
-  w_out: jax.Array     # [H, V]
-  b_out: jax.Array     # [V]
+  w_out: jax.Array     # [H, V_tgt]
+  b_out: jax.Array     # [V_tgt]
+  tgt_embed: Optional[jax.Array] = None   # [V_tgt, E] with target_vocab_size=
 
 
 class Hypotheses(NamedTuple):
@@ -103,7 +105,7 @@ def check_length_penalty(value) -> float:
       f"(0 ranks finished hypotheses by log probability, GNMT used 0.6-0.7).")
 
 
-def check_tokens(name: str, ids, mask, vocab_size: int) -> None:
+def check_tokens(name: str, ids, mask, vocab_size: int, setting: str) -> None:
   """Refuses token ids outside ``[0, V)`` at the positions ``mask`` keeps,
   where they are known (not traced): indexing would clamp or wrap them into
   a plausible wrong answer. Padding may hold anything (-100, say)."""
@@ -119,9 +121,17 @@ def check_tokens(name: str, ids, mask, vocab_size: int) -> None:
   if bad.size:
     raise ValueError(
         f"jaxrnn.seq2seq: {name} holds token {int(bad[0])}; expected ids in "
-        f"[0, {vocab_size}) for this model's vocabulary of {vocab_size} (0 is PAD, "
+        f"[0, {vocab_size}), this model's {setting}={vocab_size} (0 is PAD, "
         f"1 is BOS). Fix: map unknown words to a token of their own, or build the "
-        f"model with a larger vocab_size.")
+        f"model with a larger {setting}.")
+
+
+def check_vocab_size(name: str, size) -> int:
+  n = check_size("jaxrnn.seq2seq", name, size)
+  if n < 3:
+    raise ValueError(f"jaxrnn.seq2seq: {name}={size}; expected 3 or more: 0 is PAD and "
+                     f"1 is BOS, so the data needs tokens from 2 on.")
+  return n
 
 
 def check_steps(steps) -> int:
@@ -148,7 +158,8 @@ class Seq2Seq(NamedTuple):
 
 def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
             attention: Optional[str] = "general", embed_size: int = 16,
-            end_token: Optional[int] = None) -> Seq2Seq:
+            end_token: Optional[int] = None,
+            target_vocab_size: Optional[int] = None) -> Seq2Seq:
   """A bidirectional-GRU encoder and a GRU decoder, attentional unless ``attention=None``.
 
   Functions (one example each; batch with `jax.vmap` or
@@ -193,6 +204,14 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   Only the source's padding depends on ``src_length``: params trained at
   one length serve a model built for another.
 
+  Source and target share one vocabulary of ``vocab_size`` tokens and one
+  embedding, unless ``target_vocab_size`` is given (a translation between two
+  vocabularies, PyTorch's tutorial's ``input_lang.n_words`` and
+  ``output_lang.n_words``, Keras's ``num_encoder_tokens`` and
+  ``num_decoder_tokens``): ``vocab_size`` is then the source's, and the
+  target's tokens get an embedding of their own (``params.tgt_embed``). V
+  below is the target's vocabulary; in both, 0 is PAD and 1 is BOS.
+
   ``end_token`` (a data token, ``2 <= end_token < V``; put it at the end of
   every target when training): decoding stops at it, in the sense that
   every later token is PAD and its weights zero (the shapes stay
@@ -235,11 +254,21 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   >>> ends = jnp.flatnonzero(tokens == 7)
   >>> bool(ends.size == 0 or (tokens[ends[0] + 1:] == PAD).all())
   True
+
+  From a source vocabulary of 8 to a target vocabulary of 5:
+
+  >>> model = seq2seq(8, 16, src_length=5, target_vocab_size=5)
+  >>> params = model.init(jax.random.key(0))
+  >>> params.embed.shape, params.tgt_embed.shape, params.w_out.shape
+  ((8, 16), (5, 16), (16, 5))
+  >>> tgt, tgt_mask = jnp.array([4, 2, 3]), jnp.ones(3, bool)
+  >>> model.teacher_forced(params, src, mask, tgt, tgt_mask)[0].shape
+  (3, 5)
   """
-  V, H, S, E = vocab_size, hidden_size, src_length, embed_size
-  if check_size("jaxrnn.seq2seq", "vocab_size", V) < 3:
-    raise ValueError(f"jaxrnn.seq2seq: vocab_size={V}; expected 3 or more: 0 is PAD and "
-                     f"1 is BOS, so the data needs tokens from 2 on.")
+  H, S, E = hidden_size, src_length, embed_size
+  separate = target_vocab_size is not None    # a target embedding of its own
+  V_src = check_vocab_size("vocab_size", vocab_size)
+  V = check_vocab_size("target_vocab_size", target_vocab_size) if separate else V_src
   end = check_end_token(end_token, V)
   summed = attention in ("dot", "scaled_dot")     # query and memory both H wide
   encoder = bidirectional(gru(H), gru(H), merge="sum" if summed else "concat")
@@ -252,16 +281,29 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
   def init(key):
     ke, kn, kb, kd, ko = jax.random.split(key, 5)
     lecun = jax.nn.initializers.lecun_normal()
+    table = lambda k, n: jax.random.normal(k, (n, E)) / E**0.5
     return Seq2SeqParams(
-        embed=jax.random.normal(ke, (V, E)) / E**0.5,
+        embed=table(ke, V_src),
         encoder=encoder.init(kn, E),
         bridge=lecun(kb, (2 * H, H)),
         decoder=decoder.init(kd, E),
         w_out=lecun(ko, (H, V)),
-        b_out=jnp.zeros((V,)))
+        b_out=jnp.zeros((V,)),
+        tgt_embed=table(jax.random.fold_in(ke, 1), V) if separate else None)
 
-  def embed(params, ids):    # params.embed may be NumPy (jaxrnn.io.load)
+  def embed(params, ids):    # the source's; params.embed may be NumPy (jaxrnn.io.load)
     return jnp.asarray(params.embed)[ids]
+
+  def embed_tgt(params, ids):
+    if not separate:
+      return embed(params, ids)
+    if getattr(params, "tgt_embed", None) is None:
+      raise ValueError(
+          f"jaxrnn.seq2seq: params.tgt_embed is None; this model was built with "
+          f"target_vocab_size={V}, so the target has an embedding of its own. "
+          f"Fix: params from this model's init, or a model built without "
+          f"target_vocab_size for params that share one embedding.")
+    return jnp.asarray(params.tgt_embed)[ids]
 
   def encode(params, src, src_mask):
     src, src_mask = checked(src, src_mask)
@@ -290,11 +332,11 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     return h @ params.w_out + params.b_out
 
   def teacher_forced(params, src, src_mask, tgt, tgt_mask):
-    check_tokens("tgt", tgt, tgt_mask, V)
+    check_tokens("tgt", tgt, tgt_mask, V, "target_vocab_size" if separate else "vocab_size")
     tgt = jnp.asarray(tgt)
     # [BOS, tgt_0 .. tgt_{T-2}], also right for T = 0 and 1
     inputs = jnp.concatenate([jnp.array([BOS], tgt.dtype), tgt])[:tgt.shape[0]]
-    _, ys = scan(decoder, params.decoder, embed(params, inputs),
+    _, ys = scan(decoder, params.decoder, embed_tgt(params, inputs),
                  carry=start(params, src, src_mask), mask=tgt_mask)
     weights = ys[1] if isinstance(ys, tuple) else jnp.zeros((tgt.shape[0], S))
     return logits_of(params, ys), weights
@@ -308,7 +350,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
 
   def decode_step(params, carry, token):
     """One decoder step on the previous token: ``(carry, log p [V], weights [S])``."""
-    x = embed(params, token)
+    x = embed_tgt(params, token)
     carry, y = decoder.step(params.decoder, carry, project_one(decoder, params.decoder, x))
     weights = y[1] if isinstance(y, tuple) else jnp.zeros((S,))
     return carry, jax.nn.log_softmax(logits_of(params, y)), weights
@@ -447,7 +489,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
     if src_mask is None:
       raise ValueError(f"jaxrnn.seq2seq: src_mask is None; expected bool[{S}], True at "
                        f"the source's tokens. Fix: src_mask=src != jaxrnn.seq2seq.PAD.")
-    check_tokens("src", src, src_mask, V)
+    check_tokens("src", src, src_mask, V_src, "vocab_size")
     return jnp.asarray(src), jnp.asarray(src_mask)
 
   return Seq2Seq(init=init, encode=encode, loss=loss, teacher_forced=teacher_forced,

@@ -137,6 +137,12 @@ def test_load_errors(tmp_path):
   Custom2.__qualname__ = "Custom"
   with pytest.raises(ValueError, match=r"saved with fields \('scale', 'shift'\); the class now has \('scale',\)"):
     jaxrnn.io.load(path, namedtuples=[Custom2])
+  class Custom3(NamedTuple):  # gained a field with a default: older files still load
+    scale: jax.Array
+    shift: jax.Array
+    extra: Any = None
+  Custom3.__qualname__ = "Custom"
+  assert jaxrnn.io.load(path, namedtuples=[Custom3])[0].extra is None
   with pytest.raises(TypeError, match=r"namedtuples must hold NamedTuple classes; got <class 'dict'>"):
     jaxrnn.io.load(path, namedtuples=[dict])
 

@@ -171,12 +171,14 @@ def test_wide_beam_equals_exhaustive_search():
   np.testing.assert_allclose(log_prob, -nll.min(), rtol=1e-4)
 
 
-def test_teacher_forced_is_its_documented_parts_composed():
+@pytest.mark.parametrize("target_vocab", [None, 6])
+def test_teacher_forced_is_its_documented_parts_composed(target_vocab):
   # attention=None, from the module's equations with the NumPy GRU oracle:
   # m = BiGRU(E[src]), s_0 = tanh([h_fw last; h_bw first] W_b), the decoder
-  # GRU from s_0 on E[BOS, tgt_0 .. tgt_{T-2}], logits y W_o + b_o. Every
+  # GRU from s_0 on E'[BOS, tgt_0 .. tgt_{T-2}], logits y W_o + b_o. Every
   # param random (init's b_o is zero, which would hide a missing bias).
-  model = seq2seq.seq2seq(8, 5, 6, attention=None)
+  # E' is E, or the target's own table with target_vocab_size.
+  model = seq2seq.seq2seq(8, 5, 6, attention=None, target_vocab_size=target_vocab)
   shapes = jax.eval_shape(model.init, jax.random.key(0))
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), s.dtype), shapes)
@@ -190,7 +192,8 @@ def test_teacher_forced_is_its_documented_parts_composed():
   bw, _ = numpy_oracle.scan(gru, p.encoder[1], embed(src), mask=np.asarray(mask), reverse=True)
   s0 = np.tanh(np.concatenate([fw["h"], bw["h"]]) @ p.bridge)
   inputs = np.concatenate([[seq2seq.BOS], np.asarray(tgt)[:-1]])
-  _, ys = numpy_oracle.scan(gru, p.decoder, embed(inputs), carry=dict(h=s0),
+  tgt_embed = embed if target_vocab is None else lambda tokens: p.tgt_embed[tokens]
+  _, ys = numpy_oracle.scan(gru, p.decoder, tgt_embed(inputs), carry=dict(h=s0),
                             mask=np.asarray(tmask))
   np.testing.assert_allclose(logits, ys @ p.w_out + p.b_out, rtol=1e-5, atol=1e-5)
 
@@ -412,6 +415,36 @@ def test_bad_tokens_masks_and_sizes_are_refused_with_the_fix():
       run()
   with pytest.raises(TypeError, match="steps is 2.5; expected an int >= 0"):
     model.greedy(params, src, mask, 2.5)
+
+
+def test_a_target_vocabulary_of_its_own_decodes_saves_and_is_checked(tmp_path):
+  import jaxrnn.io
+  model = seq2seq.seq2seq(8, 8, 6, target_vocab_size=4, end_token=3)
+  params = model.init(jax.random.key(1))
+  assert params.tgt_embed.shape == (4, 16) and params.b_out.shape == (4,)
+  src, mask, _, _ = example()               # source ids up to 5, past the target's 4
+  tokens, _ = model.greedy(params, src, mask, 5)
+  best, log_prob, _ = model.beam(params, src, mask, 5, width=3)
+  assert tokens.max() < 4 and best.max() < 4 and np.isfinite(log_prob)
+  # the decoder embeds its own tokens with tgt_embed, as teacher forcing does
+  _, _, metrics = model.loss(params, (src, mask, tokens, tokens != seq2seq.PAD))
+  assert float(metrics["accuracy"]) == float((tokens != seq2seq.PAD).sum())
+  jaxrnn.io.save(tmp_path / "p.msgpack", params)
+  back = jaxrnn.io.load(tmp_path / "p.msgpack")
+  np.testing.assert_array_equal(model.greedy(back, src, mask, 5)[0], tokens)
+  shared = seq2seq.seq2seq(8, 8, 6).init(jax.random.key(1))
+  cases = [
+      (lambda: model.loss(params, (src, mask, src, mask)),
+       "tgt holds token 4; expected ids in [0, 4), this model's target_vocab_size=4"),
+      (lambda: model.greedy(params, src.at[0].set(8), mask, 3),
+       "src holds token 8; expected ids in [0, 8), this model's vocab_size=8"),
+      (lambda: seq2seq.seq2seq(8, 8, 6, target_vocab_size=4, end_token=5), "end_token=5"),
+      (lambda: seq2seq.seq2seq(8, 8, 6, target_vocab_size=2), "target_vocab_size=2; expected 3"),
+      (lambda: model.greedy(shared, src, mask, 3), "params.tgt_embed is None"),
+  ]
+  for run, says in cases:
+    with pytest.raises(ValueError, match=re.escape(says)):
+      run()
 
 
 def test_padding_may_hold_any_id_and_short_searches_pad_their_n_best():
