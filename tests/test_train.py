@@ -754,3 +754,71 @@ def test_windows_carries_a_series_feature_axes():
   np.testing.assert_array_equal(mask, ids[2])
   np.testing.assert_array_equal(xs[mask], series[ids[0][mask]])
   assert (xs[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("mode,factor,patience,threshold,cooldown,min_scale", [
+    ("min", 0.5, 1, 1e-4, 0, 0.0),
+    ("min", 0.1, 0, 0.05, 2, 0.02),
+    ("max", 0.3, 2, 0.01, 1, 0.0)])
+def test_plateau_rule_is_pytorchs_reduce_lr_on_plateau(mode, factor, patience, threshold,
+                                                       cooldown, min_scale):
+  torch = pytest.importorskip("torch")
+  values = np.random.default_rng(0).uniform(1.0, 2.0, size=40)
+  values[:6] = [5.0, 4.0, 4.0, 3.9999, 3.0, 3.0]    # a tie, a change under the threshold
+  opt = optax.chain(optax.sgd(1.0), train.reduce_lr_on_plateau(
+      factor, patience, mode=mode, threshold=threshold, cooldown=cooldown,
+      min_scale=min_scale))
+  state = opt.init(jnp.zeros(()))
+  sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+  scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+      sgd, mode=mode, factor=factor, patience=patience, threshold=threshold,
+      cooldown=cooldown, min_lr=min_scale, eps=0.0)
+  ours, theirs = [], []
+  for value in values:
+    state = train.plateau_step(state, value)
+    scheduler.step(value)
+    ours.append(float(-opt.update(jnp.ones(()), state)[0]))   # sgd(1.0) update of a unit grad
+    theirs.append(sgd.param_groups[0]["lr"])
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+  assert len(set(theirs)) > 2                       # it did cut, more than once
+
+
+def test_fit_cuts_the_rate_on_an_evaluated_plateau_and_checkpoints_the_scale(tmp_path):
+  # loss (p - 1)^2 on SGD: each update is lr * scale * 2 (p - 1), so the
+  # steps' sizes show the scale in use; evaluate reports a scripted metric.
+  loss_fn = lambda p, x: (jnp.sum((p - x) ** 2), jnp.float32(1), {})
+  opt = optax.chain(optax.sgd(0.1), train.reduce_lr_on_plateau(0.5, patience=0))
+  step = train.make_train_step(loss_fn, opt, donate=False)
+  scripted = iter([3.0, 2.0, 2.0, 1.0, 1.5, 1.5])
+  evaluate = lambda s: {"loss": next(scripted)}
+  state, history = train.fit(step, train.init_state(jnp.zeros(()), opt),
+                             [jnp.ones((1,))] * 12, 12, quiet=True, evaluate=evaluate,
+                             eval_every=2, reduce_lr_on="loss")
+  scales = [h["lr_scale"] for h in history if "eval" in h]
+  assert scales == [1.0, 1.0, 0.5, 0.5, 0.25, 0.125]
+  # replay: p_{k+1} = p_k - 0.1 * scale_k * 2 (p_k - 1), the scale from the last evaluation
+  p = 0.0
+  for k in range(12):
+    p -= 0.1 * ([1.0] + scales)[k // 2] * 2 * (p - 1)
+  np.testing.assert_allclose(float(state.params), p, rtol=1e-5)
+  jaxrnn.io.save(tmp_path / "s.msgpack", state)
+  back = jaxrnn.io.load(tmp_path / "s.msgpack")
+  assert float(back.opt_state[1].scale) == 0.125 and int(back.opt_state[1].bad_count) == 0
+  start = train.init_state(jnp.zeros(()), opt)
+  batches = [jnp.ones((1,))] * 2
+  for kwargs, says in [(dict(reduce_lr_on="loss"), "no evaluate is given"),
+                       (dict(evaluate=lambda s: {"loss": 1.0}, eval_every=1,
+                             reduce_lr_on="acc"),
+                        r"reduce_lr_on='acc', but evaluate returned \['loss'\]")]:
+    with pytest.raises(ValueError, match=says):
+      train.fit(step, start, batches, 2, quiet=True, **kwargs)
+  plain = train.optimizer(0.1)
+  with pytest.raises(ValueError, match="holds no jaxrnn.train.reduce_lr_on_plateau"):
+    train.fit(step, train.init_state(jnp.zeros(()), plain), batches, 2, quiet=True,
+              evaluate=lambda s: {"loss": 1.0}, eval_every=1, reduce_lr_on="loss")
+  with pytest.warns(UserWarning, match="its scale stays at 1"):
+    train.fit(step, start, batches, 2, quiet=True)
+  with pytest.raises(ValueError, match=r"factor=1.5; expected a number in \(0, 1\)"):
+    train.reduce_lr_on_plateau(1.5)
+  with pytest.raises(ValueError, match="patience=-1; expected an int >= 0"):
+    train.reduce_lr_on_plateau(patience=-1)

@@ -2,8 +2,9 @@
 
 Lives here: the train and eval steps (`step.py`), sequence losses and
 metrics (`losses.py`), the loop with its progress bar (`loop.py`), truncated
-backpropagation through time (`tbptt.py`), data parallelism (`parallel.py`)
-and checkpoints (`checkpoint.py`). Not here: the tasks (`jaxrnn.tasks`) and
+backpropagation through time (`tbptt.py`), data parallelism (`parallel.py`),
+checkpoints (`checkpoint.py`) and the learning rate cut on a plateau of an
+evaluated metric (`plateau.py`). Not here: the tasks (`jaxrnn.tasks`) and
 the cells.
 
 The convention everywhere: a loss is written for ONE example and returns
@@ -21,6 +22,9 @@ from jaxrnn.train.losses import mse as mse
 from jaxrnn.train.parallel import data_mesh as data_mesh
 from jaxrnn.train.parallel import replicate as replicate
 from jaxrnn.train.parallel import shard_batch as shard_batch
+from jaxrnn.train.plateau import PlateauState as PlateauState
+from jaxrnn.train.plateau import plateau_step as plateau_step
+from jaxrnn.train.plateau import reduce_lr_on_plateau as reduce_lr_on_plateau
 from jaxrnn.train.step import TrainState as TrainState
 from jaxrnn.train.step import batch_loss as batch_loss
 from jaxrnn.train.step import init_state as init_state

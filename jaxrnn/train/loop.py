@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxrnn.train.plateau import plateau_scales, plateau_step
+
 
 def fit(
     train_step: Callable,
@@ -31,6 +33,7 @@ def fit(
     start: int = 0,
     restore_best: Optional[str] = None,
     best_mode: str = "min",
+    reduce_lr_on: Optional[str] = None,
 ) -> tuple[Any, list[dict]]:
   """Runs ``state, metrics = train_step(state, batch)`` for up to ``steps`` batches.
 
@@ -45,7 +48,12 @@ def fit(
   metric was lowest (``best_mode="max"``: highest), as Keras'
   ``EarlyStopping(restore_best_weights=True)`` gives (pair it with
   ``stop`` for the early stopping itself); checkpoints still save the state
-  as trained, to resume from. With ``checkpoints`` (a
+  as trained, to resume from. ``reduce_lr_on="loss"`` (a key of
+  ``evaluate``'s metrics) cuts the learning rate when that metric stops
+  improving, as Keras' ``ReduceLROnPlateau(monitor="val_loss")``: the
+  optimizer's chain ends in `jaxrnn.train.reduce_lr_on_plateau`, whose
+  scale `jaxrnn.train.plateau_step` moves after each evaluation (the
+  history's entry gets it as ``"lr_scale"``). With ``checkpoints`` (a
   `jaxrnn.train.Checkpoints`), the state and the number of batches consumed
   are saved every ``checkpoint_every`` steps and at the end, so a killed run
   resumes where it stopped: ``state, start = checkpoints.restore(state)``,
@@ -80,6 +88,7 @@ def fit(
         f"Fix: pass evaluate=... and eval_every=N.")
   if best_mode not in ("min", "max"):
     raise ValueError(f"jaxrnn.train.fit: best_mode={best_mode!r}; expected 'min' or 'max'.")
+  _check_plateau(state, reduce_lr_on, evaluate)
   best_state, best_value = None, None
   history: list[dict] = []
   progress = tqdm(total=steps, desc=desc, disable=quiet, leave=False)
@@ -93,10 +102,14 @@ def fit(
     if evaluate is not None and eval_every and done % eval_every == 0:
       record["eval"] = host_values(evaluate(state))
       if restore_best is not None:
-        value = _metric(record["eval"], restore_best)
+        value = _metric(record["eval"], "restore_best", restore_best)
         if best_value is None or (value < best_value if best_mode == "min" else value > best_value):
           # a copy: the next step donates (deletes) the state's buffers
           best_state, best_value = jax.tree.map(_copy, state), value
+      if reduce_lr_on is not None:
+        state = plateau_step(state, _metric(record["eval"], "reduce_lr_on", reduce_lr_on))
+        scales = plateau_scales(state)
+        record["lr_scale"] = scales[0] if len(scales) == 1 else scales
     history.append(record)
     progress.update(1)
     progress.set_postfix(loss=f"{np.mean(record.get('loss', float('nan'))):.4g}")
@@ -126,11 +139,36 @@ def host_values(metrics: dict) -> dict:
   return out
 
 
-def _metric(metrics: dict, name: str) -> float:
+def _metric(metrics: dict, setting: str, name: str) -> float:
   if name not in metrics:
-    raise ValueError(f"jaxrnn.train.fit: restore_best={name!r}, but evaluate returned "
+    raise ValueError(f"jaxrnn.train.fit: {setting}={name!r}, but evaluate returned "
                      f"{sorted(metrics)}. Fix: name one of those.")
   return float(np.mean(metrics[name]))
+
+
+def _check_plateau(state, reduce_lr_on, evaluate) -> None:
+  """``reduce_lr_on`` and a `reduce_lr_on_plateau` in the state go together."""
+  scales = plateau_scales(state)
+  if reduce_lr_on is None:
+    if scales:
+      warnings.warn(
+          f"jaxrnn.train.fit: the optimizer holds reduce_lr_on_plateau, but "
+          f"reduce_lr_on is None, so its scale stays at {scales[0]:g}. Fix: "
+          f"reduce_lr_on='loss' (a key of evaluate's metrics) with evaluate=... "
+          f"and eval_every=N.", stacklevel=3)
+    return
+  if evaluate is None:
+    raise ValueError(
+        f"jaxrnn.train.fit: reduce_lr_on={reduce_lr_on!r} watches evaluate's metric "
+        f"{reduce_lr_on!r}, but no evaluate is given. Fix: pass evaluate=... and "
+        f"eval_every=N.")
+  if not scales:
+    raise ValueError(
+        f"jaxrnn.train.fit: reduce_lr_on={reduce_lr_on!r}, but the state's optimizer "
+        f"holds no jaxrnn.train.reduce_lr_on_plateau to cut the rate with. Fix: end "
+        f"the chain with it, optax.chain(train.optimizer(1e-3), "
+        f"train.reduce_lr_on_plateau(factor=0.1, patience=10)), and init the state "
+        f"with that chain.")
 
 
 def _copy(leaf):

@@ -36,10 +36,12 @@ def optimizer(learning_rate: float | optax.Schedule = 1e-3, *, clip_norm: float 
   """``base(learning_rate)`` after clipping gradients by global norm.
 
   ``learning_rate`` is a number or an optax schedule
-  (``optax.warmup_cosine_decay_schedule(...)``), as ``base`` takes it; to
-  read or change the rate as training goes (Keras' ``ReduceLROnPlateau`` on
-  a validation loss), pass ``base=optax.inject_hyperparams(optax.adam)``
-  and set ``state.opt_state[1].hyperparams["learning_rate"]``.
+  (``optax.warmup_cosine_decay_schedule(...)``), as ``base`` takes it. To
+  cut it when a validation metric stops improving (Keras'
+  ``ReduceLROnPlateau``), end a chain with `reduce_lr_on_plateau` and give
+  `fit` ``reduce_lr_on=``; to read or set the rate by hand, pass
+  ``base=optax.inject_hyperparams(optax.adam)`` and set
+  ``state.opt_state[1].hyperparams["learning_rate"]``.
 
   Clipping is in the default chain because exploding gradients are the
   other face of the recurrent problem this library is about (Pascanu et
