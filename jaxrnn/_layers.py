@@ -93,8 +93,8 @@ def apply_batch(layer: "Layer", params: Params, xs: Array, *, carry=None, mask=N
   layers, either direction of a bidirectional layer) draws from it what
   ``apply`` draws from its key: the result is ``jax.vmap(layer.apply)``
   over those keys, dropped units included.
-  Where a kernel runs (no resets) it is reverse mode only, as in
-  `jaxrnn.scan_batch`: use ``jax.vmap(layer.apply)`` for `jax.jvp`.
+  Forward mode (`jax.jvp`, `jax.jacfwd`) runs the per-example path where
+  a kernel would run, as `jaxrnn.scan_batch` does.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> net = jaxrnn.stack(jaxrnn.lstm(8), jaxrnn.gru(8))

@@ -95,13 +95,14 @@ def scan_batch(
   your own) has a generic one (1.1-1.6x
   faster than the per-example path at B = 4 to 128 on one CPU device; see
   `jaxrnn._fused_batch`).
-  Either kernel is a `jax.custom_vjp`: `jax.grad`, `jax.vjp` and
-  `jax.jit` work, and `jax.hessian` (forward over reverse: jit it, as eagerly
-  with a mask jaxlib 0.10.2's CPU compiler fails on the LSTM kernel's
-  program); forward mode (`jax.jvp`, `jax.jacfwd`, `jax.linearize`) does not (a
-  `TypeError` that says so; traced inside `jax.jit`, JAX's own "can't
-  apply forward-mode autodiff (jvp) to a custom_vjp function"); use
-  `jaxrnn.scan` under `jax.vmap` for it. Every other case runs exactly
+  Either kernel is a `jax.custom_vjp`, for `jax.grad`, `jax.vjp` and
+  `jax.jit`; forward mode (`jax.jvp`, `jax.jacfwd`, `jax.linearize`,
+  `jax.hessian`), which a custom_vjp does not pass, runs the vmapped
+  `jaxrnn.scan` instead, to the same numbers. That switch is made where
+  forward mode traces this call: ``jax.jacfwd(jax.jit(f))`` meets the
+  kernel already traced and fails with JAX's "can't apply forward-mode
+  autodiff (jvp) to a custom_vjp function"; jit outside
+  (``jax.jit(jax.jacfwd(f))``) instead. Every other case runs exactly
   the vmapped `jaxrnn.scan`.
   Data-parallel (the batch split over devices by
   `jaxrnn.train.shard_batch`), the kernel's weight gradients are
@@ -140,11 +141,19 @@ def scan_batch(
     _check_batch_carry(where, carry, cell.initial_carry(params), B)
   if recurrent_mask is not None:
     recurrent_mask = check_recurrent_mask("jaxrnn.scan_batch", params, recurrent_mask, B)
+  def per_example(carry):
+    def one(x, c, m, r, rm):
+      return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,
+                  unroll=unroll, recurrent_mask=rm)
+    axis = lambda a: None if a is None else 0
+    run = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets),
+                                 axis(recurrent_mask)))
+    return on_explicit_mesh(run, xs)(xs, carry, mask, resets, recurrent_mask)
+
   kernel_takes_mask = getattr(cell.batched, "takes_recurrent_mask", False)
   if (cell.batched is not None and resets is None and T > 0
       and (recurrent_mask is None or kernel_takes_mask)):
-    if mask is not None:
-      xs = zero_padding(xs, mask)
+    given_carry = carry
     if carry is None:
       carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
                            cell.initial_carry(params))
@@ -154,25 +163,16 @@ def scan_batch(
         lambda params, carry, xs, mask, extra:
         cell.batched(params, carry, xs, mask, reverse, unroll, **extra), xs)
     try:
-      carry, ys = kernel(params, carry, xs, mask, extra)
+      carry, ys = kernel(params, carry, zero_padding(xs, mask) if mask is not None else xs,
+                         mask, extra)
     except TypeError as e:   # forward mode, met here when jax.jvp traces this call
       if "forward-mode autodiff (jvp) to a custom_vjp" not in str(e):
         raise
-      raise TypeError(
-          f"jaxrnn.{where}: forward-mode differentiation (jax.jvp, jax.jacfwd) "
-          f"cannot pass the batched kernel, a jax.custom_vjp with a "
-          f"hand-written backward (reverse mode only; jax.grad and jax.hessian "
-          f"pass). Fix: run the batch as jax.vmap(lambda x: jaxrnn.scan(cell, "
-          f"params, x))(xs), or jax.vmap(layer.apply) for a layer, which every "
-          f"transformation passes.") from e
+      # The kernel is a custom_vjp (reverse mode only); forward mode runs the
+      # per-example path, which has it, to the same numbers.
+      carry, ys = per_example(given_carry)
   else:
-    def one(x, c, m, r, rm):
-      return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,
-                  unroll=unroll, recurrent_mask=rm)
-    axis = lambda a: None if a is None else 0
-    run = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets),
-                                 axis(recurrent_mask)))
-    carry, ys = on_explicit_mesh(run, xs)(xs, carry, mask, resets, recurrent_mask)
+    carry, ys = per_example(carry)
   return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
 
 
