@@ -108,6 +108,8 @@ def test_corpus_round_trip_and_split():
   assert vocab.decode(ids) == text[:20_000]
   with pytest.raises(ValueError, match="not in the vocabulary"):
     tasks.Vocab.from_text("abc").encode("abd")
+  with pytest.raises(TypeError, match=r"text is a list; expected a str.*vocabulary of words"):
+    tasks.Vocab.from_text(["hello", "world"])
   train, valid, test = tasks.split_tokens(ids, 0.1, 0.1)
   np.testing.assert_array_equal(np.concatenate([train, valid, test]), ids)
   assert len(valid) == len(test) == 2000

@@ -224,6 +224,14 @@ def test_cross_entropy_and_accuracy_leave_out_masked_steps():
     np.testing.assert_allclose(total, want_total, rtol=1e-6)
     assert float(count) == float(want_count) == 2.0
   assert float(got[1][0]) == 1.0            # step 0 right, step 1 wrong
+  # a label outside [0, C) is refused where known, but not at a masked step
+  with pytest.raises(ValueError, match=r"cross_entropy: labels hold 7 at a step the mask "
+                                       r"keeps; expected class indices in \[0, 3\)"):
+    train.cross_entropy(logits, labels.at[1].set(7), mask)
+  train.cross_entropy(logits, labels.at[3].set(-100), mask)
+  with pytest.raises(ValueError, match=r"last_step_cross_entropy: labels hold -1"):
+    train.last_step_cross_entropy(logits[None], jnp.array([-1]))
+  assert np.isnan(jax.jit(train.cross_entropy)(logits, labels.at[1].set(7))[0])  # traced: nan
 
 
 def test_metrics_are_divided_by_the_batch_count_like_the_loss():
@@ -380,9 +388,15 @@ def test_tbptt_losses_in_another_form_are_told_the_fix_and_the_loss_reaches_the_
       (lambda p, c, b: loss_fn(p, c, b), {"key": jax.random.key(0)},
        r"takes no fourth argument, and the step was built with key="),
   ]
+  def swapped(params, batch, carry):
+    return loss_fn(params, carry, batch)
+  cases.append((swapped, {}, r"takes the carry third; .*Fix: take the carry second"))
   for loss, extra, says in cases:
     with pytest.raises(TypeError, match=says):
       train.make_tbptt_step(loss, opt, batched=True, donate=False, **extra)(state, carry, xs)
+  with pytest.raises(TypeError, match=r"takes a carry second, as a TBPTT loss does.*"
+                                      r"Fix: make_tbptt_step"):
+    train.make_train_step(loss_fn, opt, batched=True, donate=False)(state, xs)
   # donate=False spares the state; the loss reaches optax as value=, which
   # reduce_on_plateau reads (it raised without one).
   plateau = optax.chain(optax.sgd(0.1), optax.contrib.reduce_on_plateau(patience=1))
@@ -487,10 +501,20 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
   params, position = ckpts.restore_params(
       jax.eval_shape(lambda: model_init(jax.random.key(9))), position=2)
   assert position == 2
-  with pytest.raises(ValueError, match=r"restore_params: .* holds params of another structure "
-                     r"than the template: only in the file: .*; only in the template: "
-                     r"\['other'\]"):
+  with pytest.raises(ValueError, match=r"restore_params: .* holds params \(at the root.params\) "
+                     r"of another structure than the template: only in the file: .*; only "
+                     r"in the template: \['other'\]"):
     ckpts.restore_params({"other": jnp.zeros(1)})
+  # fit's TBPTT state (train_state, carry) holds the params at [0].params
+  tbptt = train.Checkpoints(tmp_path / "tbptt")
+  tbptt.save((state, jnp.zeros((4, 3))), position=7)
+  params, position = tbptt.restore_params(model_init(jax.random.key(9)))
+  assert position == 7
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  tbptt.save({"w": jnp.zeros(2)}, position=8)
+  with pytest.raises(ValueError, match=r"holds no TrainState's .params; its leaves are \['w'\]"):
+    tbptt.restore_params(params)
   with pytest.raises(FileNotFoundError, match=r"restore_params: .* holds no checkpoint"):
     train.Checkpoints(tmp_path / "none").restore_params(params)
   # A file from before checkpoints named their leaves: restore() is the way.
@@ -754,6 +778,13 @@ def test_windows_carries_a_series_feature_axes():
   np.testing.assert_array_equal(mask, ids[2])
   np.testing.assert_array_equal(xs[mask], series[ids[0][mask]])
   assert (xs[~mask] == 0).all()
+  # PyTorch's batchify output, token ids [N / B, B], is told how to pass the stream
+  batchified = np.arange(400).reshape(4, 100).T                  # column b: stream b
+  with pytest.warns(UserWarning, match=r"int64\[100, 4\], read as 100 steps of 4 integer "
+                    r"features.*windows\(data.T.reshape\(-1\), B, window\)"):
+    train.windows(batchified, 4, 5)
+  np.testing.assert_array_equal(train.windows(batchified.T.reshape(-1), 4, 5)[0],
+                                train.windows(np.arange(400), 4, 5)[0])
 
 
 @pytest.mark.parametrize("mode,factor,patience,threshold,cooldown,min_scale", [

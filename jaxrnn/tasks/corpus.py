@@ -45,7 +45,13 @@ class Vocab(NamedTuple):
 
   @classmethod
   def from_text(cls, text: str) -> "Vocab":
-    """The sorted set of characters in ``text``."""
+    """The sorted set of characters in ``text`` (a str)."""
+    if not isinstance(text, str):
+      raise TypeError(
+          f"jaxrnn.tasks.Vocab.from_text: text is a {type(text).__name__}; expected "
+          f"a str, whose characters become the tokens. Fix: for a vocabulary of "
+          f"words, words = sorted(set(tokens)); ids = {{w: i for i, w in "
+          f"enumerate(words)}}, with '<unk>' among them for unseen words.")
     return cls("".join(sorted(set(text))))
 
   def __len__(self) -> int:

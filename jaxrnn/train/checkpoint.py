@@ -25,6 +25,7 @@ import numpy as np
 from jaxrnn import io
 
 PATTERN = re.compile(r"checkpoint_(\d{9})\.msgpack$")
+_PARAMS = re.compile(r"^(.*?)\.params(?=$|[.\[])")   # a TrainState's params, its prefix
 
 
 class Checkpoints:
@@ -125,7 +126,8 @@ class Checkpoints:
     """The params alone of the latest checkpoint (or the one at ``position``),
     for a process that serves the model and has no optimizer.
 
-    The checkpoint holds a `jaxrnn.train.TrainState`; ``template`` is its
+    The checkpoint holds a `jaxrnn.train.TrainState`, at its root or inside
+    (``fit``'s ``(train_state, carry)`` for TBPTT); ``template`` is its
     ``params`` (``model.init(key, input_size)``, or ``jax.ShapeDtypeStruct``
     leaves), which gives them their structure, classes and devices.
     Returns ``(params, position)``; raises where there is no checkpoint.
@@ -152,19 +154,31 @@ class Checkpoints:
           f"their leaves, so its params cannot be picked out. Fix: "
           f"restore(template) with the whole state saved (a TrainState), then "
           f"take its .params.")
-    # The TrainState's params are the leaves whose paths start ".params".
-    inside = [(p[len(".params"):], leaf)
-              for p, leaf in zip(saved_paths, saved["leaves"])
-              if p.startswith(".params") and p[len(".params"):][:1] in ("", ".", "[")]
+    # The TrainState's params are the leaves whose paths are P.params...,
+    # P "" for a TrainState saved alone, "[0]" for fit's (state, carry).
+    by_prefix: dict[str, list] = {}
+    for p, leaf in zip(saved_paths, saved["leaves"]):
+      found = _PARAMS.match(p)
+      if found:
+        by_prefix.setdefault(found.group(1), []).append((p[found.end():], leaf))
     paths, template_leaves = _leaf_paths(template), jax.tree.leaves(template)
-    if [p for p, _ in inside] != paths:
-      found = [p for p, _ in inside]
+    matching = [prefix for prefix, inside in by_prefix.items()
+                if [p for p, _ in inside] == paths]
+    if not matching:
+      if by_prefix:
+        prefix, inside = next(iter(by_prefix.items()))
+        found = [p for p, _ in inside]
+        what = (f"params (at {prefix or 'the root'}.params) of another structure than "
+                f"the template: {_difference(found, len(found), paths)}")
+      else:
+        more = " ..." if len(saved_paths) > 4 else ""
+        what = f"no TrainState's .params; its leaves are {', '.join(saved_paths[:4])}{more}"
       raise ValueError(
-          f"{where}: {self.path(position)} holds params of another structure "
-          f"than the template: {_difference(found, len(found), paths)}. Fix: a "
-          f"template made by the saved model's init (same cells, sizes and "
-          f"switches) for a checkpoint of a TrainState, or restore() with the "
-          f"whole state saved as template.")
+          f"{where}: {self.path(position)} holds {what}. Fix: a template made by "
+          f"the saved model's init (same cells, sizes and switches) for a "
+          f"checkpoint of a TrainState, or restore() with the whole state saved "
+          f"as template.")
+    inside = by_prefix[matching[0]]
     leaves = [_leaf("restore_params", path, got, want)
               for (path, got), want in zip(inside, template_leaves)]
     return jax.tree.unflatten(jax.tree.structure(template), leaves), int(saved["position"])

@@ -16,6 +16,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -86,7 +87,9 @@ def cross_entropy(logits: Array, labels: Array, mask: Optional[Array] = None
   """Per-step softmax cross-entropy summed over valid steps, and their count.
 
   Shapes: logits [..., T, C], labels int[..., T], mask bool[..., T] (the
-  leading axes, if any, are a batch's).
+  leading axes, if any, are a batch's). Labels must lie in ``[0, C)`` where
+  the mask keeps them (padding may hold -100, say): one outside is refused
+  where the values are known; traced (under jit) it gives a nan loss.
 
   >>> import jax.numpy as jnp
   >>> total, count = cross_entropy(jnp.array([[0.0, 0.0], [5.0, -5.0]]), jnp.array([1, 0]))
@@ -95,6 +98,7 @@ def cross_entropy(logits: Array, labels: Array, mask: Optional[Array] = None
   """
   labels = _labels("cross_entropy", logits, labels)
   mask = _step_mask("cross_entropy", mask, labels.shape)
+  _check_classes("cross_entropy", labels, mask, jnp.shape(logits)[-1])
   nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
   return jnp.sum(jnp.where(mask, nll, 0.0)), jnp.sum(mask).astype(jnp.float32)
 
@@ -126,6 +130,20 @@ def _labels(where: str, logits: Array, labels: Array) -> Array:
          "([T, C] and [T] for one example, [B, T, C] and [B, T] for a batch)",
          "pass class indices (jnp.argmax of one-hot labels), one per step")
   return labels
+
+
+def _check_classes(where: str, labels: Array, mask: Array, classes: int) -> None:
+  """Refuses labels outside ``[0, classes)`` at kept steps, where known (not
+  traced): take_along_axis would read them as nan."""
+  if isinstance(labels, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+    return
+  kept = np.asarray(labels)[np.broadcast_to(np.asarray(mask, bool), labels.shape)]
+  bad = kept[(kept < 0) | (kept >= classes)]
+  if bad.size:
+    raise ValueError(
+        f"jaxrnn.train.{where}: labels hold {int(bad[0])} at a step the mask keeps; "
+        f"expected class indices in [0, {classes}), the logits' last axis. Fix: map "
+        f"out-of-vocabulary tokens to one of their own (<unk>), or mask the step out.")
 
 
 def _class_indices(labels, shape: tuple) -> Array:
@@ -200,8 +218,10 @@ def last_step_cross_entropy(logits: Array, label: Array, mask: Optional[Array] =
            "a mask [T] for logits [T, C], or [B, T] for logits [B, T, C]",
            "pass the mask of the sequences these logits came from")
   last = logits[..., -1, :] if mask is None else last_valid(logits, mask)
+  valid = None if mask is None else jnp.any(jnp.asarray(mask, bool), axis=-1)
+  _check_classes("last_step_cross_entropy", label,
+                 jnp.ones(label.shape, bool) if valid is None else valid, jnp.shape(logits)[-1])
   nll = -jnp.take_along_axis(jax.nn.log_softmax(last), label[..., None], axis=-1)[..., 0]
   if mask is None:
     return jnp.sum(nll), jnp.float32(label.size)
-  valid = jnp.any(jnp.asarray(mask, bool), axis=-1)
   return jnp.sum(jnp.where(valid, nll, 0.0)), jnp.sum(valid).astype(jnp.float32)

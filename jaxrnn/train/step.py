@@ -146,6 +146,19 @@ def check_takes(loss_fn: Callable, n_keys: int, carry: bool = False) -> None:
   except (TypeError, ValueError):   # a builtin or C callable: let the call decide
     return
   args = "params, carry, batch" if carry else "params, batch"
+  names = [p.name for p in signature.parameters.values()]
+  carry_at = [i for i, name in enumerate(names[:3]) if name in CARRY_NAMES]
+  if not carry and carry_at == [1]:
+    raise TypeError(
+        f"jaxrnn.train: loss_fn{signature} takes a carry second, as a TBPTT loss "
+        f"does, and this step calls loss_fn({args}). Fix: "
+        f"make_tbptt_step(loss_fn, opt) for a loss that takes the carry and "
+        f"returns the window's last one (fourth result); make_train_step for "
+        f"one without a carry.")
+  if carry and carry_at == [2]:
+    raise TypeError(
+        f"jaxrnn.train: loss_fn{signature} takes the carry third; a TBPTT step "
+        f"calls loss_fn(params, carry, batch). Fix: take the carry second.")
   binds = lambda n: _binds(signature, n)
   if binds(2 + carry + n_keys):
     return
@@ -167,6 +180,9 @@ def check_takes(loss_fn: Callable, n_keys: int, carry: bool = False) -> None:
       f"loss_fn({args}) (an eval step, or a step built without key=). Fix: "
       f"give the key a default, key=None (no dropout), or pass key= when "
       f"building the step.")
+
+
+CARRY_NAMES = ("carry", "carries", "hidden", "h0", "state0", "initial_carry")
 
 
 def _binds(signature: inspect.Signature, n: int) -> bool:

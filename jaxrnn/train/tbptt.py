@@ -8,6 +8,7 @@ the previous window. Not here: the plain train step (`step.py`).
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional
 
 import jax
@@ -58,6 +59,13 @@ def windows(stream: np.ndarray, batch_size: int, window: int, *, keep_tail: bool
     raise ValueError(
         f"jaxrnn.train.windows: batch_size={batch_size} and window={window}; "
         f"both must be 1 or more.")
+  if stream.ndim == 2 and np.issubdtype(stream.dtype, np.integer):
+    warnings.warn(
+        f"jaxrnn.train.windows: stream is {stream.dtype}{list(stream.shape)}, read as "
+        f"{stream.shape[0]} steps of {stream.shape[1]} integer features each. If it "
+        f"is token ids already split into columns (PyTorch's batchify, [N / B, B]), "
+        f"pass the stream itself: windows(data.T.reshape(-1), B, window).",
+        stacklevel=2)
   targets = len(stream) - 1
   if keep_tail:
     if targets < 1:
