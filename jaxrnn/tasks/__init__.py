@@ -13,6 +13,9 @@ Every generator is a pure function of a PRNG key that returns a batch
   TBPTT).
 * `readout_model`: a recurrent layer plus a linear readout, for all of them;
   `generate` continues a prompt with a language model built from one.
+* `language_model`: token ids through an embedding, a recurrent layer and a
+  readout (tied to the embedding, or not), with its TBPTT loss and its
+  held-out perplexity.
 """
 
 from jaxrnn.tasks.adding import ADDING_BASELINE_MSE as ADDING_BASELINE_MSE
@@ -27,6 +30,9 @@ from jaxrnn.tasks.corpus import split_tokens as split_tokens
 from jaxrnn.tasks.digits import DIGITS_CLASSES as DIGITS_CLASSES
 from jaxrnn.tasks.digits import Split as Split
 from jaxrnn.tasks.digits import sequential_digits as sequential_digits
+from jaxrnn.tasks.language_model import LanguageModel as LanguageModel
+from jaxrnn.tasks.language_model import LanguageModelParams as LanguageModelParams
+from jaxrnn.tasks.language_model import language_model as language_model
 from jaxrnn.tasks.model import Model as Model
 from jaxrnn.tasks.model import ModelParams as ModelParams
 from jaxrnn.tasks.model import generate as generate

@@ -60,7 +60,10 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
   there), so the cells with batched kernels (the LSTM and its variants, the
   GRU, the simple RNN) train on them.
   ``step`` continues one step at a time from a carry. The
-  readout starts at ``W_out ~ N(0, 1/H)``, ``b_out = 0``.
+  readout starts at ``W_out ~ N(0, 1/H)``, ``b_out = 0``, in float32
+  whatever the layer's ``param_dtype`` (bfloat16 outputs then give float32
+  logits, as mixed precision keeps its losses). For token ids through an
+  embedding, see `jaxrnn.tasks.language_model`.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> model = readout_model(jaxrnn.lstm(8), output_size=3)
@@ -186,9 +189,10 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
   The model returns logits over V tokens (its output size) and reads
   ``inputs(ids)``, by default one-hot tokens, ``jax.nn.one_hot(ids, V)`` (a
   character model: ``readout_model(layer, V)`` trained on them). A model
-  that embeds the ids itself (a `Model` built by hand whose ``apply`` and
-  ``step`` take ``int[T]`` and ``int`` ids, looking up an embedding in
-  their params) goes with ``inputs=lambda ids: ids``.
+  that embeds the ids itself reads them as they are: a
+  `jaxrnn.tasks.language_model` (``model.takes_ids``), or a `Model` built
+  by hand whose ``apply`` and ``step`` take ``int[T]`` and ``int`` ids,
+  which goes with ``inputs=lambda ids: ids``.
   ``model.apply`` reads the prompt (``int[P]``,
   P >= 1); then each step draws ``x ~ softmax(logits / temperature)`` and
   feeds it back through ``model.step``, in one `jax.lax.scan`.
@@ -235,9 +239,23 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
                      f"key. Fix: pass key=jax.random.key(...), or temperature=0 "
                      f"for the most likely tokens.")
   V = model.output_size
+  if not isinstance(prompt, jax.core.Tracer) and not ((prompt >= 0) & (prompt < V)).all():
+    bad = int(prompt[(prompt < 0) | (prompt >= V)][0])
+    raise ValueError(f"{where}: prompt holds {bad}; expected ids in [0, {V}), the "
+                     f"model's output size. Fix: encode the prompt with the model's "
+                     f"vocabulary.")
+  one_hot = inputs is None and not getattr(model, "takes_ids", False)
   if inputs is None:
-    inputs = lambda ids: jax.nn.one_hot(ids, V)
-  carry, logits = model.apply(params, inputs(prompt))
+    inputs = (lambda ids: jax.nn.one_hot(ids, V)) if one_hot else (lambda ids: ids)
+  try:
+    carry, logits = model.apply(params, inputs(prompt))
+  except (TypeError, IndexError) as e:
+    if not (one_hot and "Indexer must have integer" in str(e)):
+      raise
+    raise TypeError(
+        f"{where}: the model's apply indexed with the one-hot prompt generate "
+        f"gives by default ({e}). Fix: a model that embeds ids itself takes "
+        f"inputs=lambda ids: ids.") from e
 
   def choose(logits, step_key):
     if known == 0:
