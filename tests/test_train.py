@@ -853,3 +853,28 @@ def test_fit_cuts_the_rate_on_an_evaluated_plateau_and_checkpoints_the_scale(tmp
     train.reduce_lr_on_plateau(1.5)
   with pytest.raises(ValueError, match="patience=-1; expected an int >= 0"):
     train.reduce_lr_on_plateau(patience=-1)
+
+
+def test_pad_batch_pads_to_a_multiple_and_its_mask_leaves_the_padding_out():
+  rng = np.random.default_rng(0)
+  seqs = [rng.normal(size=(n, 3)).astype(np.float32) for n in (5, 9, 2)]
+  batch, mask = train.pad_batch(seqs, multiple=8)
+  assert batch.shape == (3, 16, 3) and batch.dtype == np.float32
+  assert mask.sum(1).tolist() == [5, 9, 2] and (batch[~mask] == 0).all()
+  for b, s in enumerate(seqs):
+    np.testing.assert_array_equal(batch[b, :len(s)], s)
+  # the masked loss of the padded batch is the loss of the sequences alone
+  cell = jaxrnn.gru(4)
+  params = cell.init(jax.random.key(0), 3)
+  total = lambda ys, m: train.mse(ys, 0.5, m)[0]
+  _, ys = jaxrnn.scan_batch(cell, params, batch, mask=mask)
+  alone = sum(float(total(jaxrnn.scan(cell, params, s)[1], None)) for s in seqs)
+  np.testing.assert_allclose(float(total(ys, mask)), alone, rtol=1e-5)
+  ids, mask = train.pad_batch([[1, 2], [3]], length=4, value=-100)
+  assert ids.tolist() == [[1, 2, -100, -100], [3, -100, -100, -100]]
+  for kwargs, says in [(dict(length=1), r"length=1, but a sequence has 2 steps"),
+                       (dict(multiple=0), r"multiple=0; expected an int >= 1")]:
+    with pytest.raises(ValueError, match=says):
+      train.pad_batch([[1, 2], [3]], **kwargs)
+  with pytest.raises(ValueError, match=r"sequences are int64\[2\], float64\[1\]; expected"):
+    train.pad_batch([np.array([1, 2]), np.array([0.5])])

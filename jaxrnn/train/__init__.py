@@ -3,8 +3,9 @@
 Lives here: the train and eval steps (`step.py`), sequence losses and
 metrics (`losses.py`), the loop with its progress bar (`loop.py`), truncated
 backpropagation through time (`tbptt.py`), data parallelism (`parallel.py`),
-checkpoints (`checkpoint.py`) and the learning rate cut on a plateau of an
-evaluated metric (`plateau.py`). Not here: the tasks (`jaxrnn.tasks`) and
+checkpoints (`checkpoint.py`), the learning rate cut on a plateau of an
+evaluated metric (`plateau.py`) and padded batches of sequences of
+different lengths (`padding.py`). Not here: the tasks (`jaxrnn.tasks`) and
 the cells.
 
 The convention everywhere: a loss is written for ONE example and returns
@@ -21,6 +22,7 @@ from jaxrnn.train.losses import last_valid as last_valid
 from jaxrnn.train.losses import mse as mse
 from jaxrnn.train.parallel import data_mesh as data_mesh
 from jaxrnn.train.parallel import replicate as replicate
+from jaxrnn.train.padding import pad_batch as pad_batch
 from jaxrnn.train.parallel import shard_batch as shard_batch
 from jaxrnn.train.plateau import PlateauState as PlateauState
 from jaxrnn.train.plateau import plateau_step as plateau_step

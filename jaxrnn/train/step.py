@@ -250,7 +250,9 @@ def make_train_step(loss_fn: LossFn, opt: optax.GradientTransformation,
   resumed from a checkpoint draws what an unbroken run would. The eval
   step takes no key and calls ``loss_fn(params, batch)``: give the key
   a default of None (nothing dropped) to use one loss for both.
-  Build the step once and call it in a loop: it compiles once. With a
+  Build the step once and call it in a loop: it compiles once per batch
+  shape, so pad batches to a few lengths (`jaxrnn.train.pad_batch`'s
+  ``multiple=``), not each to its own longest sequence. With a
   batch sharded across devices and the state replicated
   (`jaxrnn.train.shard_batch`, `replicate`), the same step runs
   data-parallel: XLA partitions it and all-reduces the gradients.
