@@ -210,7 +210,9 @@ def _recurrence_jvp(finish, read, reverse, unroll, additive, ahead, primals, tan
   # devices, for 5-11% more time on one (2 CPU cores; no change for the
   # LSTM and simple RNN, whose finish reads no params).
   zero = lambda tree: jax.tree.map(jnp.zeros_like, tree)   # float0 stays float0
-  zero_gx, zero_u = jnp.zeros_like(gxs[0]), jnp.zeros_like(e_all[0])
+  # gx may be a pytree (a project returning (gx, dt), say): one step's zeros
+  zero_gx = jax.tree.map(lambda a: jnp.zeros_like(a[0]), gxs)
+  zero_u = jnp.zeros_like(e_all[0])
   rest_all = jax.vmap(lambda jvp: jvp(zero(d_carry), d_rest, zero_gx, zero_u, d_init))(
       step_jvps)
   d_rest_zero, d_init_zero = zero(d_rest), zero(d_init)

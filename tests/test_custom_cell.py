@@ -197,6 +197,37 @@ def test_a_projection_returning_a_dict_decodes_and_unfuses():
     assert_close(y, ys[t])
 
 
+def test_a_fused_cell_whose_projection_is_a_pair_differentiates_on_every_path():
+  # An Euler-discretised CTRNN with a time step per step, dt the input's last
+  # feature: h' = h + dt (-h + tanh(x U + h W)). project gives (x U, dt).
+  cell = jaxrnn.fused_cell(
+      init=lambda key, n: dict(U=jax.random.normal(key, (n - 1, H)) / n,
+                               w_h=jnp.eye(H) * 0.5 + 0.1),
+      initial_carry=lambda p: jnp.zeros(H),
+      project=lambda p, xs: (xs[..., :-1] @ p["U"], xs[..., -1]),
+      recurrent_input=lambda h: h,
+      finish=lambda p, h, g, u: (h + g[1] * (-h + jnp.tanh(g[0] + u)),) * 2,
+      output_size=H)
+  params = cell.init(jax.random.key(0), I)
+  xs = XS.at[..., -1].set(jnp.abs(XS[..., -1]) * 0.2)
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  h, want = np.zeros(H), []
+  for x in np.asarray(xs[0], np.float64):
+    h = h + x[-1] * (-h + np.tanh(x[:-1] @ p["U"] + h @ p["w_h"]))
+    want.append(h)
+  assert_close(jaxrnn.scan(cell, params, xs[0])[1], np.stack(want))
+  loss = lambda run: lambda p, x: jnp.sum(run(p, x)[1] ** 2)
+  paths = [lambda p, x: jax.vmap(lambda x: jaxrnn.scan(cell, p, x, mask=MASKS[0]))(x),
+           lambda p, x: jaxrnn.scan_batch(cell, p, x, mask=jnp.broadcast_to(MASKS[0], (B, T))),
+           lambda p, x: jax.vmap(lambda x: jaxrnn.scan(jaxrnn.unfused(cell), p, x,
+                                                       mask=MASKS[0]))(x)]
+  grads = [jax.grad(loss(run), (0, 1))(params, xs) for run in paths]
+  assert_close(grads[0], grads[2])
+  assert_close(grads[1], grads[2])
+  assert_close(jax.jacfwd(lambda x: jaxrnn.scan(cell, params, x)[1])(xs[0, :3]),
+               jax.jacfwd(lambda x: jaxrnn.scan(jaxrnn.unfused(cell), params, x)[1])(xs[0, :3]))
+
+
 def test_with_compute_dtype_gives_a_cell_of_your_own_bfloat16_matmuls_and_float32_carry():
   # As the built-in cells' dtype=: the params stay float32, the forward
   # matmuls run in bfloat16, a carry built in carry_dtype stays float32, gradients come
