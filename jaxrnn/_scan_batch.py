@@ -99,11 +99,15 @@ def scan_batch(
   `jax.jit`; forward mode (`jax.jvp`, `jax.jacfwd`, `jax.linearize`,
   `jax.hessian`), which a custom_vjp does not pass, runs the vmapped
   `jaxrnn.scan` instead, to the same numbers. That switch is made where
-  forward mode traces this call: ``jax.jacfwd(jax.jit(f))`` meets the
-  kernel already traced and fails with JAX's "can't apply forward-mode
-  autodiff (jvp) to a custom_vjp function"; jit outside
-  (``jax.jit(jax.jacfwd(f))``) instead. Every other case runs exactly
-  the vmapped `jaxrnn.scan`.
+  forward mode traces this call, which three cases do not reach: a
+  ``jax.jit`` inside the ``jvp`` (``jax.jacfwd(jax.jit(f))``: jit outside
+  instead, ``jax.jit(jax.jacfwd(f))``), `jax.linearize` and reverse over
+  forward (``jax.grad`` of a ``jax.jvp``), which JAX traces as it does
+  ``jax.grad``. Those fail with JAX's "can't apply forward-mode autodiff
+  (jvp) to a custom_vjp function" (or "Differentiation rule for
+  'custom_lin'"); for them run ``jax.vmap`` of `jaxrnn.scan`, whose
+  kernels have forward mode. Every other case runs exactly the vmapped
+  `jaxrnn.scan`.
   Data-parallel (the batch split over devices by
   `jaxrnn.train.shard_batch`), the kernel's weight gradients are
   all-reduced once, after the loop; on 2 CPU cores split into 2 devices it

@@ -356,6 +356,14 @@ def test_wrappers_run_dropout_as_flax_dropout_does():
   plain = Recurrent(jaxrnn.gru(H), I, rngs=nnx.Rngs(params=0))
   np.testing.assert_array_equal(plain(XS, mask=MASK)[1], jaxrnn.apply_batch(
       jaxrnn.gru(H), plain.params_tree(), XS, mask=MASK)[1])
+  # With a stream, a layer that drops nothing draws no key, as nnx.Dropout(0.0):
+  # the stream's count stays, so jax.jacfwd of a call traces no state change.
+  counted = Recurrent(jaxrnn.gru(H), I, rngs=nnx.Rngs(0))
+  count = lambda: jax.tree.leaves(nnx.state(counted, nnx.RngCount))
+  before = count()
+  counted(XS, mask=MASK)
+  assert count() == before
+  assert jax.jacfwd(lambda x: counted(x)[1].sum())(XS[0]).shape == XS[0].shape
   streamless = Recurrent(layer, I, rngs=nnx.Rngs(params=0))
   with pytest.raises(ValueError, match=r"the layer runs dropout, deterministic is False, "
                      r"and there is no key.*Fix: build it with rngs=nnx.Rngs\(params=..., "):

@@ -577,7 +577,10 @@ class Recurrent(nnx.Module):
     # layer that drops nothing needs none, as nnx.LSTMCell needs none.
     has_stream = "dropout" in rngs or "default" in rngs
     self.rngs = rngs["dropout"].fork() if has_stream else nnx.data(None)
-    self.draws = has_stream or draws_random_bits(self.layer, params, input_size)
+    # Only a layer that drops draws a key, as nnx.Dropout(0.0) draws none: a
+    # draw advances the stream's count, state that jax.grad and jax.jacfwd
+    # of a module call would see change (Flax's TraceContextError).
+    self.draws = draws_random_bits(self.layer, params, input_size)
 
   def set_view(self, deterministic: Optional[bool] = None):
     """What ``nnx.view(model, deterministic=...)`` sets, as on ``nnx.Dropout``."""
@@ -615,7 +618,7 @@ class Recurrent(nnx.Module):
                seq_lengths=None, time_major=None, return_carry=None):
     if self.deterministic if deterministic is None else deterministic:
       key = None
-    elif key is None and self.rngs is not None:
+    elif key is None and self.rngs is not None and self.draws:
       key = self.rngs()
     elif key is None and self.draws:
       raise ValueError(
