@@ -459,9 +459,9 @@ def run(layer: Seq, params, xs, mask, carry, key, seq_lengths, time_major):
   `LinenRecurrent` at B = 32, T = 64 and B = 16, T = 128 (H = 128) took
   0.69-0.74x the time of ``jax.vmap(layer.apply)`` (2 CPU cores, one
   device, interleaved medians, 2026-12-04), with the same numbers, dropout
-  included (sequence b draws from ``jax.random.split(key, B)[b]``). Where
-  a kernel runs it is reverse mode only (for `jax.jvp`, vmap the wrapper
-  over ``[T, I]`` sequences).
+  included (sequence b draws from ``jax.random.split(key, B)[b]``). Forward
+  mode (`jax.jvp`, `jax.jacfwd`) runs the per-example path in the kernel's
+  place, as `jaxrnn.scan_batch` says.
   """
   xs = jnp.asarray(xs)
   if xs.ndim == 2:
@@ -524,8 +524,8 @@ class Recurrent(nnx.Module):
   seq_lengths=None, time_major=None, return_carry=None) -> (carry, ys)``
   runs ``layer.apply`` on ``xs [T, I]``, or `jaxrnn.apply_batch` on
   ``[B, T, I]`` (mask
-  ``[B, T]``, carry batched; the batched kernels, which are reverse mode
-  only; with dropout, sequence b draws from ``jax.random.split(key,
+  ``[B, T]``, carry batched; the batched kernels, forward mode running the
+  per-example path in their place; with dropout, sequence b draws from ``jax.random.split(key,
   B)[b]`` what ``layer.apply`` draws from a key). As in
   Flax's ``nn.RNN``, ``seq_lengths`` (``int[B]``; an int for one sequence)
   counts each sequence's steps before its end padding, in place of a mask,
