@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._cell import Array, Carry, Cell, Params, check_bool, check_size, matmul
-from jaxrnn._fused_batch import fused_batch_kernel
+from jaxrnn._fused_batch import closure_converted, fused_batch_kernel
 from jaxrnn._scan import _describe, masked_step, step_output, where
 
 
@@ -296,7 +296,10 @@ def fused_cell(
   function of the carry (``c.h``, ``tanh(c)``, ``[h, 1]`` with a bias row in
   ``W``) returning one array ``[R]`` for ``W [R, G]``; ``finish`` may read
   any params, ``W`` too, though only ``u``'s share of ``W``'s gradient is
-  computed after the loop.
+  computed after the loop. ``finish`` may close over traced values (a
+  time step being differentiated, the scale of an activation under
+  `jax.vmap`): the kernels take them as arguments (`jax.closure_convert`)
+  and differentiate them as params; ``recurrent_input`` may not.
 
   ``additive=True`` declares that ``finish`` reads ``gx`` and ``u`` only
   through their sum ``gx + u`` (true of the LSTM and the Elman RNN, not of
@@ -361,7 +364,10 @@ def fused_cell(
   def sequence(params, carry, gxs, *, mask, resets, reverse, unroll):
     w = recurrent_weight(params, carry, jax.tree.map(one, gxs))
     init_carry = initial_carry(params)
-    return recurrence(finish, recurrent_input, reverse, unroll, additive, read_ahead, params,
+    gx = jax.tree.map(lambda a: a[0], gxs)
+    u = jnp.zeros_like(matmul(recurrent_input(carry), w))   # an example; never computed
+    fin, rest = closure_converted(finish, params, carry, gx, u)
+    return recurrence(fin, recurrent_input, reverse, unroll, additive, read_ahead, rest,
                       w, carry, gxs, mask, resets, init_carry)
 
   def checked_first(kernel):

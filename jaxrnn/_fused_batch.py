@@ -66,7 +66,7 @@ device and 2), so those keep the per-example kernel.
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -142,6 +142,19 @@ def _loop(finish, read, reverse, unroll, params, w, carry, gxs, mask, recurrent_
     return new, _put_all(ys, t, y), saved
 
   return over_time(body, T, reverse, unroll, (carry, ys, saved))
+
+
+def closure_converted(finish: Callable, params: Params, carry, gx, u) -> tuple[Callable, Any]:
+  """``(finish', rest)``: ``finish'(rest, c, gx, u) = finish(params, c, gx, u)``
+  with the traced values ``finish`` closes over (a time step being
+  differentiated, say) moved into ``rest``, beside the params: a custom JVP
+  or VJP may not close over tracers, and as arguments they get their
+  gradients. ``finish`` and ``params`` as they are where it closes over
+  none. ``carry``, ``gx`` and ``u`` are one step's, examples of their shapes."""
+  converted, consts = jax.closure_convert(finish, params, carry, gx, u)
+  if not consts:
+    return finish, params
+  return (lambda rest, c, g, v: converted(rest[0], c, g, v, *rest[1])), (params, tuple(consts))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -314,7 +327,10 @@ def fused_batch_kernel(
     # saved s_t and gx's gradient are not rounded; the cast's own VJP
     # returns that gradient in gx's dtype.
     gxs = gxs.astype(jnp.promote_types(gxs.dtype, carry_dtype(w.dtype)))
-    return _recurrence(finish, recurrent_input, reverse, unroll, params, w,
+    first = lambda tree: jax.tree.map(lambda a: a[0], tree)
+    one_carry, one_gx = first(carry), first(first(gxs))
+    fin, rest = closure_converted(finish, params, one_carry, one_gx, jnp.zeros_like(one_gx))
+    return _recurrence(fin, recurrent_input, reverse, unroll, rest, w,
                        carry, gxs, mask, recurrent_mask)
 
   return batched

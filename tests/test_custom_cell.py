@@ -268,3 +268,27 @@ def test_with_compute_dtype_gives_a_cell_of_your_own_bfloat16_matmuls_and_float3
     jaxrnn.with_compute_dtype(jaxrnn.rnn(mine), jnp.bfloat16)
   with pytest.raises(ValueError, match=r"jaxrnn.with_compute_dtype: dtype='int8'; expected a floating"):
     jaxrnn.with_compute_dtype(mine, "int8")
+
+
+def test_what_a_fused_step_closes_over_is_differentiated_on_every_path():
+  # An activation's scale s closed over, as a user writes it: grad and jvp
+  # with respect to s through the fused kernel, the batched kernel (the
+  # simple RNN's generic one) and vmap over an ensemble of s, against the
+  # plain loop of the same step.
+  xs = XS.at[1:].multiply(0.5)
+  makers = {"rnn": lambda s: jaxrnn.simple_rnn(H, activation=lambda x: jnp.tanh(s * x)),
+            "gru": lambda s: jaxrnn.gru(H, activation=lambda x: jnp.tanh(s * x))}
+  for name, make in makers.items():
+    params = make(1.0).init(jax.random.key(0), I)
+    each = lambda c: jax.vmap(lambda x, m: jaxrnn.scan(c, params, x, mask=m))(xs, MASKS)
+    runs = {"scan": each, "plain": lambda c: each(jaxrnn.unfused(c)),
+            "scan_batch": lambda c: jaxrnn.scan_batch(c, params, xs, mask=MASKS)}
+    loss = {k: (lambda run: lambda s: jnp.sum(run(make(s))[1] ** 2))(run)
+            for k, run in runs.items()}
+    want = jax.grad(loss["plain"])(1.3), jax.jvp(loss["plain"], (1.3,), (1.0,))[1]
+    for path in ("scan", "scan_batch"):
+      got = jax.grad(loss[path])(1.3), jax.jvp(loss[path], (1.3,), (1.0,))[1]
+      np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"{name} {path}")
+    ensemble = jnp.array([0.5, 1.3])
+    np.testing.assert_allclose(jax.vmap(jax.grad(loss["scan_batch"]))(ensemble),
+                               jax.vmap(jax.grad(loss["plain"]))(ensemble), rtol=1e-5)
