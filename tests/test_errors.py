@@ -130,6 +130,16 @@ def test_wrong_input_size_in_a_layer_step():
                      "x must be [3]", "Fix"])
 
 
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_a_gru_step_given_the_raw_input_is_told_to_project_it(reset_after):
+  # Cho's GRU split a raw [3] into three gates of 1 and broadcast them silently.
+  cell = jaxrnn.gru(4, reset_after=reset_after)
+  params = cell.init(jax.random.key(0), 3)
+  with pytest.raises(ValueError, match=r"jaxrnn.gru: the step's gx is float32\[3\]; expected "
+                     r"the projected input \[12\].*cell.project\(params, x_t\[None\]\)\[0\]"):
+    cell.step(params, cell.initial_carry(params), jnp.ones(3))
+
+
 def test_a_layer_step_refuses_a_batch_and_a_carry_that_would_broadcast():
   layer = jaxrnn.rnn(CELL)
   carry = layer.initial_carry(PARAMS)

@@ -342,3 +342,34 @@ def test_corpus_short_run_learns():
                         input_size=V)
   # Nats per character: log(V) ~ 4.4 at the start; the unigram entropy is ~3.
   assert np.mean(losses[-10:]) < np.log(V) - 1.0, (np.log(V), losses[-10:])
+
+
+def test_rollout_feeds_each_prediction_back_as_apply_would_read_it():
+  # A model trained on increments: the next input is x + y. Reference: apply
+  # over the context and the inputs the rollout fed, grown one step at a time.
+  model = tasks.readout_model(jaxrnn.lstm(8), output_size=2)
+  params = model.init(jax.random.key(0), 2)
+  context = jax.random.normal(jax.random.key(1), (6, 2))
+  feedback = lambda x, y: x + 0.1 * y
+  got = jax.jit(lambda p, c: tasks.rollout(model, p, c, 4, feedback=feedback))(params, context)
+  inputs = context
+  for k in range(4):
+    y = model.apply(params, inputs)[1][-1]
+    np.testing.assert_allclose(got[k], y, rtol=1e-5, atol=1e-6)
+    inputs = jnp.concatenate([inputs, feedback(inputs[-1], y)[None]])
+  batch = jnp.stack([context, -context])
+  np.testing.assert_allclose(jax.vmap(lambda c: tasks.rollout(model, params, c, 4,
+                                                              feedback=feedback))(batch)[0],
+                             got, rtol=1e-5, atol=1e-6)
+  assert tasks.rollout(model, params, context, 0).shape == (0, 2)
+  wide = tasks.readout_model(jaxrnn.gru(4), output_size=3)
+  wide_params = wide.init(jax.random.key(0), 2)
+  for run, says in [
+      (lambda: tasks.rollout(wide, wide_params, context, 3), r"outputs 3 values per step and "
+       r"reads 2.*Fix: feedback=lambda x, y"),
+      (lambda: tasks.rollout(model, params, jnp.arange(6), 3), r"context is int32\[6\]; expected float"),
+      (lambda: tasks.rollout(model, params, context, -1), r"steps is -1"),
+      (lambda: tasks.rollout(wide, wide_params, context, 2, feedback=lambda x, y: y),
+       r"feedback returned \(3,\); expected the next input \[2\]")]:
+    with pytest.raises(ValueError, match=says):
+      run()

@@ -151,7 +151,20 @@ def gru(
   def project(params, xs):
     return project_input("gru", xs, params.w_x, params.b)
 
+  def checked(gx):
+    """``gx``, refused unless it is the projected input ``[..., 3H]``: a raw
+    ``x_t`` of another width would broadcast or split into wrong gates."""
+    if jnp.shape(gx)[-1:] != (3 * H,):
+      raise ValueError(
+          f"jaxrnn.gru: the step's gx is {jnp.result_type(gx)}{list(jnp.shape(gx))}; "
+          f"expected the projected input [{3 * H}] (3 gates of {H}). If you called "
+          f"cell.step on a raw input x_t: it takes gx_t = cell.project(params, "
+          f"x_t[None])[0]; jaxrnn.rnn(cell).step(params, carry, x_t) projects x_t "
+          f"and checks it.")
+    return gx
+
   def finish(params, h, gx, u):   # reset_after: u = h @ w_h, all three blocks
+    gx = checked(gx)
     # r and z through one sigmoid: one wide op is faster on CPU (see lstm.py)
     r, z = jnp.split(gate_fn(gx[..., :2 * H] + u[..., :2 * H]), 2, axis=-1)
     u_n = u[..., 2 * H:] if params.b_hn is None else u[..., 2 * H:] + params.b_hn
@@ -177,7 +190,7 @@ def gru(
     return with_compute_dtype(cell, dtype, "jaxrnn.gru")
 
   def step(params, h, gx):   # Cho et al.: U_n multiplies r * h, a second matmul
-    x = split_gates(gx, GATES)
+    x = split_gates(checked(gx), GATES)
     u_rz = matmul(h, params.w_h[:, :2 * H])
     r = gate_fn(x["r"] + u_rz[:H])
     z = gate_fn(x["z"] + u_rz[H:])

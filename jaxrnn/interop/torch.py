@@ -178,7 +178,8 @@ def layer(kind: Any, hidden_size: Optional[int] = None, *, num_layers: int = 1,
           f"{where}: the module has batch_first=False, so its data is laid "
           f"out [T, B, I]; jaxrnn.apply_batch takes [B, T, I] unless told "
           f"time_major=True. Fix: jaxrnn.apply_batch(net, params, xs, "
-          f"time_major=True) for that data.", stacklevel=2)
+          f"time_major=True) for that data (where you already pass it, there "
+          f"is nothing to do).", stacklevel=2)
     return layer(**config)
   kind = read_kind(kind, where)
   if not isinstance(hidden_size, int) or hidden_size <= 0:

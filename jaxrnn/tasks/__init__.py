@@ -12,7 +12,8 @@ Every generator is a pure function of a PRNG key that returns a batch
   with Python and its encoding (`jaxrnn.train.windows` lays it out for
   TBPTT).
 * `readout_model`: a recurrent layer plus a linear readout, for all of them;
-  `generate` continues a prompt with a language model built from one.
+  `generate` continues a prompt with a language model built from one, and
+  `rollout` a real-valued series, feeding each prediction back.
 * `language_model`: token ids through an embedding, a recurrent layer and a
   readout (tied to the embedding, or not), with its TBPTT loss and its
   held-out perplexity.
@@ -39,4 +40,5 @@ from jaxrnn.tasks.model import generate as generate
 from jaxrnn.tasks.model import last_step_classification_loss as last_step_classification_loss
 from jaxrnn.tasks.model import param_count as param_count
 from jaxrnn.tasks.model import readout_model as readout_model
+from jaxrnn.tasks.model import rollout as rollout
 from jaxrnn.tasks.recall import recall as recall

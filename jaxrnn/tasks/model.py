@@ -1,7 +1,8 @@
 """The model every task trains: a recurrent layer and a linear readout.
 
 Lives here: `readout_model`, `ModelParams`, `param_count`,
-`last_step_classification_loss` and `generate`. Not here: the
+`last_step_classification_loss`, `generate` (tokens) and `rollout` (real
+values). Not here: the
 cells and layers (`jaxrnn`), losses and training (`jaxrnn.train`).
 
 .. math:: (c_T, h_{1..T}) = \\mathrm{layer}(x_{1..T}), \\qquad
@@ -275,3 +276,70 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
   keys = jax.random.split(jax.random.key(0) if key is None else key, steps)
   _, tokens = jax.lax.scan(body, (carry, logits[-1]), keys)
   return tokens
+
+
+def rollout(model: Model, params, context, steps: int, *,
+            feedback: Optional[Callable] = None) -> jax.Array:
+  """``steps`` predictions, each fed back as the next input: a free-running forecast.
+
+  ``model.apply`` reads ``context`` (``[P, I]``, the observed history, P >=
+  1); its output at the last step, ``y_P``, predicts step P + 1. The next
+  input is ``feedback(x_P, y_P)`` (by default ``y_P`` itself, the model
+  predicting its next input: O must equal I; for a model trained on
+  increments, ``feedback=lambda x, y: x + y``), fed through ``model.step``,
+  and so on, in one `jax.lax.scan`. Returns ``[steps, O]``: row k
+  predicts step P + 1 + k. For a batch of contexts of one length,
+  ``jax.vmap`` it; under jit ``model``, ``steps`` and ``feedback`` are
+  static (closed over). `generate` is its counterpart for tokens.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> from jaxrnn.tasks import readout_model, rollout
+  >>> model = readout_model(jaxrnn.gru(16), output_size=3)     # predicts its next input
+  >>> params = model.init(jax.random.key(0), 3)
+  >>> context = jnp.ones((10, 3))
+  >>> future = rollout(model, params, context, 5)
+  >>> future.shape
+  (5, 3)
+  >>> # the same as apply over the context followed by the fed-back predictions
+  >>> _, ys = model.apply(params, jnp.concatenate([context, future[:-1]]))
+  >>> bool(jnp.allclose(ys[9:], future, atol=1e-5))
+  True
+  """
+  where = "jaxrnn.tasks.rollout"
+  context = jnp.asarray(context)
+  if (context.ndim != 2 or context.shape[0] < 1
+      or not jnp.issubdtype(context.dtype, jnp.floating)):
+    raise ValueError(
+        f"{where}: context is {context.dtype}{list(context.shape)}; expected float "
+        f"[P, I] with P >= 1, the observed steps the forecast follows. Fix: "
+        f"jnp.asarray(series, jnp.float32); for a batch of contexts, jax.vmap; "
+        f"for token ids, generate.")
+  try:
+    steps = operator.index(steps)
+  except TypeError:
+    steps = -1
+  if steps < 0:
+    raise ValueError(f"{where}: steps is {steps!r}; expected an int >= 0, the number of "
+                     f"steps to predict (static under jit).")
+  I, O = context.shape[1], model.output_size
+  if feedback is None:
+    if O != I:
+      raise ValueError(
+          f"{where}: the model outputs {O} values per step and reads {I}, so its "
+          f"outputs cannot be its next inputs (the default feedback). Fix: "
+          f"feedback=lambda x, y: ... giving the next input [{I}] from the last "
+          f"input x and the prediction y.")
+    feedback = lambda x, y: y
+  carry, ys = model.apply(params, context)
+
+  def body(state, _):
+    carry, x, y = state
+    x = jnp.asarray(feedback(x, y)).astype(context.dtype)
+    if x.shape != (I,):
+      raise ValueError(f"{where}: feedback returned {x.shape}; expected the next input "
+                       f"[{I}], as the context's rows.")
+    carry, y_next = model.step(params, carry, x)
+    return (carry, x, y_next.astype(y.dtype)), y
+
+  _, predictions = jax.lax.scan(body, (carry, context[-1], ys[-1]), None, length=steps)
+  return predictions
