@@ -61,6 +61,9 @@ class Cell(NamedTuple):
     sequence: ``(params, carry, gxs, *, mask, resets, reverse, unroll) ->
       (carry, ys)``, a fused kernel for the whole loop that `jaxrnn.scan`
       uses in place of stepping ``step``; it must compute the same numbers.
+      One that also takes ``init=None`` is given, with resets, the carry a
+      reset restores (the cell's ``initial_carry(params)``, which a cell
+      built on another's sequence may have replaced).
       Optional; built-in cells get theirs from `jaxrnn.fused_cell`.
     batched: ``(params, carry, xs [B, T, I], mask, reverse, unroll) ->
       (carry, ys [B, T, O])``, a kernel for a whole batch (carry and mask

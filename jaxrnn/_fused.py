@@ -114,7 +114,7 @@ def read_ahead_sequence(step: Callable, initial_carry: Callable) -> Callable:
   reading ahead: Cho et al.'s GRU (``gru(H, reset_after=False)``), whose
   second matmul reads the reset gate.
   """
-  def sequence(params, carry, gxs, *, mask, resets, reverse, unroll):
+  def sequence(params, carry, gxs, *, mask, resets, reverse, unroll, init=None):
     # Values the step closes over (traced where they are differentiated, an
     # activation's scale say) become arguments: a custom JVP's functions
     # may not close over tracers.
@@ -122,7 +122,7 @@ def read_ahead_sequence(step: Callable, initial_carry: Callable) -> Callable:
     converted, consts = jax.closure_convert(step, params, carry, gx)
     plain = lambda both, carry, gx: converted(both[0], carry, gx, *both[1])
     return _plain_ahead(plain, reverse, unroll, (params, consts), carry, gxs, mask, resets,
-                        initial_carry(params))
+                        initial_carry(params) if init is None else init)
 
   # with_compute_dtype rebuilds it around the casting step and initial
   # carry, so that derivatives see the params in their own dtype (the
@@ -361,9 +361,9 @@ def fused_cell(
     w = _check_parts(params, a, gx, weight, additive)
     return finish(params, carry, gx, matmul(a, w))
 
-  def sequence(params, carry, gxs, *, mask, resets, reverse, unroll):
+  def sequence(params, carry, gxs, *, mask, resets, reverse, unroll, init=None):
     w = recurrent_weight(params, carry, jax.tree.map(one, gxs))
-    init_carry = initial_carry(params)
+    init_carry = initial_carry(params) if init is None else init
     gx = jax.tree.map(lambda a: a[0], gxs)
     u = jnp.zeros_like(matmul(recurrent_input(carry), w))   # an example; never computed
     fin, rest = closure_converted(finish, params, carry, gx, u)

@@ -7,6 +7,8 @@ layers built on it (`_layers.py`).
 
 from __future__ import annotations
 
+import inspect
+
 import contextlib
 import contextvars
 import re
@@ -131,13 +133,27 @@ def scan(
     _, y = jax.eval_shape(cell.step, params, carry, gx)
     return carry, jax.tree.map(lambda s: jnp.zeros((0,) + s.shape, s.dtype), y)
   if cell.sequence is not None:
+    # The carry a reset restores is this cell's initial_carry, which may not
+    # be the one the sequence was built with (a cell whose initial_carry was
+    # replaced by a learned one): a sequence that takes init= is told it.
+    extra = {"init": init} if resets is not None and takes_init(cell.sequence) else {}
     return cell.sequence(params, carry, gxs, mask=mask, resets=resets,
-                         reverse=reverse, unroll=unroll)
+                         reverse=reverse, unroll=unroll, **extra)
 
   # Scanned over, not read by index: under jax.vmap that costs a time-major
   # copy of gxs, but only then does unroll pay on CPU (see _fused._forward).
   return jax.lax.scan(partial(masked_step, cell.step, params, init), carry,
                       (gxs, mask, resets), reverse=reverse, unroll=unroll)
+
+
+def takes_init(sequence) -> bool:
+  """Does ``sequence`` take ``init=``, the carry a reset restores (by name,
+  or through ``**kwargs``, as a wrapper passing them to a built-in one does)?"""
+  try:
+    parameters = inspect.signature(sequence).parameters.values()
+  except (TypeError, ValueError):
+    return False
+  return any(p.name == "init" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def masked_step(step, params: Params, init: Carry, carry: Carry, inputs):

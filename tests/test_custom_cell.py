@@ -292,3 +292,25 @@ def test_what_a_fused_step_closes_over_is_differentiated_on_every_path():
     ensemble = jnp.array([0.5, 1.3])
     np.testing.assert_allclose(jax.vmap(jax.grad(loss["scan_batch"]))(ensemble),
                                jax.vmap(jax.grad(loss["plain"]))(ensemble), rtol=1e-5)
+
+
+def test_a_learned_initial_carry_is_what_resets_restore_on_a_borrowed_fused_kernel():
+  # A cell whose initial_carry is a param, running the LSTM's own fused
+  # sequence: a reset restores the learned carry, not the LSTM's zeros.
+  inner = jaxrnn.lstm(H)
+
+  def init(key, n):
+    p = inner.init(key, n)
+    return dict(inner=p, c0=jax.tree.map(lambda a: a + 0.3, inner.initial_carry(p)))
+
+  cell = jaxrnn.Cell(
+      init=init, initial_carry=lambda p: p["c0"], output_size=H,
+      step=lambda p, c, gx: inner.step(p["inner"], c, gx),
+      project=lambda p, xs: inner.project(p["inner"], xs),
+      sequence=lambda p, carry, gxs, **kw: inner.sequence(p["inner"], carry, gxs, **kw))
+  params = cell.init(jax.random.key(0), I)
+  resets = jnp.zeros(T, bool).at[3].set(True)
+  _, ys = jaxrnn.scan(cell, params, XS[0], resets=resets)
+  assert_close(ys[3:], jaxrnn.scan(cell, params, XS[0, 3:])[1])     # from the learned c0
+  loss = lambda c: lambda p: jnp.sum(jaxrnn.scan(c, p, XS[0], resets=resets)[1] ** 2)
+  assert_close(jax.grad(loss(cell))(params), jax.grad(loss(jaxrnn.unfused(cell)))(params))
