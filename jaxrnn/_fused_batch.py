@@ -327,9 +327,10 @@ def fused_batch_kernel(
     # saved s_t and gx's gradient are not rounded; the cast's own VJP
     # returns that gradient in gx's dtype.
     gxs = gxs.astype(jnp.promote_types(gxs.dtype, carry_dtype(w.dtype)))
-    first = lambda tree: jax.tree.map(lambda a: a[0], tree)
-    one_carry, one_gx = first(carry), first(first(gxs))
-    fin, rest = closure_converted(finish, params, one_carry, one_gx, jnp.zeros_like(one_gx))
+    # One example's carry and gx, as zeros: indexing would fail at B = 0.
+    one = lambda tree, axes: jax.tree.map(lambda a: jnp.zeros(a.shape[axes:], a.dtype), tree)
+    one_gx = one(gxs, 2)
+    fin, rest = closure_converted(finish, params, one(carry, 1), one_gx, jnp.zeros_like(one_gx))
     return _recurrence(fin, recurrent_input, reverse, unroll, rest, w,
                        carry, gxs, mask, recurrent_mask)
 

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from jaxrnn._cell import Array, Carry, Cell, Params, is_flax, not_a_cell, project_one
 from jaxrnn._dropout import (check_key, check_rate, mask_inputs, recurrent_size,
                              variational_masks)
-from jaxrnn._scan import (RESTORED_WITHOUT_TEMPLATE, check_carry, check_cell, check_params,
+from jaxrnn._scan import (RESTORED_WITHOUT_TEMPLATE, check_carry, check_cell,
+                          check_checkpoint_every, check_params,
                           check_params_of_any_input, named, scan, torch_free, within)
 from jaxrnn._scan_batch import batch_major, reported_as, scan_batch
 
@@ -169,9 +170,11 @@ def check_one_sequence(where: str, xs) -> None:
 
 
 def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
-        dropout: float = 0.0, recurrent_dropout: float = 0.0) -> Seq:
+        dropout: float = 0.0, recurrent_dropout: float = 0.0,
+        checkpoint_every: Optional[int] = None) -> Seq:
   """A `Seq` that runs ``cell`` over the sequence with `jaxrnn.scan`
-  (`jaxrnn.scan_batch` in `apply_batch`); ``unroll`` as there.
+  (`jaxrnn.scan_batch` in `apply_batch`); ``unroll`` and
+  ``checkpoint_every`` (rematerialised chunks, for long sequences) as there.
 
   ``dropout`` and ``recurrent_dropout`` are Keras' variational dropout
   (Gal & Ghahramani 2016; `jaxrnn._dropout`): called with a ``key``, each
@@ -212,6 +215,7 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
   ((5, 8), (8,))
   """
   check_cell("rnn", cell)
+  check_checkpoint_every("rnn", checkpoint_every)
   dropout = check_rate("jaxrnn.rnn", "dropout", dropout)
   recurrent_dropout = check_rate("jaxrnn.rnn", "recurrent_dropout", recurrent_dropout)
 
@@ -227,7 +231,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
       m_x, m_h = masks(params, xs.shape[-1], key)
       xs = mask_inputs(xs, m_x)
     return scan(cell, params, xs, carry=carry, mask=mask, resets=resets,
-                reverse=reverse, unroll=unroll, recurrent_mask=m_h)
+                reverse=reverse, unroll=unroll, recurrent_mask=m_h,
+                checkpoint_every=checkpoint_every)
 
   def apply_batch_(params, xs, *, carry=None, mask=None, resets=None, keys=None):
     m_h = None
@@ -236,7 +241,8 @@ def rnn(cell: Cell, *, reverse: bool = False, unroll: int | bool | None = None,
       m_x, m_h = jax.vmap(lambda k: masks(params, xs.shape[-1], k))(keys)
       xs = mask_inputs(xs, m_x)
     return scan_batch(cell, params, xs, carry=carry, mask=mask, resets=resets,
-                      reverse=reverse, unroll=unroll, recurrent_mask=m_h)
+                      reverse=reverse, unroll=unroll, recurrent_mask=m_h,
+                      checkpoint_every=checkpoint_every)
 
   def step(params, carry, x):
     if reverse:

@@ -8,6 +8,7 @@ layers built on it (`_layers.py`).
 from __future__ import annotations
 
 import inspect
+import operator
 
 import contextlib
 import contextvars
@@ -34,6 +35,7 @@ def scan(
     reverse: bool = False,
     unroll: int | bool | None = None,
     recurrent_mask: Optional[Array] = None,
+    checkpoint_every: Optional[int] = None,
 ) -> tuple[Carry, Array]:
   """Runs ``cell`` over one sequence ``xs [T, I]``: ``(carry, ys [T, O])``.
 
@@ -77,6 +79,13 @@ def scan(
       mask; `jaxrnn.rnn`'s ``recurrent_dropout`` draws it), a constant (no
       gradient flows to it); the carry is not multiplied. Needs the recurrent weights as ``params.w_h [P, G]``,
       whose rows it scales (``R (m h) = (diag(m) R) h``).
+    checkpoint_every: K, to differentiate a long sequence in less memory
+      (rematerialisation, `jax.checkpoint`): the loop runs as chunks of K
+      steps, and the backward pass keeps only the carry at each chunk's
+      start, recomputing a chunk's forward when it reaches it. Memory for
+      the saved activations goes from T steps' to T / K carries plus K
+      steps', for one more forward pass; ``K`` near ``sqrt(T)`` keeps the
+      least. The same numbers as without it (`chunked`).
 
   Raises:
     ValueError: at trace time, for a batched ``xs``, params unlike those
@@ -108,6 +117,13 @@ def scan(
   reverse, unroll = check_loop_options("scan", reverse, unroll, T)
   mask = check_flags("mask", mask, T)
   resets = check_flags("resets", resets, T)
+  every = check_checkpoint_every("scan", checkpoint_every)
+  if every is not None and isinstance(T, int) and T > every:
+    def chunk(carry, x, m, r):
+      return scan(cell, params, x, carry=carry, mask=m, resets=r, reverse=reverse,
+                  unroll=unroll)
+    return chunked(chunk, cell.initial_carry(params) if carry is None else carry,
+                   xs, mask, resets, reverse, every, time_axis=0)
   init = cell.initial_carry(params)
   if carry is None:
     if getattr(cell, "decoder_carry", None) is not None:
@@ -136,9 +152,18 @@ def scan(
     # The carry a reset restores is this cell's initial_carry, which may not
     # be the one the sequence was built with (a cell whose initial_carry was
     # replaced by a learned one): a sequence that takes init= is told it.
-    extra = {"init": init} if resets is not None and takes_init(cell.sequence) else {}
-    return cell.sequence(params, carry, gxs, mask=mask, resets=resets,
-                         reverse=reverse, unroll=unroll, **extra)
+    run = partial(cell.sequence, params, carry, gxs, mask=mask, resets=resets,
+                  reverse=reverse, unroll=unroll)
+    takes = takes_init(cell.sequence) if resets is not None else "no"
+    if takes == "no":
+      return run()
+    try:
+      return run(init=init)
+    except TypeError as e:
+      # **kwargs passed on to a sequence of one's own that takes no init
+      if takes == "named" or "unexpected keyword argument 'init'" not in str(e):
+        raise
+      return run()
 
   # Scanned over, not read by index: under jax.vmap that costs a time-major
   # copy of gxs, but only then does unroll pay on CPU (see _fused._forward).
@@ -146,14 +171,64 @@ def scan(
                       (gxs, mask, resets), reverse=reverse, unroll=unroll)
 
 
-def takes_init(sequence) -> bool:
-  """Does ``sequence`` take ``init=``, the carry a reset restores (by name,
-  or through ``**kwargs``, as a wrapper passing them to a built-in one does)?"""
+def check_checkpoint_every(where: str, every) -> Optional[int]:
+  if every is None:
+    return None
   try:
-    parameters = inspect.signature(sequence).parameters.values()
+    k = None if isinstance(every, (bool, np.bool_)) else operator.index(every)
+  except TypeError:
+    k = None
+  if k is None or k < 1:
+    raise ValueError(f"jaxrnn.{where}: checkpoint_every={every!r}; expected None or an "
+                     f"int >= 1, the steps of each rematerialised chunk (static).")
+  return k
+
+
+def chunked(run, carry, xs, mask, resets, reverse: bool, every: int, *, time_axis: int):
+  """``run(carry, xs_k, mask_k, resets_k) -> (carry, ys_k)`` over chunks of
+  ``every`` steps along ``time_axis``, each under `jax.checkpoint`.
+
+  The last chunk is filled out with masked steps, which are no-ops with
+  zero outputs (`scan`'s semantics), so the result is the unchunked run's;
+  their outputs are cut off. Chunks run last first where ``reverse``.
+  """
+  T = xs.shape[time_axis]
+  n = -(-T // every)
+  pad = n * every - T
+  flags_shape = xs.shape[:time_axis + 1]                 # [T] or [B, T]
+  mask = jnp.ones(flags_shape, bool) if mask is None else mask
+
+  def cut(a):          # [..., T, ...] -> [n, ..., every, ...], padded at the end
+    a = jnp.pad(a, [(0, pad) if i == time_axis else (0, 0) for i in range(a.ndim)])
+    a = a.reshape(a.shape[:time_axis] + (n, every) + a.shape[time_axis + 1:])
+    return jnp.moveaxis(a, time_axis, 0)
+
+  def body(carry, chunk):
+    x, m, r = chunk
+    return run(carry, x, m, r)
+
+  carry, ys = jax.lax.scan(jax.checkpoint(body), carry,
+                           (cut(xs), cut(mask), None if resets is None else cut(resets)),
+                           reverse=reverse)
+
+  def join(y):         # [n, ..., every, ...] -> [..., T, ...]
+    y = jnp.moveaxis(y, 0, time_axis)
+    y = y.reshape(y.shape[:time_axis] + (n * every,) + y.shape[time_axis + 2:])
+    return jax.lax.slice_in_dim(y, 0, T, axis=time_axis)
+  return carry, jax.tree.map(join, ys)
+
+
+def takes_init(sequence) -> str:
+  """Does ``sequence`` take ``init=``, the carry a reset restores: "named",
+  "maybe" (``**kwargs``, as a wrapper passing them to a built-in sequence
+  has) or "no"?"""
+  try:
+    parameters = list(inspect.signature(sequence).parameters.values())
   except (TypeError, ValueError):
-    return False
-  return any(p.name == "init" or p.kind is p.VAR_KEYWORD for p in parameters)
+    return "no"
+  if any(p.name == "init" for p in parameters):
+    return "named"
+  return "maybe" if any(p.kind is p.VAR_KEYWORD for p in parameters) else "no"
 
 
 def masked_step(step, params: Params, init: Carry, carry: Carry, inputs):

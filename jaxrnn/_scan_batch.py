@@ -17,9 +17,10 @@ import numpy as np
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask
-from jaxrnn._scan import (FLAX_LSTM_CARRY, _describe, check_cell, check_loop_options,
-                          check_not_varying, check_params, flax_lstm_carry, named,
-                          same_layout, scan, torch_free, zero_padding)
+from jaxrnn._scan import (FLAX_LSTM_CARRY, _describe, check_cell, check_checkpoint_every,
+                          check_loop_options, check_not_varying, check_params, chunked,
+                          flax_lstm_carry, named, same_layout, scan, torch_free,
+                          zero_padding)
 
 # `jaxrnn.apply_batch` makes a time-major batch batch-major before its
 # layers run scan_batch; it names itself and its caller's layout here, so
@@ -55,6 +56,7 @@ def scan_batch(
     seq_lengths: Optional[Array] = None,
     time_major: bool = False,
     recurrent_mask: Optional[Array] = None,
+    checkpoint_every: Optional[int] = None,
 ) -> tuple[Carry, Array]:
   """Runs ``cell`` over a batch ``xs [B, T, I]``: ``(carry, ys [B, T, O])``.
 
@@ -95,9 +97,10 @@ def scan_batch(
   your own) has a generic one (1.1-1.6x
   faster than the per-example path at B = 4 to 128 on one CPU device; see
   `jaxrnn._fused_batch`).
-  Either kernel is a `jax.custom_vjp`, for `jax.grad`, `jax.vjp` and
-  `jax.jit`; forward mode (`jax.jvp`, `jax.jacfwd`, `jax.linearize`,
-  `jax.hessian`), which a custom_vjp does not pass, runs the vmapped
+  Either kernel is a `jax.custom_vjp`, for `jax.grad`, `jax.vjp`,
+  `jax.jit` and forward over reverse (`jax.hessian`, which differentiates
+  the kernel's backward, plain JAX); forward mode (`jax.jvp`,
+  `jax.jacfwd`), which a custom_vjp does not pass, runs the vmapped
   `jaxrnn.scan` instead, to the same numbers. That switch is made where
   forward mode traces this call, which three cases do not reach: a
   ``jax.jit`` inside the ``jvp`` (``jax.jacfwd(jax.jit(f))``: jit outside
@@ -145,6 +148,17 @@ def scan_batch(
     _check_batch_carry(where, carry, cell.initial_carry(params), B)
   if recurrent_mask is not None:
     recurrent_mask = check_recurrent_mask("jaxrnn.scan_batch", params, recurrent_mask, B)
+  every = check_checkpoint_every(where, checkpoint_every)
+  if every is not None and isinstance(T, int) and T > every:
+    def chunk(carry, x, m, r):
+      return scan_batch(cell, params, x, carry=carry, mask=m, resets=r, reverse=reverse,
+                        unroll=unroll, recurrent_mask=recurrent_mask)
+    if carry is None:
+      carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
+                           cell.initial_carry(params))
+    carry, ys = chunked(chunk, carry, xs, mask, resets, reverse, every, time_axis=1)
+    return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
+
   def per_example(carry):
     def one(x, c, m, r, rm):
       return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,

@@ -314,3 +314,10 @@ def test_a_learned_initial_carry_is_what_resets_restore_on_a_borrowed_fused_kern
   assert_close(ys[3:], jaxrnn.scan(cell, params, XS[0, 3:])[1])     # from the learned c0
   loss = lambda c: lambda p: jnp.sum(jaxrnn.scan(c, p, XS[0], resets=resets)[1] ** 2)
   assert_close(jax.grad(loss(cell))(params), jax.grad(loss(jaxrnn.unfused(cell)))(params))
+  # **kwargs passed on to a sequence of one's own that takes no init still runs
+  def own(p, carry, gxs, *, mask, resets, reverse, unroll):
+    return jaxrnn.scan(jaxrnn.unfused(cell), p, gxs, carry=carry, mask=mask, resets=resets,
+                       reverse=reverse, unroll=unroll)
+  wrapped = cell._replace(project=None, sequence=lambda p, c, g, **kw: own(p, c, g, **kw))
+  assert_close(jaxrnn.scan(wrapped, params, XS[0], resets=resets)[1],
+               jaxrnn.scan(jaxrnn.unfused(cell), params, XS[0], resets=resets)[1])

@@ -63,6 +63,14 @@ def test_dropout_draws_per_sequence_as_apply_does_and_only_with_a_key():
   np.testing.assert_allclose(batched, each, rtol=1e-5, atol=1e-5)
   _, plain = lm.apply_batch(params, ids)
   assert not np.allclose(batched, plain)              # dropped, with a key
+  # apply's key is split three ways: the layer's, the embedding's and the
+  # output's masks, so no mask repeats another's draws
+  k_layer, k_in, k_out = jax.random.split(keys[0], 3)
+  drop = lambda k, x: jnp.where(jax.random.bernoulli(k, 0.5, x.shape), x / 0.5, 0.0)
+  layer = jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.gru(H), dropout=0.3)
+  _, hs = layer.apply(params.core, drop(k_in, params.embed[ids[0]]), key=k_layer)
+  np.testing.assert_allclose(each[0], drop(k_out, hs) @ params.embed.T + params.b_out,
+                             rtol=1e-5, atol=1e-5)
   undropped = tasks.language_model(jaxrnn.stack(jaxrnn.lstm(H), jaxrnn.gru(H)), V, tied=True)
   np.testing.assert_allclose(plain, undropped.apply_batch(params, ids)[1], rtol=1e-6)
 
@@ -83,6 +91,11 @@ def test_evaluate_scores_every_next_token_once_with_the_carry_passed_on():
   got = lm.evaluate(params, stream, batch_size=3, window=4)
   parts = [stream[0:17], stream[16:33], stream[32:47]]
   np.testing.assert_allclose(got["loss"], sum(map(nll, parts)) / 46, rtol=1e-5)
+  # the loss's carry stops at a window's last valid step, as the mask says
+  window = jnp.asarray(stream[:8]).reshape(2, 4)
+  mask = jnp.array([[True] * 4, [True, True, False, False]])
+  *_, carry = lm.loss(params, lm.initial_carry(params, 2), (window, window, mask))
+  np.testing.assert_allclose(carry[1], lm.apply(params, window[1, :2])[0], rtol=1e-5, atol=1e-6)
 
 
 def test_tbptt_training_learns_a_cycle_and_generate_continues_it(tmp_path):
@@ -97,8 +110,10 @@ def test_tbptt_training_learns_a_cycle_and_generate_continues_it(tmp_path):
   state = train.init_state(lm.init(jax.random.key(0)), opt)
   carry = lm.initial_carry(state.params, batch_size=4)
   before = lm.evaluate(state.params, stream[:200])["perplexity"]
-  for k in range(3 * len(xs)):
-    state, carry, metrics = step(state, carry, (xs[k % len(xs)], ys[k % len(ys)]))
+  for epoch in range(3):
+    for x, y in zip(xs, ys):
+      state, carry, metrics = step(state, carry, (x, y))
+    state = train.plateau_step(state, lm.evaluate(state.params, stream[:200])["loss"])
   after = lm.evaluate(state.params, stream[:200])
   assert before > 5 and after["perplexity"] < 1.5, (before, after)
   tokens = tasks.generate(lm, state.params, jnp.array([2, 3, 4]), 12, temperature=0)

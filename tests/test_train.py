@@ -231,7 +231,8 @@ def test_cross_entropy_and_accuracy_leave_out_masked_steps():
   train.cross_entropy(logits, labels.at[3].set(-100), mask)
   with pytest.raises(ValueError, match=r"last_step_cross_entropy: labels hold -1"):
     train.last_step_cross_entropy(logits[None], jnp.array([-1]))
-  assert np.isnan(jax.jit(train.cross_entropy)(logits, labels.at[1].set(7))[0])  # traced: nan
+  for bad in (7, -1):           # traced: nan, not the class -1 would wrap to
+    assert np.isnan(jax.jit(train.cross_entropy)(logits, labels.at[1].set(bad))[0])
 
 
 def test_metrics_are_divided_by_the_batch_count_like_the_loss():
@@ -819,7 +820,7 @@ def test_fit_cuts_the_rate_on_an_evaluated_plateau_and_checkpoints_the_scale(tmp
   # steps' sizes show the scale in use; evaluate reports a scripted metric.
   loss_fn = lambda p, x: (jnp.sum((p - x) ** 2), jnp.float32(1), {})
   opt = optax.chain(optax.sgd(0.1), train.reduce_lr_on_plateau(0.5, patience=0))
-  step = train.make_train_step(loss_fn, opt, donate=False)
+  step = train.make_train_step(loss_fn, opt)          # donating, as by default
   scripted = iter([3.0, 2.0, 2.0, 1.0, 1.5, 1.5])
   evaluate = lambda s: {"loss": next(scripted)}
   state, history = train.fit(step, train.init_state(jnp.zeros(()), opt),
@@ -835,6 +836,7 @@ def test_fit_cuts_the_rate_on_an_evaluated_plateau_and_checkpoints_the_scale(tmp
   jaxrnn.io.save(tmp_path / "s.msgpack", state)
   back = jaxrnn.io.load(tmp_path / "s.msgpack")
   assert float(back.opt_state[1].scale) == 0.125 and int(back.opt_state[1].bad_count) == 0
+  step = train.make_train_step(loss_fn, opt, donate=False)   # start is reused below
   start = train.init_state(jnp.zeros(()), opt)
   batches = [jnp.ones((1,))] * 2
   for kwargs, says in [(dict(reduce_lr_on="loss"), "no evaluate is given"),
@@ -847,8 +849,16 @@ def test_fit_cuts_the_rate_on_an_evaluated_plateau_and_checkpoints_the_scale(tmp
   with pytest.raises(ValueError, match="holds no jaxrnn.train.reduce_lr_on_plateau"):
     train.fit(step, train.init_state(jnp.zeros(()), plain), batches, 2, quiet=True,
               evaluate=lambda s: {"loss": 1.0}, eval_every=1, reduce_lr_on="loss")
-  with pytest.warns(UserWarning, match="its scale stays at 1"):
+  with pytest.warns(UserWarning, match="its scale stays at 1"):     # evaluated, not cut
+    train.fit(step, start, batches, 2, quiet=True, evaluate=lambda s: {"loss": 1.0},
+              eval_every=1)
+  with warnings.catch_warnings():          # no evaluations: plateau_step is the caller's
+    warnings.simplefilter("error")
     train.fit(step, start, batches, 2, quiet=True)
+  # plateau_step under jit and vmap (an ensemble's schedules)
+  states = jax.vmap(opt.init)(jnp.zeros(3))
+  states = jax.jit(jax.vmap(train.plateau_step))(states, jnp.array([1.0, 2.0, 3.0]))
+  assert states[1].best.tolist() == [1.0, 2.0, 3.0]
   with pytest.raises(ValueError, match=r"factor=1.5; expected a number in \(0, 1\)"):
     train.reduce_lr_on_plateau(1.5)
   with pytest.raises(ValueError, match="patience=-1; expected an int >= 0"):
@@ -876,5 +886,8 @@ def test_pad_batch_pads_to_a_multiple_and_its_mask_leaves_the_padding_out():
                        (dict(multiple=0), r"multiple=0; expected an int >= 1")]:
     with pytest.raises(ValueError, match=says):
       train.pad_batch([[1, 2], [3]], **kwargs)
-  with pytest.raises(ValueError, match=r"sequences are int64\[2\], float64\[1\]; expected"):
-    train.pad_batch([np.array([1, 2]), np.array([0.5])])
+  ids, mask = train.pad_batch([np.array([1, 2], np.int32), [], [3]])   # an empty one too
+  assert ids.dtype == np.int64 and mask.sum(1).tolist() == [2, 0, 1]
+  with pytest.raises(ValueError, match=r"sequences are float64\[2, 3\], float64\[1, 2\]; "
+                     r"expected \[T_b\] or \[T_b, ...\] arrays with the same trailing axes"):
+    train.pad_batch([np.zeros((2, 3)), np.zeros((1, 2))])

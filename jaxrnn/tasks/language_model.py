@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._cell import Cell, check_size, exportable
-from jaxrnn._dropout import check_rate
-from jaxrnn._layers import Seq, apply_batch, as_seq
+from jaxrnn._dropout import check_key, check_rate
+from jaxrnn._layers import Seq, as_seq, run_batch
+from jaxrnn._scan_batch import batch_major, reported_as
 
 
 @exportable
@@ -75,9 +76,10 @@ def language_model(layer: Union[Cell, Seq], vocab_size: int, *,
   * ``apply(params, ids int[T], *, carry=None, mask=None, resets=None,
     key=None) -> (carry, logits [T, V])``, one sequence; ``apply_batch``
     the same for ``ids [B, T]`` on the batched path (``seq_lengths``,
-    ``time_major`` as in `jaxrnn.apply_batch`); the dropout masks of
-    sequence b come from ``jax.random.split(key, B)[b]``, as ``apply``'s
-    from its key, so the two agree.
+    ``time_major`` as in `jaxrnn.apply_batch`). ``apply`` splits its key
+    in three, ``k_layer, k_embed, k_out = jax.random.split(key, 3)``, for
+    the layer and the two masks; sequence b of ``apply_batch`` draws as
+    ``apply`` does from ``jax.random.split(key, B)[b]``, so the two agree.
   * ``initial_carry(params, batch_size=None)``: the zero carry, with a
     leading ``batch_size`` axis when given (the carry TBPTT starts from).
   * ``step(params, carry, id) -> (carry, logits [V])``, for decoding;
@@ -156,28 +158,34 @@ def language_model(layer: Union[Cell, Seq], vocab_size: int, *,
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
-  def drop_batch(key, x, axis, salt):
-    """Sequence b's mask from split(key, B)[b] folded with ``salt``, as ``apply`` draws."""
-    if key is None or rate == 0.0:
-      return x
-    keys = jax.random.split(key, x.shape[axis])
-    return jax.vmap(lambda k, a: drop(jax.random.fold_in(k, salt), a),
-                    in_axes=(0, axis), out_axes=axis)(keys, x)
+  def keys_of(key):
+    """``(layer, embedding, output)`` keys, three independent streams."""
+    return (None,) * 3 if key is None else tuple(jax.random.split(key, 3))
 
   def apply(params, ids, *, carry=None, mask=None, resets=None, key=None):
-    given = {k: v for k, v in (("key", key), ("resets", resets)) if v is not None}
-    xs = drop(None if key is None else jax.random.fold_in(key, 1), embed(params, ids))
+    k_layer, k_in, k_out = keys_of(check_key(where, key))
+    given = {k: v for k, v in (("key", k_layer), ("resets", resets)) if v is not None}
+    xs = drop(k_in, embed(params, ids))
     carry, hs = seq.apply(params.core, xs, carry=carry, mask=mask, **given)
-    hs = drop(None if key is None else jax.random.fold_in(key, 2), hs)
-    return carry, readout(params, hs)
+    return carry, readout(params, drop(k_out, hs))
 
   def apply_batch_(params, ids, *, carry=None, mask=None, resets=None, key=None,
                    seq_lengths=None, time_major=False):
-    axis = 1 if time_major else 0
-    xs = drop_batch(key, embed(params, ids), axis, 1)
-    carry, hs = apply_batch(seq, params.core, xs, carry=carry, mask=mask, resets=resets,
-                            key=key, seq_lengths=seq_lengths, time_major=time_major)
-    return carry, readout(params, drop_batch(key, hs, axis, 2))
+    xs, mask, resets = batch_major(where, embed(params, ids), mask, resets, seq_lengths,
+                                   time_major, "model.apply", rank=3)
+    key = check_key(where, key)
+    if key is None:
+      keys = (None,) * 3
+    else:         # sequence b draws as apply does from split(key, B)[b]
+      keys = jax.vmap(lambda k: jnp.stack(keys_of(k)), out_axes=1)(
+          jax.random.split(key, xs.shape[0]))
+    k_layer, k_in, k_out = keys
+    per_sequence = lambda k, x: x if k is None else jax.vmap(drop)(k, x)
+    with reported_as("tasks.language_model(...).apply_batch", time_major):
+      carry, hs = run_batch(seq, params.core, per_sequence(k_in, xs), carry=carry,
+                            mask=mask, resets=resets, keys=k_layer)
+    logits = readout(params, per_sequence(k_out, hs))
+    return carry, jnp.swapaxes(logits, 0, 1) if time_major else logits
 
   def initial_carry(params, batch_size=None):
     carry = seq.initial_carry(params.core)
@@ -194,7 +202,7 @@ def language_model(layer: Union[Cell, Seq], vocab_size: int, *,
     from jaxrnn.train import accuracy, cross_entropy   # optax only where training
     inputs, targets, *mask = batch
     mask = mask[0] if mask else None
-    carry, logits = apply_batch_(params, inputs, carry=carry, key=key)
+    carry, logits = apply_batch_(params, inputs, carry=carry, mask=mask, key=key)
     total, count = cross_entropy(logits, targets, mask)
     correct, _ = accuracy(logits, targets, mask)
     return total, count, {"accuracy": correct}, carry

@@ -20,6 +20,7 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._cell import Cell, exportable
 from jaxrnn._layers import Seq, apply_batch, as_seq
@@ -106,6 +107,18 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
   return Model(init=init, apply=apply,
                initial_carry=lambda params: seq.initial_carry(params.core),
                step=step, output_size=output_size, apply_batch=apply_batch_)
+
+
+def check_steps(where: str, steps, what: str) -> int:
+  """``steps`` as an int >= 0; raises naming the value given."""
+  try:
+    n = None if isinstance(steps, bool) else operator.index(steps)
+  except TypeError:
+    n = None
+  if n is None or n < 0:
+    raise ValueError(f"{where}: steps is {steps!r}; expected an int >= 0, the number of "
+                     f"{what} (static under jit).")
+  return n
 
 
 def check_takes_key(apply: Callable, name: str) -> None:
@@ -222,13 +235,7 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
         f"{where}: prompt is {prompt.dtype}{list(prompt.shape)}; expected int[P] "
         f"with P >= 1, the token ids the continuation follows. Fix: "
         f"jnp.asarray(vocab.encode(text)); for a batch of prompts, jax.vmap.")
-  try:
-    steps = operator.index(steps)
-  except TypeError:
-    steps = -1
-  if steps < 0:
-    raise ValueError(f"{where}: steps is {steps!r}; expected an int >= 0, the number of "
-                     f"tokens to generate (static under jit).")
+  steps = check_steps(where, steps, "tokens to generate")
   try:
     known = float(temperature)                  # None where it is traced
   except (TypeError, jax.errors.ConcretizationTypeError):
@@ -240,11 +247,13 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
                      f"key. Fix: pass key=jax.random.key(...), or temperature=0 "
                      f"for the most likely tokens.")
   V = model.output_size
-  if not isinstance(prompt, jax.core.Tracer) and not ((prompt >= 0) & (prompt < V)).all():
-    bad = int(prompt[(prompt < 0) | (prompt >= V)][0])
-    raise ValueError(f"{where}: prompt holds {bad}; expected ids in [0, {V}), the "
-                     f"model's output size. Fix: encode the prompt with the model's "
-                     f"vocabulary.")
+  if not isinstance(prompt, jax.core.Tracer):       # known: checked in NumPy
+    ids = np.asarray(prompt)
+    bad = ids[(ids < 0) | (ids >= V)]
+    if bad.size:
+      raise ValueError(f"{where}: prompt holds {int(bad[0])}; expected ids in [0, {V}), "
+                       f"the model's output size. Fix: encode the prompt with the "
+                       f"model's vocabulary.")
   one_hot = inputs is None and not getattr(model, "takes_ids", False)
   if inputs is None:
     inputs = (lambda ids: jax.nn.one_hot(ids, V)) if one_hot else (lambda ids: ids)
@@ -314,13 +323,7 @@ def rollout(model: Model, params, context, steps: int, *,
         f"[P, I] with P >= 1, the observed steps the forecast follows. Fix: "
         f"jnp.asarray(series, jnp.float32); for a batch of contexts, jax.vmap; "
         f"for token ids, generate.")
-  try:
-    steps = operator.index(steps)
-  except TypeError:
-    steps = -1
-  if steps < 0:
-    raise ValueError(f"{where}: steps is {steps!r}; expected an int >= 0, the number of "
-                     f"steps to predict (static under jit).")
+  steps = check_steps(where, steps, "steps to predict")
   I, O = context.shape[1], model.output_size
   if feedback is None:
     if O != I:

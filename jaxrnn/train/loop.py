@@ -101,15 +101,15 @@ def fit(
     record = host_values(metrics)
     if evaluate is not None and eval_every and done % eval_every == 0:
       record["eval"] = host_values(evaluate(state))
+      if reduce_lr_on is not None:   # first, so a best state kept below has seen it
+        state = plateau_step(state, _metric(record["eval"], "reduce_lr_on", reduce_lr_on))
+        scales = plateau_scales(state)
+        record["lr_scale"] = scales[0] if len(scales) == 1 else scales
       if restore_best is not None:
         value = _metric(record["eval"], "restore_best", restore_best)
         if best_value is None or (value < best_value if best_mode == "min" else value > best_value):
           # a copy: the next step donates (deletes) the state's buffers
           best_state, best_value = jax.tree.map(_copy, state), value
-      if reduce_lr_on is not None:
-        state = plateau_step(state, _metric(record["eval"], "reduce_lr_on", reduce_lr_on))
-        scales = plateau_scales(state)
-        record["lr_scale"] = scales[0] if len(scales) == 1 else scales
     history.append(record)
     progress.update(1)
     progress.set_postfix(loss=f"{np.mean(record.get('loss', float('nan'))):.4g}")
@@ -150,7 +150,9 @@ def _check_plateau(state, reduce_lr_on, evaluate) -> None:
   """``reduce_lr_on`` and a `reduce_lr_on_plateau` in the state go together."""
   scales = plateau_scales(state)
   if reduce_lr_on is None:
-    if scales:
+    # with evaluations but no reduce_lr_on, the cut was forgotten (without
+    # them, the caller may run plateau_step between fits)
+    if scales and evaluate is not None:
       warnings.warn(
           f"jaxrnn.train.fit: the optimizer holds reduce_lr_on_plateau, but "
           f"reduce_lr_on is None, so its scale stays at {scales[0]:g}. Fix: "

@@ -89,7 +89,8 @@ def cross_entropy(logits: Array, labels: Array, mask: Optional[Array] = None
   Shapes: logits [..., T, C], labels int[..., T], mask bool[..., T] (the
   leading axes, if any, are a batch's). Labels must lie in ``[0, C)`` where
   the mask keeps them (padding may hold -100, say): one outside is refused
-  where the values are known; traced (under jit) it gives a nan loss.
+  where the values are known; traced (under jit) it gives a nan loss, not
+  the score of a class it would wrap to.
 
   >>> import jax.numpy as jnp
   >>> total, count = cross_entropy(jnp.array([[0.0, 0.0], [5.0, -5.0]]), jnp.array([1, 0]))
@@ -99,7 +100,7 @@ def cross_entropy(logits: Array, labels: Array, mask: Optional[Array] = None
   labels = _labels("cross_entropy", logits, labels)
   mask = _step_mask("cross_entropy", mask, labels.shape)
   _check_classes("cross_entropy", labels, mask, jnp.shape(logits)[-1])
-  nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
+  nll = -_take_class(jax.nn.log_softmax(logits), labels)
   return jnp.sum(jnp.where(mask, nll, 0.0)), jnp.sum(mask).astype(jnp.float32)
 
 
@@ -130,6 +131,15 @@ def _labels(where: str, logits: Array, labels: Array) -> Array:
          "([T, C] and [T] for one example, [B, T, C] and [B, T] for a batch)",
          "pass class indices (jnp.argmax of one-hot labels), one per step")
   return labels
+
+
+def _take_class(logp: Array, labels: Array) -> Array:
+  """``logp[..., labels]``, nan for a label outside ``[0, C)``: the gather
+  would wrap a negative one (-1 to C - 1) into a plausible score."""
+  C = logp.shape[-1]
+  outside = (labels < 0) | (labels >= C)
+  index = jnp.where(outside, C, labels)[..., None]       # C: out of bounds, filled nan
+  return jnp.take_along_axis(logp, index, axis=-1, mode="fill", fill_value=jnp.nan)[..., 0]
 
 
 def _check_classes(where: str, labels: Array, mask: Array, classes: int) -> None:
@@ -221,7 +231,7 @@ def last_step_cross_entropy(logits: Array, label: Array, mask: Optional[Array] =
   valid = None if mask is None else jnp.any(jnp.asarray(mask, bool), axis=-1)
   _check_classes("last_step_cross_entropy", label,
                  jnp.ones(label.shape, bool) if valid is None else valid, jnp.shape(logits)[-1])
-  nll = -jnp.take_along_axis(jax.nn.log_softmax(last), label[..., None], axis=-1)[..., 0]
+  nll = -_take_class(jax.nn.log_softmax(last), label)
   if mask is None:
     return jnp.sum(nll), jnp.float32(label.size)
   return jnp.sum(jnp.where(valid, nll, 0.0)), jnp.sum(valid).astype(jnp.float32)

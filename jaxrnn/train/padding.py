@@ -37,14 +37,16 @@ def pad_batch(sequences: Sequence, *, multiple: int = 1, length: Optional[int] =
   arrays = [np.asarray(s) for s in sequences]
   if not arrays:
     raise ValueError(f"{where}: no sequences; expected at least one.")
-  ranks = {a.shape[1:] for a in arrays}
-  dtypes = {a.dtype for a in arrays}
-  if any(a.ndim < 1 for a in arrays) or len(ranks) > 1 or len(dtypes) > 1:
+  nonempty = [a for a in arrays if a.size] or arrays
+  ranks = {a.shape[1:] for a in nonempty}
+  if any(a.ndim < 1 for a in arrays) or len(ranks) > 1:
     shown = ", ".join(f"{a.dtype}{list(a.shape)}" for a in arrays[:4])
     raise ValueError(
         f"{where}: sequences are {shown}{' ...' if len(arrays) > 4 else ''}; expected "
-        f"[T_b] or [T_b, ...] arrays with the same trailing axes and dtype. Fix: "
-        f"np.asarray each with one dtype (ids as int32).")
+        f"[T_b] or [T_b, ...] arrays with the same trailing axes. Fix: np.asarray "
+        f"each, one step per row.")
+  # The dtype the nonempty ones share (an empty list reads as float64)
+  dtype = np.result_type(*nonempty)
   try:
     step = operator.index(multiple)
   except TypeError:
@@ -57,9 +59,10 @@ def pad_batch(sequences: Sequence, *, multiple: int = 1, length: Optional[int] =
     raise ValueError(
         f"{where}: length={length}, but a sequence has {longest} steps. Fix: "
         f"length={longest} or more, or cut the sequences first (a[:length]).")
-  batch = np.full((len(arrays), T) + arrays[0].shape[1:], value, arrays[0].dtype)
+  batch = np.full((len(arrays), T) + nonempty[0].shape[1:], value, dtype)
   mask = np.zeros((len(arrays), T), bool)
   for b, a in enumerate(arrays):
-    batch[b, :len(a)] = a
+    if a.size:
+      batch[b, :len(a)] = a
     mask[b, :len(a)] = True
   return batch, mask

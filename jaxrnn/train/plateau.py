@@ -62,8 +62,10 @@ def reduce_lr_on_plateau(factor: float = 0.1, patience: int = 10, *, mode: str =
   `jaxrnn.train.fit` (``reduce_lr_on="loss"``, a key of ``evaluate``'s
   metrics), which runs `plateau_step` after each evaluation; in a loop of
   your own, call `plateau_step` yourself. The settings are PyTorch's
-  ``ReduceLROnPlateau``'s (``threshold`` relative; ``min_scale`` is
-  ``min_lr`` over the initial rate); ``patience`` counts evaluations
+  ``ReduceLROnPlateau``'s (``threshold`` relative, a value improving on the
+  best by more than ``threshold * |best|``, which for a negative metric is
+  sign-safe where PyTorch's ``best * (1 - threshold)`` is not; ``min_scale``
+  is ``min_lr`` over the initial rate); ``patience`` counts evaluations
   without improvement before a cut, so ``patience=0`` cuts at the first
   (PyTorch's word-language-model example divides the rate by 4 so:
   ``factor=0.25, patience=0``).
@@ -134,8 +136,10 @@ def plateau_step(state: Any, value) -> Any:
     if not isinstance(node, PlateauState):
       return node
     new = _advance(node, value)
-    return jax.tree.map(lambda a, old: jax.device_put(a, old.sharding)
-                        if isinstance(old, jax.Array) else a, new, node)
+    # traced (plateau_step under jit or vmap), a leaf has no sharding to keep
+    keep = lambda a, old: (jax.device_put(a, old.sharding) if isinstance(old, jax.Array)
+                           and not isinstance(old, jax.core.Tracer) else a)
+    return jax.tree.map(keep, new, node)
   return jax.tree.map(advance, state, is_leaf=lambda x: isinstance(x, PlateauState))
 
 
