@@ -144,6 +144,26 @@ def _loop(finish, read, reverse, unroll, params, w, carry, gxs, mask, recurrent_
   return over_time(body, T, reverse, unroll, (carry, ys, saved))
 
 
+def forward_mode(*trees) -> bool:
+  """Is this call traced by forward mode (`jax.jvp`, `jax.jacfwd`)? Its
+  arguments are then JVP tracers; a batched kernel, a custom_vjp, cannot
+  pass it (JAX raises, eagerly or where a jit lowers), so the per-example
+  path runs, which has forward mode. Reverse mode (`jax.grad`, and inside
+  `jax.hessian`) traces with other tracers and keeps the kernel."""
+  tracer = getattr(jax.interpreters.ad, "JVPTracer", None)
+  # Where jax.grad linearizes through JVP tracers too (JAX without direct
+  # linearize), they say nothing: the kernel runs, and an eager jvp's error
+  # is caught at the call instead.
+  if tracer is None or not getattr(jax.config, "jax_use_direct_linearize", False):
+    return False
+  return any(isinstance(leaf, tracer) for leaf in jax.tree.leaves(trees))
+
+
+# What JAX says of a custom_vjp under jvp, and the kernel when it sees one
+# coming in what its step closes over: scan_batch then runs the per-example path.
+FORWARD_MODE_ERROR = "forward-mode autodiff (jvp) to a custom_vjp"
+
+
 def closure_converted(finish: Callable, params: Params, carry, gx, u) -> tuple[Callable, Any]:
   """``(finish', rest)``: ``finish'(rest, c, gx, u) = finish(params, c, gx, u)``
   with the traced values ``finish`` closes over (a time step being
@@ -331,6 +351,9 @@ def fused_batch_kernel(
     one = lambda tree, axes: jax.tree.map(lambda a: jnp.zeros(a.shape[axes:], a.dtype), tree)
     one_gx = one(gxs, 2)
     fin, rest = closure_converted(finish, params, one(carry, 1), one_gx, jnp.zeros_like(one_gx))
+    if rest is not params and forward_mode(rest[1]):
+      raise TypeError(f"jaxrnn: can't apply {FORWARD_MODE_ERROR} function: the batched "
+                      f"kernel's step closes over a value forward mode differentiates.")
     return _recurrence(fin, recurrent_input, reverse, unroll, rest, w,
                        carry, gxs, mask, recurrent_mask)
 

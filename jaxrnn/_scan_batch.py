@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxrnn._cell import Array, Carry, Cell, Params
 from jaxrnn._dropout import check_recurrent_mask
+from jaxrnn._fused_batch import FORWARD_MODE_ERROR, forward_mode
 from jaxrnn._scan import (FLAX_LSTM_CARRY, _describe, check_cell, check_checkpoint_every,
                           check_loop_options, check_not_varying, check_params, chunked,
                           flax_lstm_carry, named, same_layout, scan, torch_free,
@@ -101,16 +102,16 @@ def scan_batch(
   `jax.jit` and forward over reverse (`jax.hessian`, which differentiates
   the kernel's backward, plain JAX); forward mode (`jax.jvp`,
   `jax.jacfwd`), which a custom_vjp does not pass, runs the vmapped
-  `jaxrnn.scan` instead, to the same numbers. That switch is made where
-  forward mode traces this call, which three cases do not reach: a
-  ``jax.jit`` inside the ``jvp`` (``jax.jacfwd(jax.jit(f))``: jit outside
-  instead, ``jax.jit(jax.jacfwd(f))``), `jax.linearize` and reverse over
-  forward (``jax.grad`` of a ``jax.jvp``), which JAX traces as it does
-  ``jax.grad``. Those fail with JAX's "can't apply forward-mode autodiff
-  (jvp) to a custom_vjp function" (or "Differentiation rule for
-  'custom_lin'"); for them run ``jax.vmap`` of `jaxrnn.scan`, whose
-  kernels have forward mode. Every other case runs exactly the vmapped
-  `jaxrnn.scan`.
+  `jaxrnn.scan` instead, to the same numbers, jitted or not. That switch
+  is made where forward mode traces this call (its arguments are JVP
+  tracers; reverse over forward, ``jax.grad`` of a ``jax.jvp``, too),
+  which two cases do not reach: a ``jax.jit`` inside the ``jvp``
+  (``jax.jacfwd(jax.jit(f))``: jit outside instead,
+  ``jax.jit(jax.jacfwd(f))``) and `jax.linearize`, which JAX traces as it
+  does ``jax.grad``. Those fail with JAX's "can't apply forward-mode
+  autodiff (jvp) to a custom_vjp function"; for them run ``jax.vmap`` of
+  `jaxrnn.scan`, whose kernels have forward mode. Every other case runs
+  exactly the vmapped `jaxrnn.scan`.
   Data-parallel (the batch split over devices by
   `jaxrnn.train.shard_batch`), the kernel's weight gradients are
   all-reduced once, after the loop; on 2 CPU cores split into 2 devices it
@@ -170,7 +171,8 @@ def scan_batch(
 
   kernel_takes_mask = getattr(cell.batched, "takes_recurrent_mask", False)
   if (cell.batched is not None and resets is None and T > 0
-      and (recurrent_mask is None or kernel_takes_mask)):
+      and (recurrent_mask is None or kernel_takes_mask)
+      and not forward_mode(params, carry, xs)):
     given_carry = carry
     if carry is None:
       carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
@@ -183,11 +185,9 @@ def scan_batch(
     try:
       carry, ys = kernel(params, carry, zero_padding(xs, mask) if mask is not None else xs,
                          mask, extra)
-    except TypeError as e:   # forward mode, met here when jax.jvp traces this call
-      if "forward-mode autodiff (jvp) to a custom_vjp" not in str(e):
+    except TypeError as e:   # forward mode the arguments do not show (closed over)
+      if FORWARD_MODE_ERROR not in str(e):
         raise
-      # The kernel is a custom_vjp (reverse mode only); forward mode runs the
-      # per-example path, which has it, to the same numbers.
       carry, ys = per_example(given_carry)
   else:
     carry, ys = per_example(carry)

@@ -243,33 +243,38 @@ def test_scan_equals_its_docstring_loop(name, reverse):
 
 def test_checkpoint_every_gives_the_same_numbers_keeping_a_fraction_of_the_residuals():
   # 23 steps in chunks of 5 (the last one filled out with masked steps),
-  # forward and reversed, with a mask and a reset; then the memory the
-  # backward pass keeps, read off jax.vjp's residuals, at T = 512.
+  # with a mask and a reset, reversed on the batched path; then the memory
+  # the backward pass keeps, read off jax.vjp's residuals, at T = 512.
   cell = jaxrnn.lstm(6)
   params = cell.init(jax.random.key(0), 3)
   B, T = 3, 23
   xs = jax.random.normal(jax.random.key(1), (B, T, 3))
   mask = jnp.arange(T)[None] < jnp.array([23, 11, 4])[:, None]
   resets = jnp.zeros((B, T), bool).at[:, 9].set(True)
-  for reverse in (False, True):
-    def runs(every):
-      each = jax.vmap(lambda x, m, r: jaxrnn.scan(cell, params, x, mask=m, resets=r,
-                                                  reverse=reverse, checkpoint_every=every))
-      layer = jaxrnn.rnn(cell, reverse=reverse, checkpoint_every=every)
-      return [lambda x: each(x, mask, resets),
-              lambda x: jaxrnn.scan_batch(cell, params, x, mask=mask, reverse=reverse,
-                                          checkpoint_every=every),
-              lambda x: jaxrnn.apply_batch(layer, params, x, mask=mask)]
-    for plain, chunked in zip(runs(None), runs(5)):
-      loss = lambda run: lambda x: sum(jnp.sum(a ** 2) for a in jax.tree.leaves(run(x)))
-      np.testing.assert_allclose(chunked(xs)[1], plain(xs)[1], rtol=1e-6, atol=1e-6)
-      np.testing.assert_allclose(jax.grad(loss(chunked))(xs), jax.grad(loss(plain))(xs),
-                                 rtol=1e-5, atol=1e-6)
+
+  def runs(every):
+    each = jax.vmap(lambda x, m, r: jaxrnn.scan(cell, params, x, mask=m, resets=r,
+                                                checkpoint_every=every))
+    layer = jaxrnn.rnn(cell, checkpoint_every=every)
+    return [lambda x: each(x, mask, resets),
+            lambda x: jaxrnn.scan_batch(cell, params, x, mask=mask, reverse=True,
+                                        checkpoint_every=every),
+            lambda x: jaxrnn.apply_batch(layer, params, x, mask=mask)]
+
+  def outputs_and_grad(run):      # one compile: the loss's gradient, ys beside it
+    def loss(x):
+      carry, ys = run(x)
+      return sum(jnp.sum(a ** 2) for a in jax.tree.leaves((carry, ys))), ys
+    (_, ys), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(xs)
+    return ys, grad
+  for plain, chunked in zip(runs(None), runs(5)):
+    for got, want in zip(outputs_and_grad(chunked), outputs_and_grad(plain)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   long = jax.random.normal(jax.random.key(2), (512, 3))
 
-  def residual_bytes(every):
-    _, pullback = jax.vjp(lambda p: jaxrnn.scan(cell, p, long, checkpoint_every=every)[1],
-                          params)
+  def residual_bytes(every):        # traced, not run: the pullback's residuals' shapes
+    pullback = jax.eval_shape(lambda p: jax.vjp(
+        lambda p: jaxrnn.scan(cell, p, long, checkpoint_every=every)[1], p)[1], params)
     return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(pullback))
   assert residual_bytes(23) < residual_bytes(None) / 5
   with pytest.raises(ValueError, match=r"checkpoint_every=0; expected None or an int >= 1"):
