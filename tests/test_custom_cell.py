@@ -221,7 +221,7 @@ def test_a_fused_cell_whose_projection_is_a_pair_differentiates_on_every_path():
            lambda p, x: jaxrnn.scan_batch(cell, p, x, mask=jnp.broadcast_to(MASKS[0], (B, T))),
            lambda p, x: jax.vmap(lambda x: jaxrnn.scan(jaxrnn.unfused(cell), p, x,
                                                        mask=MASKS[0]))(x)]
-  grads = [jax.grad(loss(run), (0, 1))(params, xs) for run in paths]
+  grads = [jax.jit(jax.grad(loss(run), (0, 1)))(params, xs) for run in paths]
   assert_close(grads[0], grads[2])
   assert_close(grads[1], grads[2])
   assert_close(jax.jacfwd(lambda x: jaxrnn.scan(cell, params, x)[1])(xs[0, :3]),
