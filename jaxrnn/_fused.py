@@ -365,7 +365,8 @@ def fused_cell(
     w = recurrent_weight(params, carry, jax.tree.map(one, gxs))
     init_carry = initial_carry(params) if init is None else init
     gx = jax.tree.map(lambda a: a[0], gxs)
-    u = jnp.zeros_like(matmul(recurrent_input(carry), w))   # an example; never computed
+    u_shape = jax.eval_shape(lambda c: matmul(recurrent_input(c), w), carry)
+    u = jnp.zeros(u_shape.shape, u_shape.dtype)             # an example of u's shape
     fin, rest = closure_converted(finish, params, carry, gx, u)
     return recurrence(fin, recurrent_input, reverse, unroll, additive, read_ahead, rest,
                       w, carry, gxs, mask, resets, init_carry)

@@ -7,11 +7,10 @@ layers built on it (`_layers.py`).
 
 from __future__ import annotations
 
-import inspect
-import operator
-
 import contextlib
 import contextvars
+import inspect
+import operator
 import re
 from functools import lru_cache, partial
 from typing import Optional
