@@ -117,12 +117,6 @@ def scan(
   mask = check_flags("mask", mask, T)
   resets = check_flags("resets", resets, T)
   every = check_checkpoint_every("scan", checkpoint_every)
-  if every is not None and isinstance(T, int) and T > every:
-    def chunk(carry, x, m, r):
-      return scan(cell, params, x, carry=carry, mask=m, resets=r, reverse=reverse,
-                  unroll=unroll)
-    return chunked(chunk, cell.initial_carry(params) if carry is None else carry,
-                   xs, mask, resets, reverse, every, time_axis=0)
   init = cell.initial_carry(params)
   if carry is None:
     if getattr(cell, "decoder_carry", None) is not None:
@@ -135,6 +129,11 @@ def scan(
   else:
     carry = torch_free(carry)
     check_carry(carry, init)
+  if every is not None and isinstance(T, int) and T > every:
+    def chunk(carry, x, m, r):
+      return scan(cell, params, x, carry=carry, mask=m, resets=r, reverse=reverse,
+                  unroll=unroll)
+    return chunked(chunk, carry, xs, mask, resets, reverse, every, time_axis=0)
   if resets is not None and mask is not None:
     # A masked step is a no-op, the reset included.
     resets = resets & mask

@@ -150,7 +150,21 @@ def scan_batch(
   if recurrent_mask is not None:
     recurrent_mask = check_recurrent_mask("jaxrnn.scan_batch", params, recurrent_mask, B)
   every = check_checkpoint_every(where, checkpoint_every)
+
+  def per_example(carry, every=None):
+    def one(x, c, m, r, rm):
+      return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,
+                  unroll=unroll, recurrent_mask=rm, checkpoint_every=every)
+    axis = lambda a: None if a is None else 0
+    run = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets),
+                                 axis(recurrent_mask)))
+    return on_explicit_mesh(run, xs)(xs, carry, mask, resets, recurrent_mask)
+
   if every is not None and isinstance(T, int) and T > every:
+    if forward_mode(params, carry, xs):   # inside the chunks' loop it would not show
+      carry, ys = per_example(carry, every)
+      return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
+
     def chunk(carry, x, m, r):
       return scan_batch(cell, params, x, carry=carry, mask=m, resets=r, reverse=reverse,
                         unroll=unroll, recurrent_mask=recurrent_mask)
@@ -159,15 +173,6 @@ def scan_batch(
                            cell.initial_carry(params))
     carry, ys = chunked(chunk, carry, xs, mask, resets, reverse, every, time_axis=1)
     return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
-
-  def per_example(carry):
-    def one(x, c, m, r, rm):
-      return scan(cell, params, x, carry=c, mask=m, resets=r, reverse=reverse,
-                  unroll=unroll, recurrent_mask=rm)
-    axis = lambda a: None if a is None else 0
-    run = jax.vmap(one, in_axes=(0, axis(carry), axis(mask), axis(resets),
-                                 axis(recurrent_mask)))
-    return on_explicit_mesh(run, xs)(xs, carry, mask, resets, recurrent_mask)
 
   kernel_takes_mask = getattr(cell.batched, "takes_recurrent_mask", False)
   if (cell.batched is not None and resets is None and T > 0

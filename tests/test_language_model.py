@@ -141,6 +141,15 @@ def test_bad_sizes_and_ids_are_refused_with_the_fix():
   for run, error, says in cases:
     with pytest.raises(error, match=re.escape(says)):
       run()
+  # padding may hold -100 where the mask (or seq_lengths) leaves it out
+  ids, mask = train.pad_batch([[1, 2, 3], [4]], value=-100)
+  np.testing.assert_allclose(lm.apply_batch(params, ids, mask=mask)[1],
+                             lm.apply_batch(params, ids, seq_lengths=mask.sum(1))[1])
+  opt = train.optimizer(1e-3)
+  with pytest.raises(ValueError, match=r"loss got inputs of shape \(3,\); it takes the whole "
+                     r"batch.*Fix: make_tbptt_step\(model.loss, opt, batched=True\)"):
+    train.make_tbptt_step(lm.loss, opt)(train.init_state(params, opt),
+                                        lm.initial_carry(params, 2), (ids % V,) * 2)
   # A hand-built Model that embeds ids, given generate's default one-hot inputs
   table = jnp.ones((V, 3))
   readout = tasks.readout_model(jaxrnn.gru(4), V)

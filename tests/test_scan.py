@@ -279,3 +279,11 @@ def test_checkpoint_every_gives_the_same_numbers_keeping_a_fraction_of_the_resid
   assert residual_bytes(23) < residual_bytes(None) / 5
   with pytest.raises(ValueError, match=r"checkpoint_every=0; expected None or an int >= 1"):
     jaxrnn.scan(cell, params, long, checkpoint_every=0)
+  # forward mode in chunks: the per-example path (the batched kernel has none)
+  jvp = lambda every: jax.jvp(lambda x: jaxrnn.scan_batch(cell, params, x, mask=mask,
+                                                          checkpoint_every=every)[1],
+                              (xs,), (jnp.ones_like(xs),))[1]
+  np.testing.assert_allclose(jvp(5), jvp(None), rtol=1e-5, atol=1e-6)
+  decoder = jaxrnn.attention_decoder(jaxrnn.gru(4), jaxrnn.attention("dot"), 5, 4)
+  with pytest.raises(ValueError, match="the cell is an attention decoder"):   # no carry
+    jaxrnn.scan(decoder, decoder.init(jax.random.key(0), 3), long, checkpoint_every=8)

@@ -128,8 +128,9 @@ def language_model(layer: Union[Cell, Seq], vocab_size: int, *,
         w_out=None if tied else jax.random.normal(k_out, (H, V)) / math.sqrt(H),
         b_out=jnp.zeros((V,)))
 
-  def checked(ids):
-    """``ids`` as an int array, refused outside ``[0, V)`` where known."""
+  def checked(ids, kept=None):
+    """``ids`` as an int array, refused outside ``[0, V)`` where known and
+    ``kept`` (the mask's True steps, where known: padding may hold -100)."""
     if not isinstance(ids, jax.core.Tracer):
       ids = np.asarray(ids)
     if not jnp.issubdtype(ids.dtype, jnp.integer):
@@ -137,16 +138,27 @@ def language_model(layer: Union[Cell, Seq], vocab_size: int, *,
           f"{where}: ids are {ids.dtype}{list(ids.shape)}; expected int token ids "
           f"in [0, {V}). Fix: pass the ids (of one-hot rows: jnp.argmax(x, -1)).")
     if isinstance(ids, np.ndarray):
+      if kept is not None and not isinstance(kept, jax.core.Tracer):
+        kept = np.asarray(kept, bool)
+        ids = ids[kept] if kept.shape == ids.shape else ids
       bad = ids[(ids < 0) | (ids >= V)]
       if bad.size:
         raise ValueError(
             f"{where}: ids hold {int(bad[0])}; expected ids in [0, {V}), this "
             f"model's vocab_size. Fix: map unknown tokens to one of their own "
             f"(<unk>), or a larger vocab_size.")
-    return ids
 
-  def embed(params, ids):
-    return jnp.asarray(params.embed)[checked(ids)]
+  def embed(params, ids, kept=None):
+    checked(ids, kept)
+    return jnp.asarray(params.embed)[jnp.asarray(ids)]
+
+  def lengths_mask(ids, seq_lengths, time_major):
+    """The mask ``seq_lengths`` stands for, where both are known."""
+    if seq_lengths is None or any(isinstance(a, jax.core.Tracer) for a in (ids, seq_lengths)):
+      return None
+    T = np.shape(ids)[0 if time_major else 1]
+    mask = np.arange(T)[None, :] < np.asarray(seq_lengths)[:, None]
+    return mask.T if time_major else mask
 
   def readout(params, hs):
     w = jnp.asarray(params.embed).T if tied else params.w_out
@@ -165,14 +177,15 @@ def language_model(layer: Union[Cell, Seq], vocab_size: int, *,
   def apply(params, ids, *, carry=None, mask=None, resets=None, key=None):
     k_layer, k_in, k_out = keys_of(check_key(where, key))
     given = {k: v for k, v in (("key", k_layer), ("resets", resets)) if v is not None}
-    xs = drop(k_in, embed(params, ids))
+    xs = drop(k_in, embed(params, ids, mask))
     carry, hs = seq.apply(params.core, xs, carry=carry, mask=mask, **given)
     return carry, readout(params, drop(k_out, hs))
 
   def apply_batch_(params, ids, *, carry=None, mask=None, resets=None, key=None,
                    seq_lengths=None, time_major=False):
-    xs, mask, resets = batch_major(where, embed(params, ids), mask, resets, seq_lengths,
-                                   time_major, "model.apply", rank=3)
+    kept = mask if seq_lengths is None else lengths_mask(ids, seq_lengths, time_major)
+    xs, mask, resets = batch_major(where, embed(params, ids, kept), mask, resets,
+                                   seq_lengths, time_major, "model.apply", rank=3)
     key = check_key(where, key)
     if key is None:
       keys = (None,) * 3
@@ -202,6 +215,11 @@ def language_model(layer: Union[Cell, Seq], vocab_size: int, *,
     from jaxrnn.train import accuracy, cross_entropy   # optax only where training
     inputs, targets, *mask = batch
     mask = mask[0] if mask else None
+    if jnp.ndim(inputs) != 2:
+      raise ValueError(
+          f"{where}: loss got inputs of shape {jnp.shape(inputs)}; it takes the whole "
+          f"batch of windows, ids [B, W]. Fix: make_tbptt_step(model.loss, opt, "
+          f"batched=True), or make_train_step(..., batched=True).")
     carry, logits = apply_batch_(params, inputs, carry=carry, mask=mask, key=key)
     total, count = cross_entropy(logits, targets, mask)
     correct, _ = accuracy(logits, targets, mask)
@@ -218,7 +236,8 @@ def language_model(layer: Union[Cell, Seq], vocab_size: int, *,
 
   def evaluate(params, stream, batch_size=10, window=35):
     from jaxrnn.train import windows
-    inputs, targets, mask = windows(checked(stream), batch_size, window, keep_tail=True)
+    checked(stream)
+    inputs, targets, mask = windows(np.asarray(stream), batch_size, window, keep_tail=True)
     count = int(mask.sum())
     nll = float(stream_nll(params, inputs, targets, mask)) / count
     return {"loss": nll, "perplexity": math.exp(nll), "tokens": count}

@@ -25,6 +25,7 @@ from jaxrnn.train.parallel import replicate as replicate
 from jaxrnn.train.padding import pad_batch as pad_batch
 from jaxrnn.train.parallel import shard_batch as shard_batch
 from jaxrnn.train.plateau import PlateauState as PlateauState
+from jaxrnn.train.plateau import plateau_scales as plateau_scales
 from jaxrnn.train.plateau import plateau_step as plateau_step
 from jaxrnn.train.plateau import reduce_lr_on_plateau as reduce_lr_on_plateau
 from jaxrnn.train.step import TrainState as TrainState

@@ -144,7 +144,9 @@ def plateau_step(state: Any, value) -> Any:
 
 
 def plateau_scales(state: Any) -> list[float]:
-  """The scales of the `PlateauState`\\ s in ``state``, in tree order."""
+  """The scales of the `PlateauState` nodes in ``state``, in tree order (the
+  rate in use is the optimizer's times it; ``fit`` records it as
+  ``"lr_scale"``)."""
   found = [node for node in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, PlateauState))
            if isinstance(node, PlateauState)]
   return [float(jnp.mean(node.scale)) for node in found]
