@@ -414,9 +414,9 @@ def test_tbptt_losses_in_another_form_are_told_the_fix_and_the_loss_reaches_the_
   with pytest.raises(TypeError, match=r"fit: train_step\(state.*, carry, batch\) cannot be "
                                       r"called as train_step\(state, batch\).*Fix: hold the carry"):
     train.fit(tbptt, state, [xs], 1, quiet=True)
-  wrapped = lambda s, batch: (lambda t, c, m: ((t, c), m))(*tbptt(*s, batch))
   (trained, carry), history = train.fit(
-      wrapped, (train.init_state(params, opt), jnp.zeros((2, 8))), [xs] * 3, 3, quiet=True)
+      train.carry_in_state(tbptt), (train.init_state(params, opt), jnp.zeros((2, 8))),
+      [xs] * 3, 3, quiet=True)
   assert int(trained.step) == 3 and len(history) == 3
   for bad in (0, -1.0, True):
     with pytest.raises(ValueError, match=rf"clip_norm={bad!r}; expected a number above 0.*"

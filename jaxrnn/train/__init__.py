@@ -34,5 +34,6 @@ from jaxrnn.train.step import init_state as init_state
 from jaxrnn.train.step import make_eval_step as make_eval_step
 from jaxrnn.train.step import make_train_step as make_train_step
 from jaxrnn.train.step import optimizer as optimizer
+from jaxrnn.train.tbptt import carry_in_state as carry_in_state
 from jaxrnn.train.tbptt import make_tbptt_step as make_tbptt_step
 from jaxrnn.train.tbptt import windows as windows

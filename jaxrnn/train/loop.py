@@ -190,6 +190,6 @@ def _check_step(train_step: Callable) -> None:
     raise TypeError(
         f"jaxrnn.train.fit: train_step{signature} cannot be called as "
         f"train_step(state, batch). A TBPTT step (make_tbptt_step) also takes "
-        f"and returns the carry. Fix: hold the carry in the state, e.g. "
-        f"step = lambda s, batch: (lambda t, c, m: ((t, c), m))(*tbptt(*s, batch)) "
-        f"and state (train_state, carry); a checkpoint then holds the carry too.") from None
+        f"and returns the carry. Fix: hold the carry in the state, "
+        f"step = train.carry_in_state(tbptt) with state (train_state, carry); "
+        f"a checkpoint then holds the carry too.") from None

@@ -94,6 +94,34 @@ def windows(stream: np.ndarray, batch_size: int, window: int, *, keep_tail: bool
   return (xs, ys, cut(mask)) if keep_tail else (xs, ys)
 
 
+def carry_in_state(tbptt_step: Callable) -> Callable:
+  """``step((train_state, carry), batch) -> ((train_state, carry), metrics)``:
+  a `make_tbptt_step` step in the form `jaxrnn.train.fit` runs, the carry
+  held beside the train state (a checkpoint then holds both). ``fit``
+  passes the carry on from window to window; to start a pass over the
+  streams afresh, give it a new carry in its state.
+
+  >>> import jax, jax.numpy as jnp, jaxrnn
+  >>> from jaxrnn import train
+  >>> cell = jaxrnn.gru(4)
+  >>> def loss(params, carry, batch):          # one stream's window
+  ...   carry, ys = jaxrnn.scan(cell, params, batch, carry=carry)
+  ...   return (*train.mse(ys, 0.5), {}, carry)
+  >>> opt = train.optimizer(1e-2)
+  >>> step = train.carry_in_state(train.make_tbptt_step(loss, opt))
+  >>> state = (train.init_state(cell.init(jax.random.key(0), 2), opt), jnp.zeros((3, 4)))
+  >>> (trained, carry), history = train.fit(step, state, [jnp.ones((3, 5, 2))] * 4, 4,
+  ...                                       quiet=True)
+  >>> int(trained.step), carry.shape
+  (4, (3, 4))
+  """
+  def step(state_and_carry, batch):
+    state, carry = state_and_carry
+    state, carry, metrics = tbptt_step(state, carry, batch)
+    return (state, carry), metrics
+  return step
+
+
 def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation, *,
                     batched: bool = False, key: Optional[jax.Array] = None,
                     donate: bool = True):
@@ -111,8 +139,8 @@ def make_tbptt_step(loss_fn: Callable, opt: optax.GradientTransformation, *,
   ``loss_fn`` takes a key last, drawn for each window as
   `jaxrnn.train.make_train_step` draws it for each update (``fold_in(key,
   state.step)``, split per example). `jaxrnn.train.fit` runs steps of
-  ``(state, batch)``: hold the carry in its state, ``(train_state,
-  carry)``, so that a checkpoint holds both.
+  ``(state, batch)``: `carry_in_state` makes one that holds the carry in
+  its state, ``(train_state, carry)``, so that a checkpoint holds both.
 
   The loss is the mean over tokens (``loss_sum / count``). Zaremba et al.
   (2014) and TensorFlow's PTB tutorial sum over the window's steps and
