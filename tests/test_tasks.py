@@ -373,3 +373,29 @@ def test_rollout_feeds_each_prediction_back_as_apply_would_read_it():
        r"feedback returned \(3,\); expected the next input \[2\]")]:
     with pytest.raises(ValueError, match=says):
       run()
+
+
+def test_generate_draws_within_top_k_and_top_p():
+  lm = tasks.language_model(jaxrnn.gru(8), 6)
+  params = lm.init(jax.random.key(0))
+  prompt = jnp.array([1, 2])
+  draw = jax.jit(lambda key, k, p: tasks.generate(lm, params, prompt, 12, key, top_k=k, top_p=p),
+                 static_argnums=(1, 2))
+  greedy = tasks.generate(lm, params, prompt, 12, temperature=0)
+  # one token left, by either filter: the draws are greedy decoding
+  np.testing.assert_array_equal(draw(jax.random.key(1), 1, None), greedy)
+  np.testing.assert_array_equal(draw(jax.random.key(1), None, 1e-6), greedy)
+  for key in range(3):     # top_k=2: each token among the two its logits rank highest
+    tokens = draw(jax.random.key(key), 2, None)
+    logits = lm.apply(params, jnp.concatenate([prompt, tokens]))[1][1:-1]
+    ranks = jnp.argsort(jnp.argsort(-logits, axis=-1), axis=-1)
+    assert (jnp.take_along_axis(ranks, tokens[:, None], -1) < 2).all()
+    # top_p=0.6: each token among the fewest most likely whose mass reaches 0.6
+    tokens = draw(jax.random.key(key), None, 0.6)
+    probs = jax.nn.softmax(lm.apply(params, jnp.concatenate([prompt, tokens]))[1][1:-1])
+    for p, t in zip(np.asarray(probs), np.asarray(tokens)):
+      assert p[p > p[t]].sum() < 0.6
+  for kwargs, says in [(dict(top_k=7), r"top_k=7; expected an int in \[1, 6\]"),
+                       (dict(top_p=0.0), r"top_p=0.0; expected a Python number in \(0, 1\]")]:
+    with pytest.raises(ValueError, match=says):
+      tasks.generate(lm, params, prompt, 3, jax.random.key(0), **kwargs)

@@ -109,6 +109,25 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
                step=step, output_size=output_size, apply_batch=apply_batch_)
 
 
+def check_top(where: str, top_k, top_p, V: int):
+  """``top_k`` (an int in [1, V]) and ``top_p`` (a number in (0, 1]), or None."""
+  if top_k is not None:
+    try:
+      k = None if isinstance(top_k, bool) else operator.index(top_k)
+    except TypeError:
+      k = None
+    if k is None or not 1 <= k <= V:
+      raise ValueError(f"{where}: top_k={top_k!r}; expected an int in [1, {V}], the most "
+                       f"likely tokens to draw among (static), or None for all.")
+    top_k = k
+  if top_p is not None:
+    if isinstance(top_p, jax.core.Tracer) or not 0 < float(top_p) <= 1:
+      raise ValueError(f"{where}: top_p={top_p!r}; expected a Python number in (0, 1], "
+                       f"the probability mass to draw within (static), or None.")
+    top_p = float(top_p)
+  return top_k, top_p
+
+
 def check_steps(where: str, steps, what: str) -> int:
   """``steps`` as an int >= 0; raises naming the value given."""
   try:
@@ -197,7 +216,8 @@ def last_step_classification_loss(model: Model, *, batched: bool = False):
 
 
 def generate(model: Model, params, prompt, steps: int, key=None, *,
-             temperature: float = 1.0, inputs: Optional[Callable] = None) -> jax.Array:
+             temperature: float = 1.0, inputs: Optional[Callable] = None,
+             top_k: Optional[int] = None, top_p: Optional[float] = None) -> jax.Array:
   """``steps`` token ids with which a language model continues ``prompt``.
 
   The model returns logits over V tokens (its output size) and reads
@@ -211,9 +231,13 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
   P >= 1); then each step draws ``x ~ softmax(logits / temperature)`` and
   feeds it back through ``model.step``, in one `jax.lax.scan`.
   ``temperature=0`` takes the most likely token (no key needed); above 0 a
-  ``key`` draws. Returns ``int32[steps]``; for a batch of prompts of one
-  length, ``jax.vmap`` it with one key each. Under jit ``model`` and
-  ``steps`` are static (closed over); ``temperature`` may be traced.
+  ``key`` draws. ``top_k`` draws among the k most likely tokens only and
+  ``top_p`` (nucleus sampling, Holtzman et al. 2020) among the fewest whose
+  probabilities sum to ``p`` or more, both after the temperature, as
+  Hugging Face's ``generate`` filters. Returns ``int32[steps]``; for a
+  batch of prompts of one length, ``jax.vmap`` it with one key each. Under
+  jit ``model``, ``steps``, ``top_k`` and ``top_p`` are static (closed
+  over); ``temperature`` may be traced.
 
   >>> import jax, jax.numpy as jnp, jaxrnn
   >>> from jaxrnn.tasks import generate, readout_model
@@ -267,13 +291,30 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
         f"gives by default ({e}). Fix: a model that embeds ids itself takes "
         f"inputs=lambda ids: ids.") from e
 
+  top_k, top_p = check_top(where, top_k, top_p, V)
+
+  def filtered(logits):
+    """The logits of the tokens top_k and top_p leave, -inf elsewhere."""
+    if top_k is not None:
+      kth = jax.lax.top_k(logits, top_k)[0][-1]
+      logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p is not None:
+      order = jnp.argsort(-logits)
+      probs = jax.nn.softmax(logits[order])
+      # a token stays if the ones more likely than it sum to under top_p
+      keep = (jnp.cumsum(probs) - probs) < top_p
+      logits = jnp.full_like(logits, -jnp.inf).at[order].set(
+          jnp.where(keep, logits[order], -jnp.inf))
+    return logits
+
   def choose(logits, step_key):
     if known == 0:
       return jnp.argmax(logits)
     if known is not None:
-      return jax.random.categorical(step_key, logits / known)
+      return jax.random.categorical(step_key, filtered(logits / known))
     cold = temperature == 0                      # traced: either, chosen at run time
-    drawn = jax.random.categorical(step_key, logits / jnp.where(cold, 1.0, temperature))
+    drawn = jax.random.categorical(
+        step_key, filtered(logits / jnp.where(cold, 1.0, temperature)))
     return jnp.where(cold, jnp.argmax(logits), drawn)
 
   def body(state, step_key):
