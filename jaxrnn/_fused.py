@@ -31,6 +31,7 @@ from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._cell import Array, Carry, Cell, Params, check_bool, check_size, matmul
 from jaxrnn._fused_batch import closure_converted, fused_batch_kernel
@@ -234,6 +235,45 @@ def _recurrence_jvp(finish, read, reverse, unroll, additive, ahead, primals, tan
   return (final, ys), (d_final, d_ys)
 
 
+def _check_additive(finish, params, carry, gx) -> None:
+  """Raises where ``finish(p, c, gx, u)`` differs from ``finish(p, c, gx + u,
+  0)`` on random stand-ins of the shapes given: a cell declared additive
+  that is not would give wrong outputs in `jaxrnn.scan_batch`'s kernel and
+  wrong gradients in the fused one, silently. Run once per cell, at its
+  first trace; a finish the stand-ins do not suit (one closing over a
+  traced value, say) is let be."""
+  rng = np.random.default_rng(0)
+
+  def stand_in(a):
+    if not all(isinstance(d, int) for d in a.shape):      # symbolic (jax.export)
+      raise TypeError("a symbolic shape")
+    if jnp.issubdtype(a.dtype, jnp.floating):
+      return jnp.asarray(0.5 * rng.standard_normal(a.shape), a.dtype)
+    return jnp.zeros(a.shape, a.dtype)
+
+  try:
+    with jax.ensure_compile_time_eval():
+      p, c, g = jax.tree.map(stand_in, (params, carry, gx))
+      u = stand_in(g)
+      split = jax.tree.leaves(finish(p, c, g, u))
+      summed = jax.tree.leaves(finish(p, c, g + u, jnp.zeros_like(u)))
+      low = any(jnp.finfo(a.dtype).bits <= 16 for a in split
+                if jnp.issubdtype(a.dtype, jnp.floating))
+      same = len(split) == len(summed) and all(
+          np.allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                      rtol=3e-2 if low else 1e-4, atol=1e-4, equal_nan=True)
+          for a, b in zip(split, summed))
+  except Exception:          # the check is a convenience, never an obstacle
+    return
+  if not same:
+    raise ValueError(
+        "jaxrnn.fused_cell: additive=True says finish reads gx and u only through "
+        "gx + u, but on random values finish(params, carry, gx, u) differs from "
+        "finish(params, carry, gx + u, 0). The batched kernel would compute the "
+        "second and the fused kernel's gradients assume it. Fix: additive=False "
+        "(a GRU-like cell that scales part of u), or make finish read gx + u only.")
+
+
 def _get(params: Params, name: str):
   return params[name] if isinstance(params, dict) else getattr(params, name)
 
@@ -306,9 +346,10 @@ def fused_cell(
   the GRU, whose candidate scales part of ``u`` by the reset gate). The
   backward pass then carries one per-step gradient instead of two
   (forward+backward at B = 1 and 32 on 2 CPU cores: simple RNN 1.1-1.35x,
-  LSTM 1.05-1.09x). Declaring it for a cell where it is false gives wrong
-  gradients here and wrong outputs in `jaxrnn.scan_batch`, whose kernel
-  calls ``finish(params, carry, gx + u, 0)``. An additive cell with a
+  LSTM 1.05-1.09x). Declared for a cell where it is false, it would give
+  wrong gradients here and wrong outputs in `jaxrnn.scan_batch`, whose
+  kernel calls ``finish(params, carry, gx + u, 0)``: the first trace
+  compares the two on random values and refuses the cell where they differ. An additive cell with a
   ``project`` also gets ``Cell.batched``,
   the batched kernel of `jaxrnn._fused_batch` that `jaxrnn.scan_batch` (and
   so ``apply_batch`` of the layers) runs: one loop for the whole batch,
@@ -351,10 +392,16 @@ def fused_cell(
 
   one = lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype)   # without the leading axis
 
+  verified = []        # the additive declaration, tried once on stand-in values
+
   def recurrent_weight(params, carry, gx) -> Array:
     """``W``, checked (at trace time, abstractly) against what
     ``recurrent_input`` and, for an additive cell, ``gx`` need."""
-    return _check_parts(params, jax.eval_shape(recurrent_input, carry), gx, weight, additive)
+    w = _check_parts(params, jax.eval_shape(recurrent_input, carry), gx, weight, additive)
+    if additive and not verified:
+      _check_additive(finish, params, carry, gx)      # raises until it holds
+      verified.append(True)
+    return w
 
   def step(params, carry, gx):
     a = recurrent_input(carry)

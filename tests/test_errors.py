@@ -305,6 +305,21 @@ def test_fused_cell_checks_its_switches():
     jaxrnn.fused_cell(**elman_parts(output_size="4"))
 
 
+def test_a_cell_declared_additive_that_is_not_is_refused_on_every_kernel():
+  # finish scales u by 0.5: gx + u is not what it reads, so the batched
+  # kernel (finish(p, c, gx + u, 0)) and the fused gradients would be wrong.
+  parts = elman_parts(additive=True)
+  parts["finish"] = lambda p, h, gx, u: (jnp.tanh(gx + 0.5 * u),) * 2
+  cell = jaxrnn.fused_cell(**parts)
+  params = cell.init(jax.random.key(0), 3)
+  for run in (lambda: jaxrnn.scan(cell, params, jnp.ones((5, 3))),
+              lambda: jax.jit(lambda p: jaxrnn.scan_batch(cell, p, jnp.ones((2, 5, 3))))(params)):
+    with pytest.raises(ValueError, match=r"additive=True says finish reads gx and u only "
+                       r"through gx \+ u, but on random values .*Fix: additive=False"):
+      run()
+  jaxrnn.scan(jaxrnn.fused_cell(**elman_parts(additive=True)), params, jnp.ones((5, 3)))
+
+
 def test_stack_params_of_wrong_length():
   net = jaxrnn.stack(jaxrnn.gru(H), jaxrnn.gru(H))
   params = net.init(jax.random.key(0), I)
