@@ -19,6 +19,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Params = Any   # a pytree of arrays, usually a NamedTuple such as LSTMParams
@@ -340,6 +341,39 @@ def not_a_cell(x) -> tuple[str, str]:
           "pass a cell such as jaxrnn.lstm(H)")
 
 
+def as_int(value) -> Optional[int]:
+  """``value`` as a Python int where it is an integer (NumPy's and JAX's
+  concrete ones too), None otherwise; a bool is not one.
+
+  >>> as_int(3), as_int(True), as_int(2.0)
+  (3, None, None)
+  """
+  if isinstance(value, (bool, np.bool_)):
+    return None
+  try:
+    return operator.index(value)
+  except TypeError:
+    return None
+
+
+def first_outside(ids, mask, n: int) -> Optional[int]:
+  """The first of ``ids`` outside ``[0, n)`` where ``mask`` (None: all;
+  broadcast to ``ids``) keeps it, or None: none, or values not known here
+  (traced). Indexing would clamp or wrap such an id into a plausible wrong
+  answer; padding may hold anything (-100, say).
+
+  >>> first_outside(np.array([3, -100, 9]), np.array([True, False, True]), 5)
+  9
+  """
+  if any(isinstance(a, jax.core.Tracer) for a in (ids, mask)):
+    return None
+  ids = np.asarray(ids)
+  if mask is not None:
+    ids = ids[np.broadcast_to(np.asarray(mask, bool), ids.shape)]
+  bad = ids[(ids < 0) | (ids >= n)]
+  return int(bad[0]) if bad.size else None
+
+
 def check_size(where: str, name: str, value, *, optional: bool = False) -> int:
   """``value`` as an int; raises at construction unless it is a positive int
   (or None, when ``optional``: then the caller passes None on).
@@ -349,10 +383,7 @@ def check_size(where: str, name: str, value, *, optional: bool = False) -> int:
   ...
   TypeError: jaxrnn.lstm: hidden_size must be a positive int; got 8.0 (float). Fix: pass hidden_size=8.
   """
-  try:
-    size = None if isinstance(value, bool) else operator.index(value)
-  except TypeError:
-    size = None
+  size = as_int(value)
   if size is not None and size >= 1:
     return size
   try:                      # 8.0 or "8": say the int meant

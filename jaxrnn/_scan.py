@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import operator
 import re
 from functools import lru_cache, partial
 from typing import Optional
@@ -19,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._cell import Array, Carry, Cell, Params, not_a_cell, project_one, token_ids_fix
+from jaxrnn._cell import (Array, Carry, Cell, Params, as_int, not_a_cell, project_one,
+                          token_ids_fix)
 from jaxrnn._dropout import check_recurrent_mask, scale_recurrent_rows
 
 
@@ -172,10 +172,7 @@ def scan(
 def check_checkpoint_every(where: str, every) -> Optional[int]:
   if every is None:
     return None
-  try:
-    k = None if isinstance(every, (bool, np.bool_)) else operator.index(every)
-  except TypeError:
-    k = None
+  k = as_int(every)
   if k is None or k < 1:
     raise ValueError(f"jaxrnn.{where}: checkpoint_every={every!r}; expected None or an "
                      f"int >= 1, the steps of each rematerialised chunk (static).")

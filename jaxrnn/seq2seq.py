@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._cell import check_size, exportable, project_one
+from jaxrnn._cell import as_int, check_size, exportable, first_outside, project_one
 from jaxrnn._cells.attention import attention as make_attention
 from jaxrnn._cells.attention import attention_decoder
 from jaxrnn._cells.gru import gru
@@ -76,10 +76,7 @@ def check_end_token(end_token, vocab_size: int) -> int:
   """The end token as an int, or -1 (matches no token) for None."""
   if end_token is None:
     return -1
-  try:
-    token = None if isinstance(end_token, bool) else operator.index(end_token)
-  except TypeError:
-    token = None
+  token = as_int(end_token)
   if token is not None and 2 <= token < vocab_size:
     return token
   raise ValueError(
@@ -115,12 +112,10 @@ def check_tokens(name: str, ids, mask, vocab_size: int, setting: str) -> None:
   if not np.issubdtype(ids.dtype, np.integer):
     raise ValueError(f"jaxrnn.seq2seq: {name} is {ids.dtype}{list(ids.shape)}; expected "
                      f"int token ids. Fix: jnp.asarray(ids, jnp.int32).")
-  if mask is not None and np.shape(mask) == ids.shape:
-    ids = ids[np.asarray(mask, bool)]
-  bad = ids[(ids < 0) | (ids >= vocab_size)]
-  if bad.size:
+  bad = first_outside(ids, mask if np.shape(mask) == ids.shape else None, vocab_size)
+  if bad is not None:
     raise ValueError(
-        f"jaxrnn.seq2seq: {name} holds token {int(bad[0])}; expected ids in "
+        f"jaxrnn.seq2seq: {name} holds token {bad}; expected ids in "
         f"[0, {vocab_size}), this model's {setting}={vocab_size} (0 is PAD, "
         f"1 is BOS). Fix: map unknown words to a token of their own, or build the "
         f"model with a larger {setting}.")
@@ -471,10 +466,7 @@ def seq2seq(vocab_size: int, hidden_size: int, src_length: int, *,
 
   def check_min_length(min_length):
     """``min_length`` (steps before the end token may come) as an int."""
-    try:
-      n = None if isinstance(min_length, bool) else operator.index(min_length)
-    except TypeError:
-      n = None
+    n = as_int(min_length)
     if n is None or n < 0:
       raise ValueError(f"jaxrnn.seq2seq: min_length={min_length!r}; expected an int >= 0, "
                        f"the tokens an output has before its end token (static).")

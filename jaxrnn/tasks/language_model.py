@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._cell import Cell, check_size, exportable
+from jaxrnn._cell import Cell, check_size, exportable, first_outside
 from jaxrnn._dropout import check_key, check_rate
 from jaxrnn._layers import Seq, as_seq, run_batch
 from jaxrnn._scan_batch import batch_major, reported_as
@@ -137,16 +137,12 @@ def language_model(layer: Union[Cell, Seq], vocab_size: int, *,
       raise TypeError(
           f"{where}: ids are {ids.dtype}{list(ids.shape)}; expected int token ids "
           f"in [0, {V}). Fix: pass the ids (of one-hot rows: jnp.argmax(x, -1)).")
-    if isinstance(ids, np.ndarray):
-      if kept is not None and not isinstance(kept, jax.core.Tracer):
-        kept = np.asarray(kept, bool)
-        ids = ids[kept] if kept.shape == ids.shape else ids
-      bad = ids[(ids < 0) | (ids >= V)]
-      if bad.size:
-        raise ValueError(
-            f"{where}: ids hold {int(bad[0])}; expected ids in [0, {V}), this "
-            f"model's vocab_size. Fix: map unknown tokens to one of their own "
-            f"(<unk>), or a larger vocab_size.")
+    bad = first_outside(ids, kept if np.shape(kept) == np.shape(ids) else None, V)
+    if bad is not None:
+      raise ValueError(
+          f"{where}: ids hold {bad}; expected ids in [0, {V}), this model's "
+          f"vocab_size. Fix: map unknown tokens to one of their own (<unk>), or a "
+          f"larger vocab_size.")
 
   def embed(params, ids, kept=None):
     checked(ids, kept)

@@ -15,14 +15,13 @@ task compares their recurrences only.
 from __future__ import annotations
 
 import inspect
-import operator
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._cell import Cell, exportable
+from jaxrnn._cell import Cell, as_int, exportable
 from jaxrnn._layers import Seq, apply_batch, as_seq
 
 
@@ -112,10 +111,7 @@ def readout_model(layer: Union[Cell, Seq], output_size: int) -> Model:
 def check_top(where: str, top_k, top_p, V: int):
   """``top_k`` (an int in [1, V]) and ``top_p`` (a number in (0, 1]), or None."""
   if top_k is not None:
-    try:
-      k = None if isinstance(top_k, bool) else operator.index(top_k)
-    except TypeError:
-      k = None
+    k = as_int(top_k)
     if k is None or not 1 <= k <= V:
       raise ValueError(f"{where}: top_k={top_k!r}; expected an int in [1, {V}], the most "
                        f"likely tokens to draw among (static), or None for all.")
@@ -130,10 +126,7 @@ def check_top(where: str, top_k, top_p, V: int):
 
 def check_steps(where: str, steps, what: str) -> int:
   """``steps`` as an int >= 0; raises naming the value given."""
-  try:
-    n = None if isinstance(steps, bool) else operator.index(steps)
-  except TypeError:
-    n = None
+  n = as_int(steps)
   if n is None or n < 0:
     raise ValueError(f"{where}: steps is {steps!r}; expected an int >= 0, the number of "
                      f"{what} (static under jit).")

@@ -16,7 +16,8 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from jaxrnn._cell import first_outside
 
 Array = jax.Array
 
@@ -145,13 +146,10 @@ def _take_class(logp: Array, labels: Array) -> Array:
 def _check_classes(where: str, labels: Array, mask: Array, classes: int) -> None:
   """Refuses labels outside ``[0, classes)`` at kept steps, where known (not
   traced): take_along_axis would read them as nan."""
-  if isinstance(labels, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
-    return
-  kept = np.asarray(labels)[np.broadcast_to(np.asarray(mask, bool), labels.shape)]
-  bad = kept[(kept < 0) | (kept >= classes)]
-  if bad.size:
+  bad = first_outside(labels, mask, classes)
+  if bad is not None:
     raise ValueError(
-        f"jaxrnn.train.{where}: labels hold {int(bad[0])} at a step the mask keeps; "
+        f"jaxrnn.train.{where}: labels hold {bad} at a step the mask keeps; "
         f"expected class indices in [0, {classes}), the logits' last axis. Fix: map "
         f"out-of-vocabulary tokens to one of their own (<unk>), or mask the step out.")
 

@@ -26,14 +26,13 @@ PyTorch's rule (lower is better; ``mode="max"`` negates):
 
 from __future__ import annotations
 
-import operator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrnn._cell import exportable
+from jaxrnn._cell import as_int, exportable
 
 
 @exportable
@@ -104,10 +103,8 @@ def reduce_lr_on_plateau(factor: float = 0.1, patience: int = 10, *, mode: str =
 
 
 def _count(value) -> bool:
-  try:
-    return operator.index(value) >= 0
-  except TypeError:
-    return False
+  n = as_int(value)
+  return n is not None and n >= 0
 
 
 def _advance(s: PlateauState, value) -> PlateauState:
