@@ -136,7 +136,7 @@ def scan_batch(
   where, shown_time_major = "scan_batch", time_major
   if _caller.get() is not None and not time_major:     # apply_batch's layers
     where, shown_time_major = _caller.get()
-  xs, mask, resets = batch_major("jaxrnn.scan_batch", xs, mask, resets,
+  xs, mask, resets = batch_major(f"jaxrnn.{where}", xs, mask, resets,
                                  seq_lengths, time_major, "jaxrnn.scan", rank=3)
   B, T = xs.shape[:2]
   shown = (T, B) + xs.shape[2:] if shown_time_major else xs.shape   # for messages
@@ -247,10 +247,14 @@ def batch_major(where: str, xs: Array, mask, resets, seq_lengths, time_major: bo
   if xs.ndim < 2 or rank not in (None, xs.ndim):
     rest = "I" if rank == 3 else "..."
     layout = f"[T, B, {rest}] (with time_major=True)" if time_major else f"[B, T, {rest}]"
+    fix = (f"for one sequence use {for_one}, or add a batch axis of one"
+           if xs.ndim != 2 or not jnp.issubdtype(xs.dtype, jnp.integer) else
+           "token ids [B, T] go in as vectors, jax.nn.one_hot(ids, V) or an "
+           "embedding's rows, params['embed'][ids] (jaxrnn.tasks.language_model "
+           "embeds them for you)")
     raise ValueError(
         f"{where}: xs has shape {xs.shape}; expected a batch of sequences "
-        f"{layout}{f', rank {rank}' if rank else ''}. Fix: for one sequence "
-        f"use {for_one}, or add a batch axis of one.")
+        f"{layout}{f', rank {rank}' if rank else ''}. Fix: {fix}.")
   if time_major:
     xs = jnp.swapaxes(xs, 0, 1)
   B, T = xs.shape[:2]

@@ -609,6 +609,9 @@ def test_token_ids_of_the_wrong_size_are_told_to_be_embedded():
   with pytest.raises(ValueError) as info:       # floats of the wrong size: no such hint
     jaxrnn.scan(CELL, PARAMS, jnp.ones((T, 7)))
   assert "token ids" not in str(info.value)
+  # ids [B, T] to the batched API: named by the function called, with the embedding fix
+  assert_fails(ValueError, lambda x: jaxrnn.apply_batch(CELL, PARAMS, x), ids,
+               says=["jaxrnn.apply_batch: xs has shape", "token ids [B, T] go in as vectors"])
 
 
 def test_flax_modules_of_ones_own_and_the_wrappers_are_named_where_a_layer_goes():

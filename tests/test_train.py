@@ -229,6 +229,11 @@ def test_cross_entropy_and_accuracy_leave_out_masked_steps():
                                        r"keeps; expected class indices in \[0, 3\)"):
     train.cross_entropy(logits, labels.at[1].set(7), mask)
   train.cross_entropy(logits, labels.at[3].set(-100), mask)
+  # a mask of weights would be read as True: refused (0/1 floats are flags)
+  train.cross_entropy(logits, labels, mask.astype(jnp.float32))
+  with pytest.raises(ValueError, match=r"cross_entropy: mask holds 5.0; expected bool \(or 0/1\)"
+                                       r".*it does not weight it"):
+    train.cross_entropy(logits, labels, jnp.array([1.0, 5.0, 0.0, 0.0]))
   with pytest.raises(ValueError, match=r"last_step_cross_entropy: labels hold -1"):
     train.last_step_cross_entropy(logits[None], jnp.array([-1]))
   for bad in (7, -1):           # traced: nan, not the class -1 would wrap to

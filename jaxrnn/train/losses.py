@@ -16,6 +16,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._cell import first_outside
 
@@ -41,6 +42,21 @@ def _step_mask(where: str, mask: Optional[Array], steps: tuple) -> Array:
          f"a mask [{', '.join(map(str, steps))}], one flag per label",
          "pass the mask of the sequences these outputs came from ([T] for one "
          "example, [B, T] for a batch)")
+  return _flags(where, mask)
+
+
+def _flags(where: str, mask: Array) -> Array:
+  """``mask`` as bool; refused where its values are known and not 0 or 1: a
+  mask keeps or drops a step, and weights read as True would be lost."""
+  if mask.dtype != bool and not isinstance(mask, jax.core.Tracer):
+    values = np.asarray(mask)
+    odd = values[(values != 0) & (values != 1)]
+    if odd.size:
+      raise ValueError(
+          f"jaxrnn.train.{where}: mask holds {odd.flat[0].item()!r}; expected bool (or 0/1), "
+          f"True at the steps that count. A mask keeps or drops a step, it does not "
+          f"weight it. Fix: mask=weights > 0, and for per-step or class weights "
+          f"multiply the per-step losses by them in your loss.")
   return jnp.asarray(mask, bool)
 
 
@@ -78,7 +94,7 @@ def mse(pred: Array, target: Array, mask: Optional[Array] = None) -> tuple[Array
          f"pred {_shape(pred)} and mask {_shape(mask)}",
          "a mask over the leading axes of pred ([T] for pred [T, ...], [B, T] "
          "for pred [B, T, ...])", "pass the mask of the sequences pred came from")
-  m = mask.astype(bool).reshape(jnp.shape(mask) + (1,) * (err.ndim - jnp.ndim(mask)))
+  m = _flags("mse", mask).reshape(jnp.shape(mask) + (1,) * (err.ndim - jnp.ndim(mask)))
   m = jnp.broadcast_to(m, err.shape)
   return jnp.sum(jnp.where(m, err, 0.0)), jnp.sum(m).astype(jnp.float32)
 
@@ -174,7 +190,11 @@ def last_valid(ys: Array, mask: Optional[Array] = None) -> Array:
   write ``ys[:, -1]`` (``last_valid(ys)`` would give the last example).
   Padding may sit on
   either side (Keras' ``pad_sequences`` pads on the left) or in gaps; a row
-  with no valid step gives its step 0.
+  with no valid step gives its step 0. For a bidirectional layer it is
+  not Keras' ``return_sequences=False``: the backward half of ``ys`` at
+  the last valid step has read one token; Keras returns each direction's
+  final state, the layer's final carry (``carry[0].h`` and
+  ``carry[1].h``).
 
   >>> import jax.numpy as jnp
   >>> float(last_valid(jnp.arange(4.0), jnp.array([True, True, False, False])))
@@ -189,7 +209,7 @@ def last_valid(ys: Array, mask: Optional[Array] = None) -> Array:
          f"ys {_shape(ys)} and mask {_shape(mask)}",
          "ys [T, ...] with mask [T], or ys [B, T, ...] with mask [B, T]",
          "pass the mask of the sequences ys came from")
-  mask = mask.astype(bool)
+  mask = _flags("last_valid", mask)
   time = mask.ndim - 1
   last = mask.shape[-1] - 1 - jnp.argmax(mask[..., ::-1], axis=-1)   # argmax: the first True
   last = jnp.where(jnp.any(mask, axis=-1), last, 0)
@@ -226,7 +246,7 @@ def last_step_cross_entropy(logits: Array, label: Array, mask: Optional[Array] =
            "a mask [T] for logits [T, C], or [B, T] for logits [B, T, C]",
            "pass the mask of the sequences these logits came from")
   last = logits[..., -1, :] if mask is None else last_valid(logits, mask)
-  valid = None if mask is None else jnp.any(jnp.asarray(mask, bool), axis=-1)
+  valid = None if mask is None else jnp.any(_flags("last_step_cross_entropy", mask), axis=-1)
   _check_classes("last_step_cross_entropy", label,
                  jnp.ones(label.shape, bool) if valid is None else valid, jnp.shape(logits)[-1])
   nll = -_take_class(jax.nn.log_softmax(last), label)

@@ -67,7 +67,8 @@ def reduce_lr_on_plateau(factor: float = 0.1, patience: int = 10, *, mode: str =
   is ``min_lr`` over the initial rate); ``patience`` counts evaluations
   without improvement before a cut, so ``patience=0`` cuts at the first
   (PyTorch's word-language-model example divides the rate by 4 so:
-  ``factor=0.25, patience=0``).
+  ``factor=0.25, patience=0``). Keras counts one more: its ``patience=p``
+  is ``patience=p - 1`` here, and its ``min_delta`` is absolute.
 
   >>> import jax.numpy as jnp, optax
   >>> opt = optax.chain(optax.sgd(1.0), reduce_lr_on_plateau(0.5, patience=0))
