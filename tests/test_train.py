@@ -759,6 +759,14 @@ def test_fit_restores_the_best_evaluated_state_and_takes_ensemble_metrics():
   last, _ = train.fit(step, train.init_state(params, opt), batches, 12, quiet=True,
                       evaluate=evaluate, eval_every=1, restore_best="loss", best_mode="max")
   assert int(last.step) == 1 + int(np.argmax(evals))
+  # early_stopping(patience=2): the first evaluation two past the best ends it
+  _, stopped = train.fit(step, train.init_state(params, opt), batches, 12, quiet=True,
+                         evaluate=evaluate, eval_every=1,
+                         stop=train.early_stopping("loss", patience=2))
+  first = next(i for i in range(2, 12) if min(evals[i - 1:i + 1]) >= min(evals[:i - 1]))
+  assert len(stopped) == first + 1
+  with pytest.raises(ValueError, match="patience=0; expected an int >= 1"):
+    train.early_stopping(patience=0)
   # per-member metrics of a vmapped ensemble step come back as lists
   ensemble = lambda s, b: (s + b, {"loss": jnp.stack([s + b, 2 * (s + b)])})
   _, history = train.fit(ensemble, 0.0, [1.0] * 3, 3, quiet=True)

@@ -14,6 +14,7 @@ sum(count)``, so a mean over padded steps counts only valid ones, exactly.
 """
 
 from jaxrnn.train.checkpoint import Checkpoints as Checkpoints
+from jaxrnn.train.loop import early_stopping as early_stopping
 from jaxrnn.train.loop import fit as fit
 from jaxrnn.train.losses import accuracy as accuracy
 from jaxrnn.train.losses import cross_entropy as cross_entropy

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxrnn._cell import as_int
 from jaxrnn.train.plateau import plateau_scales, plateau_step
 
 
@@ -47,7 +48,7 @@ def fit(
   metrics) the state returned is the one at the evaluation where that
   metric was lowest (``best_mode="max"``: highest), as Keras'
   ``EarlyStopping(restore_best_weights=True)`` gives (pair it with
-  ``stop`` for the early stopping itself); checkpoints still save the state
+  ``stop=early_stopping("loss", patience)`` for the early stopping itself); checkpoints still save the state
   as trained, to resume from. ``reduce_lr_on="loss"`` (a key of
   ``evaluate``'s metrics) cuts the learning rate when that metric stops
   improving, as Keras' ``ReduceLROnPlateau(monitor="val_loss")``: the
@@ -128,6 +129,35 @@ def fit(
   if checkpoints is not None:
     checkpoints.save(state, position=start + done)
   return (state if best_state is None else best_state), history
+
+
+def early_stopping(metric: str = "loss", patience: int = 5, *, mode: str = "min",
+                   min_delta: float = 0.0) -> Callable[[list], bool]:
+  """A ``stop`` for `fit`: True once ``evaluate``'s ``metric`` has not
+  improved (by more than ``min_delta``) for ``patience`` evaluations, as
+  Keras' ``EarlyStopping(monitor="val_loss", patience=...)``; pair it with
+  ``restore_best=metric`` for its ``restore_best_weights=True``.
+
+  >>> history = [{"eval": {"loss": v}} for v in (3.0, 2.0, 2.5, 2.1)]
+  >>> early_stopping("loss", patience=2)(history), early_stopping("loss", 3)(history)
+  (True, False)
+  """
+  if mode not in ("min", "max"):
+    raise ValueError(f"jaxrnn.train.early_stopping: mode={mode!r}; expected 'min' or 'max'.")
+  n = as_int(patience)
+  if n is None or n < 1:
+    raise ValueError(f"jaxrnn.train.early_stopping: patience={patience!r}; expected an "
+                     f"int >= 1, the evaluations without improvement that stop training.")
+  sign = 1.0 if mode == "min" else -1.0
+
+  def stop(history: list) -> bool:
+    values = [sign * _metric(h["eval"], "early_stopping", metric) for h in history
+              if "eval" in h]
+    if len(values) <= n:
+      return False
+    best_before = min(values[:-n])
+    return not any(v < best_before - min_delta for v in values[-n:])
+  return stop
 
 
 def host_values(metrics: dict) -> dict:
