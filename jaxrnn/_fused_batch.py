@@ -156,7 +156,14 @@ def forward_mode(*trees) -> bool:
   # is caught at the call instead.
   if tracer is None or not getattr(jax.config, "jax_use_direct_linearize", False):
     return False
-  return any(isinstance(leaf, tracer) for leaf in jax.tree.leaves(trees))
+
+  def jvp_inside(leaf):   # under jax.vmap inside the jvp, batching tracers wrap it
+    while isinstance(leaf, jax.core.Tracer):
+      if isinstance(leaf, tracer):
+        return True
+      leaf = getattr(leaf, "val", None)
+    return False
+  return any(jvp_inside(leaf) for leaf in jax.tree.leaves(trees))
 
 
 # What JAX says of a custom_vjp under jvp, and the kernel when it sees one

@@ -84,7 +84,8 @@ def scan(
       start, recomputing a chunk's forward when it reaches it. Memory for
       the saved activations goes from T steps' to T / K carries plus K
       steps', for one more forward pass; ``K`` near ``sqrt(T)`` keeps the
-      least. The same numbers as without it (`chunked`).
+      least. The same numbers as without it (`chunked`). Over a symbolic
+      T (`jax.export`) it is not applied.
 
   Raises:
     ValueError: at trace time, for a batched ``xs``, params unlike those

@@ -105,8 +105,9 @@ def scan_batch(
   `jaxrnn.scan` instead, to the same numbers, jitted or not. That switch
   is made where forward mode traces this call (its arguments are JVP
   tracers; reverse over forward, ``jax.grad`` of a ``jax.jvp``, too),
-  which two cases do not reach: a ``jax.jit`` inside the ``jvp``
-  (``jax.jacfwd(jax.jit(f))``: jit outside instead,
+  which two cases do not reach: a transformation that stages its function
+  out inside the ``jvp`` (``jax.jacfwd(jax.jit(f))``, or a
+  ``jax.checkpoint`` or ``lax.scan`` around this call: jit outside instead,
   ``jax.jit(jax.jacfwd(f))``) and `jax.linearize`, which JAX traces as it
   does ``jax.grad``. Those fail with JAX's "can't apply forward-mode
   autodiff (jvp) to a custom_vjp function"; for them run ``jax.vmap`` of
@@ -161,6 +162,12 @@ def scan_batch(
     return on_explicit_mesh(run, xs)(xs, carry, mask, resets, recurrent_mask)
 
   if every is not None and isinstance(T, int) and T > every:
+    if carry is None and getattr(cell, "decoder_carry", None) is not None:
+      raise ValueError(
+          f"jaxrnn.{where}: the cell is an attention decoder, whose carry holds the "
+          f"memory it attends over; from cell.initial_carry(params) it would attend "
+          f"over nothing. Fix: pass carry=jax.vmap(lambda m, k: "
+          f"cell.decoder_carry(params, m, k))(memory, memory_mask).")
     if forward_mode(params, carry, xs):   # inside the chunks' loop it would not show
       carry, ys = per_example(carry, every)
       return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
@@ -168,10 +175,18 @@ def scan_batch(
     def chunk(carry, x, m, r):
       return scan_batch(cell, params, x, carry=carry, mask=m, resets=r, reverse=reverse,
                         unroll=unroll, recurrent_mask=recurrent_mask)
+    given_carry = carry
     if carry is None:
       carry = jax.tree.map(lambda a: jnp.broadcast_to(a, (B,) + a.shape),
                            cell.initial_carry(params))
-    carry, ys = chunked(chunk, carry, xs, mask, resets, reverse, every, time_axis=1)
+    run = on_explicit_mesh(lambda c, x, m, r: chunked(chunk, c, x, m, r, reverse, every,
+                                                      time_axis=1), xs)
+    try:
+      carry, ys = run(carry, xs, mask, resets)
+    except TypeError as e:   # forward mode that forward_mode could not see (under vmap)
+      if FORWARD_MODE_ERROR not in str(e):
+        raise
+      carry, ys = per_example(given_carry, every)
     return carry, jnp.swapaxes(ys, 0, 1) if time_major else ys
 
   kernel_takes_mask = getattr(cell.batched, "takes_recurrent_mask", False)

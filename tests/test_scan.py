@@ -284,6 +284,14 @@ def test_checkpoint_every_gives_the_same_numbers_keeping_a_fraction_of_the_resid
                                                           checkpoint_every=every)[1],
                               (xs,), (jnp.ones_like(xs),))[1]
   np.testing.assert_allclose(jvp(5), jvp(None), rtol=1e-5, atol=1e-6)
+  under_vmap = jax.jvp(lambda x: jax.vmap(lambda b: jaxrnn.scan_batch(
+      cell, params, b, checkpoint_every=5)[1])(x[None])[0], (xs,), (jnp.ones_like(xs),))[1]
+  np.testing.assert_allclose(under_vmap, jax.jvp(
+      lambda x: jaxrnn.scan_batch(cell, params, x)[1], (xs,), (jnp.ones_like(xs),))[1],
+      rtol=1e-5, atol=1e-6)
   decoder = jaxrnn.attention_decoder(jaxrnn.gru(4), jaxrnn.attention("dot"), 5, 4)
-  with pytest.raises(ValueError, match="the cell is an attention decoder"):   # no carry
-    jaxrnn.scan(decoder, decoder.init(jax.random.key(0), 3), long, checkpoint_every=8)
+  dec_params = decoder.init(jax.random.key(0), 3)
+  for run in (lambda: jaxrnn.scan(decoder, dec_params, long, checkpoint_every=8),
+              lambda: jaxrnn.scan_batch(decoder, dec_params, long[None], checkpoint_every=8)):
+    with pytest.raises(ValueError, match="the cell is an attention decoder"):   # no carry
+      run()

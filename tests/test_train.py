@@ -684,6 +684,12 @@ SHARDED = textwrap.dedent("""
       ys = jax.jit(lambda p, x: jaxrnn.scan_batch(cell, p, x)[1])(
           params, jax.device_put(x, NamedSharding(explicit, P("data"))))
       assert jax.typeof(ys).sharding.spec[0] == "data"
+    # in rematerialised chunks too
+    chunked = lambda p, x: jaxrnn.scan_batch(cell, p, x, mask=mask, checkpoint_every=2)[1].sum()
+    with jax.set_mesh(explicit):
+      got = jax.jit(jax.value_and_grad(chunked))(params, jax.device_put(x, P("data")))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 """)
 
 

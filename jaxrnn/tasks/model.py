@@ -291,7 +291,7 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
     if top_k is not None:
       kth = jax.lax.top_k(logits, top_k)[0][-1]
       logits = jnp.where(logits < kth, -jnp.inf, logits)
-    if top_p is not None:
+    if top_p is not None and top_p < 1.0:        # 1: every token, nothing to sort
       order = jnp.argsort(-logits)
       probs = jax.nn.softmax(logits[order])
       # a token stays if the ones more likely than it sum to under top_p
