@@ -468,7 +468,9 @@ def test_fine_tuning_with_torch_biases_follows_torchs_training(name, recipe):
     return params
 
   got = train(jt.with_torch_biases(opt))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), got, want)
+  # Adam divides by each gradient's running RMS, which scales the float
+  # rounding of small gradients up (3e-5 relative, compiled unoptimized)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=5e-5, atol=2e-6), got, want)
   plain = train(opt)
   merged = [p.b for p in jax.tree.leaves(plain, is_leaf=jt.is_cell)]
   wanted = [p.b for p in jax.tree.leaves(want, is_leaf=jt.is_cell)]

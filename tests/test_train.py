@@ -808,7 +808,6 @@ def test_windows_carries_a_series_feature_axes():
 
 
 @pytest.mark.parametrize("mode,factor,patience,threshold,cooldown,min_scale", [
-    ("min", 0.5, 1, 1e-4, 0, 0.0),
     ("min", 0.1, 0, 0.05, 2, 0.02),
     ("max", 0.3, 2, 0.01, 1, 0.0)])
 def test_plateau_rule_is_pytorchs_reduce_lr_on_plateau(mode, factor, patience, threshold,
