@@ -19,9 +19,8 @@ from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxrnn._cell import Cell, as_int, exportable
+from jaxrnn._cell import Cell, as_int, exportable, first_outside
 from jaxrnn._layers import Seq, apply_batch, as_seq
 
 
@@ -264,13 +263,11 @@ def generate(model: Model, params, prompt, steps: int, key=None, *,
                      f"key. Fix: pass key=jax.random.key(...), or temperature=0 "
                      f"for the most likely tokens.")
   V = model.output_size
-  if not isinstance(prompt, jax.core.Tracer):       # known: checked in NumPy
-    ids = np.asarray(prompt)
-    bad = ids[(ids < 0) | (ids >= V)]
-    if bad.size:
-      raise ValueError(f"{where}: prompt holds {int(bad[0])}; expected ids in [0, {V}), "
-                       f"the model's output size. Fix: encode the prompt with the "
-                       f"model's vocabulary.")
+  bad = first_outside(prompt, None, V)
+  if bad is not None:
+    raise ValueError(f"{where}: prompt holds {bad}; expected ids in [0, {V}), the "
+                     f"model's output size. Fix: encode the prompt with the model's "
+                     f"vocabulary.")
   one_hot = inputs is None and not getattr(model, "takes_ids", False)
   if inputs is None:
     inputs = (lambda ids: jax.nn.one_hot(ids, V)) if one_hot else (lambda ids: ids)

@@ -12,10 +12,11 @@ length for the same reason); the mask keeps the padding out of the loss.
 
 from __future__ import annotations
 
-import operator
 from typing import Optional, Sequence
 
 import numpy as np
+
+from jaxrnn._cell import as_int
 
 
 def pad_batch(sequences: Sequence, *, multiple: int = 1, length: Optional[int] = None,
@@ -47,15 +48,12 @@ def pad_batch(sequences: Sequence, *, multiple: int = 1, length: Optional[int] =
         f"each, one step per row.")
   # The dtype the nonempty ones share (an empty list reads as float64)
   dtype = np.result_type(*nonempty)
-  try:
-    step = operator.index(multiple)
-  except TypeError:
-    step = 0
-  if step < 1:
+  step = as_int(multiple)
+  if step is None or step < 1:
     raise ValueError(f"{where}: multiple={multiple!r}; expected an int >= 1.")
   longest = max(len(a) for a in arrays)
-  T = -(-longest // step) * step if length is None else operator.index(length)
-  if T < longest:
+  T = -(-longest // step) * step if length is None else as_int(length)
+  if T is None or T < longest:
     raise ValueError(
         f"{where}: length={length}, but a sequence has {longest} steps. Fix: "
         f"length={longest} or more, or cut the sequences first (a[:length]).")
